@@ -1,0 +1,802 @@
+//! Configuration: the line-based config file and the command-line flags, turned into one validated
+//! [`Config`].
+//!
+//! The file has one setting per line, `#` starts a comment, and a setting is a key followed by
+//! words, most of them `name=value` pairs (the same shape as HAProxy's and nginx's own files, so no
+//! parser dependency is needed):
+//!
+//! ```text
+//! listen    0.0.0.0:8080
+//! workers   64
+//! timeouts  connect=2s response=30s
+//! backend   http://localhost:8081 weight=5
+//! ```
+//!
+//! Every problem is reported as `file:line: problem` (see [`ConfigError`]). Flags override the file;
+//! `--backend` on the command line replaces the file's backends.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The config file read when `--config` is not given, if it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";
+
+/// One backend as configured: where it is and its base weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Base URL without a trailing slash, e.g. `http://localhost:8081`.
+    pub url: String,
+    /// Host part of the URL (a name or an IP literal; IPv6 without brackets).
+    pub host: String,
+    /// TCP port; 80 when the URL names none.
+    pub port: u16,
+    /// Base weight for the smooth weighted round-robin, 1..=1000. Default 1.
+    pub weight: u32,
+}
+
+impl BackendConfig {
+    /// Parses `http://host[:port]` plus a weight. Only plain `http` is supported: the balancer
+    /// terminates client connections and speaks HTTP/1.1 to backends on a trusted network.
+    pub fn parse(url: &str, weight: u32) -> Result<BackendConfig, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("backend URL {url:?} must start with http://"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() {
+            return Err(format!("backend URL {url:?} has no host"));
+        }
+        if authority.contains('/') || authority.contains('?') || authority.contains('#') {
+            return Err(format!(
+                "backend URL {url:?} must not have a path: requests keep their own path"
+            ));
+        }
+        if authority.contains('@') {
+            return Err(format!("backend URL {url:?} must not contain user info"));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("backend URL {url:?} has a bad host or port"))?;
+        if !(1..=1000).contains(&weight) {
+            return Err(format!("weight {weight} is out of range 1..1000"));
+        }
+        let url = if authority.starts_with('[') {
+            format!("http://[{host}]:{port}")
+        } else {
+            format!("http://{host}:{port}")
+        };
+        Ok(BackendConfig {
+            url,
+            host,
+            port,
+            weight,
+        })
+    }
+
+    /// `host:port`, the name used in logs, status and metrics.
+    pub fn name(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => 80,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, 80),
+    };
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    (valid && port != 0).then(|| (host.to_string(), port))
+}
+
+/// Active health checks (`health` key). Defaults: HAProxy's `inter 2s rise 2 fall 3` with GET /health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Checks are on unless `health off`. Default on.
+    pub enabled: bool,
+    /// Path requested with GET. Default `/health`.
+    pub path: String,
+    /// Time between checks of one backend. Default 2 s.
+    pub interval: Duration,
+    /// A check slower than this fails. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive passes to become healthy. Default 2.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy. Default 3.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Circuit breaker (`breaker` key). Defaults: Envoy's `consecutive_5xx 5`, nginx's `fail_timeout 10s`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker. Default 5.
+    pub failures: u32,
+    /// First open period; doubles on each re-open. Default 10 s.
+    pub cooldown: Duration,
+    /// Cap for the doubling cooldown. Default 5 min.
+    pub max_cooldown: Duration,
+    /// Backend statuses that count as failures, besides transport errors and timeouts.
+    /// Default 502, 503, 504.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(300),
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// The whole validated configuration. [`Config::default`] is what `cargo run` uses with no file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where clients connect. Default `0.0.0.0:8080`.
+    pub listen: String,
+    /// Admin listener (dashboard, status, metrics); `None` when `admin off`. Default `127.0.0.1:9090`.
+    pub admin: Option<String>,
+    /// Bearer token the admin listener requires; mandatory when it is bound off loopback.
+    pub admin_token: Option<String>,
+    /// Worker threads that forward requests. Default 64.
+    pub workers: usize,
+    /// Requests waiting for a worker before new ones get 503. Default 1024.
+    pub queue: usize,
+    /// Time allowed to open a TCP connection to a backend. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for a backend's response head, and between reads of its body. Default 30 s.
+    pub response_timeout: Duration,
+    /// Extra attempts on other backends when that is safe. Default 2.
+    pub retries: u32,
+    /// Retries allowed as a percentage of requests. Default 20.
+    pub retry_budget_percent: u32,
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Ramp-up time after a backend (re)joins; zero turns it off. Default 10 s.
+    pub slow_start: Duration,
+    /// One info line per request on the `access` log target. Default on.
+    pub access_log: bool,
+    /// How long a graceful shutdown waits for in-flight requests. Default 10 s.
+    pub drain_timeout: Duration,
+    /// The backends, in order. Default `localhost:8081..8083`, weight 1.
+    pub backends: Vec<BackendConfig>,
+    /// The file this came from, if any (reloads read it again).
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:8080".into(),
+            admin: Some("127.0.0.1:9090".into()),
+            admin_token: None,
+            workers: 64,
+            queue: 1024,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            retries: 2,
+            retry_budget_percent: 20,
+            health: HealthConfig::default(),
+            breaker: BreakerConfig::default(),
+            slow_start: Duration::from_secs(10),
+            access_log: true,
+            drain_timeout: Duration::from_secs(10),
+            backends: (8081..=8083)
+                .map(|p| BackendConfig::parse(&format!("http://localhost:{p}"), 1).unwrap())
+                .collect(),
+            source: None,
+        }
+    }
+}
+
+/// A configuration problem, naming where it is: `file:line: problem`, or `--flag: problem`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `command line`.
+    pub origin: String,
+    /// 1-based line number in the file; 0 for flags and whole-file problems.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.origin, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a duration with a unit: `250ms`, `2s`, `1m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit (ms, s, m, h)"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("bad duration {s:?}: unit must be ms, s, m or h")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too large"))
+}
+
+/// Parses a size with a unit: `512B`, `8KiB`, `10MiB`, `1GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?}: expected a number and a unit (B, KiB, MiB, GiB)"))?;
+    let mult: u64 = match unit {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("bad size {s:?}: unit must be B, KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_count(s: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{what} must be a whole number in {min}..{max}, not {s:?}"
+        )),
+    }
+}
+
+fn parse_on_off(s: &str, what: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{what} must be on or off, not {s:?}")),
+    }
+}
+
+/// Checks that a listen address has the `host:port` shape and resolves.
+pub fn check_addr(s: &str) -> Result<String, String> {
+    let resolves = s.to_socket_addrs().is_ok_and(|mut a| a.next().is_some());
+    if resolves {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "bad address {s:?}: expected host:port, e.g. 0.0.0.0:8080"
+        ))
+    }
+}
+
+/// Splits `name=value` words; `allowed` lists the names this key takes.
+fn pairs<'a>(words: &[&'a str], allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| format!("expected name=value, found {w:?}"))?;
+        if !allowed.contains(&k) {
+            return Err(format!(
+                "unknown option {k:?} (expected one of: {})",
+                allowed.join(", ")
+            ));
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(format!("option {k:?} is given twice"));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+/// Applies one settings line (`key words...`) to `config`. Shared by the file parser and the
+/// tests; `seen` catches keys given twice.
+fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), String> {
+    let one = |what: &str| -> Result<&str, String> {
+        match words {
+            [w] => Ok(*w),
+            _ => Err(format!("{what} takes exactly one value")),
+        }
+    };
+    match key {
+        "listen" => config.listen = check_addr(one("listen")?)?,
+        "admin" => {
+            let mut words = words.iter();
+            let addr = words.next().ok_or("admin takes an address or off")?;
+            config.admin = if *addr == "off" {
+                None
+            } else {
+                Some(check_addr(addr)?)
+            };
+            let rest: Vec<&str> = words.copied().collect();
+            for (k, v) in pairs(&rest, &["token"])? {
+                if k == "token" {
+                    if v.is_empty() {
+                        return Err("token must not be empty".into());
+                    }
+                    config.admin_token = Some(v.to_string());
+                }
+            }
+        }
+        "workers" => config.workers = parse_count(one("workers")?, "workers", 1, 4096)? as usize,
+        "queue" => config.queue = parse_count(one("queue")?, "queue", 1, 1_000_000)? as usize,
+        "timeouts" => {
+            if words.is_empty() {
+                return Err("timeouts takes connect=DURATION and/or response=DURATION".into());
+            }
+            for (k, v) in pairs(words, &["connect", "response"])? {
+                let d = parse_duration(v)?;
+                if d.is_zero() {
+                    return Err(format!("{k} timeout must be more than zero"));
+                }
+                match k {
+                    "connect" => config.connect_timeout = d,
+                    _ => config.response_timeout = d,
+                }
+            }
+        }
+        "retries" => {
+            let (n, rest) = words.split_first().ok_or("retries takes a count")?;
+            config.retries = parse_count(n, "retries", 0, 10)? as u32;
+            for (_, v) in pairs(rest, &["budget"])? {
+                let pct = v
+                    .strip_suffix('%')
+                    .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
+                config.retry_budget_percent = parse_count(pct, "budget", 0, 100)? as u32;
+            }
+        }
+        "health" => {
+            if words == ["off"] {
+                config.health.enabled = false;
+                return Ok(());
+            }
+            let h = &mut config.health;
+            h.enabled = true;
+            for (k, v) in pairs(words, &["path", "interval", "timeout", "rise", "fall"])? {
+                match k {
+                    "path" if v.starts_with('/') => h.path = v.to_string(),
+                    "path" => return Err(format!("health path must start with /, not {v:?}")),
+                    "interval" | "timeout" => {
+                        let d = parse_duration(v)?;
+                        if d.is_zero() {
+                            return Err(format!("health {k} must be more than zero"));
+                        }
+                        if k == "interval" {
+                            h.interval = d
+                        } else {
+                            h.timeout = d
+                        }
+                    }
+                    "rise" => h.rise = parse_count(v, "rise", 1, 100)? as u32,
+                    _ => h.fall = parse_count(v, "fall", 1, 100)? as u32,
+                }
+            }
+        }
+        "breaker" => {
+            let b = &mut config.breaker;
+            for (k, v) in pairs(words, &["failures", "cooldown", "max_cooldown", "statuses"])? {
+                match k {
+                    "failures" => b.failures = parse_count(v, "failures", 1, 1000)? as u32,
+                    "cooldown" => b.cooldown = parse_duration(v)?,
+                    "max_cooldown" => b.max_cooldown = parse_duration(v)?,
+                    _ => {
+                        b.failure_statuses = v
+                            .split(',')
+                            .map(|s| parse_count(s, "status", 100, 599).map(|n| n as u16))
+                            .collect::<Result<_, _>>()?
+                    }
+                }
+            }
+            if b.max_cooldown < b.cooldown {
+                return Err("max_cooldown must not be less than cooldown".into());
+            }
+        }
+        "slow_start" => {
+            let w = one("slow_start")?;
+            config.slow_start = if w == "off" {
+                Duration::ZERO
+            } else {
+                parse_duration(w)?
+            };
+        }
+        "access_log" => config.access_log = parse_on_off(one("access_log")?, "access_log")?,
+        "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
+        "backend" => {
+            let (url, rest) = words.split_first().ok_or("backend takes a URL")?;
+            let mut weight = 1;
+            for (_, v) in pairs(rest, &["weight"])? {
+                weight = parse_count(v, "weight", 1, 1000)? as u32;
+            }
+            let b = BackendConfig::parse(url, weight)?;
+            if config.backends.iter().any(|x| x.url == b.url) {
+                return Err(format!("backend {} is listed twice", b.url));
+            }
+            config.backends.push(b);
+        }
+        _ => return Err(format!("unknown setting {key:?}")),
+    }
+    Ok(())
+}
+
+/// Keys that may appear on more than one line.
+const REPEATABLE: &[&str] = &["backend"];
+
+impl Config {
+    /// Parses config text. `origin` names the file in errors. Settings not in the text keep their
+    /// defaults, except backends: a file that lists any replaces the default three.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.backends.clear();
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |message: String| ConfigError {
+                origin: origin.to_string(),
+                line: i + 1,
+                message,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let key = words.next().unwrap_or_default();
+            let words: Vec<&str> = words.collect();
+            if !REPEATABLE.contains(&key) {
+                if seen.contains(&key) {
+                    return Err(err(format!("setting {key:?} is given twice")));
+                }
+                seen.push(key);
+            }
+            apply_line(&mut config, key, &words).map_err(|m| err(format!("{key}: {m}")))?;
+        }
+        if config.backends.is_empty() {
+            config.backends = Config::default().backends;
+        }
+        config.validate().map_err(|message| ConfigError {
+            origin: origin.to_string(),
+            line: 0,
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut config = Config::parse(&text, &origin)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Whole-config rules that no single line can check.
+    pub fn validate(&self) -> Result<(), String> {
+        if let (Some(admin), None) = (&self.admin, &self.admin_token) {
+            let loopback = admin
+                .to_socket_addrs()
+                .map(|mut a| a.all(|a: SocketAddr| a.ip().is_loopback()))
+                .unwrap_or(false);
+            if !loopback {
+                return Err(format!(
+                    "admin listener {admin} is not on loopback, so it needs a token: admin {admin} token=SECRET"
+                ));
+            }
+        }
+        if self.backends.is_empty() {
+            return Err("no backends configured".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the command line asked for, besides the config.
+#[derive(Debug, Default)]
+pub struct Cli {
+    /// The merged configuration.
+    pub config: Config,
+    /// `--demo`: also start demo backends for the configured localhost ports.
+    pub demo: bool,
+    /// `--help` was given: print [`USAGE`] and exit.
+    pub help: bool,
+}
+
+/// The `--help` text: every option with its default.
+pub const USAGE: &str = "\
+loadbalancer: a synchronous HTTP/1.1 load balancer
+
+USAGE:
+    loadbalancer [OPTIONS]
+
+OPTIONS:
+    --config FILE            config file (default: ./loadbalancer.conf if it exists)
+    --listen ADDR            client-facing address (default 0.0.0.0:8080)
+    --backend URL[,weight=N] a backend, repeatable; replaces the file's backends
+                             (default http://localhost:8081..8083, weight 1)
+    --workers N              worker threads (default 64)
+    --queue N                requests waiting for a worker before 503 (default 1024)
+    --connect-timeout DUR    backend connect timeout (default 2s)
+    --response-timeout DUR   backend response timeout (default 30s)
+    --access-log on|off      one log line per request (default on)
+    --admin ADDR|off         dashboard, /status and /metrics (default 127.0.0.1:9090)
+    --demo                   also run demo backends for localhost:8081.. backends
+    --help                   print this help
+
+Durations take ms, s, m or h (e.g. 500ms, 2s). Logging follows RUST_LOG (default info).
+Every setting, with the config file grammar, is documented in README.md.
+";
+
+/// Parses command-line arguments (without the program name) into a [`Cli`]. The config file
+/// (from `--config`, or `./loadbalancer.conf` when present) is read first, then flags override it.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, ConfigError> {
+    parse_args_in(args, Path::new("."))
+}
+
+/// [`parse_args`] with the directory in which the default config file is looked for.
+pub fn parse_args_in<I: IntoIterator<Item = String>>(
+    args: I,
+    dir: &Path,
+) -> Result<Cli, ConfigError> {
+    let flag_err = |flag: &str, message: String| ConfigError {
+        origin: flag.to_string(),
+        line: 0,
+        message,
+    };
+    let mut file: Option<PathBuf> = None;
+    let mut flags: Vec<(String, String)> = Vec::new();
+    let mut cli = Cli::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "--help" | "-h" => cli.help = true,
+            "--demo" => cli.demo = true,
+            "--config" | "--listen" | "--backend" | "--workers" | "--queue"
+            | "--connect-timeout" | "--response-timeout" | "--access-log" | "--admin" => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => args
+                        .next()
+                        .ok_or_else(|| flag_err(&name, "needs a value".into()))?,
+                };
+                if name == "--config" {
+                    file = Some(PathBuf::from(value));
+                } else {
+                    flags.push((name, value));
+                }
+            }
+            _ => return Err(flag_err(&arg, "unknown option (see --help)".to_string())),
+        }
+    }
+    let default_file = dir.join(DEFAULT_CONFIG_FILE);
+    let mut config = match file {
+        Some(f) => Config::from_file(&f)?,
+        None if default_file.is_file() => Config::from_file(&default_file)?,
+        None => Config::default(),
+    };
+    let mut flag_backends = Vec::new();
+    for (name, value) in flags {
+        let e = |m: String| flag_err(&name, m);
+        match name.as_str() {
+            "--listen" => config.listen = check_addr(&value).map_err(e)?,
+            "--backend" => {
+                let mut parts = value.split(',');
+                let url = parts.next().unwrap_or_default();
+                let rest: Vec<&str> = parts.collect();
+                let mut weight = 1;
+                for (_, v) in pairs(&rest, &["weight"]).map_err(e)? {
+                    weight = parse_count(v, "weight", 1, 1000).map_err(e)? as u32;
+                }
+                let b = BackendConfig::parse(url, weight).map_err(e)?;
+                if flag_backends.iter().any(|x: &BackendConfig| x.url == b.url) {
+                    return Err(e(format!("backend {} is given twice", b.url)));
+                }
+                flag_backends.push(b);
+            }
+            "--workers" => {
+                config.workers = parse_count(&value, "workers", 1, 4096).map_err(e)? as usize
+            }
+            "--queue" => {
+                config.queue = parse_count(&value, "queue", 1, 1_000_000).map_err(e)? as usize
+            }
+            "--connect-timeout" | "--response-timeout" => {
+                let d = parse_duration(&value).map_err(e)?;
+                if d.is_zero() {
+                    return Err(e("must be more than zero".into()));
+                }
+                if name == "--connect-timeout" {
+                    config.connect_timeout = d
+                } else {
+                    config.response_timeout = d
+                }
+            }
+            "--access-log" => config.access_log = parse_on_off(&value, "access-log").map_err(e)?,
+            "--admin" => {
+                config.admin = if value == "off" {
+                    None
+                } else {
+                    Some(check_addr(&value).map_err(e)?)
+                }
+            }
+            _ => unreachable!("flag list above"),
+        }
+    }
+    if !flag_backends.is_empty() {
+        config.backends = flag_backends;
+    }
+    config
+        .validate()
+        .map_err(|m| flag_err("configuration", m))?;
+    cli.config = config;
+    Ok(cli)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "lb.conf").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_match_design() {
+        let c = Config::default();
+        assert_eq!(c.listen, "0.0.0.0:8080");
+        assert_eq!(c.admin.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(c.backends.len(), 3);
+        assert_eq!(c.backends[0].url, "http://localhost:8081");
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.response_timeout, Duration::from_secs(30));
+        assert_eq!((c.health.rise, c.health.fall), (2, 3));
+        assert_eq!(c.breaker.failures, 5);
+    }
+
+    #[test]
+    fn parses_the_design_example() {
+        let text = "\
+listen    0.0.0.0:8080
+admin     127.0.0.1:9090
+workers   64
+queue     1024
+timeouts  connect=2s response=30s
+retries   2 budget=20%
+health    path=/health interval=2s timeout=1s rise=2 fall=3
+breaker   failures=5 cooldown=10s max_cooldown=5m
+slow_start 10s
+access_log on
+backend   http://localhost:8081 weight=1   # a comment
+backend   http://localhost:8082 weight=5
+";
+        let c = Config::parse(text, "x").unwrap();
+        assert_eq!(c.backends.len(), 2);
+        assert_eq!(c.backends[1].weight, 5);
+        assert_eq!(c.breaker.max_cooldown, Duration::from_secs(300));
+        assert_eq!(c.retry_budget_percent, 20);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        assert_eq!(
+            err("workers 4\n\nworkers 5\n"),
+            "lb.conf:3: setting \"workers\" is given twice"
+        );
+        assert_eq!(
+            err("# c\nfrobnicate 1\n"),
+            "lb.conf:2: frobnicate: unknown setting \"frobnicate\""
+        );
+        assert!(err("timeouts connect=2x\n").starts_with("lb.conf:1: timeouts: bad duration"));
+        assert!(err("backend ftp://x:1\n").starts_with("lb.conf:1: backend:"));
+        assert!(err("backend http://a:1\nbackend http://a:1\n").starts_with("lb.conf:2:"));
+        assert!(err("backend http://a:1 weight=0\n").contains("weight"));
+        assert!(err("workers 0\n").starts_with("lb.conf:1: workers:"));
+        assert!(err("listen nowhere\n").starts_with("lb.conf:1: listen: bad address"));
+        assert!(err("timeouts connect=2s connect=3s\n").contains("twice"));
+        assert!(err("health interval=0s\n").contains("more than zero"));
+        assert!(err("admin 0.0.0.0:9090\n").contains("needs a token"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999h").is_err());
+        assert_eq!(parse_size("8KiB").unwrap(), 8192);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert!(parse_size("10MB").is_err());
+    }
+
+    #[test]
+    fn backend_urls() {
+        let b = BackendConfig::parse("http://localhost", 1).unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("localhost", 80));
+        let b = BackendConfig::parse("http://[::1]:9000/", 2).unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.url.as_str()),
+            ("::1", 9000, "http://[::1]:9000")
+        );
+        assert!(BackendConfig::parse("http://a:1/path", 1).is_err());
+        assert!(BackendConfig::parse("http://a:0", 1).is_err());
+        assert!(BackendConfig::parse("http://a:99999", 1).is_err());
+        assert!(BackendConfig::parse("http://", 1).is_err());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("lbcfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("x.conf");
+        std::fs::write(&file, "workers 8\nbackend http://a:1\nbackend http://b:2\n").unwrap();
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let cli = parse_args_in(
+            args(&[
+                "--config",
+                file.to_str().unwrap(),
+                "--workers",
+                "3",
+                "--backend=http://c:3,weight=4",
+            ]),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(cli.config.workers, 3);
+        assert_eq!(cli.config.backends.len(), 1);
+        assert_eq!(cli.config.backends[0].weight, 4);
+        let e = parse_args_in(args(&["--workers", "x"]), &dir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--workers: workers must be a whole number in 1..4096, not \"x\""
+        );
+        assert!(parse_args_in(args(&["--bogus"]), &dir).is_err());
+        assert!(parse_args_in(args(&["--listen"]), &dir).is_err());
+        // the default file in the working directory is used when present
+        std::fs::write(dir.join(DEFAULT_CONFIG_FILE), "workers 9\n").unwrap();
+        assert_eq!(parse_args_in(args(&[]), &dir).unwrap().config.workers, 9);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,65 @@
+//! Logging: one env_logger format for every line, and the access-log line.
+//!
+//! Lines look like `2026-11-25T17:13:08.123Z INFO  loadbalancer::server: message`: time (UTC,
+//! milliseconds), level, target, message. `RUST_LOG` chooses what is shown (default `info`); the
+//! access log uses the target `access`, so `RUST_LOG=info,access=off` hides it too.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Starts logging to stderr. Safe to call more than once (later calls do nothing), which tests
+/// rely on.
+pub fn init() {
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        // tiny_http reports its own accept errors, including the expected one when a graceful
+        // shutdown closes the listener; the acceptor logs the ones that matter itself.
+        .filter_module("tiny_http", log::LevelFilter::Off)
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}: {}",
+                buf.timestamp_millis(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .try_init();
+}
+
+/// One finished request, as the access log reports it.
+#[derive(Debug)]
+pub struct AccessEntry<'a> {
+    /// Client address.
+    pub client: IpAddr,
+    /// Request method.
+    pub method: &'a str,
+    /// Request target.
+    pub target: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Backend that answered (`-` when none did).
+    pub backend: &'a str,
+    /// Time from the request's arrival to the end of the response.
+    pub duration: Duration,
+    /// Response body bytes sent.
+    pub bytes: u64,
+}
+
+/// Writes the access-log line for `e` at info level on target `access`:
+/// `client method target status backend duration_ms bytes`.
+pub fn access(e: &AccessEntry<'_>) {
+    log::info!(
+        target: "access",
+        "{} {} {} {} {} {:.1}ms {}",
+        e.client,
+        e.method,
+        e.target,
+        e.status,
+        e.backend,
+        e.duration.as_secs_f64() * 1000.0,
+        e.bytes
+    );
+}

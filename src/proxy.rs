@@ -1,0 +1,728 @@
+//! Forwarding one request: the HTTP rules a proxy must keep, retries, and error mapping.
+//!
+//! This file works on the balancer's own small request view ([`RequestHead`]) and plain
+//! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` adapts the
+//! front end to it.
+//!
+//! What it guarantees (RFC 9110 / 9112):
+//! - Transparency: method, request target (byte for byte), Host and end-to-end headers, repeated
+//!   headers, statuses and bodies pass through unchanged; redirects are not followed and bodies are
+//!   not decompressed.
+//! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
+//!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
+//!   are removed in both directions.
+//! - `X-Forwarded-For` gets the client's address appended; `X-Forwarded-Proto` and
+//!   `X-Forwarded-Host` are set.
+//! - A request with both `Content-Length` and `Transfer-Encoding`, or a bad `Content-Length`, is
+//!   refused with 400 and never forwarded.
+//! - Retries go to a backend not yet tried: always when the request never reached a backend
+//!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
+//!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
+
+use std::io::{self, Read};
+use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::backend::{Backend, InFlight};
+use crate::pool::{Availability, Pool};
+use crate::resolver::CachingResolver;
+use crate::retry::RetryBudget;
+
+/// The parts of a client request that forwarding needs. Header names keep the client's spelling.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Request target exactly as the client sent it, e.g. `/a/b?x=1`.
+    pub target: String,
+    /// True for an HTTP/1.0 request.
+    pub http10: bool,
+    /// Headers in the order received, repeated ones repeated.
+    pub headers: Vec<(String, String)>,
+    /// The client's address (the TCP peer).
+    pub client: IpAddr,
+}
+
+impl RequestHead {
+    /// All values of header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length: n` (n > 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// An answer the balancer gives itself: status, a short plain-text reason, maybe `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status.
+    pub status: u16,
+    /// Short reason, sent as the plain-text body.
+    pub reason: String,
+    /// Seconds for a `Retry-After` header (429 and 503).
+    pub retry_after: Option<u32>,
+}
+
+impl Refusal {
+    /// A refusal without `Retry-After`.
+    pub fn new(status: u16, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A refusal with `Retry-After: seconds`.
+    pub fn retry_after(status: u16, reason: impl Into<String>, seconds: u32) -> Refusal {
+        Refusal {
+            retry_after: Some(seconds),
+            ..Refusal::new(status, reason)
+        }
+    }
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Headers the balancer sets itself on the way to the backend.
+const SET_BY_PROXY: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// True when `name` must not be forwarded, given the `Connection` header values of the message.
+fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
+}
+
+/// Checks a request's framing and shape before anything is forwarded. Refuses request
+/// smuggling (both `Content-Length` and `Transfer-Encoding`, conflicting or malformed lengths,
+/// transfer codings other than `chunked`), a missing or repeated `Host` on HTTP/1.1, and methods
+/// a load balancer does not forward (`CONNECT`).
+pub fn check_request(head: &RequestHead) -> Result<Framing, Refusal> {
+    let bad = |reason: &str| Err(Refusal::new(400, reason));
+    if head.method.eq_ignore_ascii_case("CONNECT") {
+        return Err(Refusal::new(405, "CONNECT is not supported"));
+    }
+    if !(head.target.starts_with('/') || (head.target == "*" && head.method == "OPTIONS")) {
+        return bad("request target must be a path");
+    }
+    let hosts = head.header_values("host").count();
+    if hosts > 1 || (hosts == 0 && !head.http10) {
+        return bad("exactly one Host header is required");
+    }
+    let te: Vec<&str> = head.header_values("transfer-encoding").collect();
+    let lengths: Vec<&str> = head.header_values("content-length").collect();
+    if !te.is_empty() {
+        if !lengths.is_empty() {
+            return bad("both Content-Length and Transfer-Encoding");
+        }
+        if te.len() != 1 || !te[0].trim().eq_ignore_ascii_case("chunked") {
+            return bad("unsupported Transfer-Encoding");
+        }
+        if head.http10 {
+            return bad("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length: Option<u64> = None;
+    for value in lengths.iter().flat_map(|v| v.split(',')) {
+        let v = value.trim();
+        let n = match v.parse::<u64>() {
+            Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return bad("invalid Content-Length"),
+        };
+        if length.is_some_and(|l| l != n) {
+            return bad("conflicting Content-Length values");
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        None | Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
+/// proxy sets, plus `X-Forwarded-For` (the client's chain with `client` appended),
+/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
+/// because the front end has already answered it.
+pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<(String, String)> {
+    let connection: Vec<&str> = head.header_values("connection").collect();
+    let mut out: Vec<(String, String)> = Vec::with_capacity(head.headers.len() + 3);
+    for (name, value) in &head.headers {
+        if is_hop_by_hop(name, &mut connection.iter().copied())
+            || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        out.push((name.clone(), value.clone()));
+    }
+    if let Framing::Length(n) = framing {
+        out.push(("Content-Length".into(), n.to_string()));
+    }
+    let client = head.client.to_string();
+    let chain: Vec<&str> = head.header_values("x-forwarded-for").collect();
+    let xff = if chain.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", chain.join(", "))
+    };
+    out.push(("X-Forwarded-For".into(), xff));
+    out.push(("X-Forwarded-Proto".into(), "http".into()));
+    if let Some(host) = head.header("host") {
+        out.push(("X-Forwarded-Host".into(), host.to_string()));
+    }
+    out
+}
+
+/// The backend's response headers as the client should see them: hop-by-hop ones removed.
+pub fn client_response_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
+    let connection: Vec<String> = headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    headers
+        .iter()
+        .filter(|(name, _)| !is_hop_by_hop(name, &mut connection.iter().map(String::as_str)))
+        .cloned()
+        .collect()
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
+}
+
+/// Learns how each attempt went: the seam where health, breaker and weights plug in.
+pub trait Observer: Send + Sync {
+    /// Called once per attempt, when the backend's answer head arrived or the attempt failed.
+    /// `latency` is the time to the response head.
+    fn record(&self, backend: &Backend, success: bool, latency: Duration);
+}
+
+/// Records nothing.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn record(&self, _: &Backend, _: bool, _: Duration) {}
+}
+
+/// Forwarding settings (from [`crate::Config`]).
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Backend connect timeout. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Time for the response head, and between body reads. Default 30 s.
+    pub response_timeout: Duration,
+    /// Extra attempts on other backends. Default 2.
+    pub retries: u32,
+    /// Statuses that count as backend failures. Default 502, 503, 504.
+    pub failure_statuses: Vec<u16>,
+    /// Idle keep-alive connections kept to backends, in all.
+    pub idle_connections: usize,
+}
+
+/// A backend's answer, ready to be relayed. The body streams from the backend.
+pub struct Forwarded {
+    /// The backend's status.
+    pub status: u16,
+    /// End-to-end headers, in order, repeated ones repeated.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body's length when the backend declared one.
+    pub content_length: Option<u64>,
+    /// The body.
+    pub body: Box<dyn Read + Send>,
+    /// Keeps the backend's in-flight gauge until the body has been relayed.
+    pub in_flight: InFlight,
+    /// Attempts made (1 when the first backend answered).
+    pub attempts: u32,
+}
+
+impl Forwarded {
+    /// The backend that answered.
+    pub fn backend(&self) -> &Arc<Backend> {
+        self.in_flight.backend()
+    }
+}
+
+/// A failed forward: what to tell the client, and which backend failed last (if any).
+#[derive(Debug)]
+pub struct Failed {
+    /// What the client gets.
+    pub refusal: Refusal,
+    /// The backend of the last attempt.
+    pub backend: Option<Arc<Backend>>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The client's request body could not be read completely (the client is gone or lied).
+    pub client_fault: bool,
+    /// Request body bytes read from the client.
+    pub body_read: u64,
+    /// The request body was read to its end (or there was none).
+    pub body_done: bool,
+}
+
+/// Reads the client's body for ureq while remembering whether anything was read and whether the
+/// client failed, so that a client's error is never blamed on a backend.
+struct ClientBody<'a> {
+    inner: &'a mut dyn Read,
+    read: u64,
+    expected: Option<u64>,
+    failed: bool,
+    done: bool,
+}
+
+impl Read for ClientBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if self.expected.is_some_and(|e| self.read < e) && !buf.is_empty() => {
+                self.failed = true;
+                Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed before sending the whole body",
+                ))
+            }
+            Ok(n) => {
+                self.read += n as u64;
+                self.done |= n == 0 && !buf.is_empty();
+                Ok(n)
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ClientBody<'_> {
+    fn failure(&self, refusal: Refusal, backend: Option<Arc<Backend>>, attempts: u32) -> Failed {
+        Failed {
+            refusal,
+            backend,
+            attempts,
+            client_fault: self.failed,
+            body_read: self.read,
+            body_done: self.done,
+        }
+    }
+}
+
+/// A backend's answer to one attempt.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    content_length: Option<u64>,
+    body: Box<dyn Read + Send>,
+}
+
+/// How an attempt failed.
+enum AttemptError {
+    /// The request never reached the backend (resolve or connect failed): safe to retry.
+    NotSent(Refusal),
+    /// The request may have reached the backend.
+    Sent(Refusal),
+}
+
+/// Forwards requests over a shared, pooled ureq agent.
+pub struct Proxy {
+    agent: ureq::Agent,
+    pool: Arc<Pool>,
+    availability: Arc<dyn Availability>,
+    observer: Arc<dyn Observer>,
+    budget: RetryBudget,
+    settings: ProxySettings,
+}
+
+impl Proxy {
+    /// A proxy over `pool`. The ureq agent is configured to be transparent: no redirects, statuses
+    /// are answers rather than errors, no automatic headers, no decompression.
+    pub fn new(
+        pool: Arc<Pool>,
+        availability: Arc<dyn Availability>,
+        observer: Arc<dyn Observer>,
+        budget: RetryBudget,
+        settings: ProxySettings,
+    ) -> Proxy {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(ureq::config::AutoHeaderValue::None)
+            .accept(ureq::config::AutoHeaderValue::None)
+            .accept_encoding(ureq::config::AutoHeaderValue::None)
+            .allow_non_standard_methods(true)
+            .timeout_connect(Some(settings.connect_timeout))
+            .timeout_recv_response(Some(settings.response_timeout))
+            .timeout_per_read(Some(settings.response_timeout))
+            .max_idle_connections(settings.idle_connections)
+            .max_idle_connections_per_host(settings.idle_connections)
+            .max_idle_age(Duration::from_secs(15))
+            .max_response_header_size(64 * 1024)
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::new(),
+            CachingResolver::default(),
+        );
+        Proxy {
+            agent,
+            pool,
+            availability,
+            observer,
+            budget,
+            settings,
+        }
+    }
+
+    /// The pool this proxy picks from.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Forwards one request, retrying on other backends when that is safe. `framing` comes from
+    /// [`check_request`]; `body` is the client's body stream.
+    pub fn forward(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        body: &mut dyn Read,
+    ) -> Result<Forwarded, Failed> {
+        self.budget.deposit();
+        let headers = backend_request_headers(head, framing);
+        let expected = match framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        let mut body = ClientBody {
+            inner: body,
+            read: 0,
+            expected,
+            failed: false,
+            done: framing == Framing::None,
+        };
+        let mut tried: Vec<u64> = Vec::new();
+        let mut last: Option<(Refusal, Arc<Backend>)> = None;
+        loop {
+            let attempts = tried.len() as u32;
+            let Some(backend) = self.pool.pick(&*self.availability, &tried) else {
+                let (refusal, backend) = match last {
+                    Some((refusal, backend)) => (refusal, Some(backend)),
+                    None => (Refusal::retry_after(503, "no backend available", 1), None),
+                };
+                return Err(body.failure(refusal, backend, attempts));
+            };
+            tried.push(backend.id);
+            let in_flight = backend.begin();
+            let started = Instant::now();
+            let result = self.attempt(&backend, head, framing, &headers, &mut body);
+            let latency = started.elapsed();
+            let error = match result {
+                Ok(answer) => {
+                    let ok = !self.settings.failure_statuses.contains(&answer.status);
+                    if !ok {
+                        backend.stats.failures.fetch_add(1, Relaxed);
+                    }
+                    self.observer.record(&backend, ok, latency);
+                    return Ok(Forwarded {
+                        status: answer.status,
+                        headers: answer.headers,
+                        content_length: answer.content_length,
+                        body: answer.body,
+                        in_flight,
+                        attempts: attempts + 1,
+                    });
+                }
+                Err(e) => e,
+            };
+            if body.failed {
+                // The client broke off its own upload: not the backend's fault, and nothing
+                // to retry with.
+                let refusal = Refusal::new(400, "incomplete request body");
+                return Err(body.failure(refusal, Some(backend), attempts + 1));
+            }
+            backend.stats.failures.fetch_add(1, Relaxed);
+            self.observer.record(&backend, false, latency);
+            drop(in_flight);
+            let (refusal, retryable) = match error {
+                AttemptError::NotSent(r) => (r, true),
+                AttemptError::Sent(r) => (r, is_idempotent(&head.method) && body.read == 0),
+            };
+            log::debug!(
+                "attempt {} to {} failed: {} {}",
+                attempts + 1,
+                backend.name,
+                refusal.status,
+                refusal.reason
+            );
+            let may_retry = retryable && attempts < self.settings.retries && self.budget.withdraw();
+            if !may_retry {
+                return Err(body.failure(refusal, Some(backend), attempts + 1));
+            }
+            last = Some((refusal, backend));
+        }
+    }
+
+    fn attempt(
+        &self,
+        backend: &Backend,
+        head: &RequestHead,
+        framing: Framing,
+        headers: &[(String, String)],
+        body: &mut ClientBody<'_>,
+    ) -> Result<Answer, AttemptError> {
+        let uri = format!("{}{}", backend.url, head.target);
+        let mut builder = ureq::http::Request::builder()
+            .method(head.method.as_str())
+            .uri(uri.as_str());
+        for (name, value) in headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let malformed = |_| AttemptError::NotSent(Refusal::new(400, "malformed request head"));
+        let response = match framing {
+            Framing::None => self
+                .agent
+                .run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
+            Framing::Length(_) | Framing::Chunked => self.agent.run(
+                builder
+                    .body(ureq::SendBody::from_reader(body))
+                    .map_err(malformed)?,
+            ),
+        }
+        .map_err(classify)?;
+        let status = response.status().as_u16();
+        let (parts, body) = response.into_parts();
+        let raw: Vec<(String, Vec<u8>)> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+            .collect();
+        let chunked = raw
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+        let mut content_length = None;
+        if !chunked {
+            for (_, v) in raw.iter().filter(|(k, _)| k == "content-length") {
+                let n = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        AttemptError::Sent(Refusal::new(502, "invalid Content-Length from backend"))
+                    })?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(AttemptError::Sent(Refusal::new(
+                        502,
+                        "conflicting Content-Length from backend",
+                    )));
+                }
+                content_length = Some(n);
+            }
+        }
+        let headers = client_response_headers(&raw)
+            .into_iter()
+            .filter(|(k, _)| k != "content-length")
+            .collect();
+        Ok(Answer {
+            status,
+            headers,
+            content_length,
+            body: Box::new(body.into_reader()),
+        })
+    }
+}
+
+/// Maps a ureq error to what the client sees, and whether the request may have been sent.
+fn classify(error: ureq::Error) -> AttemptError {
+    use io::ErrorKind::*;
+    use ureq::Error as E;
+    use ureq::Timeout as T;
+    match error {
+        E::Timeout(T::Connect | T::Resolve) => {
+            AttemptError::NotSent(Refusal::new(504, "backend connect timed out"))
+        }
+        E::Timeout(_) => AttemptError::Sent(Refusal::new(504, "backend timed out")),
+        E::HostNotFound | E::ConnectionFailed => {
+            AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
+        }
+        E::Io(e)
+            if matches!(
+                e.kind(),
+                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
+            ) =>
+        {
+            AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
+        }
+        E::Io(_) => AttemptError::Sent(Refusal::new(502, "connection to backend failed")),
+        _ => AttemptError::Sent(Refusal::new(502, "invalid answer from backend")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            target: "/x?y=1".into(),
+            http10: false,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            client: "10.1.2.3".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn framing_rules() {
+        let h = |hs: &[(&str, &str)]| check_request(&head("POST", hs));
+        assert_eq!(h(&[("Host", "a")]), Ok(Framing::None));
+        assert_eq!(
+            h(&[("Host", "a"), ("Content-Length", "0")]),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            h(&[("Host", "a"), ("Content-Length", "12")]),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            h(&[
+                ("Host", "a"),
+                ("Content-Length", "12"),
+                ("content-length", "12")
+            ]),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            h(&[("Host", "a"), ("Transfer-Encoding", "chunked")]),
+            Ok(Framing::Chunked)
+        );
+        for bad in [
+            vec![
+                ("Host", "a"),
+                ("Content-Length", "5"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+            vec![
+                ("Host", "a"),
+                ("Content-Length", "5"),
+                ("Content-Length", "6"),
+            ],
+            vec![("Host", "a"), ("Content-Length", "-5")],
+            vec![("Host", "a"), ("Content-Length", "+5")],
+            vec![("Host", "a"), ("Content-Length", "99999999999999999999999")],
+            vec![("Host", "a"), ("Transfer-Encoding", "gzip, chunked")],
+            vec![],
+            vec![("Host", "a"), ("Host", "b")],
+        ] {
+            assert_eq!(h(&bad).unwrap_err().status, 400, "{bad:?}");
+        }
+        assert_eq!(
+            check_request(&head("CONNECT", &[("Host", "a")]))
+                .unwrap_err()
+                .status,
+            405
+        );
+    }
+
+    #[test]
+    fn request_headers_drop_hop_by_hop_and_add_forwarded() {
+        let h = head(
+            "GET",
+            &[
+                ("Host", "example.test"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Proxy-Authorization", "x"),
+                ("Cookie", "a=1"),
+                ("Cookie", "b=2"),
+                ("X-Forwarded-For", "192.0.2.1"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+        );
+        let out = backend_request_headers(&h, Framing::None);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Host",
+                "Cookie",
+                "Cookie",
+                "X-Forwarded-For",
+                "X-Forwarded-Proto",
+                "X-Forwarded-Host"
+            ]
+        );
+        assert_eq!(out[3].1, "192.0.2.1, 10.1.2.3");
+        assert_eq!(out[4].1, "http");
+        assert_eq!(out[5].1, "example.test");
+    }
+
+    #[test]
+    fn response_headers_drop_hop_by_hop() {
+        let raw: Vec<(String, Vec<u8>)> = [
+            ("content-type", "text/plain"),
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("upgrade", "h2c"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let out: Vec<String> = client_response_headers(&raw)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(out, ["content-type", "set-cookie", "set-cookie"]);
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        assert!(is_idempotent("GET") && is_idempotent("PUT") && is_idempotent("DELETE"));
+        assert!(!is_idempotent("POST") && !is_idempotent("PATCH"));
+    }
+}

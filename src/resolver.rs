@@ -1,0 +1,47 @@
+//! Backend name resolution with a short cache.
+//!
+//! ureq resolves the backend's host on every request, and with a timeout set it does so on a
+//! freshly spawned thread. Profiling showed that lookup and thread as a large share of the time
+//! per proxied request, so answers are kept for [`TTL`]: like nginx and HAProxy without a
+//! `resolver` section, the balancer then talks to the addresses it found, and a change in DNS is
+//! picked up within the TTL.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ureq::config::Config;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+/// How long a resolved address list is reused. Default 30 s.
+pub const TTL: Duration = Duration::from_secs(30);
+
+/// A ureq [`Resolver`] that caches the default resolver's answers for [`TTL`].
+#[derive(Debug, Default)]
+pub struct CachingResolver {
+    inner: DefaultResolver,
+    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &Uri,
+        config: &Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = uri.authority().map_or("", |a| a.as_str());
+        if let Some((at, addrs)) = self.cache.lock().get(key) {
+            if at.elapsed() < TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        self.cache
+            .lock()
+            .insert(key.to_string(), (Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
