@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod resolver;
 pub mod retry;
 pub mod server;
+pub mod transport;
 
 use std::io;
 use std::net::SocketAddr;

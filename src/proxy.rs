@@ -29,6 +29,7 @@ use crate::backend::{Backend, InFlight};
 use crate::pool::{Availability, Pool};
 use crate::resolver::CachingResolver;
 use crate::retry::RetryBudget;
+use crate::transport::LeanConnector;
 
 /// The parts of a client request that forwarding needs. Header names keep the client's spelling.
 #[derive(Clone, Debug)]
@@ -398,11 +399,8 @@ impl Proxy {
             .max_idle_age(Duration::from_secs(15))
             .max_response_header_size(64 * 1024)
             .build();
-        let agent = ureq::Agent::with_parts(
-            config,
-            ureq::unversioned::transport::DefaultConnector::new(),
-            CachingResolver::default(),
-        );
+        let agent =
+            ureq::Agent::with_parts(config, LeanConnector::default(), CachingResolver::default());
         Proxy {
             agent,
             pool,
