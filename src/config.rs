@@ -20,6 +20,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::filter::{self, FilterConfig};
+
 /// The config file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";
 
@@ -188,6 +190,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The backends, in order. Default `localhost:8081..8083`, weight 1.
     pub backends: Vec<BackendConfig>,
+    /// Request filtering (allow/deny, rate limits, bans, request rules). Default: none.
+    pub filter: FilterConfig,
     /// The file this came from, if any (reloads read it again).
     pub source: Option<PathBuf>,
 }
@@ -212,6 +216,7 @@ impl Default for Config {
             backends: (8081..=8083)
                 .map(|p| BackendConfig::parse(&format!("http://localhost:{p}"), 1).unwrap())
                 .collect(),
+            filter: FilterConfig::default(),
             source: None,
         }
     }
@@ -450,6 +455,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
             }
             config.backends.push(b);
         }
+        k if filter::KEYS.contains(&k) => config.filter.apply_line(k, words)?,
         _ => return Err(format!("unknown setting {key:?}")),
     }
     Ok(())
@@ -478,7 +484,7 @@ impl Config {
             let mut words = line.split_whitespace();
             let key = words.next().unwrap_or_default();
             let words: Vec<&str> = words.collect();
-            if !REPEATABLE.contains(&key) {
+            if !REPEATABLE.contains(&key) && !filter::REPEATABLE.contains(&key) {
                 if seen.contains(&key) {
                     return Err(err(format!("setting {key:?} is given twice")));
                 }

@@ -12,6 +12,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod filter;
 pub mod logging;
 pub mod pool;
 pub mod proxy;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 pub use config::Config;
 
 use backend::Backend;
+use filter::Filter;
 use pool::{AlwaysAvailable, Pool};
 use proxy::{NoObserver, Proxy, ProxySettings};
 use retry::RetryBudget;
@@ -70,6 +72,7 @@ impl Balancer {
                 workers: config.workers,
                 queue: config.queue,
                 access_log: Arc::new(AtomicBool::new(config.access_log)),
+                filter: Arc::new(Filter::new(config.filter.clone())),
             },
         )?;
         for b in pool.backends() {

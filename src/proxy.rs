@@ -308,12 +308,18 @@ struct ClientBody<'a> {
     inner: &'a mut dyn Read,
     read: u64,
     expected: Option<u64>,
+    limit: Option<u64>,
     failed: bool,
+    too_large: bool,
     done: bool,
 }
 
 impl Read for ClientBody<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.limit.is_some_and(|l| self.read > l) {
+            self.too_large = true;
+            return Err(io::Error::other("request body over the size limit"));
+        }
         match self.inner.read(buf) {
             Ok(0) if self.expected.is_some_and(|e| self.read < e) && !buf.is_empty() => {
                 self.failed = true;
@@ -417,12 +423,14 @@ impl Proxy {
     }
 
     /// Forwards one request, retrying on other backends when that is safe. `framing` comes from
-    /// [`check_request`]; `body` is the client's body stream.
+    /// [`check_request`]; `body` is the client's body stream; a body longer than `max_body` is
+    /// cut off and answered with 413.
     pub fn forward(
         &self,
         head: &RequestHead,
         framing: Framing,
         body: &mut dyn Read,
+        max_body: Option<u64>,
     ) -> Result<Forwarded, Failed> {
         self.budget.deposit();
         let headers = backend_request_headers(head, framing);
@@ -434,7 +442,9 @@ impl Proxy {
             inner: body,
             read: 0,
             expected,
+            limit: max_body,
             failed: false,
+            too_large: false,
             done: framing == Framing::None,
         };
         let mut tried: Vec<u64> = Vec::new();
@@ -471,6 +481,10 @@ impl Proxy {
                 }
                 Err(e) => e,
             };
+            if body.too_large {
+                let refusal = Refusal::new(413, "request body too large");
+                return Err(body.failure(refusal, Some(backend), attempts + 1));
+            }
             if body.failed {
                 // The client broke off its own upload: not the backend's fault, and nothing
                 // to retry with.

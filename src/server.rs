@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::filter::Filter;
 use crate::logging::{self, AccessEntry};
 use crate::proxy::{check_request, Forwarded, Framing, Proxy, Refusal, RequestHead};
 
@@ -38,6 +39,8 @@ pub struct FrontSettings {
     pub queue: usize,
     /// Write an access-log line per request. Default on.
     pub access_log: Arc<AtomicBool>,
+    /// Request filtering, applied by the acceptor.
+    pub filter: Arc<Filter>,
 }
 
 /// An unread request body larger than this is never handed back to tiny_http: its drop code
@@ -97,6 +100,7 @@ impl Front {
                 let rx = rx.clone();
                 let proxy = Arc::clone(&proxy);
                 let access = Arc::clone(&settings.access_log);
+                let filter = Arc::clone(&settings.filter);
                 let done_tx = done_tx.clone();
                 thread::Builder::new()
                     .name(format!("worker-{i}"))
@@ -104,9 +108,8 @@ impl Front {
                         let _done = done_tx;
                         for job in rx {
                             let port = addr.port();
-                            if catch_unwind(AssertUnwindSafe(|| handle(job, &proxy, &access, port)))
-                                .is_err()
-                            {
+                            let work = || handle(job, &proxy, &filter, &access, port);
+                            if catch_unwind(AssertUnwindSafe(work)).is_err() {
                                 log::error!("a worker caught a panic; the request was dropped");
                             }
                         }
@@ -120,9 +123,15 @@ impl Front {
             let finished = Arc::clone(&finished);
             let listener = listener.try_clone()?;
             let tx = tx.clone();
+            let filter = Arc::clone(&settings.filter);
+            let ctx = AcceptCtx {
+                tx: Some(tx),
+                filter,
+                local_port: addr.port(),
+            };
             thread::Builder::new()
                 .name("acceptor".into())
-                .spawn(move || accept_loop(server, listener, tx, stopping, finished, addr.port()))?
+                .spawn(move || accept_loop(server, listener, ctx, stopping, finished))?
         };
         log::info!("listening on {addr} with {} workers", settings.workers);
         Ok(Front {
@@ -185,31 +194,37 @@ fn new_tiny(listener: &TcpListener) -> io::Result<tiny_http::Server> {
         .map_err(|e| io::Error::other(e.to_string()))
 }
 
+/// What the acceptor needs to dispatch a request.
+struct AcceptCtx {
+    /// The channel to the workers; `None` once shutdown began.
+    tx: Option<Sender<Job>>,
+    filter: Arc<Filter>,
+    local_port: u16,
+}
+
 fn accept_loop(
     server: Arc<Mutex<Arc<tiny_http::Server>>>,
     listener: TcpListener,
-    tx: Sender<Job>,
+    mut ctx: AcceptCtx,
     stopping: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
-    local_port: u16,
 ) {
-    let mut tx = Some(tx);
     loop {
         let current = Arc::clone(&server.lock());
         if stopping.load(SeqCst) {
             // Dropping our sender lets the workers finish once the queue is empty; requests still
             // arriving on open connections get 503 until shutdown says we are done.
-            tx = None;
+            ctx.tx = None;
             if finished.load(SeqCst) {
                 return;
             }
             if let Ok(Some(request)) = current.recv_timeout(Duration::from_millis(100)) {
-                dispatch(request, None, local_port);
+                dispatch(request, &ctx);
             }
             continue;
         }
         match current.recv() {
-            Ok(request) => dispatch(request, tx.as_ref(), local_port),
+            Ok(request) => dispatch(request, &ctx),
             Err(_) if stopping.load(SeqCst) => continue,
             Err(e) => {
                 // tiny_http's accept thread ends on the first accept error (for example too many
@@ -225,11 +240,11 @@ fn accept_loop(
     }
 }
 
-fn dispatch(request: tiny_http::Request, tx: Option<&Sender<Job>>, local_port: u16) {
+fn dispatch(request: tiny_http::Request, ctx: &AcceptCtx) {
     let head = head_of(&request);
     let conn = request.remote_addr().map(|peer| ConnId {
         peer: *peer,
-        local_port,
+        local_port: ctx.local_port,
     });
     let framing = match check_request(&head) {
         Ok(f) => f,
@@ -248,7 +263,11 @@ fn dispatch(request: tiny_http::Request, tx: Option<&Sender<Job>>, local_port: u
             return;
         }
     };
-    let Some(tx) = tx else {
+    if let Err(refusal) = ctx.filter.check(&head, framing, Instant::now()) {
+        refuse(request, &head, &refusal, conn, unread(framing, 0));
+        return;
+    }
+    let Some(tx) = ctx.tx.as_ref() else {
         let r = Refusal::retry_after(503, "shutting down", 1);
         refuse(request, &head, &r, conn, unread(framing, 0));
         return;
@@ -302,7 +321,7 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
     }
 }
 
-fn handle(job: Job, proxy: &Proxy, access_log: &AtomicBool, local_port: u16) {
+fn handle(job: Job, proxy: &Proxy, filter: &Filter, access_log: &AtomicBool, local_port: u16) {
     let Job {
         mut request,
         head,
@@ -313,7 +332,7 @@ fn handle(job: Job, proxy: &Proxy, access_log: &AtomicBool, local_port: u16) {
         peer: *peer,
         local_port,
     });
-    let result = proxy.forward(&head, framing, request.as_reader());
+    let result = proxy.forward(&head, framing, request.as_reader(), filter.max_body());
     let (status, backend, bytes) = match result {
         Ok(fwd) => {
             let status = fwd.status;
