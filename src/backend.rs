@@ -1,13 +1,26 @@
-//! One backend: its address, its configured weight, and live counters that workers update without
-//! taking a lock.
+//! One backend: its address, its configured weight, live counters that workers update without a
+//! lock, and its resilience state (health, breaker, latency and failure averages, slow start).
+//!
+//! The hot path stays cheap: a pick reads two atomics (`healthy`, breaker closed) and only takes
+//! the backend's lock when the breaker is not closed. Workers take the lock once per attempt to
+//! record its outcome. Every state change is logged once, here, with its reason.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::config::BackendConfig;
+use parking_lot::Mutex;
+
+use crate::breaker::{self, Breaker};
+use crate::clock::Clock;
+use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
+use crate::health::{self, Health};
+use crate::pool::Availability;
+use crate::proxy::Observer;
+use crate::weights::{self, Ewma, Inputs, FAILURE_ALPHA, LATENCY_ALPHA};
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
-/// `Arc`; everything that changes while requests flow is an atomic.
+/// `Arc`.
 #[derive(Debug)]
 pub struct Backend {
     /// Stable id within this balancer's lifetime (survives reloads).
@@ -18,16 +31,37 @@ pub struct Backend {
     pub url: String,
     /// Configured base weight (1..=1000). Changes on reload.
     weight: AtomicU32,
-    /// The weight the smooth WRR uses now. Equal to `weight` unless something lowers it.
+    /// The weight the smooth WRR uses now, in units of [`weights::SCALE`].
     effective_weight: AtomicU32,
+    /// Mirror of the health state for lock-free picks.
+    healthy: AtomicBool,
+    /// Mirror of the breaker state for lock-free picks: [`CLOSED`], [`OPEN`] or [`HALF_OPEN`].
+    breaker_state: AtomicU8,
     /// Counters and gauges for status and metrics.
     pub stats: BackendStats,
+    live: Mutex<Live>,
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+#[derive(Debug)]
+struct Live {
+    breaker: Breaker,
+    health: Health,
+    latency: Ewma,
+    failure_rate: Ewma,
+    /// When the backend last (re)joined, while slow start may still be ramping it.
+    joined: Option<Instant>,
+    /// Why the backend is out, for status.
+    last_error: Option<String>,
 }
 
 /// Live counters of one backend. All monotonic except `in_flight`.
 #[derive(Debug, Default)]
 pub struct BackendStats {
-    /// Requests sent (each attempt counts once).
+    /// Attempts sent (retries count once per backend tried).
     pub requests: AtomicU64,
     /// Attempts that failed (transport error, timeout, or a failure status).
     pub failures: AtomicU64,
@@ -37,16 +71,77 @@ pub struct BackendStats {
     pub bytes_out: AtomicU64,
 }
 
+/// A consistent view of one backend for status pages and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Snapshot {
+    /// Backend id.
+    pub id: u64,
+    /// `host:port`.
+    pub name: String,
+    /// Base URL.
+    pub url: String,
+    /// `healthy`, `unhealthy`, `open`, `half-open` or `slow-start`.
+    pub state: &'static str,
+    /// Health checks pass.
+    pub healthy: bool,
+    /// `closed`, `open` or `half-open`.
+    pub breaker: &'static str,
+    /// Configured weight.
+    pub weight: u32,
+    /// Effective weight in units of the configured weight (configured 1 at full = 1.0).
+    pub effective_weight: f64,
+    /// Latency EWMA (time to response head) in ms, if measured.
+    pub latency_ms: Option<f64>,
+    /// Failure-rate EWMA, 0..=1.
+    pub failure_rate: f64,
+    /// In-flight requests.
+    pub in_flight: u64,
+    /// Attempts sent.
+    pub requests: u64,
+    /// Attempts failed.
+    pub failures: u64,
+    /// Response body bytes relayed.
+    pub bytes_out: u64,
+    /// Last reason the backend failed a check or a request, if any.
+    pub last_error: Option<String>,
+}
+
 impl Backend {
-    /// A backend for `config`, with id `id`.
+    /// A healthy backend with a closed breaker, not ramping (backends present at start take
+    /// traffic at once, as in HAProxy).
     pub fn new(id: u64, config: &BackendConfig) -> Backend {
+        Self::with_policy(
+            id,
+            config,
+            &BreakerConfig::default(),
+            &HealthConfig::default(),
+        )
+    }
+
+    /// [`Backend::new`] with explicit breaker and health settings.
+    pub fn with_policy(
+        id: u64,
+        config: &BackendConfig,
+        breaker: &BreakerConfig,
+        health: &HealthConfig,
+    ) -> Backend {
         Backend {
             id,
             name: config.name(),
             url: config.url.clone(),
             weight: AtomicU32::new(config.weight),
-            effective_weight: AtomicU32::new(config.weight),
+            effective_weight: AtomicU32::new(config.weight * weights::SCALE),
+            healthy: AtomicBool::new(true),
+            breaker_state: AtomicU8::new(CLOSED),
             stats: BackendStats::default(),
+            live: Mutex::new(Live {
+                breaker: Breaker::new(breaker.clone()),
+                health: Health::new(health.rise, health.fall),
+                latency: Ewma::default(),
+                failure_rate: Ewma::default(),
+                joined: None,
+                last_error: None,
+            }),
         }
     }
 
@@ -55,19 +150,19 @@ impl Backend {
         self.weight.load(Relaxed)
     }
 
-    /// Sets the configured weight (reload).
-    pub fn set_weight(&self, w: u32) {
-        self.weight.store(w, Relaxed);
-    }
-
-    /// The weight the selection uses right now.
+    /// The weight the selection uses right now, in units of [`weights::SCALE`].
     pub fn effective_weight(&self) -> u32 {
         self.effective_weight.load(Relaxed)
     }
 
-    /// Sets the weight the selection uses (the dynamic-weight computation does this).
+    /// Sets the effective weight directly (tests, and the weight computation).
     pub fn set_effective_weight(&self, w: u32) {
         self.effective_weight.store(w, Relaxed);
+    }
+
+    /// True when health checks pass (or are off).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
     }
 
     /// Marks the start of one attempt; the guard ends it when dropped.
@@ -75,6 +170,185 @@ impl Backend {
         self.stats.requests.fetch_add(1, Relaxed);
         self.stats.in_flight.fetch_add(1, Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// May this backend take a request now? Healthy, and the breaker closed or offering its
+    /// half-open trial (which this takes).
+    pub fn admit(&self) -> bool {
+        if !self.healthy.load(Relaxed) {
+            return false;
+        }
+        match self.breaker_state.load(Relaxed) {
+            CLOSED => true,
+            OPEN => false,
+            _ => {
+                let mut live = self.live.lock();
+                let admitted = live.breaker.admit();
+                self.mirror_breaker(&live.breaker);
+                admitted
+            }
+        }
+    }
+
+    fn mirror_breaker(&self, breaker: &Breaker) {
+        let s = match breaker.state() {
+            breaker::State::Closed => CLOSED,
+            breaker::State::Open { .. } => OPEN,
+            breaker::State::HalfOpen { .. } => HALF_OPEN,
+        };
+        self.breaker_state.store(s, Relaxed);
+    }
+
+    /// Records one attempt's outcome: latency and failure averages, and the breaker.
+    pub fn record(&self, success: bool, latency: Duration, now: Instant) {
+        let mut live = self.live.lock();
+        if success {
+            live.latency
+                .add(latency.as_secs_f64() * 1000.0, LATENCY_ALPHA);
+        }
+        live.failure_rate
+            .add(if success { 0.0 } else { 1.0 }, FAILURE_ALPHA);
+        let reason = match live.breaker.state() {
+            breaker::State::HalfOpen { .. } => "the trial request failed".to_string(),
+            _ => format!("{} consecutive failures", live.breaker.failures() + 1),
+        };
+        let transition = if success {
+            live.breaker.on_success()
+        } else {
+            live.last_error = Some("request failed".into());
+            live.breaker.on_failure(now)
+        };
+        match transition {
+            Some(breaker::Transition::Opened(cooldown)) => log::warn!(
+                "backend {}: breaker open for {cooldown:?}: {reason}",
+                self.name
+            ),
+            Some(breaker::Transition::Closed) => {
+                live.joined = Some(now);
+                live.failure_rate = Ewma::default();
+                log::info!(
+                    "backend {}: breaker closed: trial request succeeded",
+                    self.name
+                );
+            }
+            Some(breaker::Transition::HalfOpened) | None => {}
+        }
+        self.mirror_breaker(&live.breaker);
+    }
+
+    /// Records one health check result.
+    pub fn record_check(&self, outcome: &health::Outcome, now: Instant) {
+        let mut live = self.live.lock();
+        let passed = matches!(outcome, health::Outcome::Passed(_));
+        if let health::Outcome::Failed(reason) = outcome {
+            live.last_error = Some(format!("health check: {reason}"));
+        }
+        match live.health.observe(passed) {
+            Some(health::Transition::Down) => {
+                self.healthy.store(false, Relaxed);
+                log::warn!(
+                    "backend {}: unhealthy ({})",
+                    self.name,
+                    live.last_error.as_deref().unwrap_or("health check failed")
+                );
+            }
+            Some(health::Transition::Up) => {
+                self.healthy.store(true, Relaxed);
+                // Fresh evidence that the backend is back: forget the breaker's backoff and
+                // the old averages, and ramp it up.
+                live.breaker.reset();
+                self.mirror_breaker(&live.breaker);
+                live.latency = Ewma::default();
+                live.failure_rate = Ewma::default();
+                live.joined = Some(now);
+                live.last_error = None;
+                log::info!("backend {}: healthy again, slow start begins", self.name);
+            }
+            None => {}
+        }
+    }
+
+    /// Advances time: an open breaker whose cooldown is over turns half-open.
+    pub fn tick(&self, now: Instant) {
+        let mut live = self.live.lock();
+        if let Some(breaker::Transition::HalfOpened) = live.breaker.tick(now) {
+            log::info!(
+                "backend {}: breaker half-open, admitting one trial request",
+                self.name
+            );
+        }
+        self.mirror_breaker(&live.breaker);
+    }
+
+    /// Starts slow start now (a backend added by a reload).
+    pub fn join(&self, now: Instant) {
+        self.live.lock().joined = Some(now);
+    }
+
+    /// Applies new breaker and health settings (reload), keeping state.
+    pub fn set_policy(&self, breaker: &BreakerConfig, health: &HealthConfig, weight: u32) {
+        self.weight.store(weight, Relaxed);
+        let mut live = self.live.lock();
+        live.breaker.set_config(breaker.clone());
+        live.health.set_thresholds(health.rise, health.fall);
+    }
+
+    /// The inputs of the weight formula now.
+    pub fn weight_inputs(&self, now: Instant, slow_start: Duration) -> Inputs {
+        let mut live = self.live.lock();
+        let since_join = live.joined.map(|j| now.saturating_duration_since(j));
+        if since_join.is_some_and(|s| s >= slow_start) {
+            live.joined = None;
+        }
+        Inputs {
+            weight: self.weight(),
+            latency_ms: live.latency.get(),
+            failure_rate: live.failure_rate.get().unwrap_or(0.0),
+            since_join: since_join.filter(|s| *s < slow_start),
+        }
+    }
+
+    /// True when the backend can take traffic (healthy, breaker not open).
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && self.breaker_state.load(Relaxed) != OPEN
+    }
+
+    /// A consistent view for status and metrics.
+    pub fn snapshot(&self, now: Instant, slow_start: Duration) -> Snapshot {
+        let inputs = self.weight_inputs(now, slow_start);
+        let live = self.live.lock();
+        let breaker = match live.breaker.state() {
+            breaker::State::Closed => "closed",
+            breaker::State::Open { .. } => "open",
+            breaker::State::HalfOpen { .. } => "half-open",
+        };
+        let healthy = live.health.is_healthy();
+        let state = if !healthy {
+            "unhealthy"
+        } else if breaker != "closed" {
+            breaker
+        } else if inputs.since_join.is_some() {
+            "slow-start"
+        } else {
+            "healthy"
+        };
+        Snapshot {
+            id: self.id,
+            name: self.name.clone(),
+            url: self.url.clone(),
+            state,
+            healthy,
+            breaker,
+            weight: self.weight(),
+            effective_weight: f64::from(self.effective_weight()) / f64::from(weights::SCALE),
+            latency_ms: live.latency.get(),
+            failure_rate: live.failure_rate.get().unwrap_or(0.0),
+            in_flight: self.stats.in_flight.load(Relaxed),
+            requests: self.stats.requests.load(Relaxed),
+            failures: self.stats.failures.load(Relaxed),
+            bytes_out: self.stats.bytes_out.load(Relaxed),
+            last_error: live.last_error.clone(),
+        }
     }
 }
 
@@ -92,5 +366,86 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.stats.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Connects the pool and the proxy to the backends' own state: a backend is available when it
+/// [admits](Backend::admit) a request, and every attempt's outcome is
+/// [recorded](Backend::record) with the clock's time.
+pub struct Resilience {
+    clock: Arc<dyn Clock>,
+}
+
+impl Resilience {
+    /// Resilience driven by `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Resilience {
+        Resilience { clock }
+    }
+}
+
+impl Availability for Resilience {
+    fn admit(&self, backend: &Backend) -> bool {
+        backend.admit()
+    }
+}
+
+impl Observer for Resilience {
+    fn record(&self, backend: &Backend, success: bool, latency: Duration) {
+        backend.record(success, latency, self.clock.now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend() -> Backend {
+        let c = BackendConfig::parse("http://a:1", 2).unwrap();
+        Backend::new(0, &c)
+    }
+
+    #[test]
+    fn breaker_opening_takes_it_out_and_trial_brings_it_back() {
+        let b = backend();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(b.admit());
+            b.record(false, Duration::from_millis(1), t0);
+        }
+        assert!(!b.admit() && !b.is_available());
+        b.tick(t0 + Duration::from_secs(10));
+        assert!(b.admit(), "half-open trial");
+        assert!(!b.admit(), "one trial only");
+        b.record(true, Duration::from_millis(1), t0 + Duration::from_secs(10));
+        assert!(b.admit() && b.admit());
+        let s = b.snapshot(t0 + Duration::from_secs(11), Duration::from_secs(10));
+        assert_eq!(s.state, "slow-start");
+    }
+
+    #[test]
+    fn health_down_and_up_resets_breaker_and_starts_slow_start() {
+        let b = backend();
+        let t0 = Instant::now();
+        let fail = health::Outcome::Failed("refused".into());
+        for _ in 0..5 {
+            b.record(false, Duration::ZERO, t0);
+        }
+        for _ in 0..3 {
+            b.record_check(&fail, t0);
+        }
+        assert!(!b.is_healthy() && !b.admit());
+        let s = b.snapshot(t0, Duration::from_secs(10));
+        assert_eq!((s.state, s.breaker), ("unhealthy", "open"));
+        assert_eq!(s.last_error.as_deref(), Some("health check: refused"));
+        b.record_check(&health::Outcome::Passed(200), t0);
+        b.record_check(&health::Outcome::Passed(200), t0);
+        assert!(b.admit(), "healthy again and breaker reset");
+        let i = b.weight_inputs(t0 + Duration::from_secs(5), Duration::from_secs(10));
+        assert_eq!(i.since_join, Some(Duration::from_secs(5)));
+        assert_eq!(
+            weights::effective_weight(&i, None, Duration::from_secs(10)),
+            100,
+            "weight 2 at half ramp"
+        );
     }
 }

@@ -11,15 +11,20 @@
 //! weighted round-robin, [`proxy`] forwards one request, [`server`] is the tiny_http front end.
 
 pub mod backend;
+pub mod breaker;
+pub mod clock;
 pub mod config;
 pub mod filter;
+pub mod health;
 pub mod logging;
+pub mod maintenance;
 pub mod pool;
 pub mod proxy;
 pub mod resolver;
 pub mod retry;
 pub mod server;
 pub mod transport;
+pub mod weights;
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,10 +33,14 @@ use std::sync::Arc;
 
 pub use config::Config;
 
-use backend::Backend;
+use parking_lot::RwLock;
+
+use backend::{Backend, Resilience};
+use clock::{Clock, SystemClock};
 use filter::Filter;
-use pool::{AlwaysAvailable, Pool};
-use proxy::{NoObserver, Proxy, ProxySettings};
+use maintenance::{Maintainer, Maintenance, MaintenanceSettings};
+use pool::Pool;
+use proxy::{Proxy, ProxySettings};
 use retry::RetryBudget;
 use server::{Front, FrontSettings};
 
@@ -48,9 +57,18 @@ impl Balancer {
             .backends
             .iter()
             .enumerate()
-            .map(|(i, b)| Arc::new(Backend::new(i as u64, b)))
+            .map(|(i, b)| {
+                Arc::new(Backend::with_policy(
+                    i as u64,
+                    b,
+                    &config.breaker,
+                    &config.health,
+                ))
+            })
             .collect();
         let pool = Arc::new(Pool::new(backends));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let resilience = Arc::new(Resilience::new(Arc::clone(&clock)));
         let settings = ProxySettings {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -60,8 +78,8 @@ impl Balancer {
         };
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&pool),
-            Arc::new(AlwaysAvailable),
-            Arc::new(NoObserver),
+            resilience.clone(),
+            resilience,
             RetryBudget::new(config.retry_budget_percent),
             settings,
         ));
@@ -78,10 +96,16 @@ impl Balancer {
         for b in pool.backends() {
             log::info!("backend {} weight {}", b.name, b.weight());
         }
+        let settings = Arc::new(RwLock::new(MaintenanceSettings {
+            health: config.health.clone(),
+            slow_start: config.slow_start,
+        }));
+        let maintenance = Maintenance::start(Maintainer::new(Arc::clone(&pool), settings), clock)?;
         Ok(Running {
             front,
             pool,
             config,
+            _maintenance: maintenance,
         })
     }
 }
@@ -91,6 +115,7 @@ pub struct Running {
     front: Front,
     pool: Arc<Pool>,
     config: Config,
+    _maintenance: Maintenance,
 }
 
 impl Running {

@@ -1,0 +1,227 @@
+//! The maintenance thread: the one place where time moves the balancer's state.
+//!
+//! Every tick (100 ms) it turns open breakers whose cooldown is over half-open, starts the health
+//! checks that are due, applies the results of finished checks, and recomputes every backend's
+//! effective weight (see `weights.rs`). Each check runs on its own short-lived thread and reports
+//! back over a channel, so a slow or dead backend cannot delay the checks of the others, nor the
+//! breaker and weight updates.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use parking_lot::RwLock;
+
+use crate::backend::Backend;
+use crate::clock::Clock;
+use crate::config::HealthConfig;
+use crate::health;
+use crate::pool::Pool;
+use crate::weights;
+
+/// How often the maintenance thread wakes. 100 ms.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Settings the maintenance thread reads each tick (a reload replaces them).
+#[derive(Clone, Debug)]
+pub struct MaintenanceSettings {
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Slow-start ramp.
+    pub slow_start: Duration,
+}
+
+/// One maintenance step, separated from the thread so tests can drive it with a manual clock.
+pub struct Maintainer {
+    pool: Arc<Pool>,
+    settings: Arc<RwLock<MaintenanceSettings>>,
+    agent: ureq::Agent,
+    next_check: HashMap<u64, Instant>,
+    checking: HashSet<u64>,
+    results_tx: Sender<(u64, health::Outcome)>,
+    results: Receiver<(u64, health::Outcome)>,
+}
+
+impl Maintainer {
+    /// A maintainer of `pool`'s backends.
+    pub fn new(pool: Arc<Pool>, settings: Arc<RwLock<MaintenanceSettings>>) -> Maintainer {
+        let (results_tx, results) = unbounded();
+        Maintainer {
+            pool,
+            settings,
+            agent: health::probe_agent(),
+            next_check: HashMap::new(),
+            checking: HashSet::new(),
+            results_tx,
+            results,
+        }
+    }
+
+    /// One step at `now`: breaker timeouts, health checks, weights.
+    pub fn step(&mut self, now: Instant) {
+        let settings = self.settings.read().clone();
+        let backends = self.pool.backends();
+        for (id, outcome) in self.results.try_iter() {
+            self.checking.remove(&id);
+            if let Some(b) = backends.iter().find(|b| b.id == id) {
+                b.record_check(&outcome, now);
+            }
+        }
+        for b in &backends {
+            b.tick(now);
+        }
+        if settings.health.enabled {
+            for b in &backends {
+                self.maybe_check(b, &settings.health, now);
+            }
+        }
+        update_weights(&backends, now, settings.slow_start);
+        // Forget backends that a reload removed.
+        self.next_check
+            .retain(|id, _| backends.iter().any(|b| b.id == *id));
+    }
+
+    fn maybe_check(&mut self, backend: &Arc<Backend>, health: &HealthConfig, now: Instant) {
+        let due = self.next_check.get(&backend.id).is_none_or(|t| now >= *t);
+        if !due || self.checking.contains(&backend.id) {
+            return;
+        }
+        self.next_check.insert(backend.id, now + health.interval);
+        self.checking.insert(backend.id);
+        let agent = self.agent.clone();
+        let url = format!("{}{}", backend.url, health.path);
+        let timeout = health.timeout;
+        let tx = self.results_tx.clone();
+        let id = backend.id;
+        let spawned = thread::Builder::new()
+            .name(format!("check-{}", backend.name))
+            .spawn(move || {
+                let _ = tx.send((id, health::probe(&agent, &url, timeout)));
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a health check thread: {e}");
+            self.checking.remove(&backend.id);
+        }
+    }
+}
+
+/// Recomputes every backend's effective weight. The latency reference is the fastest available
+/// backend with a measurement.
+pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Duration) {
+    let inputs: Vec<_> = backends
+        .iter()
+        .map(|b| (b, b.weight_inputs(now, slow_start)))
+        .collect();
+    let fastest = inputs
+        .iter()
+        .filter(|(b, _)| b.is_available())
+        .filter_map(|(_, i)| i.latency_ms)
+        .min_by(f64::total_cmp);
+    for (b, i) in &inputs {
+        b.set_effective_weight(weights::effective_weight(i, fastest, slow_start));
+    }
+}
+
+/// The running maintenance thread.
+pub struct Maintenance {
+    stop: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Starts the thread, stepping `maintainer` every [`TICK`] with `clock`'s time.
+    pub fn start(mut maintainer: Maintainer, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
+        let (stop, stopped) = bounded::<()>(1);
+        let thread = thread::Builder::new()
+            .name("maintenance".into())
+            .spawn(move || loop {
+                maintainer.step(clock.now());
+                match stopped.recv_timeout(TICK) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+            })?;
+        Ok(Maintenance {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendConfig;
+
+    fn pool_of(n: u64, health: &HealthConfig) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            (0..n)
+                .map(|i| {
+                    let c =
+                        BackendConfig::parse(&format!("http://127.0.0.1:{}", 1 + i), 1).unwrap();
+                    Arc::new(Backend::with_policy(i, &c, &Default::default(), health))
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn weights_follow_latency_and_failures() {
+        let pool = pool_of(3, &HealthConfig::default());
+        let bs = pool.backends();
+        let t0 = Instant::now();
+        for _ in 0..20 {
+            bs[0].record(true, Duration::from_millis(2), t0);
+            bs[1].record(true, Duration::from_millis(3), t0);
+            bs[2].record(true, Duration::from_millis(52), t0);
+        }
+        update_weights(&bs, t0, Duration::from_secs(10));
+        let w: Vec<u32> = bs.iter().map(|b| b.effective_weight()).collect();
+        assert_eq!(w[..2], [100, 100]);
+        assert!(w[2] <= 8, "slow backend loses most of its share: {w:?}");
+        for _ in 0..20 {
+            bs[2].record(true, Duration::from_millis(2), t0);
+        }
+        update_weights(&bs, t0, Duration::from_secs(10));
+        assert_eq!(bs[2].effective_weight(), 100, "recovered");
+    }
+
+    #[test]
+    fn checks_are_started_on_schedule_and_results_applied() {
+        // Port 1 on loopback refuses connections at once.
+        let health = HealthConfig {
+            fall: 1,
+            ..HealthConfig::default()
+        };
+        let pool = pool_of(1, &health);
+        let settings = Arc::new(RwLock::new(MaintenanceSettings {
+            health,
+            slow_start: Duration::from_secs(10),
+        }));
+        let mut m = Maintainer::new(Arc::clone(&pool), settings);
+        let t0 = Instant::now();
+        m.step(t0);
+        assert!(m.checking.contains(&0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.backends()[0].is_healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "the failed check was never applied"
+            );
+            m.step(t0 + Duration::from_millis(100));
+            thread::yield_now();
+        }
+        assert_eq!(m.next_check[&0], t0 + Duration::from_secs(2));
+    }
+}

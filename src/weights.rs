@@ -1,0 +1,193 @@
+//! Dynamic weights: the effective weight the smooth WRR uses, derived from the configured weight
+//! and what the balancer measures.
+//!
+//! ```text
+//! effective = weight × SCALE × max(MIN_FACTOR, latency × failures × slow_start)
+//!
+//! latency    = 1                      when ewma ≤ band,   band = 2 × fastest + 10 ms
+//!            = (band / ewma)²         otherwise
+//! failures   = (1 − failure_rate)²    failure_rate: EWMA of attempts that failed (0..1)
+//! slow_start = max(0.1, time since (re)joining / slow_start)   (1 when not ramping)
+//! ```
+//!
+//! - Backends that perform alike sit inside the band, so every factor is exactly 1 and they keep
+//!   exactly their configured ratios: scaling all weights by `SCALE` leaves nginx's sequence
+//!   unchanged.
+//! - The band is relative to the fastest available backend (so a pool that slows down as a whole
+//!   keeps its ratios) plus 10 ms (so sub-millisecond jitter is not mistaken for slowness).
+//! - Squaring makes a slow backend lose most of its share quickly; `MIN_FACTOR` keeps it from
+//!   reaching zero while it is available, so it still gets a trickle of requests and its
+//!   recovery is measured: its share comes back as soon as its EWMA re-enters the band.
+//!
+//! Worked example: three backends of weight 1 with latency EWMAs of 2 ms, 3 ms and 52 ms, no
+//! failures. The fastest is 2 ms, so the band is 14 ms: the first two keep 1 × 100 = 100; the
+//! third gets (14 / 52)² = 0.072 → 7. Its share falls from 33 % to 7 / 207 = 3.4 %. If it also
+//! failed a quarter of its requests, 0.072 × (1 − 0.25)² = 0.041 is under the 5 % floor, so it
+//! keeps 5. A backend that has
+//! just come back with slow start 10 s has 25 after 2.5 s, and its full 100 after 10 s.
+
+use std::time::Duration;
+
+/// Effective weights are the configured weight times this, so factors below 1 stay whole numbers.
+pub const SCALE: u32 = 100;
+
+/// The smallest share of its weight an available backend keeps. 5 %.
+pub const MIN_FACTOR: f64 = 0.05;
+
+/// Slow start begins at this fraction of the weight. 10 %.
+pub const SLOW_START_FLOOR: f64 = 0.1;
+
+/// Latency within `RELATIVE_BAND × fastest + ABSOLUTE_BAND` counts as "alike".
+pub const RELATIVE_BAND: f64 = 2.0;
+
+/// See [`RELATIVE_BAND`]. 10 ms.
+pub const ABSOLUTE_BAND_MS: f64 = 10.0;
+
+/// Smoothing of the latency EWMA: each sample moves it this fraction of the way.
+pub const LATENCY_ALPHA: f64 = 0.3;
+
+/// Smoothing of the failure-rate EWMA.
+pub const FAILURE_ALPHA: f64 = 0.1;
+
+/// An exponentially weighted moving average.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ewma {
+    value: Option<f64>,
+}
+
+impl Ewma {
+    /// Adds a sample; the first sample is taken as it is.
+    pub fn add(&mut self, sample: f64, alpha: f64) {
+        self.value = Some(match self.value {
+            None => sample,
+            Some(v) => v + alpha * (sample - v),
+        });
+    }
+
+    /// The average, if any sample was added.
+    pub fn get(&self) -> Option<f64> {
+        self.value
+    }
+}
+
+/// What the formula needs about one backend.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Inputs {
+    /// Configured weight.
+    pub weight: u32,
+    /// Latency EWMA in milliseconds, if measured.
+    pub latency_ms: Option<f64>,
+    /// Failure-rate EWMA, 0..=1.
+    pub failure_rate: f64,
+    /// Time since the backend (re)joined, if it is ramping up.
+    pub since_join: Option<Duration>,
+}
+
+/// The latency factor for `latency_ms` when the fastest available backend has `fastest_ms`.
+pub fn latency_factor(latency_ms: Option<f64>, fastest_ms: Option<f64>) -> f64 {
+    let (Some(l), Some(f)) = (latency_ms, fastest_ms) else {
+        return 1.0;
+    };
+    let band = RELATIVE_BAND * f + ABSOLUTE_BAND_MS;
+    if l <= band {
+        1.0
+    } else {
+        (band / l).powi(2)
+    }
+}
+
+/// The slow-start factor `since_join` into a ramp of `slow_start`.
+pub fn slow_start_factor(since_join: Option<Duration>, slow_start: Duration) -> f64 {
+    match since_join {
+        Some(t) if t < slow_start => {
+            (t.as_secs_f64() / slow_start.as_secs_f64()).max(SLOW_START_FLOOR)
+        }
+        _ => 1.0,
+    }
+}
+
+/// The effective weight of a backend (see the module documentation). Never below 1.
+pub fn effective_weight(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Duration) -> u32 {
+    let factor = latency_factor(inputs.latency_ms, fastest_ms)
+        * (1.0 - inputs.failure_rate.clamp(0.0, 1.0)).powi(2)
+        * slow_start_factor(inputs.since_join, slow_start);
+    let full = f64::from(inputs.weight) * f64::from(SCALE);
+    ((full * factor.max(MIN_FACTOR)).round() as u32).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(latency: f64, failures: f64) -> Inputs {
+        Inputs {
+            weight: 1,
+            latency_ms: Some(latency),
+            failure_rate: failures,
+            since_join: None,
+        }
+    }
+
+    const RAMP: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn the_worked_example() {
+        let fastest = Some(2.0);
+        assert_eq!(effective_weight(&inputs(2.0, 0.0), fastest, RAMP), 100);
+        assert_eq!(effective_weight(&inputs(3.0, 0.0), fastest, RAMP), 100);
+        assert_eq!(effective_weight(&inputs(52.0, 0.0), fastest, RAMP), 7);
+        assert_eq!(effective_weight(&inputs(52.0, 0.25), fastest, RAMP), 5);
+        assert_eq!(effective_weight(&inputs(20.0, 0.25), fastest, RAMP), 28);
+        let ramping = Inputs {
+            since_join: Some(Duration::from_millis(2500)),
+            ..inputs(2.0, 0.0)
+        };
+        assert_eq!(effective_weight(&ramping, fastest, RAMP), 25);
+    }
+
+    #[test]
+    fn alike_backends_keep_exact_weights() {
+        for (w, l) in [(5, 0.4), (1, 0.9), (1, 6.0)] {
+            let i = Inputs {
+                weight: w,
+                ..inputs(l, 0.0)
+            };
+            assert_eq!(effective_weight(&i, Some(0.4), RAMP), w * SCALE);
+        }
+        let unmeasured = Inputs {
+            latency_ms: None,
+            ..inputs(0.0, 0.0)
+        };
+        assert_eq!(effective_weight(&unmeasured, Some(1.0), RAMP), 100);
+    }
+
+    #[test]
+    fn never_zero_while_available() {
+        assert_eq!(effective_weight(&inputs(10_000.0, 1.0), Some(1.0), RAMP), 5);
+        let tiny = Inputs {
+            since_join: Some(Duration::ZERO),
+            ..inputs(10_000.0, 1.0)
+        };
+        assert_eq!(effective_weight(&tiny, Some(1.0), RAMP), 5);
+    }
+
+    #[test]
+    fn slow_start_ramps_linearly_from_a_floor() {
+        let f = |ms| slow_start_factor(Some(Duration::from_millis(ms)), RAMP);
+        assert_eq!(f(0), 0.1);
+        assert_eq!(f(5000), 0.5);
+        assert_eq!(f(10_000), 1.0);
+        assert_eq!(slow_start_factor(Some(Duration::ZERO), Duration::ZERO), 1.0);
+        assert_eq!(slow_start_factor(None, RAMP), 1.0);
+    }
+
+    #[test]
+    fn ewma() {
+        let mut e = Ewma::default();
+        assert_eq!(e.get(), None);
+        e.add(10.0, 0.3);
+        assert_eq!(e.get(), Some(10.0));
+        e.add(20.0, 0.5);
+        assert_eq!(e.get(), Some(15.0));
+    }
+}
