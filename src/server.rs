@@ -69,6 +69,70 @@ struct ConnId {
     local_port: u16,
 }
 
+/// How often the watchdog checks that tiny_http serves new connections promptly. 100 ms.
+const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Most kicks the watchdog makes in one round. Each one hands a connection waiting for a thread
+/// to a new one.
+const WATCHDOG_MAX_KICKS: usize = 256;
+
+/// Works around a race in tiny_http 0.12's connection thread pool.
+///
+/// tiny_http gives every client connection a thread from a pool. When several connections arrive
+/// at once, the pool can count a thread as idle that it has already woken for an earlier
+/// connection, and queue the new connection instead of starting a thread for it. Since a
+/// keep-alive connection holds its thread until the client closes it, the queued connection may
+/// then wait indefinitely.
+///
+/// The watchdog detects and clears this from outside: it connects to the listener and closes its
+/// sending side at once. A healthy pool answers that with an immediate close. If the answer does
+/// not come, the kick is queued behind waiting connections, so the watchdog kicks again: each new
+/// kick finds no idle thread, makes tiny_http start one, and that thread then takes the oldest
+/// waiting connection. It stops when every kick has been answered, i.e. the queue is empty.
+fn watchdog(target: SocketAddr, stopping: Arc<AtomicBool>) {
+    while !stopping.load(SeqCst) {
+        thread::sleep(WATCHDOG_INTERVAL);
+        let mut waiting: Vec<TcpStream> = Vec::new();
+        let mut kicks = 0;
+        while kicks < WATCHDOG_MAX_KICKS && !stopping.load(SeqCst) {
+            match TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
+                Ok(s) => {
+                    let _ = s.shutdown(Shutdown::Write);
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(2)));
+                    waiting.push(s);
+                    kicks += 1;
+                }
+                Err(e) => {
+                    log::debug!("watchdog cannot connect to {target}: {e}");
+                    break;
+                }
+            }
+            waiting.retain(|s| !answered(s));
+            if waiting.is_empty() {
+                break;
+            }
+        }
+        if kicks > 1 {
+            log::info!(
+                "tiny_http had connections waiting for a thread: started {} more",
+                kicks - 1
+            );
+        }
+    }
+}
+
+/// True once tiny_http closed the watchdog's connection (or it failed).
+fn answered(mut s: &TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// The running front end.
 pub struct Front {
     addr: SocketAddr,
@@ -133,6 +197,21 @@ impl Front {
                 .name("acceptor".into())
                 .spawn(move || accept_loop(server, listener, ctx, stopping, finished))?
         };
+        {
+            let stopping = Arc::clone(&stopping);
+            let target = if addr.ip().is_unspecified() {
+                let lo: std::net::IpAddr = match addr {
+                    SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                };
+                SocketAddr::new(lo, addr.port())
+            } else {
+                addr
+            };
+            thread::Builder::new()
+                .name("watchdog".into())
+                .spawn(move || watchdog(target, stopping))?;
+        }
         log::info!("listening on {addr} with {} workers", settings.workers);
         Ok(Front {
             addr,
