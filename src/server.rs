@@ -125,7 +125,8 @@ fn watchdog(target: SocketAddr, stopping: Arc<AtomicBool>) {
 fn answered(mut s: &TcpStream) -> bool {
     let mut buf = [0u8; 64];
     match s.read(&mut buf) {
-        Ok(_) => true,
+        // Any answer, data or the close, means a thread has taken the connection.
+        Ok(_n) => true,
         Err(e) => !matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
