@@ -10,6 +10,7 @@
 //! See `DESIGN.md`'s module map: [`config`] reads settings, [`pool`] picks backends by smooth
 //! weighted round-robin, [`proxy`] forwards one request, [`server`] is the tiny_http front end.
 
+pub mod admin;
 pub mod backend;
 pub mod breaker;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod filter;
 pub mod health;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod resolver;
@@ -28,17 +30,19 @@ pub mod weights;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use config::Config;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use backend::{Backend, Resilience};
 use clock::{Clock, SystemClock};
 use filter::Filter;
 use maintenance::{Maintainer, Maintenance, MaintenanceSettings};
+use metrics::Metrics;
 use pool::Pool;
 use proxy::{Proxy, ProxySettings};
 use retry::RetryBudget;
@@ -48,12 +52,167 @@ use server::{Front, FrontSettings};
 #[derive(Debug)]
 pub struct Balancer;
 
+/// Produces a fresh [`Config`] for a reload: the command line re-reads its file and re-applies
+/// its flags; a library user's balancer re-reads `config.source`.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
+
+/// The state every part of a running balancer shares: what the admin pages show and what a
+/// reload changes.
+pub struct Shared {
+    /// The backends and the smooth WRR.
+    pub pool: Arc<Pool>,
+    /// Balancer-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// Request filtering.
+    pub filter: Arc<Filter>,
+    /// The forwarding engine.
+    pub proxy: Arc<Proxy>,
+    /// What the maintenance thread reads each tick.
+    pub maintenance: Arc<RwLock<MaintenanceSettings>>,
+    /// Whether the access log is on.
+    pub access_log: Arc<AtomicBool>,
+    /// The configuration in force.
+    pub config: RwLock<Config>,
+    /// Requests waiting for a worker (set once the front end runs).
+    pub queue_depth: RwLock<Option<Box<dyn Fn() -> usize + Send + Sync>>>,
+    clock: Arc<dyn Clock>,
+    next_id: AtomicU64,
+    loader: Option<ConfigLoader>,
+    /// Serialises reloads (SIGHUP and the file watch may ask at the same time).
+    reloading: Mutex<()>,
+}
+
+fn proxy_settings(config: &Config) -> ProxySettings {
+    ProxySettings {
+        connect_timeout: config.connect_timeout,
+        response_timeout: config.response_timeout,
+        retries: config.retries,
+        failure_statuses: config.breaker.failure_statuses.clone(),
+        idle_connections: config.workers.max(16),
+    }
+}
+
+impl Shared {
+    /// The current time of the balancer's clock.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Requests waiting for a worker now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue_depth.read().as_ref().map_or(0, |f| f())
+    }
+
+    /// Loads the configuration again (file and flags) and applies it. An invalid configuration
+    /// is refused and the running one stays; the error names file, line and problem.
+    pub fn reload(&self) -> Result<(), String> {
+        let _one_at_a_time = self.reloading.lock();
+        let Some(loader) = &self.loader else {
+            return Err("no configuration file to reload".into());
+        };
+        let config = loader().map_err(|e| e.to_string())?;
+        self.apply(config);
+        Ok(())
+    }
+
+    /// Applies `new` without dropping a request: backends that stay keep their stats and
+    /// state (weight and policy updated), new ones join with slow start, removed ones leave the
+    /// pool (requests in flight to them finish). Listen address, workers, queue size and the
+    /// admin address need a restart; a change to them is logged and otherwise ignored.
+    pub fn apply(&self, mut new: Config) {
+        let now = self.now();
+        let mut current = self.config.write();
+        for (what, changed) in [
+            ("listen", new.listen != current.listen),
+            ("workers", new.workers != current.workers),
+            ("queue", new.queue != current.queue),
+            (
+                "admin",
+                new.admin != current.admin || new.admin_token != current.admin_token,
+            ),
+        ] {
+            if changed {
+                log::warn!("reload: a change of {what} needs a restart; keeping the running one");
+            }
+        }
+        new.listen = current.listen.clone();
+        new.workers = current.workers;
+        new.queue = current.queue;
+        new.admin = current.admin.clone();
+        new.admin_token = current.admin_token.clone();
+
+        let old = self.pool.backends();
+        let mut backends = Vec::with_capacity(new.backends.len());
+        for b in &new.backends {
+            match old.iter().find(|o| o.url == b.url) {
+                Some(kept) => {
+                    if kept.weight() != b.weight {
+                        log::info!(
+                            "reload: backend {} weight {} -> {}",
+                            kept.name,
+                            kept.weight(),
+                            b.weight
+                        );
+                    }
+                    kept.set_policy(&new.breaker, &new.health, b.weight);
+                    backends.push(Arc::clone(kept));
+                }
+                None => {
+                    let id = self.next_id.fetch_add(1, Relaxed);
+                    let added = Arc::new(Backend::with_policy(id, b, &new.breaker, &new.health));
+                    if !new.slow_start.is_zero() {
+                        added.join(now);
+                    }
+                    log::info!(
+                        "reload: backend {} added with weight {}",
+                        added.name,
+                        b.weight
+                    );
+                    backends.push(added);
+                }
+            }
+        }
+        for o in &old {
+            if !backends.iter().any(|b| b.id == o.id) {
+                log::info!("reload: backend {} removed", o.name);
+            }
+        }
+        self.pool.set_backends(backends);
+        self.proxy
+            .reconfigure(proxy_settings(&new), new.retry_budget_percent);
+        self.filter.reconfigure(new.filter.clone());
+        self.access_log.store(new.access_log, Relaxed);
+        *self.maintenance.write() = MaintenanceSettings {
+            health: new.health.clone(),
+            slow_start: new.slow_start,
+            watch: new.source.clone(),
+        };
+        *current = new;
+        log::info!("configuration reloaded");
+    }
+}
+
+impl maintenance::Reload for Shared {
+    fn reload(&self) -> Result<(), String> {
+        Shared::reload(self)
+    }
+}
+
 impl Balancer {
     /// Binds the listener and starts the workers for `config`. Returns once the balancer accepts
-    /// requests.
+    /// requests. Reloads re-read `config.source`, if set.
     pub fn start(config: Config) -> io::Result<Running> {
+        let loader: Option<ConfigLoader> = config
+            .source
+            .clone()
+            .map(|path| Box::new(move || Config::from_file(&path)) as ConfigLoader);
+        Self::start_with_loader(config, loader)
+    }
+
+    /// [`Balancer::start`] with an explicit way to load the configuration again on reload.
+    pub fn start_with_loader(config: Config, loader: Option<ConfigLoader>) -> io::Result<Running> {
         config.validate().map_err(io::Error::other)?;
-        let backends = config
+        let backends: Vec<Arc<Backend>> = config
             .backends
             .iter()
             .enumerate()
@@ -66,46 +225,71 @@ impl Balancer {
                 ))
             })
             .collect();
+        let next_id = AtomicU64::new(backends.len() as u64);
         let pool = Arc::new(Pool::new(backends));
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let resilience = Arc::new(Resilience::new(Arc::clone(&clock)));
-        let settings = ProxySettings {
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
-            retries: config.retries,
-            failure_statuses: config.breaker.failure_statuses.clone(),
-            idle_connections: config.workers.max(16),
-        };
+        let metrics = Arc::new(Metrics::default());
         let proxy = Arc::new(Proxy::new(
             Arc::clone(&pool),
             resilience.clone(),
             resilience,
             RetryBudget::new(config.retry_budget_percent),
-            settings,
+            proxy_settings(&config),
         ));
+        let shared = Arc::new(Shared {
+            pool: Arc::clone(&pool),
+            metrics: Arc::clone(&metrics),
+            filter: Arc::new(Filter::new(config.filter.clone())),
+            proxy: Arc::clone(&proxy),
+            maintenance: Arc::new(RwLock::new(MaintenanceSettings {
+                health: config.health.clone(),
+                slow_start: config.slow_start,
+                watch: config.source.clone(),
+            })),
+            access_log: Arc::new(AtomicBool::new(config.access_log)),
+            config: RwLock::new(config.clone()),
+            queue_depth: RwLock::new(None),
+            clock: Arc::clone(&clock),
+            next_id,
+            loader,
+            reloading: Mutex::new(()),
+        });
         let front = Front::start(
             &config.listen,
             proxy,
             FrontSettings {
                 workers: config.workers,
                 queue: config.queue,
-                access_log: Arc::new(AtomicBool::new(config.access_log)),
-                filter: Arc::new(Filter::new(config.filter.clone())),
+                access_log: Arc::clone(&shared.access_log),
+                filter: Arc::clone(&shared.filter),
+                metrics: Arc::clone(&metrics),
             },
         )?;
+        *shared.queue_depth.write() = Some(front.queue_depth_fn());
         for b in pool.backends() {
             log::info!("backend {} weight {}", b.name, b.weight());
         }
-        let settings = Arc::new(RwLock::new(MaintenanceSettings {
-            health: config.health.clone(),
-            slow_start: config.slow_start,
-        }));
-        let maintenance = Maintenance::start(Maintainer::new(Arc::clone(&pool), settings), clock)?;
+        let admin = match &config.admin {
+            Some(addr) => {
+                let view = Arc::clone(&shared);
+                let handler = move |request: &admin::AdminRequest| admin::handle(&view, request);
+                Some(server::AdminServer::start(addr, Arc::new(handler))?)
+            }
+            None => None,
+        };
+        let maintainer = Maintainer::new(
+            Arc::clone(&pool),
+            Arc::clone(&metrics),
+            Arc::clone(&shared.maintenance),
+        )
+        .with_reload(Arc::clone(&shared) as Arc<dyn maintenance::Reload>);
+        let maintenance = Maintenance::start(maintainer, clock)?;
         Ok(Running {
             front,
-            pool,
-            config,
-            _maintenance: maintenance,
+            shared,
+            admin,
+            maintenance,
         })
     }
 }
@@ -113,9 +297,9 @@ impl Balancer {
 /// A running balancer.
 pub struct Running {
     front: Front,
-    pool: Arc<Pool>,
-    config: Config,
-    _maintenance: Maintenance,
+    shared: Arc<Shared>,
+    admin: Option<server::AdminServer>,
+    maintenance: Maintenance,
 }
 
 impl Running {
@@ -124,14 +308,24 @@ impl Running {
         self.front.addr()
     }
 
-    /// The server pool.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+    /// The admin listener's address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr())
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The server pool.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.shared.pool
+    }
+
+    /// The state shared by all parts of the balancer.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A copy of the configuration in force.
+    pub fn config(&self) -> Config {
+        self.shared.config.read().clone()
     }
 
     /// Requests waiting for a worker.
@@ -139,12 +333,27 @@ impl Running {
         self.front.queue_depth()
     }
 
+    /// Asks the maintenance thread to reload the configuration (what SIGHUP does). The result is
+    /// logged.
+    pub fn request_reload(&self) {
+        self.maintenance.request_reload();
+    }
+
+    /// Applies `config` at once, as a reload would.
+    pub fn apply(&self, config: Config) {
+        self.shared.apply(config);
+    }
+
     /// Graceful shutdown: stop accepting, finish queued and in-flight requests (up to the
     /// configured drain timeout), stop. Returns true when everything finished in time.
     pub fn shutdown(self) -> bool {
-        let drain = self.config.drain_timeout;
+        let drain = self.shared.config.read().drain_timeout;
         log::info!("shutting down: draining for up to {drain:?}");
+        drop(self.maintenance);
         let drained = self.front.shutdown(drain);
+        if let Some(a) = self.admin {
+            a.stop();
+        }
         log::info!("stopped");
         drained
     }

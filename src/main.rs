@@ -1,6 +1,6 @@
 //! The `loadbalancer` command: read flags and the config file, start logging, start the balancer
 //! (and the demo backends with `--demo`), then wait for signals: SIGINT and SIGTERM drain and
-//! exit.
+//! exit, SIGHUP reloads the configuration.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 fn main() -> ExitCode {
-    let cli = match config::parse_args(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match config::parse_args(args.clone()) {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("loadbalancer: {e}");
@@ -42,7 +43,10 @@ fn main() -> ExitCode {
     } else {
         Vec::new()
     };
-    let running = match Balancer::start(cli.config) {
+    // A reload reads the file again and applies the same flags on top, so flags keep winning.
+    let loader: loadbalancer::ConfigLoader =
+        Box::new(move || config::parse_args(args.clone()).map(|c| c.config));
+    let running = match Balancer::start_with_loader(cli.config, Some(loader)) {
         Ok(r) => r,
         Err(e) => {
             log::error!("{e}");
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
     };
     for signal in signals.forever() {
         match signal {
-            SIGHUP => log::warn!("SIGHUP: configuration reload is not supported yet"),
+            SIGHUP => running.request_reload(),
             _ => break,
         }
     }

@@ -7,9 +7,10 @@
 //! breaker and weight updates.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
@@ -18,6 +19,7 @@ use crate::backend::Backend;
 use crate::clock::Clock;
 use crate::config::HealthConfig;
 use crate::health;
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::weights;
 
@@ -31,36 +33,98 @@ pub struct MaintenanceSettings {
     pub health: HealthConfig,
     /// Slow-start ramp.
     pub slow_start: Duration,
+    /// A config file whose modification time is watched: a change triggers a reload.
+    pub watch: Option<PathBuf>,
 }
+
+/// Reloads the configuration (implemented by the balancer's shared state).
+pub trait Reload: Send + Sync {
+    /// Loads and applies the configuration again; an error leaves the running one in force.
+    fn reload(&self) -> Result<(), String>;
+}
+
+/// How often the watched config file's modification time is looked at. 1 s.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One maintenance step, separated from the thread so tests can drive it with a manual clock.
 pub struct Maintainer {
     pool: Arc<Pool>,
+    metrics: Arc<Metrics>,
     settings: Arc<RwLock<MaintenanceSettings>>,
     agent: ureq::Agent,
     next_check: HashMap<u64, Instant>,
     checking: HashSet<u64>,
     results_tx: Sender<(u64, health::Outcome)>,
     results: Receiver<(u64, health::Outcome)>,
+    reload: Option<Arc<dyn Reload>>,
+    reload_requests: Receiver<()>,
+    reload_tx: Sender<()>,
+    /// The watched file's modification time last seen, and when it was last looked at.
+    watched: Option<(Option<SystemTime>, Instant)>,
 }
 
 impl Maintainer {
     /// A maintainer of `pool`'s backends.
-    pub fn new(pool: Arc<Pool>, settings: Arc<RwLock<MaintenanceSettings>>) -> Maintainer {
+    pub fn new(
+        pool: Arc<Pool>,
+        metrics: Arc<Metrics>,
+        settings: Arc<RwLock<MaintenanceSettings>>,
+    ) -> Maintainer {
         let (results_tx, results) = unbounded();
+        let (reload_tx, reload_requests) = bounded(1);
         Maintainer {
             pool,
+            metrics,
             settings,
             agent: health::probe_agent(),
             next_check: HashMap::new(),
             checking: HashSet::new(),
             results_tx,
             results,
+            reload: None,
+            reload_requests,
+            reload_tx,
+            watched: None,
+        }
+    }
+
+    /// Lets this maintainer reload the configuration: when asked, and when the watched file
+    /// changes.
+    pub fn with_reload(mut self, reload: Arc<dyn Reload>) -> Maintainer {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Reloads if asked to, or if the watched file's modification time changed.
+    fn maybe_reload(&mut self, watch: Option<&Path>, now: Instant) {
+        let Some(reload) = &self.reload else { return };
+        let mut why = self.reload_requests.try_recv().ok().map(|()| "asked to");
+        if let Some(path) = watch {
+            let look = self
+                .watched
+                .is_none_or(|(_, at)| now.saturating_duration_since(at) >= WATCH_INTERVAL);
+            if look {
+                let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                if let Some((seen, _)) = self.watched {
+                    if seen != mtime && mtime.is_some() && why.is_none() {
+                        why = Some("the config file changed");
+                    }
+                }
+                self.watched = Some((mtime, now));
+            }
+        }
+        if let Some(why) = why {
+            log::info!("reloading the configuration: {why}");
+            if let Err(e) = reload.reload() {
+                log::error!("reload refused, the running configuration stays: {e}");
+            }
         }
     }
 
     /// One step at `now`: breaker timeouts, health checks, weights.
     pub fn step(&mut self, now: Instant) {
+        let watch = self.settings.read().watch.clone();
+        self.maybe_reload(watch.as_deref(), now);
         let settings = self.settings.read().clone();
         let backends = self.pool.backends();
         for (id, outcome) in self.results.try_iter() {
@@ -78,6 +142,7 @@ impl Maintainer {
             }
         }
         update_weights(&backends, now, settings.slow_start);
+        self.metrics.sample(&backends, now);
         // Forget backends that a reload removed.
         self.next_check
             .retain(|id, _| backends.iter().any(|b| b.id == *id));
@@ -127,6 +192,7 @@ pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Durat
 /// The running maintenance thread.
 pub struct Maintenance {
     stop: Sender<()>,
+    reload: Sender<()>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -134,6 +200,7 @@ impl Maintenance {
     /// Starts the thread, stepping `maintainer` every [`TICK`] with `clock`'s time.
     pub fn start(mut maintainer: Maintainer, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let (stop, stopped) = bounded::<()>(1);
+        let reload = maintainer.reload_tx.clone();
         let thread = thread::Builder::new()
             .name("maintenance".into())
             .spawn(move || loop {
@@ -145,8 +212,14 @@ impl Maintenance {
             })?;
         Ok(Maintenance {
             stop,
+            reload,
             thread: Some(thread),
         })
+    }
+
+    /// Asks for a reload at the next tick (SIGHUP). Several requests before it runs are one.
+    pub fn request_reload(&self) {
+        let _ = self.reload.try_send(());
     }
 }
 
@@ -208,8 +281,9 @@ mod tests {
         let settings = Arc::new(RwLock::new(MaintenanceSettings {
             health,
             slow_start: Duration::from_secs(10),
+            watch: None,
         }));
-        let mut m = Maintainer::new(Arc::clone(&pool), settings);
+        let mut m = Maintainer::new(Arc::clone(&pool), Arc::default(), settings);
         let t0 = Instant::now();
         m.step(t0);
         assert!(m.checking.contains(&0));

@@ -25,6 +25,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::RwLock;
+
 use crate::backend::{Backend, InFlight};
 use crate::pool::{Availability, Pool};
 use crate::resolver::CachingResolver;
@@ -136,7 +138,11 @@ pub fn check_request(head: &RequestHead) -> Result<Framing, Refusal> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Refusal::new(405, "CONNECT is not supported"));
     }
-    if !(head.target.starts_with('/') || (head.target == "*" && head.method == "OPTIONS")) {
+    if head.target == "*" {
+        // ureq cannot send the asterisk form; nginx refuses it too.
+        return bad("OPTIONS * is not supported");
+    }
+    if !head.target.starts_with('/') {
         return bad("request target must be a path");
     }
     let hosts = head.header_values("host").count();
@@ -364,6 +370,9 @@ struct Answer {
 
 /// How an attempt failed.
 enum AttemptError {
+    /// The request itself cannot be sent (a target or header the HTTP library refuses): the
+    /// client's fault, not the backend's.
+    Invalid(Refusal),
     /// The request never reached the backend (resolve or connect failed): safe to retry.
     NotSent(Refusal),
     /// The request may have reached the backend.
@@ -372,12 +381,32 @@ enum AttemptError {
 
 /// Forwards requests over a shared, pooled ureq agent.
 pub struct Proxy {
-    agent: ureq::Agent,
+    agent: RwLock<ureq::Agent>,
     pool: Arc<Pool>,
     availability: Arc<dyn Availability>,
     observer: Arc<dyn Observer>,
     budget: RetryBudget,
-    settings: ProxySettings,
+    settings: RwLock<ProxySettings>,
+}
+
+/// The transparent ureq agent for `settings`.
+fn new_agent(settings: &ProxySettings) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .user_agent(ureq::config::AutoHeaderValue::None)
+        .accept(ureq::config::AutoHeaderValue::None)
+        .accept_encoding(ureq::config::AutoHeaderValue::None)
+        .allow_non_standard_methods(true)
+        .timeout_connect(Some(settings.connect_timeout))
+        .timeout_recv_response(Some(settings.response_timeout))
+        .timeout_per_read(Some(settings.response_timeout))
+        .max_idle_connections(settings.idle_connections)
+        .max_idle_connections_per_host(settings.idle_connections)
+        .max_idle_age(Duration::from_secs(15))
+        .max_response_header_size(64 * 1024)
+        .build();
+    ureq::Agent::with_parts(config, LeanConnector::default(), CachingResolver::default())
 }
 
 impl Proxy {
@@ -390,31 +419,28 @@ impl Proxy {
         budget: RetryBudget,
         settings: ProxySettings,
     ) -> Proxy {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .user_agent(ureq::config::AutoHeaderValue::None)
-            .accept(ureq::config::AutoHeaderValue::None)
-            .accept_encoding(ureq::config::AutoHeaderValue::None)
-            .allow_non_standard_methods(true)
-            .timeout_connect(Some(settings.connect_timeout))
-            .timeout_recv_response(Some(settings.response_timeout))
-            .timeout_per_read(Some(settings.response_timeout))
-            .max_idle_connections(settings.idle_connections)
-            .max_idle_connections_per_host(settings.idle_connections)
-            .max_idle_age(Duration::from_secs(15))
-            .max_response_header_size(64 * 1024)
-            .build();
-        let agent =
-            ureq::Agent::with_parts(config, LeanConnector::default(), CachingResolver::default());
         Proxy {
-            agent,
+            agent: RwLock::new(new_agent(&settings)),
             pool,
             availability,
             observer,
             budget,
-            settings,
+            settings: RwLock::new(settings),
         }
+    }
+
+    /// Applies new settings (reload). A new agent, with a new connection pool, is made only when
+    /// the timeouts or pool size changed; requests in flight finish on the old one.
+    pub fn reconfigure(&self, settings: ProxySettings, retry_budget_percent: u32) {
+        let mut current = self.settings.write();
+        let same_agent = current.connect_timeout == settings.connect_timeout
+            && current.response_timeout == settings.response_timeout
+            && current.idle_connections == settings.idle_connections;
+        if !same_agent {
+            *self.agent.write() = new_agent(&settings);
+        }
+        *current = settings;
+        self.budget.set_percent(retry_budget_percent);
     }
 
     /// The pool this proxy picks from.
@@ -465,7 +491,11 @@ impl Proxy {
             let latency = started.elapsed();
             let error = match result {
                 Ok(answer) => {
-                    let ok = !self.settings.failure_statuses.contains(&answer.status);
+                    let ok = !self
+                        .settings
+                        .read()
+                        .failure_statuses
+                        .contains(&answer.status);
                     if !ok {
                         backend.stats.failures.fetch_add(1, Relaxed);
                     }
@@ -478,6 +508,11 @@ impl Proxy {
                         in_flight,
                         attempts: attempts + 1,
                     });
+                }
+                Err(AttemptError::Invalid(refusal)) => {
+                    // Nothing reached the backend and it is not to blame.
+                    drop(in_flight);
+                    return Err(body.failure(refusal, None, attempts + 1));
                 }
                 Err(e) => e,
             };
@@ -497,6 +532,7 @@ impl Proxy {
             let (refusal, retryable) = match error {
                 AttemptError::NotSent(r) => (r, true),
                 AttemptError::Sent(r) => (r, is_idempotent(&head.method) && body.read == 0),
+                AttemptError::Invalid(r) => (r, false),
             };
             log::debug!(
                 "attempt {} to {} failed: {} {}",
@@ -505,7 +541,8 @@ impl Proxy {
                 refusal.status,
                 refusal.reason
             );
-            let may_retry = retryable && attempts < self.settings.retries && self.budget.withdraw();
+            let max_retries = self.settings.read().retries;
+            let may_retry = retryable && attempts < max_retries && self.budget.withdraw();
             if !may_retry {
                 return Err(body.failure(refusal, Some(backend), attempts + 1));
             }
@@ -528,12 +565,11 @@ impl Proxy {
         for (name, value) in headers {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let malformed = |_| AttemptError::NotSent(Refusal::new(400, "malformed request head"));
+        let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
+        let agent = self.agent.read().clone();
         let response = match framing {
-            Framing::None => self
-                .agent
-                .run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
-            Framing::Length(_) | Framing::Chunked => self.agent.run(
+            Framing::None => agent.run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
+            Framing::Length(_) | Framing::Chunked => agent.run(
                 builder
                     .body(ureq::SendBody::from_reader(body))
                     .map_err(malformed)?,
@@ -591,6 +627,7 @@ fn classify(error: ureq::Error) -> AttemptError {
             AttemptError::NotSent(Refusal::new(504, "backend connect timed out"))
         }
         E::Timeout(_) => AttemptError::Sent(Refusal::new(504, "backend timed out")),
+        E::BadUri(_) | E::Http(_) => AttemptError::Invalid(Refusal::new(400, "malformed request")),
         E::HostNotFound | E::ConnectionFailed => {
             AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
         }

@@ -19,25 +19,37 @@ const UNIT: i64 = 1000;
 /// A lock-free retry budget. See the module documentation.
 #[derive(Debug)]
 pub struct RetryBudget {
-    per_request: i64,
+    per_request: AtomicI64,
     balance: AtomicI64,
 }
 
 impl RetryBudget {
     /// A budget where retries may be `percent` % of requests (0 turns retries off).
     pub fn new(percent: u32) -> RetryBudget {
-        let per_request = i64::from(percent.min(100)) * UNIT / 100;
         RetryBudget {
-            per_request,
+            per_request: AtomicI64::new(Self::share(percent)),
             balance: AtomicI64::new(if percent == 0 { 0 } else { RESERVE * UNIT }),
+        }
+    }
+
+    fn share(percent: u32) -> i64 {
+        i64::from(percent.min(100)) * UNIT / 100
+    }
+
+    /// Changes the percentage (reload); the balance is kept.
+    pub fn set_percent(&self, percent: u32) {
+        self.per_request.store(Self::share(percent), Relaxed);
+        if percent == 0 {
+            self.balance.store(0, Relaxed);
         }
     }
 
     /// Records one incoming request: it earns its share of a retry.
     pub fn deposit(&self) {
         let cap = RESERVE * UNIT;
+        let share = self.per_request.load(Relaxed);
         let _ = self.balance.fetch_update(Relaxed, Relaxed, |b| {
-            (b < cap).then(|| (b + self.per_request).min(cap))
+            (b < cap).then(|| (b + share).min(cap))
         });
     }
 

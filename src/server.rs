@@ -26,8 +26,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+use crate::admin::{AdminRequest, AdminResponse};
 use crate::filter::Filter;
 use crate::logging::{self, AccessEntry};
+use crate::metrics::{Metrics, Rejection};
 use crate::proxy::{check_request, Forwarded, Framing, Proxy, Refusal, RequestHead};
 
 /// Front-end settings.
@@ -41,6 +43,8 @@ pub struct FrontSettings {
     pub access_log: Arc<AtomicBool>,
     /// Request filtering, applied by the acceptor.
     pub filter: Arc<Filter>,
+    /// Balancer-wide counters.
+    pub metrics: Arc<Metrics>,
 }
 
 /// An unread request body larger than this is never handed back to tiny_http: its drop code
@@ -145,6 +149,7 @@ pub struct Front {
     done: Receiver<()>,
     workers: Vec<JoinHandle<()>>,
     queue: Sender<Job>,
+    waiting: Receiver<Job>,
 }
 
 impl Front {
@@ -159,6 +164,7 @@ impl Front {
         let (done_tx, done) = bounded::<()>(0);
         let stopping = Arc::new(AtomicBool::new(false));
         let finished = Arc::new(AtomicBool::new(false));
+        let poisoned = Arc::new(Poisoned::default());
 
         let workers = (0..settings.workers)
             .map(|i| {
@@ -166,6 +172,8 @@ impl Front {
                 let proxy = Arc::clone(&proxy);
                 let access = Arc::clone(&settings.access_log);
                 let filter = Arc::clone(&settings.filter);
+                let metrics = Arc::clone(&settings.metrics);
+                let poisoned = Arc::clone(&poisoned);
                 let done_tx = done_tx.clone();
                 thread::Builder::new()
                     .name(format!("worker-{i}"))
@@ -173,7 +181,15 @@ impl Front {
                         let _done = done_tx;
                         for job in rx {
                             let port = addr.port();
-                            let work = || handle(job, &proxy, &filter, &access, port);
+                            let ctx = WorkerCtx {
+                                proxy: &proxy,
+                                filter: &filter,
+                                metrics: &metrics,
+                                poisoned: &poisoned,
+                                access_log: &access,
+                                local_port: port,
+                            };
+                            let work = || handle(job, &ctx);
                             if catch_unwind(AssertUnwindSafe(work)).is_err() {
                                 log::error!("a worker caught a panic; the request was dropped");
                             }
@@ -192,6 +208,8 @@ impl Front {
             let ctx = AcceptCtx {
                 tx: Some(tx),
                 filter,
+                metrics: Arc::clone(&settings.metrics),
+                poisoned: Arc::clone(&poisoned),
                 local_port: addr.port(),
             };
             thread::Builder::new()
@@ -224,6 +242,7 @@ impl Front {
             done,
             workers,
             queue: tx,
+            waiting: rx,
         })
     }
 
@@ -235,6 +254,14 @@ impl Front {
     /// Requests waiting for a worker.
     pub fn queue_depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// A function that tells the queue depth, for status pages.
+    pub fn queue_depth_fn(&self) -> Box<dyn Fn() -> usize + Send + Sync> {
+        // A receiver, not a sender: holding a sender would keep the workers from ever seeing
+        // the channel close at shutdown.
+        let queue = self.waiting.clone();
+        Box::new(move || queue.len())
     }
 
     /// Stops taking requests and waits up to `drain` for queued and in-flight ones. Returns true
@@ -279,6 +306,18 @@ struct AcceptCtx {
     /// The channel to the workers; `None` once shutdown began.
     tx: Option<Sender<Job>>,
     filter: Arc<Filter>,
+    metrics: Arc<Metrics>,
+    poisoned: Arc<Poisoned>,
+    local_port: u16,
+}
+
+/// What a worker needs to handle a request.
+struct WorkerCtx<'a> {
+    proxy: &'a Proxy,
+    filter: &'a Filter,
+    metrics: &'a Metrics,
+    poisoned: &'a Poisoned,
+    access_log: &'a AtomicBool,
     local_port: u16,
 }
 
@@ -321,6 +360,13 @@ fn accept_loop(
 }
 
 fn dispatch(request: tiny_http::Request, ctx: &AcceptCtx) {
+    if request
+        .remote_addr()
+        .is_some_and(|peer| ctx.poisoned.contains(peer))
+    {
+        log::debug!("dropped bytes that followed a refused request on a closed connection");
+        return;
+    }
     let head = head_of(&request);
     let conn = request.remote_addr().map(|peer| ConnId {
         peer: *peer,
@@ -331,25 +377,32 @@ fn dispatch(request: tiny_http::Request, ctx: &AcceptCtx) {
         Err(refusal) => {
             // The body, if any, cannot be trusted to be where the headers say: never read it,
             // close the connection after the answer.
+            ctx.metrics.record_rejection(Rejection::BadRequest);
+            ctx.metrics.record_response(refusal.status, Duration::ZERO);
             let may_have_body = head.header("content-length").is_some()
                 || head.header("transfer-encoding").is_some();
-            refuse(
-                request,
-                &head,
-                &refusal,
-                may_have_body.then_some(conn).flatten(),
-                None,
-            );
+            let remaining = if may_have_body { None } else { Some(0) };
+            refuse(request, &head, &refusal, conn, remaining, &ctx.poisoned);
             return;
         }
     };
     if let Err(refusal) = ctx.filter.check(&head, framing, Instant::now()) {
-        refuse(request, &head, &refusal, conn, unread(framing, 0));
+        ctx.metrics.record_response(refusal.status, Duration::ZERO);
+        refuse(
+            request,
+            &head,
+            &refusal,
+            conn,
+            unread(framing, 0),
+            &ctx.poisoned,
+        );
         return;
     }
     let Some(tx) = ctx.tx.as_ref() else {
+        ctx.metrics.record_rejection(Rejection::ShuttingDown);
+        ctx.metrics.record_response(503, Duration::ZERO);
         let r = Refusal::retry_after(503, "shutting down", 1);
-        refuse(request, &head, &r, conn, unread(framing, 0));
+        refuse(request, &head, &r, conn, unread(framing, 0), &ctx.poisoned);
         return;
     };
     let job = Job {
@@ -361,12 +414,30 @@ fn dispatch(request: tiny_http::Request, ctx: &AcceptCtx) {
     match tx.try_send(job) {
         Ok(()) => {}
         Err(TrySendError::Full(job)) => {
+            ctx.metrics.record_rejection(Rejection::QueueFull);
+            ctx.metrics.record_response(503, Duration::ZERO);
             let r = Refusal::retry_after(503, "server busy", 1);
-            refuse(job.request, &job.head, &r, conn, unread(job.framing, 0));
+            refuse(
+                job.request,
+                &job.head,
+                &r,
+                conn,
+                unread(job.framing, 0),
+                &ctx.poisoned,
+            );
         }
         Err(TrySendError::Disconnected(job)) => {
+            ctx.metrics.record_rejection(Rejection::ShuttingDown);
+            ctx.metrics.record_response(503, Duration::ZERO);
             let r = Refusal::retry_after(503, "shutting down", 1);
-            refuse(job.request, &job.head, &r, conn, unread(job.framing, 0));
+            refuse(
+                job.request,
+                &job.head,
+                &r,
+                conn,
+                unread(job.framing, 0),
+                &ctx.poisoned,
+            );
         }
     }
 }
@@ -401,7 +472,7 @@ fn head_of(request: &tiny_http::Request) -> RequestHead {
     }
 }
 
-fn handle(job: Job, proxy: &Proxy, filter: &Filter, access_log: &AtomicBool, local_port: u16) {
+fn handle(job: Job, ctx: &WorkerCtx<'_>) {
     let Job {
         mut request,
         head,
@@ -410,24 +481,39 @@ fn handle(job: Job, proxy: &Proxy, filter: &Filter, access_log: &AtomicBool, loc
     } = job;
     let conn = request.remote_addr().map(|peer| ConnId {
         peer: *peer,
-        local_port,
+        local_port: ctx.local_port,
     });
-    let result = proxy.forward(&head, framing, request.as_reader(), filter.max_body());
+    let result = ctx
+        .proxy
+        .forward(&head, framing, request.as_reader(), ctx.filter.max_body());
     let (status, backend, bytes) = match result {
         Ok(fwd) => {
+            ctx.metrics.record_retries(fwd.attempts.saturating_sub(1));
             let status = fwd.status;
             let backend = fwd.backend().name.clone();
             let bytes = relay(request, &head, fwd, conn);
             (status, backend, bytes)
         }
         Err(failed) => {
+            ctx.metrics
+                .record_retries(failed.attempts.saturating_sub(1));
+            if failed.attempts == 0 {
+                ctx.metrics.record_rejection(Rejection::NoBackend);
+            }
             let backend = failed.backend.map_or("-".to_string(), |b| b.name.clone());
             let remaining = if failed.body_done {
                 Some(0)
             } else {
                 unread(framing, failed.body_read)
             };
-            refuse(request, &head, &failed.refusal, conn, remaining);
+            refuse(
+                request,
+                &head,
+                &failed.refusal,
+                conn,
+                remaining,
+                ctx.poisoned,
+            );
             (
                 failed.refusal.status,
                 backend,
@@ -435,7 +521,8 @@ fn handle(job: Job, proxy: &Proxy, filter: &Filter, access_log: &AtomicBool, loc
             )
         }
     };
-    if access_log.load(Relaxed) {
+    ctx.metrics.record_response(status, received.elapsed());
+    if ctx.access_log.load(Relaxed) {
         logging::access(&AccessEntry {
             client: head.client,
             method: &head.method,
@@ -532,60 +619,104 @@ impl Read for Relay {
     }
 }
 
+/// Connections the balancer has closed because of a request body it did not read. tiny_http
+/// may still parse bytes it had buffered from them as further requests; those are dropped.
+/// Entries are keyed by the client's address and port, which stay unique while the connection
+/// lives, and forgotten after [`POISON_TTL`].
+#[derive(Debug, Default)]
+struct Poisoned {
+    len: std::sync::atomic::AtomicUsize,
+    peers: Mutex<std::collections::HashMap<SocketAddr, Instant>>,
+}
+
+/// How long a closed connection's address is remembered. 60 s.
+const POISON_TTL: Duration = Duration::from_secs(60);
+
+/// Most addresses remembered; older ones are dropped first when full.
+const POISON_CAP: usize = 65_536;
+
+impl Poisoned {
+    fn add(&self, peer: SocketAddr) {
+        let now = Instant::now();
+        let mut peers = self.peers.lock();
+        if peers.len() >= POISON_CAP {
+            peers.retain(|_, t| now.saturating_duration_since(*t) < POISON_TTL);
+            if peers.len() >= POISON_CAP {
+                peers.clear();
+            }
+        }
+        peers.insert(peer, now);
+        self.len.store(peers.len(), SeqCst);
+    }
+
+    /// True when `peer`'s connection was closed by us (cheap when nothing ever was).
+    fn contains(&self, peer: &SocketAddr) -> bool {
+        if self.len.load(Relaxed) == 0 {
+            return false;
+        }
+        let mut peers = self.peers.lock();
+        let hit = peers.get(peer).is_some_and(|t| t.elapsed() < POISON_TTL);
+        if !hit && peers.len() > 1024 {
+            peers.retain(|_, t| t.elapsed() < POISON_TTL);
+            self.len.store(peers.len(), SeqCst);
+        }
+        hit
+    }
+}
+
 /// Answers with one of our own refusals. `remaining` is how much request body is still unread
-/// (`None` when unknown); when anything may be unread and `conn` is known, the connection is
-/// closed after the answer so the leftover body is never parsed as a request.
+/// (`None` when unknown: chunked).
+///
+/// When body may be left unread, the connection must not be used again: the leftover bytes could
+/// be parsed as a request (request smuggling). The answer is then written straight to the socket,
+/// the socket is shut down, and the connection is remembered as closed so anything tiny_http
+/// still parses from its buffer is dropped.
 fn refuse(
     request: tiny_http::Request,
     head: &RequestHead,
     refusal: &Refusal,
     conn: Option<ConnId>,
     remaining: Option<u64>,
+    poisoned: &Poisoned,
 ) {
     let body = format!("{}\n", refusal.reason);
-    let mut response = tiny_http::Response::from_string(body.clone())
-        .with_status_code(refusal.status)
-        .with_header(
-            tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
-                .expect("static header"),
-        );
-    if let Some(s) = refusal.retry_after {
-        response = response.with_header(
-            tiny_http::Header::from_bytes("Retry-After", s.to_string()).expect("digits"),
-        );
-    }
-    let leftover = remaining != Some(0);
-    match (conn, leftover) {
-        (Some(conn), true) if remaining.is_none_or(|r| r > SAFE_UNREAD_BODY) => {
-            // Write the answer straight to the socket and never drop the request (see
-            // SAFE_UNREAD_BODY). This leaks its connection thread, so it is logged.
+    let retry_after = refusal
+        .retry_after
+        .map(|s| format!("Retry-After: {s}\r\n"))
+        .unwrap_or_default();
+    match conn {
+        Some(conn) if remaining != Some(0) => {
+            poisoned.add(conn.peer);
             let wire = format!(
-                "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\n{retry_after}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 refusal.status,
                 reason_phrase(refusal.status),
                 body.len(),
-                body
-            );
-            if remaining.is_none() {
-                // Chunked: tiny_http's decoder does not allocate on drop, so a normal answer and
-                // a close are safe.
-                let _ = request.respond(response);
-                abort_connection(conn, None);
-                return;
-            }
-            log::warn!(
-                "{} {}: closing a connection with more than {SAFE_UNREAD_BODY} bytes of unread body",
-                head.client,
-                head.method
             );
             abort_connection(conn, Some(wire.as_bytes()));
-            std::mem::forget(request);
-        }
-        (Some(conn), true) => {
-            let _ = request.respond(response);
-            abort_connection(conn, None);
+            if remaining.is_some_and(|r| r > SAFE_UNREAD_BODY) {
+                // See SAFE_UNREAD_BODY: dropping this request could exhaust memory, so it is
+                // leaked, and with it a tiny_http connection thread.
+                log::warn!(
+                    "{} {}: leaking a connection with more than {SAFE_UNREAD_BODY} bytes of unread body",
+                    head.client,
+                    head.method
+                );
+                std::mem::forget(request);
+            }
         }
         _ => {
+            let mut response = tiny_http::Response::from_string(body)
+                .with_status_code(refusal.status)
+                .with_header(
+                    tiny_http::Header::from_bytes("Content-Type", "text/plain; charset=utf-8")
+                        .expect("static header"),
+                );
+            if let Some(s) = refusal.retry_after {
+                response = response.with_header(
+                    tiny_http::Header::from_bytes("Retry-After", s.to_string()).expect("digits"),
+                );
+            }
             let _ = request.respond(response);
         }
     }
@@ -664,4 +795,84 @@ fn abort_connection(conn: ConnId, last_words: Option<&[u8]>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (conn, last_words);
+}
+
+/// The admin listener: a second, small tiny_http server whose requests are answered by a
+/// handler (see `admin.rs`) on two threads.
+pub struct AdminServer {
+    addr: SocketAddr,
+    server: Arc<tiny_http::Server>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Threads answering admin requests.
+const ADMIN_THREADS: usize = 2;
+
+impl AdminServer {
+    /// Binds `addr` and answers every request with `handler`.
+    pub fn start(
+        addr: &str,
+        handler: Arc<dyn Fn(&AdminRequest) -> AdminResponse + Send + Sync>,
+    ) -> io::Result<AdminServer> {
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on admin {addr}: {e}")))?;
+        let bound = listener.local_addr()?;
+        let server = Arc::new(new_tiny(&listener)?);
+        let threads = (0..ADMIN_THREADS)
+            .map(|i| {
+                let server = Arc::clone(&server);
+                let handler = Arc::clone(&handler);
+                thread::Builder::new()
+                    .name(format!("admin-{i}"))
+                    .spawn(move || {
+                        while let Ok(request) = server.recv() {
+                            let req = AdminRequest {
+                                method: request.method().as_str().to_string(),
+                                target: request.url().to_string(),
+                                authorization: request
+                                    .headers()
+                                    .iter()
+                                    .find(|h| h.field.equiv("Authorization"))
+                                    .map(|h| h.value.as_str().to_string()),
+                            };
+                            let answer = catch_unwind(AssertUnwindSafe(|| handler(&req)))
+                                .unwrap_or_else(|_| AdminResponse::text(500, "internal error"));
+                            let mut response = tiny_http::Response::from_data(answer.body)
+                                .with_status_code(answer.status);
+                            for (k, v) in [("Content-Type", answer.content_type)]
+                                .into_iter()
+                                .chain(answer.headers.iter().map(|(k, v)| (*k, v.as_str())))
+                            {
+                                if let Ok(h) = tiny_http::Header::from_bytes(k, v) {
+                                    response.add_header(h);
+                                }
+                            }
+                            let _ = request.respond(response);
+                        }
+                    })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        drop(listener);
+        log::info!("admin listening on {bound}");
+        Ok(AdminServer {
+            addr: bound,
+            server,
+            threads,
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops answering and joins the threads.
+    pub fn stop(self) {
+        for _ in &self.threads {
+            self.server.unblock();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }

@@ -1,0 +1,128 @@
+//! A full queue answers 503 with Retry-After at once instead of making clients wait.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{reply, wait_until, Backend, Client, Headers, Lb, Response};
+
+/// Blocks backend answers until opened: a backend as slow as the test needs, with no sleeps.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    fn wait(&self) {
+        let (open, cv) = &*self.0;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        let (open, cv) = &*self.0;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    fn is_open(&self) -> bool {
+        *self.0 .0.lock().unwrap()
+    }
+}
+
+#[test]
+fn full_queue_gets_503_with_retry_after_immediately() {
+    let gate = Gate::default();
+    let backend = {
+        let gate = gate.clone();
+        Backend::start(move |_, out| {
+            gate.wait();
+            reply(out, 200, &[], b"slow answer")
+        })
+    };
+    let lb = Lb::start(&[(&backend, 1)], |c| {
+        c.workers = 1;
+        c.queue = 1;
+    });
+
+    // The one worker is busy once the backend holds a request.
+    let (tx, rx) = mpsc::channel::<(usize, Response, Duration, bool)>();
+    let send = |i: usize| {
+        let tx = tx.clone();
+        let gate = gate.clone();
+        let addr = lb.addr;
+        thread::spawn(move || {
+            let started = Instant::now();
+            let r = Client::connect(addr).request(&format!(
+                "GET /slow/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
+            ));
+            let _ = tx.send((i, r, started.elapsed(), gate.is_open()));
+        })
+    };
+    let mut clients = vec![send(0)];
+    wait_until(
+        "the backend to hold the first request",
+        Duration::from_secs(10),
+        || backend.count() == 1,
+    );
+    // One more fits in the queue; the rest find it full.
+    for i in 1..6 {
+        clients.push(send(i));
+    }
+
+    let mut busy = Vec::new();
+    while busy.len() < 4 {
+        let (i, r, took, gate_open) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the requests that found the queue full must be answered at once");
+        assert_eq!(
+            r.status, 503,
+            "request {i} answered {} while the backend was held",
+            r.status
+        );
+        assert!(
+            !gate_open,
+            "request {i} was answered only after the backend was released"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "request {i}: 503 after {took:?}"
+        );
+        assert!(
+            r.header("retry-after")
+                .is_some_and(|v| v.parse::<u32>().is_ok()),
+            "503 without a numeric Retry-After: {:?}",
+            r.headers
+        );
+        assert!(!r.text().trim().is_empty(), "503 without a reason");
+        busy.push(i);
+    }
+
+    gate.open();
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let (i, r, _, _) = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "slow answer"),
+            "request {i}"
+        );
+        served.push(i);
+    }
+    assert!(
+        served.contains(&0),
+        "the first request was served: {served:?}"
+    );
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(
+        backend.count(),
+        2,
+        "only the in-flight and the queued request reached the backend"
+    );
+    assert!(lb.shutdown());
+}

@@ -1,0 +1,86 @@
+//! Graceful shutdown of the binary: SIGTERM lets in-flight requests finish, then the process
+//! exits 0 and stops accepting connections.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{reply, wait_until, Backend, BodyEnd, Client, LbProcess};
+
+const IN_FLIGHT: usize = 20;
+
+fn body_for(i: usize) -> Vec<u8> {
+    format!("answer {i} ").repeat(2000).into_bytes()
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let backend = Backend::start(|r, out| {
+        // A backend that takes about a second per request.
+        thread::sleep(Duration::from_secs(1));
+        let i: usize = r.target.trim_start_matches("/slow/").parse().unwrap();
+        reply(out, 200, &[("Content-Type", "text/plain")], &body_for(i))
+    });
+    let mut lb = LbProcess::spawn(&[backend.url()], &[]);
+    let addr = lb.addr;
+
+    let (tx, rx) = mpsc::channel();
+    let clients: Vec<_> = (0..IN_FLIGHT)
+        .map(|i| {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let r = Client::connect(addr)
+                    .request(&format!("GET /slow/{i} HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+                tx.send((i, r)).unwrap();
+            })
+        })
+        .collect();
+    wait_until(
+        "the backend to hold all 20 requests",
+        Duration::from_secs(10),
+        || backend.count() == IN_FLIGHT,
+    );
+    lb.signal("TERM");
+
+    for _ in 0..IN_FLIGHT {
+        let (i, r) = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("every in-flight request is answered");
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(
+            r.end,
+            BodyEnd::Complete(body_for(i).len() as u64),
+            "request {i}"
+        );
+        assert!(r.body == body_for(i), "request {i}: body differs");
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let status = lb.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status {status}; stderr:\n{}",
+        lb.stderr()
+    );
+    assert!(
+        common::refuses_connections(addr),
+        "new connections must be refused once the balancer has exited"
+    );
+    assert_eq!(backend.count(), IN_FLIGHT);
+}
+
+#[test]
+fn sigint_on_an_idle_balancer_exits_zero_at_once() {
+    let backend = Backend::answering("ok");
+    let mut lb = LbProcess::spawn(&[backend.url()], &[]);
+    let r = common::get(lb.addr, "/");
+    assert_eq!(r.status, 200);
+    lb.signal("INT");
+    let status = lb.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", lb.stderr());
+    assert!(common::refuses_connections(lb.addr));
+}
