@@ -532,6 +532,7 @@ impl Config {
         if self.backends.is_empty() {
             return Err("no backends configured".into());
         }
+        self.filter.validate()?;
         Ok(())
     }
 }

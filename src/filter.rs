@@ -2,18 +2,361 @@
 //! per-client rate limits, automatic bans, and request rules (method, path, target length, body
 //! size).
 //!
-//! STUB: the interface the rest of the balancer uses; the implementation is in progress.
+//! # Who is the client
+//!
+//! Every rule is about the *client address*: the TCP peer (`head.client`), unless the peer is in
+//! `trusted_proxies`. Then `X-Forwarded-For` is believed, read from the right (the entries
+//! appended last, by the proxies nearest to us): the client is the right-most address that is not
+//! itself a trusted proxy. If every entry is a trusted proxy, the left-most one is the client; an
+//! entry that is not an address stops the walk and the last good address is the client. A peer
+//! that is not trusted cannot escape a rule by sending its own `X-Forwarded-For`.
+//! IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`) are treated as the IPv4 address they carry.
+//!
+//! # Order of checks
+//!
+//! Cheapest and most decisive first; the first rule that refuses answers:
+//!
+//! | step | rule | answer | counted as |
+//! | --- | --- | --- | --- |
+//! | 1 | `deny` / `allow` | 403 | `denied` |
+//! | 2 | current ban | 403 | `banned` |
+//! | 3 | `deny_method` | 405 | `method` |
+//! | 4 | `limits max_target` | 414 | `target_too_long` |
+//! | 5 | `deny_path` | 403 | `path` |
+//! | 6 | `limits max_body` (Content-Length) | 413 | `body_too_large` |
+//! | 7 | `rate_limit` | 429 + Retry-After | `rate_limited` |
+//!
+//! A request refused at an earlier step takes no token from its rate-limit bucket, and only
+//! rate-limit refusals count towards a ban.
+//!
+//! # Cost
+//!
+//! [`Filter::check`] runs on the single acceptor thread for every request. With no filtering keys
+//! configured it loads one atomic flag and returns: no lock, no allocation. Otherwise it takes one
+//! short `parking_lot` mutex (settings, client tables and bans live behind the same lock) and, with
+//! a rate limit, does one `HashMap` lookup. Address lists are parsed once at config time into
+//! `(network, prefix)` integers; long lists are grouped by prefix length into hash sets so a
+//! lookup costs one hash probe per distinct prefix length. Refusals allocate their answer after
+//! the lock is released.
+//!
+//! # Bounded memory
+//!
+//! Each client table (token buckets, rate-limit hit windows, bans) holds at most
+//! `limits max_clients=N` entries (default [`DEFAULT_MAX_CLIENTS`]). Nothing is done until an
+//! insert finds a table full; then one sweep drops the entries that carry no information any
+//! more (a bucket that has refilled completely, a hit window whose last hit is older than the
+//! window) and, if that frees less than an eighth of the table, the least recently active ones
+//! until an eighth is free. A dropped client starts again with a full bucket and a clean hit
+//! count, exactly like a client never seen: eviction can only make the filter more lenient,
+//! never refuse anyone wrongly. A sweep is O(cap) and happens at most once per cap/8 new
+//! clients, so the cost per request is amortised O(1). The ban table, when full of live bans,
+//! ends the ban that would end soonest to make room for a new one.
 
-use std::net::IpAddr;
-use std::time::Instant;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
+
+use crate::config::{parse_duration, parse_size};
 use crate::proxy::{Framing, Refusal, RequestHead};
 
+/// Default cap on each client table (`limits max_clients=`).
+pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
+
+/// Largest `ban after=`: a client's recent rate-limit refusals are remembered exactly (at most
+/// `after + 1` timestamps each), so this bounds the memory of one hit window.
+pub const MAX_BAN_AFTER: u32 = 100;
+
+/// Largest rate count (`rate=N/s` or `N/m`) and burst.
+const MAX_RATE: u64 = 1_000_000;
+
+/// Largest `limits max_clients=`.
+const MAX_CLIENTS_LIMIT: u64 = 100_000_000;
+
+/// Lists with at most this many ranges are scanned; longer ones are grouped into hash sets.
+const SMALL_SET: usize = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Addresses and ranges
+// ---------------------------------------------------------------------------------------------
+
+/// An address range (`10.0.0.0/8`, `2001:db8::/32`) or one address (a full-length prefix),
+/// parsed once into integers. IPv4 ranges match IPv4 clients (including IPv4-mapped IPv6 ones);
+/// IPv6 ranges match IPv6 clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    v6: bool,
+    net: u128,
+    prefix: u8,
+}
+
+/// The address as `(is IPv6, bits)`, IPv4-mapped IPv6 addresses turned into IPv4.
+fn ip_bits(ip: IpAddr) -> (bool, u128) {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => (false, u32::from(a) as u128),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+fn width(v6: bool) -> u8 {
+    if v6 {
+        128
+    } else {
+        32
+    }
+}
+
+/// The network mask of `prefix` bits in an address of `width` bits.
+fn mask(v6: bool, prefix: u8) -> u128 {
+    let w = width(v6) as u32;
+    if prefix == 0 {
+        return 0;
+    }
+    let all = u128::MAX >> (128 - w);
+    all & (u128::MAX << (w - prefix as u32))
+}
+
+impl Cidr {
+    /// Parses `ADDR` or `ADDR/PREFIX` (IPv4 or IPv6). Host bits must be zero, so a typo like
+    /// `10.0.0.1/8` is caught instead of silently meaning `10.0.0.0/8`.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("bad address or range {s:?}");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let ip: IpAddr = addr.parse().map_err(|_| bad())?;
+        let (mut v6, mut net) = match ip {
+            IpAddr::V4(a) => (false, u32::from(a) as u128),
+            IpAddr::V6(a) => (true, u128::from(a)),
+        };
+        let mut prefix = match prefix {
+            None => width(v6),
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| bad())?
+            }
+            Some(_) => return Err(bad()),
+        };
+        if prefix > width(v6) {
+            return Err(bad());
+        }
+        // `::ffff:10.0.0.0/104` is the IPv4 range 10.0.0.0/8.
+        if let IpAddr::V6(a) = ip {
+            if let (Some(v4), true) = (a.to_ipv4_mapped(), prefix >= 96) {
+                (v6, net, prefix) = (false, u32::from(v4) as u128, prefix - 96);
+            }
+        }
+        let m = mask(v6, prefix);
+        if net & !m != 0 {
+            let fixed = Cidr {
+                v6,
+                net: net & m,
+                prefix,
+            };
+            return Err(format!(
+                "{s:?} has bits set after the /{prefix} prefix; did you mean {fixed}?"
+            ));
+        }
+        Ok(Cidr { v6, net, prefix })
+    }
+
+    /// True when `ip` is in this range.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (v6, bits) = ip_bits(ip);
+        v6 == self.v6 && bits & mask(v6, self.prefix) == self.net
+    }
+
+    fn contains_bits(&self, v6: bool, bits: u128) -> bool {
+        v6 == self.v6 && bits & mask(v6, self.prefix) == self.net
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ip: IpAddr = if self.v6 {
+            Ipv6Addr::from(self.net).into()
+        } else {
+            Ipv4Addr::from(self.net as u32).into()
+        };
+        write!(f, "{ip}/{}", self.prefix)
+    }
+}
+
+/// A compiled list of ranges: scanned when short, grouped by prefix length into hash sets when
+/// long (one probe per distinct prefix length).
+#[derive(Debug, Default)]
+struct IpSet {
+    small: Vec<Cidr>,
+    /// `(is IPv6, prefix, networks)`, longest prefixes first.
+    groups: Vec<(bool, u8, HashSet<u128>)>,
+}
+
+impl IpSet {
+    fn new(list: &[Cidr]) -> IpSet {
+        if list.len() <= SMALL_SET {
+            return IpSet {
+                small: list.to_vec(),
+                groups: Vec::new(),
+            };
+        }
+        let mut by_prefix: BTreeMap<(bool, u8), HashSet<u128>> = BTreeMap::new();
+        for c in list {
+            by_prefix.entry((c.v6, c.prefix)).or_default().insert(c.net);
+        }
+        IpSet {
+            small: Vec::new(),
+            groups: by_prefix
+                .into_iter()
+                .rev()
+                .map(|((v6, p), set)| (v6, p, set))
+                .collect(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.groups.is_empty()
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let (v6, bits) = ip_bits(ip);
+        self.small.iter().any(|c| c.contains_bits(v6, bits))
+            || self
+                .groups
+                .iter()
+                .any(|(fam, p, set)| *fam == v6 && set.contains(&(bits & mask(v6, *p))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+/// A rate: `count` requests per `per` (one second or one minute).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests allowed per `per`.
+    pub count: u64,
+    /// The period: 1 s for `N/s`, 60 s for `N/m`.
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `100/s` or `30/m`.
+    pub fn parse(s: &str) -> Result<Rate, String> {
+        let shape = || format!("rate must look like 100/s or 30/m, not {s:?}");
+        let (n, unit) = s.split_once('/').ok_or_else(shape)?;
+        let per = match unit {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            _ => return Err(shape()),
+        };
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(shape());
+        }
+        match n.parse::<u64>() {
+            Ok(count) if (1..=MAX_RATE).contains(&count) => Ok(Rate { count, per }),
+            _ => Err(format!(
+                "rate {s:?} is out of range: the count must be 1..{MAX_RATE}"
+            )),
+        }
+    }
+
+    /// Time for one token to come back.
+    pub fn interval(&self) -> Duration {
+        let nanos = self.per.as_nanos() / self.count as u128;
+        Duration::from_nanos(nanos.max(1) as u64)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = if self.per.as_secs() == 60 { "m" } else { "s" };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// One `rate_limit` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tokens per period.
+    pub rate: Rate,
+    /// Bucket size: requests a client may send at once after being quiet. Default: the rate's
+    /// count.
+    pub burst: u64,
+    /// The path prefix this rule is for (`None`: the general rule).
+    pub path: Option<String>,
+}
+
+/// The `ban` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanConfig {
+    /// A client refused by the rate limit more than this many times within `window` is banned.
+    /// Default 5, at most [`MAX_BAN_AFTER`].
+    pub after: u32,
+    /// Default 1 min.
+    pub window: Duration,
+    /// How long a ban lasts. Default 10 min.
+    pub duration: Duration,
+}
+
+impl Default for BanConfig {
+    fn default() -> Self {
+        BanConfig {
+            after: 5,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(600),
+        }
+    }
+}
+
 /// Filtering settings from the config file's filtering keys. The default filters nothing.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FilterConfig {
+    /// `deny`: clients in these ranges get 403.
+    pub deny: Vec<Cidr>,
+    /// `allow`: when not empty, clients outside these ranges get 403.
+    pub allow: Vec<Cidr>,
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `rate_limit` lines: at most one without a path, at most one per path.
+    pub rate_limits: Vec<RateLimit>,
+    /// `ban`.
+    pub ban: Option<BanConfig>,
+    /// Longest request target accepted (`limits max_target=`); `None` for no limit.
+    pub max_target: Option<u64>,
     /// Largest request body accepted (`limits max_body=`); `None` for no limit.
     pub max_body: Option<u64>,
+    /// Cap on each client table (`limits max_clients=`). Default [`DEFAULT_MAX_CLIENTS`].
+    pub max_clients: usize,
+    /// `deny_method`: methods answered with 405 (compared ignoring case).
+    pub deny_methods: Vec<String>,
+    /// `deny_path`: path prefixes answered with 403, matched on whole path segments.
+    pub deny_paths: Vec<String>,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            deny: Vec::new(),
+            allow: Vec::new(),
+            trusted_proxies: Vec::new(),
+            rate_limits: Vec::new(),
+            ban: None,
+            max_target: None,
+            max_body: None,
+            max_clients: DEFAULT_MAX_CLIENTS,
+            deny_methods: Vec::new(),
+            deny_paths: Vec::new(),
+        }
+    }
 }
 
 /// Config keys this module parses.
@@ -38,64 +381,1857 @@ pub const REPEATABLE: &[&str] = &[
     "deny_path",
 ];
 
-impl FilterConfig {
-    /// Applies one config line `key words...` (key is one of [`KEYS`]).
-    pub fn apply_line(&mut self, key: &str, words: &[&str]) -> Result<(), String> {
-        Err(format!(
-            "{key} is not supported yet ({} words)",
-            words.len()
-        ))
+/// Splits `name=value` words; `allowed` lists the names this key takes.
+fn pairs<'a>(words: &[&'a str], allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for w in words {
+        let (k, v) = w
+            .split_once('=')
+            .ok_or_else(|| format!("expected name=value, found {w:?}"))?;
+        if !allowed.contains(&k) {
+            return Err(format!(
+                "unknown option {k:?} (expected one of: {})",
+                allowed.join(", ")
+            ));
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(format!("option {k:?} is given twice"));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn parse_number(s: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+        _ => Err(format!(
+            "{what} must be a whole number in {min}..{max}, not {s:?}"
+        )),
     }
 }
+
+/// A configured path prefix: starts with `/`, written decoded (no `%`), no `?`, `#`, `\`, empty,
+/// `.` or `..` segments. A trailing `/` is dropped (`/admin/` means `/admin`).
+fn parse_path_prefix(p: &str) -> Result<String, String> {
+    if !p.starts_with('/') {
+        return Err(format!("path must start with /, not {p:?}"));
+    }
+    if p.contains(['?', '#', '%', '\\']) {
+        return Err(format!(
+            "path {p:?} must be a plain decoded path: no ?, #, % escapes or backslashes"
+        ));
+    }
+    let trimmed = p.trim_end_matches('/');
+    if trimmed
+        .split('/')
+        .skip(1)
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err(format!("path {p:?} must not have empty, . or .. segments"));
+    }
+    Ok(if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    })
+}
+
+/// True for an HTTP method token (RFC 9110 `tchar`s).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl FilterConfig {
+    /// Applies one config line `key words...` (key is one of [`KEYS`]). Errors do not repeat the
+    /// key: the config parser puts `file:line: key: ` in front.
+    pub fn apply_line(&mut self, key: &str, words: &[&str]) -> Result<(), String> {
+        match key {
+            "deny" | "allow" | "trusted_proxies" => {
+                if words.is_empty() {
+                    return Err(
+                        "expected one or more addresses or ranges, e.g. 10.0.0.0/8 192.0.2.7 2001:db8::/32"
+                            .into(),
+                    );
+                }
+                let list = match key {
+                    "deny" => &mut self.deny,
+                    "allow" => &mut self.allow,
+                    _ => &mut self.trusted_proxies,
+                };
+                for w in words {
+                    let c = Cidr::parse(w)?;
+                    if !list.contains(&c) {
+                        list.push(c);
+                    }
+                }
+            }
+            "rate_limit" => {
+                let mut rate = None;
+                let mut burst = None;
+                let mut path = None;
+                for (k, v) in pairs(words, &["rate", "burst", "path"])? {
+                    match k {
+                        "rate" => rate = Some(Rate::parse(v)?),
+                        "burst" => burst = Some(parse_number(v, "burst", 1, MAX_RATE)?),
+                        _ => path = Some(parse_path_prefix(v)?),
+                    }
+                }
+                let rate = rate.ok_or("rate= is required, e.g. rate_limit rate=100/s burst=200")?;
+                if let Some(old) = self.rate_limits.iter().find(|r| r.path == path) {
+                    return Err(match &old.path {
+                        None => "a general rate_limit (without path=) is already set; add path=/prefix for a stricter rule on part of the site".into(),
+                        Some(p) => format!("a rate_limit for path={p} is already set"),
+                    });
+                }
+                self.rate_limits.push(RateLimit {
+                    rate,
+                    burst: burst.unwrap_or(rate.count),
+                    path,
+                });
+            }
+            "ban" => {
+                let mut ban = BanConfig::default();
+                for (k, v) in pairs(words, &["after", "window", "duration"])? {
+                    match k {
+                        "after" => {
+                            ban.after = parse_number(v, "after", 1, MAX_BAN_AFTER as u64)? as u32
+                        }
+                        _ => {
+                            let d = parse_duration(v)?;
+                            if d.is_zero() {
+                                return Err(format!("{k} must be more than zero"));
+                            }
+                            if k == "window" {
+                                ban.window = d;
+                            } else {
+                                ban.duration = d;
+                            }
+                        }
+                    }
+                }
+                self.ban = Some(ban);
+            }
+            "limits" => {
+                if words.is_empty() {
+                    return Err(
+                        "expected max_target=SIZE, max_body=SIZE and/or max_clients=N".into(),
+                    );
+                }
+                for (k, v) in pairs(words, &["max_target", "max_body", "max_clients"])? {
+                    match k {
+                        "max_target" => {
+                            let n = parse_size(v)?;
+                            if n == 0 {
+                                return Err("max_target must be at least 1B".into());
+                            }
+                            self.max_target = Some(n);
+                        }
+                        "max_body" => self.max_body = Some(parse_size(v)?),
+                        _ => {
+                            self.max_clients =
+                                parse_number(v, "max_clients", 1, MAX_CLIENTS_LIMIT)? as usize
+                        }
+                    }
+                }
+            }
+            "deny_method" => {
+                if words.is_empty() {
+                    return Err("expected one or more methods, e.g. TRACE CONNECT".into());
+                }
+                for w in words {
+                    if !is_token(w) {
+                        return Err(format!("{w:?} is not a method name"));
+                    }
+                    let m = w.to_ascii_uppercase();
+                    if !self.deny_methods.contains(&m) {
+                        self.deny_methods.push(m);
+                    }
+                }
+            }
+            "deny_path" => {
+                if words.is_empty() {
+                    return Err("expected one or more path prefixes, e.g. /.git /admin".into());
+                }
+                for w in words {
+                    let p = parse_path_prefix(w)?;
+                    if !self.deny_paths.contains(&p) {
+                        self.deny_paths.push(p);
+                    }
+                }
+            }
+            _ => return Err(format!("unknown filtering key {key:?}")),
+        }
+        Ok(())
+    }
+
+    /// True when these settings refuse nothing (the filter then costs one atomic load).
+    pub fn filters_nothing(&self) -> bool {
+        self.deny.is_empty()
+            && self.allow.is_empty()
+            && self.rate_limits.is_empty()
+            && self.max_target.is_none()
+            && self.max_body.is_none()
+            && self.deny_methods.is_empty()
+            && self.deny_paths.is_empty()
+    }
+
+    /// Rules between lines that no single line can check. (`Config::validate` should call this.)
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ban.is_some() && self.rate_limits.is_empty() {
+            return Err(
+                "ban needs a rate_limit: only rate-limited requests count towards a ban".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stats
+// ---------------------------------------------------------------------------------------------
+
+/// Why a request was refused, in check order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Denied,
+    Banned,
+    Method,
+    TargetTooLong,
+    Path,
+    BodyTooLarge,
+    RateLimited,
+}
+
+/// Reason names as [`FilterStats::refused`] reports them, indexed by [`Reason`].
+const REASONS: [&str; 7] = [
+    "denied",
+    "banned",
+    "method",
+    "target_too_long",
+    "path",
+    "body_too_large",
+    "rate_limited",
+];
 
 /// Counters of filtered requests, for status and metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterStats {
-    /// Requests refused, by reason (`denied`, `banned`, `rate_limited`, `method`, `path`,
-    /// `target_too_long`, `body_too_large`).
+    /// Requests refused, by reason (`denied`, `banned`, `method`, `target_too_long`, `path`,
+    /// `body_too_large`, `rate_limited`), every reason listed, in check order.
     pub refused: Vec<(&'static str, u64)>,
-    /// Clients banned right now, with seconds left.
+    /// Clients banned right now, with seconds left (rounded up), by address.
     pub bans: Vec<(IpAddr, u64)>,
+    /// Entries in the client tables (token buckets + rate-limit hit windows) right now.
+    pub tracked: usize,
+    /// Bans started since the filter was created.
+    pub bans_started: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded client tables
+// ---------------------------------------------------------------------------------------------
+
+/// A client table with a size cap.
+///
+/// **What happens at the cap.** Nothing is done until an insert finds the table full. Then one
+/// sweep runs: first it drops every *idle* entry, one that carries no information any more (a
+/// token bucket that has refilled completely; a hit window whose last hit is older than the
+/// window). If that frees less than an eighth of the table, the least recently active entries
+/// (bucket: the one nearest to full; hit window: the oldest last hit) are dropped too, until an
+/// eighth is free. A dropped client starts again with a full bucket and a clean hit count, the
+/// same as a client never seen, so eviction can only make the filter more lenient, never refuse
+/// someone wrongly.
+///
+/// **Cost.** A sweep is O(cap) and leaves at least cap/8 free slots, so it runs at most once per
+/// cap/8 new clients: amortised O(1) per request. Requests from clients already in the table never
+/// sweep. The table never holds more than `cap` entries (a HashMap's capacity is not given back,
+/// so memory stays at the high-water mark, which is bounded by the cap).
+#[derive(Debug)]
+struct Table<K, V> {
+    map: HashMap<K, V>,
+    cap: usize,
+    /// Sweeps run so far (tests check the amortisation).
+    sweeps: u64,
+}
+
+impl<K: Eq + Hash, V> Table<K, V> {
+    fn new(cap: usize) -> Self {
+        Table {
+            map: HashMap::new(),
+            cap: cap.max(1),
+            sweeps: 0,
+        }
+    }
+
+    /// Inserts a new entry, sweeping first when the table is full.
+    fn insert(
+        &mut self,
+        key: K,
+        value: V,
+        idle: impl Fn(&V) -> bool,
+        age: impl Fn(&V) -> Option<Instant>,
+    ) -> &mut V {
+        if self.map.len() >= self.cap {
+            self.sweeps += 1;
+            self.map.retain(|_, v| !idle(v));
+            self.shrink(age);
+        }
+        self.map.entry(key).or_insert(value)
+    }
+
+    /// Drops the entries with the smallest `age` until at most `cap - max(cap/8, 1)` are left.
+    fn shrink(&mut self, age: impl Fn(&V) -> Option<Instant>) {
+        let target = self.cap - (self.cap / 8).max(1);
+        if self.map.len() <= target {
+            return;
+        }
+        let drop = self.map.len() - target;
+        let mut ages: Vec<Option<Instant>> = self.map.values().map(&age).collect();
+        let cutoff = *ages.select_nth_unstable(drop - 1).1;
+        let older = ages.iter().filter(|a| **a < cutoff).count();
+        let mut equal_to_drop = drop - older;
+        self.map.retain(|_, v| {
+            let a = age(v);
+            if a < cutoff {
+                false
+            } else if a == cutoff && equal_to_drop > 0 {
+                equal_to_drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Applies a new cap; an over-full table is cut down at once.
+    fn set_cap(&mut self, cap: usize, age: impl Fn(&V) -> Option<Instant>) {
+        self.cap = cap.max(1);
+        if self.map.len() > self.cap {
+            self.shrink(age);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The filter
+// ---------------------------------------------------------------------------------------------
+
+/// A compiled rate rule: a token bucket kept as a "theoretical arrival time" (GCRA).
+///
+/// A bucket of `burst` tokens refilling one token per `interval` is equivalent to remembering one
+/// instant per client, `tat`: the time at which the bucket will be full again. A request at `now`
+/// is allowed when `max(tat, now) + interval - now <= burst * interval` (there is a token), and
+/// then moves `tat` on by one interval. When refused, a token is available after
+/// `max(tat, now) + interval - burst * interval - now`: that, rounded up to whole seconds and at
+/// least 1, is the Retry-After. One `Instant` per client, exact integer arithmetic.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    interval: Duration,
+    /// `burst * interval`.
+    depth: Duration,
+}
+
+impl Bucket {
+    fn new(limit: &RateLimit) -> Bucket {
+        let interval = limit.rate.interval();
+        Bucket {
+            interval,
+            depth: interval.saturating_mul(limit.burst.min(u32::MAX as u64) as u32),
+        }
+    }
+
+    /// Takes a token from the bucket whose state is `tat`, or says how long until one is there.
+    fn take(&self, tat: &mut Instant, now: Instant) -> Result<(), Duration> {
+        let next = (*tat).max(now) + self.interval;
+        let debt = next.saturating_duration_since(now);
+        if debt <= self.depth {
+            *tat = next;
+            Ok(())
+        } else {
+            Err(debt - self.depth)
+        }
+    }
+}
+
+/// The settings compiled for checking.
+#[derive(Debug)]
+struct Rules {
+    filters: bool,
+    deny: IpSet,
+    allow: IpSet,
+    trusted: IpSet,
+    methods: Vec<String>,
+    max_target: Option<u64>,
+    deny_paths: Vec<String>,
+    max_body: Option<u64>,
+    /// The general rate rule and its bucket id.
+    general: Option<(u32, Bucket)>,
+    /// Path rules, longest prefix first, with their bucket ids.
+    by_path: Vec<(String, u32, Bucket)>,
+    ban: Option<BanConfig>,
+    max_clients: usize,
+}
+
+impl Rules {
+    fn new(c: &FilterConfig) -> Rules {
+        let mut by_path: Vec<(String, u32, Bucket)> = c
+            .rate_limits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((r.path.clone()?, i as u32, Bucket::new(r))))
+            .collect();
+        by_path.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
+        Rules {
+            filters: !c.filters_nothing(),
+            deny: IpSet::new(&c.deny),
+            allow: IpSet::new(&c.allow),
+            trusted: IpSet::new(&c.trusted_proxies),
+            methods: c.deny_methods.clone(),
+            max_target: c.max_target,
+            deny_paths: c.deny_paths.clone(),
+            max_body: c.max_body,
+            general: c
+                .rate_limits
+                .iter()
+                .position(|r| r.path.is_none())
+                .map(|i| (i as u32, Bucket::new(&c.rate_limits[i]))),
+            by_path,
+            ban: c.ban,
+            max_clients: c.max_clients,
+        }
+    }
+
+    fn needs_path(&self) -> bool {
+        !self.deny_paths.is_empty() || !self.by_path.is_empty()
+    }
+
+    /// The rate rule for `path`: the longest matching path prefix, else the general rule.
+    fn bucket_for(&self, path: Option<&[u8]>) -> Option<(u32, Bucket)> {
+        if let Some(path) = path {
+            for (prefix, id, bucket) in &self.by_path {
+                if segment_prefix(path, prefix.as_bytes()) {
+                    return Some((*id, *bucket));
+                }
+            }
+        }
+        self.general
+    }
+}
+
+/// A refusal decided under the lock; turned into a [`Refusal`] after it is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Verdict {
+    reason: Reason,
+    retry_after: Option<u32>,
+}
+
+impl Verdict {
+    fn of(reason: Reason) -> Verdict {
+        Verdict {
+            reason,
+            retry_after: None,
+        }
+    }
+
+    fn refusal(self) -> Refusal {
+        let (status, text) = match self.reason {
+            Reason::Denied => (403, "access denied"),
+            Reason::Banned => (403, "banned"),
+            Reason::Method => (405, "method not allowed"),
+            Reason::TargetTooLong => (414, "request target too long"),
+            Reason::Path => (403, "path not allowed"),
+            Reason::BodyTooLarge => (413, "request body too large"),
+            Reason::RateLimited => (429, "rate limited"),
+        };
+        match self.retry_after {
+            Some(s) => Refusal::retry_after(status, text, s),
+            None => Refusal::new(status, text),
+        }
+    }
+}
+
+/// Everything behind the filter's one lock.
+#[derive(Debug)]
+struct Inner {
+    config: FilterConfig,
+    rules: Rules,
+    /// Token buckets by (client, rate rule id); the value is the bucket's `tat` ([`Bucket`]).
+    buckets: Table<(IpAddr, u32), Instant>,
+    /// Times of each client's recent rate-limit refusals, oldest first, at most `after + 1`.
+    hits: Table<IpAddr, VecDeque<Instant>>,
+    /// Banned clients and when their ban ends.
+    bans: HashMap<IpAddr, Instant>,
+    /// The earliest ban end (a sweep of `bans` is due then).
+    next_ban_end: Option<Instant>,
+    bans_started: u64,
+    bans_ended: u64,
 }
 
 /// The filter's live state (client tables, bans) and its current settings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Filter {
-    config: parking_lot::RwLock<FilterConfig>,
+    /// False when there is nothing to check (no filtering settings and no bans): `check` is then
+    /// one atomic load.
+    active: AtomicBool,
+    /// `max_body` for the streaming check, `u64::MAX` for none (read by every worker).
+    max_body: AtomicU64,
+    refused: [AtomicU64; REASONS.len()],
+    inner: Mutex<Inner>,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Filter::new(FilterConfig::default())
+    }
 }
 
 impl Filter {
     /// A filter with `config`.
     pub fn new(config: FilterConfig) -> Filter {
+        if let Err(e) = config.validate() {
+            log::warn!("filter: {e}");
+        }
+        let rules = Rules::new(&config);
         Filter {
-            config: parking_lot::RwLock::new(config),
+            active: AtomicBool::new(rules.filters),
+            max_body: AtomicU64::new(config.max_body.unwrap_or(u64::MAX)),
+            refused: Default::default(),
+            inner: Mutex::new(Inner {
+                buckets: Table::new(config.max_clients),
+                hits: Table::new(config.max_clients),
+                bans: HashMap::new(),
+                next_ban_end: None,
+                bans_started: 0,
+                bans_ended: 0,
+                rules,
+                config,
+            }),
         }
     }
 
-    /// Replaces the settings (reload); bans and client tables are kept.
+    /// Replaces the settings (reload); bans and client tables are kept. Buckets follow their
+    /// rule by path, so a client's `/login` bucket survives a reordering of the `rate_limit`
+    /// lines; buckets of removed rules, and all hit windows when `ban` is removed, are dropped.
+    /// Bans run to their end even if `ban` is gone from the new settings.
     pub fn reconfigure(&self, config: FilterConfig) {
-        *self.config.write() = config;
+        if let Err(e) = config.validate() {
+            log::warn!("filter: {e}");
+        }
+        let mut inner = self.inner.lock();
+        let old: Vec<Option<&String>> = inner
+            .config
+            .rate_limits
+            .iter()
+            .map(|r| r.path.as_ref())
+            .collect();
+        let new: Vec<Option<&String>> =
+            config.rate_limits.iter().map(|r| r.path.as_ref()).collect();
+        if old != new {
+            let remap: Vec<Option<u32>> = old
+                .iter()
+                .map(|p| new.iter().position(|q| q == p).map(|i| i as u32))
+                .collect();
+            let buckets = std::mem::take(&mut inner.buckets.map);
+            inner.buckets.map = buckets
+                .into_iter()
+                .filter_map(|((ip, id), tat)| {
+                    let id = remap.get(id as usize).copied().flatten()?;
+                    Some(((ip, id), tat))
+                })
+                .collect();
+        }
+        if config.ban.is_none() {
+            inner.hits.map.clear();
+        }
+        inner.buckets.set_cap(config.max_clients, |tat| Some(*tat));
+        inner
+            .hits
+            .set_cap(config.max_clients, |q| q.back().copied());
+        inner.rules = Rules::new(&config);
+        inner.config = config;
+        self.max_body
+            .store(inner.config.max_body.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.update_active(&inner);
     }
 
-    /// Decides whether a request may go on. `head.client` is the TCP peer.
-    pub fn check(&self, head: &RequestHead, framing: Framing, now: Instant) -> Result<(), Refusal> {
-        let _ = (head, now);
-        if let (Framing::Length(n), Some(max)) = (framing, self.max_body()) {
-            if n > max {
-                return Err(Refusal::new(413, "request body too large"));
-            }
+    /// The settings in force.
+    pub fn config(&self) -> FilterConfig {
+        self.inner.lock().config.clone()
+    }
+
+    fn update_active(&self, inner: &Inner) {
+        let want = inner.rules.filters || !inner.bans.is_empty();
+        if self.active.load(Ordering::Relaxed) != want {
+            self.active.store(want, Ordering::Release);
         }
-        Ok(())
+    }
+
+    /// Decides whether a request may go on. `head.client` is the TCP peer; see the module
+    /// documentation for who the client is and the order of the checks.
+    pub fn check(&self, head: &RequestHead, framing: Framing, now: Instant) -> Result<(), Refusal> {
+        if !self.active.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let verdict = {
+            let mut inner = self.inner.lock();
+            let verdict = inner.check(head, framing, now);
+            // Bans may have started or ended; with no other settings they alone keep the
+            // filter active.
+            self.update_active(&inner);
+            verdict
+        };
+        verdict.map_err(|v| {
+            self.refused[v.reason as usize].fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "refused {} {} from {}: {}",
+                head.method,
+                head.target,
+                head.client,
+                REASONS[v.reason as usize]
+            );
+            v.refusal()
+        })
     }
 
     /// The body size limit in force, if any; chunked bodies are cut off there while streaming.
     pub fn max_body(&self) -> Option<u64> {
-        self.config.read().max_body
+        match self.max_body.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        }
     }
 
-    /// Counters and bans for status and metrics.
+    /// Counts a body refused with 413 while streaming (a chunked body that grew past
+    /// [`Filter::max_body`]), so [`FilterStats`] shows it under `body_too_large`.
+    pub fn note_body_too_large(&self) {
+        self.refused[Reason::BodyTooLarge as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counters and bans for status and metrics. Also notices (and logs) bans that have ended.
     pub fn stats(&self, now: Instant) -> FilterStats {
-        let _ = now;
-        FilterStats::default()
+        let mut inner = self.inner.lock();
+        inner.expire_bans(now);
+        self.update_active(&inner);
+        let mut bans: Vec<(IpAddr, u64)> = inner
+            .bans
+            .iter()
+            .map(|(ip, until)| (*ip, ceil_secs(until.saturating_duration_since(now))))
+            .collect();
+        bans.sort();
+        FilterStats {
+            refused: REASONS
+                .iter()
+                .zip(&self.refused)
+                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+                .collect(),
+            bans,
+            tracked: inner.buckets.map.len() + inner.hits.map.len(),
+            bans_started: inner.bans_started,
+        }
+    }
+}
+
+impl Inner {
+    fn check(&mut self, head: &RequestHead, framing: Framing, now: Instant) -> Result<(), Verdict> {
+        let rules = &self.rules;
+        let client = client_of(head, &rules.trusted);
+        // 1. deny / allow
+        if rules.deny.contains(client) || (!rules.allow.is_empty() && !rules.allow.contains(client))
+        {
+            return Err(Verdict::of(Reason::Denied));
+        }
+        // 2. ban
+        if !self.bans.is_empty() {
+            self.expire_bans(now);
+            if self.bans.contains_key(&client) {
+                return Err(Verdict::of(Reason::Banned));
+            }
+        }
+        let rules = &self.rules;
+        // 3. method
+        if rules
+            .methods
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case(&head.method))
+        {
+            return Err(Verdict::of(Reason::Method));
+        }
+        // 4. target length
+        if rules
+            .max_target
+            .is_some_and(|max| head.target.len() as u64 > max)
+        {
+            return Err(Verdict::of(Reason::TargetTooLong));
+        }
+        // 5. path
+        let path = rules
+            .needs_path()
+            .then(|| normalize_path(path_of(&head.target)));
+        if let Some(path) = &path {
+            if rules
+                .deny_paths
+                .iter()
+                .any(|p| segment_prefix(path, p.as_bytes()))
+            {
+                return Err(Verdict::of(Reason::Path));
+            }
+        }
+        // 6. body size (declared; chunked bodies are cut off while streaming)
+        if let (Framing::Length(n), Some(max)) = (framing, rules.max_body) {
+            if n > max {
+                return Err(Verdict::of(Reason::BodyTooLarge));
+            }
+        }
+        // 7. rate limit
+        let Some((id, bucket)) = rules.bucket_for(path.as_deref()) else {
+            return Ok(());
+        };
+        let ban = rules.ban;
+        let key = (client, id);
+        let taken = match self.buckets.map.get_mut(&key) {
+            Some(tat) => bucket.take(tat, now),
+            None => {
+                let tat = self
+                    .buckets
+                    .insert(key, now, |tat| *tat <= now, |tat| Some(*tat));
+                bucket.take(tat, now)
+            }
+        };
+        let wait = match taken {
+            Ok(()) => return Ok(()),
+            Err(wait) => wait,
+        };
+        if let Some(ban) = ban {
+            if self.note_hit(client, now, &ban) {
+                self.start_ban(client, now, &ban);
+                return Err(Verdict::of(Reason::Banned));
+            }
+        }
+        Err(Verdict {
+            reason: Reason::RateLimited,
+            retry_after: Some(ceil_secs(wait).clamp(1, u32::MAX as u64) as u32),
+        })
+    }
+
+    /// Records a rate-limit refusal of `client`; true when it is the one too many.
+    fn note_hit(&mut self, client: IpAddr, now: Instant, ban: &BanConfig) -> bool {
+        let window = ban.window;
+        let in_window = |t: &Instant| now.saturating_duration_since(*t) < window;
+        let record = |hits: &mut VecDeque<Instant>| {
+            while hits.front().is_some_and(|t| !in_window(t)) {
+                hits.pop_front();
+            }
+            hits.push_back(now);
+            hits.len()
+        };
+        let count = match self.hits.map.get_mut(&client) {
+            Some(h) => record(h),
+            None => record(self.hits.insert(
+                client,
+                VecDeque::with_capacity(ban.after as usize + 1),
+                |h| !h.back().is_some_and(in_window),
+                |h| h.back().copied(),
+            )),
+        };
+        if count > ban.after as usize {
+            self.hits.map.remove(&client);
+            return true;
+        }
+        false
+    }
+
+    fn start_ban(&mut self, client: IpAddr, now: Instant, ban: &BanConfig) {
+        let cap = self.rules.max_clients.max(1);
+        if self.bans.len() >= cap {
+            self.expire_bans(now);
+        }
+        while self.bans.len() >= cap {
+            // Full of live bans: the one ending soonest makes room (O(bans), only at the cap).
+            let Some((&ip, _)) = self.bans.iter().min_by_key(|(_, until)| **until) else {
+                break;
+            };
+            self.bans.remove(&ip);
+            self.bans_ended += 1;
+            log::info!("ban of {ip} ended early: the ban table is full ({cap} entries)");
+        }
+        let until = now + ban.duration;
+        self.bans.insert(client, until);
+        self.next_ban_end = Some(self.next_ban_end.map_or(until, |t| t.min(until)));
+        self.bans_started += 1;
+        // Dropping the client's buckets (one per rate rule, not a table scan) frees memory;
+        // after the ban it starts with a full bucket.
+        let ids = self.rules.general.iter().map(|(id, _)| *id);
+        for id in ids.chain(self.rules.by_path.iter().map(|(_, id, _)| *id)) {
+            self.buckets.map.remove(&(client, id));
+        }
+        let wall = SystemTime::now() + ban.duration;
+        log::warn!(
+            "banned {client} for {} (until {}): rate-limited {} times within {}",
+            fmt_duration(ban.duration),
+            fmt_utc(wall),
+            ban.after as u64 + 1,
+            fmt_duration(ban.window)
+        );
+    }
+
+    /// Removes bans that have ended, logging each once. Cheap unless one is due.
+    fn expire_bans(&mut self, now: Instant) {
+        if self.next_ban_end.is_none_or(|t| t > now) {
+            return;
+        }
+        let mut ended = 0;
+        self.bans.retain(|ip, until| {
+            if *until <= now {
+                log::info!("ban of {ip} ended");
+                ended += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.bans_ended += ended;
+        self.next_ban_end = self.bans.values().min().copied();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: client identity, paths, formatting
+// ---------------------------------------------------------------------------------------------
+
+/// The client a request is from (see the module documentation), as its canonical address.
+fn client_of(head: &RequestHead, trusted: &IpSet) -> IpAddr {
+    let peer = head.client.to_canonical();
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let values = head
+        .headers
+        .iter()
+        .rev()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
+    for (_, value) in values {
+        for entry in value.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let Some(ip) = parse_forwarded_addr(entry) else {
+                return client;
+            };
+            client = ip.to_canonical();
+            if !trusted.contains(client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, or with a port.
+fn parse_forwarded_addr(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner.parse().ok();
+    }
+    s.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// The path part of a request target: before `?` or `#`; for an absolute-form target
+/// (`http://host/p`), the part after the authority.
+fn path_of(target: &str) -> &str {
+    let mut t = target;
+    for scheme in ["http://", "https://"] {
+        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            let rest = &t[scheme.len()..];
+            t = rest.find('/').map_or("/", |i| &rest[i..]);
+            break;
+        }
+    }
+    let end = t.find(['?', '#']).unwrap_or(t.len());
+    &t[..end]
+}
+
+/// The path as a backend would see it, for prefix matching: `%XX` escapes decoded, `\` read as
+/// `/`, empty and `.` segments dropped, `..` segments applied. So `/%2egit/config`,
+/// `//.git/config` and `/x/../.git/config` all match `deny_path /.git`. Paths that need none of
+/// this (the usual case) are borrowed, not copied.
+fn normalize_path(path: &str) -> Cow<'_, [u8]> {
+    let b = path.as_bytes();
+    let plain = !b.contains(&b'%')
+        && !b.contains(&b'\\')
+        && path.split('/').skip(1).all(|seg| seg != "." && seg != "..")
+        && !path.contains("//");
+    if plain {
+        return Cow::Borrowed(b);
+    }
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    decoded.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => decoded.push(b'%'),
+            },
+            b'\\' => decoded.push(b'/'),
+            c => decoded.push(c),
+        }
+        i += 1;
+    }
+    let mut segments: Vec<&[u8]> = Vec::new();
+    for seg in decoded.split(|c| *c == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len() + 1);
+    for s in &segments {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    Cow::Owned(out)
+}
+
+/// True when `prefix` matches `path` on whole segments: `/admin` matches `/admin` and
+/// `/admin/x`, not `/administrator`; `/` matches everything.
+fn segment_prefix(path: &[u8], prefix: &[u8]) -> bool {
+    path.starts_with(prefix)
+        && (path.len() == prefix.len() || prefix.ends_with(b"/") || path[prefix.len()] == b'/')
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `10m`, `90s`, `1500ms`: the largest unit that divides the duration.
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
+        _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
+        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        _ => format!("{ms}ms"),
+    }
+}
+
+/// `2023-11-14T22:13:20Z`, for log lines.
+fn fmt_utc(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn cfg(text: &str) -> FilterConfig {
+        Config::parse(text, "t")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "lb.conf").unwrap_err().to_string()
+    }
+
+    fn req(client: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            target: target.into(),
+            http10: false,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            client: ip(client),
+        }
+    }
+
+    fn get(client: &str, target: &str) -> RequestHead {
+        req(client, "GET", target, &[])
+    }
+
+    /// The status of checking `head` (200 when allowed) and its Retry-After.
+    fn status(
+        f: &Filter,
+        head: &RequestHead,
+        framing: Framing,
+        now: Instant,
+    ) -> (u16, Option<u32>) {
+        match f.check(head, framing, now) {
+            Ok(()) => (200, None),
+            Err(r) => (r.status, r.retry_after),
+        }
+    }
+
+    fn code(f: &Filter, head: &RequestHead, now: Instant) -> u16 {
+        status(f, head, Framing::None, now).0
+    }
+
+    fn refused(f: &Filter, now: Instant, reason: &str) -> u64 {
+        f.stats(now)
+            .refused
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .unwrap()
+            .1
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    // ---- ranges -------------------------------------------------------------------------------
+
+    #[test]
+    fn cidr_matching_v4_v6_and_edges() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(ip("10.255.1.2")));
+        assert!(!c.contains(ip("11.0.0.0")));
+        assert!(!c.contains(ip("9.255.255.255")));
+        // IPv4-mapped IPv6 clients are their IPv4 address
+        assert!(c.contains(ip("::ffff:10.1.2.3")));
+        assert!(!c.contains(ip("::ffff:11.1.2.3")));
+        // /0 matches its whole family, and only it
+        let all4 = Cidr::parse("0.0.0.0/0").unwrap();
+        assert!(all4.contains(ip("255.255.255.255")) && all4.contains(ip("0.0.0.0")));
+        assert!(!all4.contains(ip("2001:db8::1")));
+        let all6 = Cidr::parse("::/0").unwrap();
+        assert!(all6.contains(ip("2001:db8::1")) && all6.contains(ip("::1")));
+        assert!(!all6.contains(ip("10.0.0.1")));
+        // /32 and a bare address are one address
+        let one = Cidr::parse("192.0.2.7/32").unwrap();
+        assert_eq!(one, Cidr::parse("192.0.2.7").unwrap());
+        assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.6")));
+        assert!(one.contains(ip("::ffff:192.0.2.7")));
+        // IPv6
+        let doc = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(doc.contains(ip("2001:db8:ffff::1")));
+        assert!(!doc.contains(ip("2001:db9::1")));
+        let host = Cidr::parse("2001:db8::7/128").unwrap();
+        assert_eq!(host, Cidr::parse("2001:db8::7").unwrap());
+        assert!(host.contains(ip("2001:db8::7")) && !host.contains(ip("2001:db8::8")));
+        // an IPv4-mapped range is the IPv4 range
+        assert_eq!(
+            Cidr::parse("::ffff:10.0.0.0/104").unwrap(),
+            Cidr::parse("10.0.0.0/8").unwrap()
+        );
+        assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(
+            Cidr::parse("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+    }
+
+    #[test]
+    fn cidr_errors() {
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0.0/-1",
+            "10.0.0.0/08x",
+            "host.example",
+            "",
+        ] {
+            assert_eq!(
+                Cidr::parse(bad).unwrap_err(),
+                format!("bad address or range {bad:?}"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Cidr::parse("10.0.0.1/8").unwrap_err(),
+            "\"10.0.0.1/8\" has bits set after the /8 prefix; did you mean 10.0.0.0/8?"
+        );
+    }
+
+    #[test]
+    fn long_lists_are_grouped_and_agree_with_a_scan() {
+        let mut list: Vec<Cidr> = (0..200u32)
+            .map(|i| {
+                let prefix = 8 + (i % 25) as u8;
+                let bits = (i.wrapping_mul(2_654_435_761)) as u128 & mask(false, prefix);
+                Cidr {
+                    v6: false,
+                    net: bits,
+                    prefix,
+                }
+            })
+            .collect();
+        list.push(Cidr::parse("2001:db8::/48").unwrap());
+        let set = IpSet::new(&list);
+        assert!(set.small.is_empty() && !set.groups.is_empty());
+        for i in 0..5000u32 {
+            let a = IpAddr::from(Ipv4Addr::from(i.wrapping_mul(40_503).rotate_left(i % 32)));
+            assert_eq!(set.contains(a), list.iter().any(|c| c.contains(a)), "{a}");
+        }
+        for c in &list[..50] {
+            let a: IpAddr = Ipv4Addr::from(c.net as u32).into();
+            assert!(set.contains(a));
+        }
+        assert!(set.contains(ip("2001:db8:0:1::1")));
+        assert!(!set.contains(ip("2001:db8:1::1")));
+    }
+
+    // ---- config -------------------------------------------------------------------------------
+
+    #[test]
+    fn parses_the_design_example() {
+        let c = cfg("\
+deny        10.0.0.0/8 192.0.2.7 2001:db8::/32     # 403
+allow       127.0.0.0/8 ::1                        # once set, everyone else gets 403
+trusted_proxies 10.0.0.0/8
+rate_limit  rate=100/s burst=200
+rate_limit  rate=10/s burst=20 path=/login
+ban         after=5 window=1m duration=10m
+limits      max_target=8KiB max_body=10MiB
+deny_method TRACE CONNECT
+deny_path   /.git /admin
+");
+        assert_eq!(c.deny.len(), 3);
+        assert_eq!(
+            c.allow,
+            vec![
+                Cidr::parse("127.0.0.0/8").unwrap(),
+                Cidr::parse("::1").unwrap()
+            ]
+        );
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(
+            c.rate_limits,
+            vec![
+                RateLimit {
+                    rate: Rate {
+                        count: 100,
+                        per: Duration::from_secs(1)
+                    },
+                    burst: 200,
+                    path: None
+                },
+                RateLimit {
+                    rate: Rate {
+                        count: 10,
+                        per: Duration::from_secs(1)
+                    },
+                    burst: 20,
+                    path: Some("/login".into())
+                },
+            ]
+        );
+        assert_eq!(
+            c.ban,
+            Some(BanConfig {
+                after: 5,
+                window: Duration::from_secs(60),
+                duration: Duration::from_secs(600)
+            })
+        );
+        assert_eq!(c.max_target, Some(8192));
+        assert_eq!(c.max_body, Some(10 << 20));
+        assert_eq!(c.max_clients, DEFAULT_MAX_CLIENTS);
+        assert_eq!(c.deny_methods, vec!["TRACE", "CONNECT"]);
+        assert_eq!(c.deny_paths, vec!["/.git", "/admin"]);
+        assert!(c.validate().is_ok());
+        assert!(!c.filters_nothing());
+        assert!(FilterConfig::default().filters_nothing());
+        assert!(cfg("trusted_proxies 10.0.0.0/8\nlimits max_clients=5\n").filters_nothing());
+        // lists accumulate over lines; defaults fill what is not given
+        let c = cfg("deny 10.0.0.0/8\ndeny 192.0.2.0/24 10.0.0.0/8\nrate_limit rate=30/m\nban\n");
+        assert_eq!(c.deny.len(), 2);
+        assert_eq!(c.rate_limits[0].burst, 30);
+        assert_eq!(c.rate_limits[0].rate.interval(), Duration::from_secs(2));
+        assert_eq!(c.ban, Some(BanConfig::default()));
+        assert_eq!(cfg("deny_path /admin/ /\n").deny_paths, vec!["/admin", "/"]);
+        assert_eq!(cfg("deny_method trace\n").deny_methods, vec!["TRACE"]);
+    }
+
+    #[test]
+    fn config_errors_are_clear() {
+        assert_eq!(
+            err("deny 10.0.0.0/33\n"),
+            "lb.conf:1: deny: bad address or range \"10.0.0.0/33\""
+        );
+        assert!(err("allow\n").starts_with("lb.conf:1: allow: expected one or more addresses"));
+        assert!(err("trusted_proxies 10.0.0.1/8\n").contains("did you mean 10.0.0.0/8?"));
+        assert!(err("rate_limit rate=fast\n")
+            .starts_with("lb.conf:1: rate_limit: rate must look like 100/s or 30/m"));
+        assert!(err("rate_limit rate=10/h\n").contains("rate must look like 100/s or 30/m"));
+        assert!(err("rate_limit rate=0/s\n").contains("out of range"));
+        assert_eq!(
+            err("rate_limit rate=1/s colour=red\n"),
+            "lb.conf:1: rate_limit: unknown option \"colour\" (expected one of: rate, burst, path)"
+        );
+        assert!(err("rate_limit burst=5\n").contains("rate= is required"));
+        assert!(err("rate_limit rate=1/s burst=0\n").contains("burst must be a whole number"));
+        assert!(err("rate_limit rate=1/s path=login\n").contains("path must start with /"));
+        assert!(err("rate_limit rate=1/s path=/a/../b\n").contains(".. segments"));
+        assert!(err("rate_limit rate=1/s rate=2/s\n").contains("given twice"));
+        assert!(
+            err("rate_limit rate=1/s\nrate_limit rate=2/s\n").starts_with(
+                "lb.conf:2: rate_limit: a general rate_limit (without path=) is already set"
+            )
+        );
+        assert_eq!(
+            err("rate_limit rate=1/s path=/login\nrate_limit rate=2/s path=/login/\n"),
+            "lb.conf:2: rate_limit: a rate_limit for path=/login is already set"
+        );
+        assert_eq!(
+            err("rate_limit rate=1/s\nban\nban\n"),
+            "lb.conf:3: setting \"ban\" is given twice"
+        );
+        assert!(err("ban after=0\n").contains("after must be a whole number in 1..100"));
+        assert!(err("ban window=0s\n").contains("window must be more than zero"));
+        assert!(err("ban duration=10\n").starts_with("lb.conf:1: ban: bad duration"));
+        assert!(err("ban forever=1\n").contains("unknown option \"forever\""));
+        assert!(err("limits max_target=8KB\n").starts_with("lb.conf:1: limits: bad size"));
+        assert!(err("limits max_target=0B\n").contains("at least 1B"));
+        assert!(err("limits max_clients=0\n").contains("max_clients must be a whole number"));
+        assert!(err("limits\n").contains("expected max_target"));
+        assert!(err("limits max_body=1KiB\nlimits max_target=1KiB\n").contains("given twice"));
+        assert!(err("deny_method G@T\n").contains("\"G@T\" is not a method name"));
+        assert!(err("deny_method\n").contains("expected one or more methods"));
+        assert!(err("deny_path admin\n").contains("path must start with /, not \"admin\""));
+        assert!(err("deny_path /a?b\n").contains("plain decoded path"));
+        assert!(err("deny_path /%2e\n").contains("plain decoded path"));
+        assert_eq!(
+            cfg("ban\n").validate().unwrap_err(),
+            "ban needs a rate_limit: only rate-limited requests count towards a ban"
+        );
+    }
+
+    // ---- no settings --------------------------------------------------------------------------
+
+    #[test]
+    fn no_settings_filter_nothing() {
+        let f = Filter::default();
+        let t = Instant::now();
+        assert!(!f.active.load(Ordering::Relaxed));
+        let h = req(
+            "10.0.0.1",
+            "TRACE",
+            &format!("/{}", "a".repeat(100_000)),
+            &[],
+        );
+        assert_eq!(status(&f, &h, Framing::Length(u64::MAX - 1), t).0, 200);
+        assert_eq!(f.max_body(), None);
+        let s = f.stats(t);
+        assert!(s.refused.iter().all(|(_, n)| *n == 0));
+        assert_eq!(s.refused.len(), 7);
+        assert!(s.bans.is_empty());
+    }
+
+    // ---- client identity ----------------------------------------------------------------------
+
+    #[test]
+    fn forwarded_for_is_trusted_only_from_trusted_proxies() {
+        let trusted =
+            IpSet::new(&cfg("trusted_proxies 10.0.0.0/8 2001:db8::/32\n").trusted_proxies);
+        let xff = |peer: &str, values: &[&str]| {
+            let headers: Vec<(&str, &str)> =
+                values.iter().map(|v| ("X-Forwarded-For", *v)).collect();
+            client_of(&req(peer, "GET", "/", &headers), &trusted)
+        };
+        // an untrusted peer's header is ignored
+        assert_eq!(xff("203.0.113.9", &["1.1.1.1"]), ip("203.0.113.9"));
+        // a trusted peer without the header is the client
+        assert_eq!(xff("10.0.0.1", &[]), ip("10.0.0.1"));
+        // right-most address that is not a trusted proxy
+        assert_eq!(
+            xff("10.0.0.1", &["6.6.6.6, 1.1.1.1, 10.0.0.2"]),
+            ip("1.1.1.1")
+        );
+        // repeated header lines are one list, in order
+        assert_eq!(
+            xff("10.0.0.1", &["6.6.6.6, 1.1.1.1", "10.0.0.2"]),
+            ip("1.1.1.1")
+        );
+        assert_eq!(
+            xff("10.0.0.1", &["6.6.6.6", "1.1.1.1 ,10.9.9.9"]),
+            ip("1.1.1.1")
+        );
+        // all trusted: the left-most
+        assert_eq!(xff("10.0.0.1", &["10.0.0.3, 10.0.0.2"]), ip("10.0.0.3"));
+        // garbage stops the walk at the last good address
+        assert_eq!(
+            xff("10.0.0.1", &["1.1.1.1, unknown, 10.0.0.2"]),
+            ip("10.0.0.2")
+        );
+        assert_eq!(xff("10.0.0.1", &["nonsense"]), ip("10.0.0.1"));
+        // ports, brackets, IPv6, mapped addresses, empty entries
+        assert_eq!(xff("10.0.0.1", &["1.1.1.1:4711"]), ip("1.1.1.1"));
+        assert_eq!(xff("10.0.0.1", &["[2001:db9::1]:80"]), ip("2001:db9::1"));
+        assert_eq!(xff("10.0.0.1", &["[2001:db9::1]"]), ip("2001:db9::1"));
+        assert_eq!(
+            xff("2001:db8::5", &["2001:db9::1, 2001:db8::6"]),
+            ip("2001:db9::1")
+        );
+        assert_eq!(xff("::ffff:10.0.0.1", &["::ffff:1.1.1.1"]), ip("1.1.1.1"));
+        assert_eq!(xff("10.0.0.1", &["1.1.1.1, , 10.0.0.2,"]), ip("1.1.1.1"));
+        // no trusted proxies: the peer, canonical
+        assert_eq!(
+            client_of(
+                &req(
+                    "::ffff:1.2.3.4",
+                    "GET",
+                    "/",
+                    &[("X-Forwarded-For", "5.5.5.5")]
+                ),
+                &IpSet::default()
+            ),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn deny_and_allow_use_the_forwarded_client() {
+        let f = Filter::new(cfg(
+            "trusted_proxies 127.0.0.1/32\ndeny 198.51.100.0/24\nallow 127.0.0.0/8 198.51.100.0/24 203.0.113.0/24\n",
+        ));
+        let t = Instant::now();
+        let via = |x: &str| req("127.0.0.1", "GET", "/", &[("X-Forwarded-For", x)]);
+        assert_eq!(code(&f, &via("203.0.113.5"), t), 200);
+        assert_eq!(code(&f, &via("198.51.100.5"), t), 403); // denied, though also allowed
+        assert_eq!(code(&f, &via("192.0.2.1"), t), 403); // not allowed
+        assert_eq!(code(&f, &get("127.0.0.2", "/"), t), 200);
+        assert_eq!(code(&f, &get("::ffff:127.0.0.2", "/"), t), 200);
+        assert_eq!(code(&f, &get("::1", "/"), t), 403);
+        // an untrusted peer cannot claim an allowed address
+        let spoof = req("192.0.2.1", "GET", "/", &[("X-Forwarded-For", "127.0.0.1")]);
+        assert_eq!(code(&f, &spoof, t), 403);
+        assert_eq!(refused(&f, t, "denied"), 4);
+        assert_eq!(
+            f.check(&spoof, Framing::None, t).unwrap_err().reason,
+            "access denied"
+        );
+    }
+
+    // ---- request rules ------------------------------------------------------------------------
+
+    #[test]
+    fn deny_path_matches_whole_segments_of_the_decoded_path() {
+        let f = Filter::new(cfg("deny_path /.git /admin\n"));
+        let t = Instant::now();
+        for (target, want) in [
+            ("/admin", 403),
+            ("/admin/", 403),
+            ("/admin/x", 403),
+            ("/admin?x=1", 403),
+            ("/admin#frag", 403),
+            ("/administrator", 200),
+            ("/adminx/y", 200),
+            ("/x/admin", 200),
+            ("/?q=/admin", 200),
+            ("/.git/config", 403),
+            ("/.github/x", 200),
+            ("/%2egit/config", 403),
+            ("/%2Egit/config", 403),
+            ("/%61dmin", 403),
+            ("//admin", 403),
+            ("/./admin", 403),
+            ("/x/../admin/y", 403),
+            ("/x/%2e%2e/admin", 403),
+            ("/..\\admin", 403),
+            ("/a%zzdmin", 200),
+            ("/admin%", 200),
+            ("http://example.com/admin/x?y", 403),
+            ("HTTP://example.com", 200),
+            ("/", 200),
+        ] {
+            assert_eq!(code(&f, &get("10.0.0.1", target), t), want, "{target}");
+        }
+        let all = Filter::new(cfg("deny_path /\n"));
+        assert_eq!(code(&all, &get("10.0.0.1", "/anything"), t), 403);
+        assert_eq!(code(&all, &get("10.0.0.1", "/"), t), 403);
+    }
+
+    #[test]
+    fn normalized_paths() {
+        let n = |p: &str| String::from_utf8(normalize_path(p).into_owned()).unwrap();
+        assert!(matches!(normalize_path("/a/b.c/d"), Cow::Borrowed(_)));
+        assert_eq!(n("/a//b/./c/../d"), "/a/b/d");
+        assert_eq!(n("/../.."), "/");
+        assert_eq!(n("/a%2Fb"), "/a/b");
+        assert_eq!(n("/a%"), "/a%");
+        assert_eq!(n("/a%4"), "/a%4");
+        assert_eq!(path_of("/a/b?c#d"), "/a/b");
+        assert_eq!(path_of("http://h:1/p?q"), "/p");
+        assert_eq!(path_of("*"), "*");
+    }
+
+    #[test]
+    fn methods_targets_and_bodies() {
+        let f = Filter::new(cfg(
+            "deny_method TRACE CONNECT\nlimits max_target=16B max_body=1KiB\n",
+        ));
+        let t = Instant::now();
+        assert_eq!(code(&f, &req("10.0.0.1", "TRACE", "/", &[]), t), 405);
+        assert_eq!(code(&f, &req("10.0.0.1", "trace", "/", &[]), t), 405);
+        assert_eq!(code(&f, &req("10.0.0.1", "TRACEX", "/", &[]), t), 200);
+        assert_eq!(code(&f, &get("10.0.0.1", "/0123456789abcde"), t), 200); // 16 bytes
+        assert_eq!(code(&f, &get("10.0.0.1", "/0123456789abcdef"), t), 414); // 17 bytes
+        let post = req("10.0.0.1", "POST", "/", &[]);
+        assert_eq!(status(&f, &post, Framing::Length(1024), t).0, 200);
+        assert_eq!(status(&f, &post, Framing::Length(1025), t).0, 413);
+        // chunked bodies are left to the streaming check
+        assert_eq!(status(&f, &post, Framing::Chunked, t).0, 200);
+        assert_eq!(f.max_body(), Some(1024));
+        f.note_body_too_large();
+        let s = f.stats(t);
+        assert_eq!(
+            s.refused,
+            vec![
+                ("denied", 0),
+                ("banned", 0),
+                ("method", 2),
+                ("target_too_long", 1),
+                ("path", 0),
+                ("body_too_large", 2),
+                ("rate_limited", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn checks_run_in_order() {
+        let f = Filter::new(cfg("\
+deny 192.0.2.0/24
+rate_limit rate=1/m burst=1
+ban after=1 window=1m duration=1m
+deny_method TRACE
+limits max_target=32B max_body=10B
+deny_path /admin
+"));
+        let t = Instant::now();
+        let long = format!("/admin/{}", "x".repeat(40));
+        let post = |client: &str, method: &str, target: &str, len: u64| {
+            status(
+                &f,
+                &req(client, method, target, &[]),
+                Framing::Length(len),
+                t,
+            )
+            .0
+        };
+        // denied beats everything
+        assert_eq!(post("192.0.2.1", "TRACE", &long, 100), 403);
+        assert_eq!(refused(&f, t, "denied"), 1);
+        // method beats target length, path and body size
+        assert_eq!(post("10.0.0.1", "TRACE", &long, 100), 405);
+        // target length beats path
+        assert_eq!(post("10.0.0.1", "POST", &long, 100), 414);
+        // path beats body size
+        assert_eq!(post("10.0.0.1", "POST", "/admin", 100), 403);
+        assert_eq!(refused(&f, t, "path"), 1);
+        // body size beats the rate limit, and refused requests take no token
+        assert_eq!(post("10.0.0.1", "POST", "/", 100), 413);
+        assert_eq!(post("10.0.0.1", "POST", "/", 1), 200);
+        // now the bucket is empty: rate limit, then a ban (after=1: the second refusal)
+        assert_eq!(post("10.0.0.1", "POST", "/", 1), 429);
+        assert_eq!(post("10.0.0.1", "POST", "/", 1), 403);
+        // banned beats method, target, path and body
+        assert_eq!(post("10.0.0.1", "TRACE", &long, 100), 403);
+        let s = f.stats(t);
+        assert_eq!(
+            s.refused,
+            vec![
+                ("denied", 1),
+                ("banned", 2),
+                ("method", 1),
+                ("target_too_long", 1),
+                ("path", 1),
+                ("body_too_large", 1),
+                ("rate_limited", 1)
+            ]
+        );
+        assert_eq!(s.bans, vec![(ip("10.0.0.1"), 60)]);
+    }
+
+    // ---- rate limits --------------------------------------------------------------------------
+
+    #[test]
+    fn token_bucket_burst_refill_and_retry_after() {
+        let f = Filter::new(cfg("rate_limit rate=2/s burst=3\n"));
+        let t = Instant::now();
+        let a = get("10.0.0.1", "/");
+        for _ in 0..3 {
+            assert_eq!(status(&f, &a, Framing::None, t), (200, None));
+        }
+        // the bucket is empty; a token comes back every 500ms
+        assert_eq!(status(&f, &a, Framing::None, t), (429, Some(1)));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(499)), (429, Some(1)));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(500)), (200, None));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(500)).0, 429);
+        // a quiet client refills, but never beyond the burst
+        let later = t + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(code(&f, &a, later), 200);
+        }
+        assert_eq!(code(&f, &a, later), 429);
+        // another client has its own bucket
+        assert_eq!(code(&f, &get("10.0.0.2", "/"), later), 200);
+        // a refused request does not push the next token further away
+        let t2 = later + ms(200);
+        assert_eq!(code(&f, &a, t2), 429);
+        assert_eq!(code(&f, &a, later + ms(500)), 200);
+        assert_eq!(
+            f.check(&a, Framing::None, later + ms(500))
+                .unwrap_err()
+                .reason,
+            "rate limited"
+        );
+        assert_eq!(refused(&f, later, "rate_limited"), 6);
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let f = Filter::new(cfg("rate_limit rate=10/m burst=1\n"));
+        let t = Instant::now();
+        let a = get("10.0.0.1", "/");
+        assert_eq!(code(&f, &a, t), 200);
+        assert_eq!(status(&f, &a, Framing::None, t).1, Some(6));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(1)).1, Some(6));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(1000)).1, Some(5));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(5500)).1, Some(1));
+        assert_eq!(status(&f, &a, Framing::None, t + ms(5999)).1, Some(1));
+        assert_eq!(code(&f, &a, t + ms(6000)), 200);
+        let slow = Filter::new(cfg("rate_limit rate=1/m burst=2\n"));
+        assert_eq!(code(&slow, &a, t), 200);
+        assert_eq!(code(&slow, &a, t), 200);
+        assert_eq!(status(&slow, &a, Framing::None, t).1, Some(60));
+    }
+
+    #[test]
+    fn path_rules_use_their_own_bucket_longest_prefix_first() {
+        let f = Filter::new(cfg("\
+rate_limit rate=100/s burst=100
+rate_limit rate=1/m burst=1 path=/login
+rate_limit rate=1/m burst=2 path=/api
+rate_limit rate=1/m burst=3 path=/api/v2
+"));
+        let t = Instant::now();
+        let c = |target: &str| code(&f, &get("10.0.0.1", target), t);
+        assert_eq!(c("/login"), 200);
+        assert_eq!(c("/login/again?x"), 429); // same bucket as /login
+        assert_eq!(c("/loginx"), 200); // general bucket
+        assert_eq!(c("/"), 200);
+        // /api/v2 (3) wins over /api (2) for its requests
+        assert_eq!(
+            (c("/api/v2/a"), c("/api/v2/b"), c("/api/v2/c")),
+            (200, 200, 200)
+        );
+        assert_eq!(c("/api/v2/d"), 429);
+        assert_eq!((c("/api/v1"), c("/api")), (200, 200));
+        assert_eq!(c("/api/v1"), 429);
+        // another client is unaffected
+        assert_eq!(code(&f, &get("10.0.0.2", "/login"), t), 200);
+    }
+
+    #[test]
+    fn path_rule_without_general_rule_limits_only_that_path() {
+        let f = Filter::new(cfg("rate_limit rate=1/m burst=1 path=/login\n"));
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(code(&f, &get("10.0.0.1", "/"), t), 200);
+        }
+        assert_eq!(code(&f, &get("10.0.0.1", "/login"), t), 200);
+        assert_eq!(code(&f, &get("10.0.0.1", "/login"), t), 429);
+    }
+
+    // ---- bans ---------------------------------------------------------------------------------
+
+    #[test]
+    fn bans_count_refusals_within_the_window_and_expire() {
+        let f = Filter::new(cfg(
+            "rate_limit rate=1/s burst=1\nban after=2 window=10s duration=1m\n",
+        ));
+        let t = Instant::now();
+        let a = get("10.0.0.1", "/");
+        assert_eq!(code(&f, &a, t), 200);
+        assert_eq!(code(&f, &a, t), 429); // 1st refusal
+        assert_eq!(code(&f, &a, t + ms(100)), 429); // 2nd
+        assert_eq!(code(&f, &a, t + ms(200)), 403); // 3rd: more than 2, banned
+        let r = f.check(&a, Framing::None, t + ms(300)).unwrap_err();
+        assert_eq!(
+            (r.status, r.reason.as_str(), r.retry_after),
+            (403, "banned", None)
+        );
+        // the banned client's bucket is gone; others are not affected
+        assert!(!f
+            .inner
+            .lock()
+            .buckets
+            .map
+            .contains_key(&(ip("10.0.0.1"), 0)));
+        assert_eq!(code(&f, &get("10.0.0.2", "/"), t + ms(300)), 200);
+        let s = f.stats(t + ms(30_000));
+        assert_eq!(s.bans, vec![(ip("10.0.0.1"), 31)]);
+        assert_eq!(s.bans_started, 1);
+        // still banned just before the end, then free with a full bucket
+        assert_eq!(code(&f, &a, t + ms(60_199)), 403);
+        assert_eq!(code(&f, &a, t + ms(60_200)), 200);
+        assert!(f.stats(t + ms(60_200)).bans.is_empty());
+        assert_eq!(f.inner.lock().bans_ended, 1);
+        // the end was noticed once: later stats and checks do not see it again
+        f.stats(t + ms(70_000));
+        assert_eq!(code(&f, &a, t + ms(70_000)), 200);
+        assert_eq!(f.inner.lock().bans_ended, 1);
+        assert_eq!(refused(&f, t, "banned"), 3);
+        assert_eq!(refused(&f, t, "rate_limited"), 2);
+    }
+
+    #[test]
+    fn refusals_spread_wider_than_the_window_never_ban() {
+        let f = Filter::new(cfg(
+            "rate_limit rate=1/s burst=1\nban after=2 window=10s duration=1m\n",
+        ));
+        let t = Instant::now();
+        let a = get("10.0.0.1", "/");
+        for i in 0..20u64 {
+            let at = t + Duration::from_secs(i * 5);
+            assert_eq!(code(&f, &a, at), 200, "round {i}");
+            assert_eq!(code(&f, &a, at), 429, "round {i}");
+        }
+        assert_eq!(f.stats(t + Duration::from_secs(100)).bans_started, 0);
+        // but three within 10 s do
+        let at = t + Duration::from_secs(200);
+        assert_eq!(code(&f, &a, at), 200);
+        assert_eq!(code(&f, &a, at), 429);
+        assert_eq!(code(&f, &a, at + ms(9_000)), 200);
+        assert_eq!(code(&f, &a, at + ms(9_000)), 429);
+        assert_eq!(code(&f, &a, at + ms(9_999)), 403);
+    }
+
+    #[test]
+    fn bans_of_clients_that_never_return_are_noticed_by_stats_and_other_checks() {
+        let f = Filter::new(cfg(
+            "rate_limit rate=1/m burst=1\nban after=1 window=1m duration=10s\n",
+        ));
+        let t = Instant::now();
+        for c in ["10.0.0.1", "10.0.0.2"] {
+            for _ in 0..3 {
+                code(&f, &get(c, "/"), t);
+            }
+        }
+        assert_eq!(f.stats(t).bans.len(), 2);
+        // another client's check notices the ends
+        assert_eq!(code(&f, &get("10.0.0.3", "/"), t + ms(10_000)), 200);
+        assert_eq!(f.inner.lock().bans.len(), 0);
+        assert_eq!(f.inner.lock().bans_ended, 2);
+        assert!(f.stats(t + ms(20_000)).bans.is_empty());
+        assert_eq!(f.inner.lock().bans_ended, 2);
+    }
+
+    #[test]
+    fn bans_survive_reconfigure_even_without_settings() {
+        let f = Filter::new(cfg(
+            "rate_limit rate=1/m burst=1\nban after=1 window=1m duration=1m\n",
+        ));
+        let t = Instant::now();
+        let a = get("10.0.0.1", "/");
+        code(&f, &a, t);
+        code(&f, &a, t);
+        assert_eq!(code(&f, &a, t), 403);
+        f.reconfigure(cfg(
+            "rate_limit rate=100/s\nban after=50 window=1m duration=1h\n",
+        ));
+        assert_eq!(code(&f, &a, t + ms(1)), 403);
+        f.reconfigure(FilterConfig::default());
+        assert!(
+            f.active.load(Ordering::Relaxed),
+            "a live ban keeps the filter active"
+        );
+        assert_eq!(code(&f, &a, t + ms(2)), 403);
+        assert_eq!(f.stats(t + ms(2)).bans.len(), 1);
+        // when the ban ends, nothing is left to check
+        assert_eq!(code(&f, &a, t + ms(60_000)), 200);
+        assert!(!f.active.load(Ordering::Relaxed));
+        assert!(f.stats(t + ms(60_000)).bans.is_empty());
+    }
+
+    #[test]
+    fn reconfigure_keeps_buckets_by_path_and_updates_limits() {
+        let f = Filter::new(cfg(
+            "rate_limit rate=1/m burst=1 path=/login\nrate_limit rate=1/m burst=1\n",
+        ));
+        let t = Instant::now();
+        let login = get("10.0.0.1", "/login");
+        let root = get("10.0.0.1", "/");
+        assert_eq!((code(&f, &login, t), code(&f, &root, t)), (200, 200));
+        // the lines swap places and a new rule arrives: each bucket stays with its rule
+        f.reconfigure(cfg(
+            "rate_limit rate=1/m burst=1\nrate_limit rate=1/m burst=1 path=/api\nrate_limit rate=1/m burst=1 path=/login\nlimits max_body=5B\n",
+        ));
+        assert_eq!((code(&f, &login, t), code(&f, &root, t)), (429, 429));
+        assert_eq!(code(&f, &get("10.0.0.1", "/api"), t), 200);
+        assert_eq!(f.max_body(), Some(5));
+        // a removed rule's buckets go
+        f.reconfigure(cfg("rate_limit rate=1/m burst=1 path=/api\n"));
+        assert_eq!(f.inner.lock().buckets.map.len(), 1);
+        assert_eq!(code(&f, &root, t), 200);
+        f.reconfigure(FilterConfig::default());
+        assert_eq!(f.max_body(), None);
+        assert!(!f.active.load(Ordering::Relaxed));
+    }
+
+    // ---- bounded tables -----------------------------------------------------------------------
+
+    #[test]
+    fn client_tables_never_exceed_the_cap() {
+        let f = Filter::new(cfg("limits max_clients=64\nrate_limit rate=1/s burst=5\nban after=3 window=1m duration=1m\n"));
+        let t = Instant::now();
+        let client = |i: u32| Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        // 10 000 distinct clients at one instant: none is idle, so the oldest go
+        for i in 0..10_000u32 {
+            assert_eq!(code(&f, &get(&client(i), "/"), t + ms(i as u64 / 100)), 200);
+            let inner = f.inner.lock();
+            assert!(inner.buckets.map.len() <= 64, "{}", inner.buckets.map.len());
+        }
+        {
+            let inner = f.inner.lock();
+            // amortised: a sweep frees an eighth, so at most one sweep per 8 new clients
+            assert!(
+                inner.buckets.sweeps <= 10_000 / 8 + 1,
+                "{}",
+                inner.buckets.sweeps
+            );
+            // the survivors are the most recent clients
+            assert!(inner.buckets.map.contains_key(&(ip(&client(9_999)), 0)));
+            assert!(!inner.buckets.map.contains_key(&(ip(&client(0)), 0)));
+        }
+        // a dropped client starts again with a full bucket
+        for _ in 0..5 {
+            assert_eq!(code(&f, &get(&client(0), "/"), t + ms(100)), 200);
+        }
+        assert_eq!(code(&f, &get(&client(0), "/"), t + ms(100)), 429);
+        // hit windows are capped too
+        for i in 0..2_000u32 {
+            let h = get(&client(20_000 + i), "/");
+            for _ in 0..6 {
+                code(&f, &h, t + ms(200));
+            }
+            let inner = f.inner.lock();
+            assert!(inner.hits.map.len() <= 64 && inner.buckets.map.len() <= 64);
+        }
+        assert!(f.stats(t + ms(200)).tracked <= 128);
+    }
+
+    #[test]
+    fn idle_entries_are_swept_first() {
+        let f = Filter::new(cfg(
+            "limits max_clients=100\nrate_limit rate=10/s burst=10\n",
+        ));
+        let t = Instant::now();
+        // 99 clients use one token each and become idle (full again) after 100ms
+        for i in 0..99u32 {
+            code(&f, &get(&Ipv4Addr::from(i).to_string(), "/"), t);
+        }
+        // one busy client whose bucket is still draining
+        let busy = get("192.0.2.1", "/");
+        for _ in 0..10 {
+            assert_eq!(code(&f, &busy, t + ms(150)), 200);
+        }
+        // a newcomer finds the table full: the 99 idle ones go, the busy one stays
+        code(&f, &get("192.0.2.2", "/"), t + ms(200));
+        let inner = f.inner.lock();
+        assert_eq!(inner.buckets.sweeps, 1);
+        assert_eq!(inner.buckets.map.len(), 2);
+        assert!(inner.buckets.map.contains_key(&(ip("192.0.2.1"), 0)));
+    }
+
+    #[test]
+    fn shrinking_the_cap_on_reload_cuts_the_tables() {
+        let f = Filter::new(cfg("rate_limit rate=1/s\n"));
+        let t = Instant::now();
+        for i in 0..1000u32 {
+            code(
+                &f,
+                &get(&Ipv4Addr::from(i).to_string(), "/"),
+                t + ms(i as u64),
+            );
+        }
+        f.reconfigure(cfg("rate_limit rate=1/s\nlimits max_clients=10\n"));
+        let inner = f.inner.lock();
+        assert!(inner.buckets.map.len() <= 10);
+        assert!(inner.buckets.map.contains_key(&(ip("0.0.3.231"), 0)));
+    }
+
+    #[test]
+    fn the_ban_table_is_capped() {
+        let f = Filter::new(cfg("limits max_clients=4\nrate_limit rate=1/m burst=1\nban after=1 window=1m duration=1h\n"));
+        let t = Instant::now();
+        for i in 0..10u32 {
+            let h = get(&Ipv4Addr::from(i).to_string(), "/");
+            for _ in 0..3 {
+                code(&f, &h, t + ms(i as u64));
+            }
+        }
+        let s = f.stats(t + ms(10));
+        assert_eq!(s.bans.len(), 4);
+        assert_eq!(s.bans_started, 10);
+        // the ones ending soonest made room: the last four are banned
+        assert_eq!(s.bans[0].0, ip("0.0.0.6"));
+    }
+
+    // ---- formatting ---------------------------------------------------------------------------
+
+    #[test]
+    fn formatting() {
+        assert_eq!(fmt_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            fmt_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+        assert_eq!(
+            fmt_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(fmt_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(fmt_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(fmt_duration(ms(1500)), "1500ms");
+        assert_eq!(ceil_secs(ms(1)), 1);
+        assert_eq!(ceil_secs(ms(2000)), 2);
     }
 }

@@ -500,6 +500,9 @@ fn handle(job: Job, ctx: &WorkerCtx<'_>) {
             if failed.attempts == 0 {
                 ctx.metrics.record_rejection(Rejection::NoBackend);
             }
+            if failed.refusal.status == 413 {
+                ctx.filter.note_body_too_large();
+            }
             let backend = failed.backend.map_or("-".to_string(), |b| b.name.clone());
             let remaining = if failed.body_done {
                 Some(0)
