@@ -174,6 +174,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Time allowed for a backend's response head, and between reads of its body. Default 30 s.
     pub response_timeout: Duration,
+    /// Longest a client connection may sit without sending (idle keep-alive, slow headers or
+    /// body) or without taking our data. Default 60 s.
+    pub client_timeout: Duration,
     /// Extra attempts on other backends when that is safe. Default 2.
     pub retries: u32,
     /// Retries allowed as a percentage of requests. Default 20.
@@ -206,6 +209,7 @@ impl Default for Config {
             queue: 1024,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(30),
+            client_timeout: Duration::from_secs(60),
             retries: 2,
             retry_budget_percent: 20,
             health: HealthConfig::default(),
@@ -364,16 +368,20 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "queue" => config.queue = parse_count(one("queue")?, "queue", 1, 1_000_000)? as usize,
         "timeouts" => {
             if words.is_empty() {
-                return Err("timeouts takes connect=DURATION and/or response=DURATION".into());
+                return Err("timeouts takes connect=, response= and/or client= durations".into());
             }
-            for (k, v) in pairs(words, &["connect", "response"])? {
+            for (k, v) in pairs(words, &["connect", "response", "client"])? {
                 let d = parse_duration(v)?;
                 if d.is_zero() {
                     return Err(format!("{k} timeout must be more than zero"));
                 }
                 match k {
                     "connect" => config.connect_timeout = d,
-                    _ => config.response_timeout = d,
+                    "response" => config.response_timeout = d,
+                    _ if d < Duration::from_secs(1) => {
+                        return Err("client timeout must be at least 1s".into())
+                    }
+                    _ => config.client_timeout = d,
                 }
             }
         }

@@ -127,6 +127,10 @@ impl Shared {
             ("workers", new.workers != current.workers),
             ("queue", new.queue != current.queue),
             (
+                "client timeout",
+                new.client_timeout != current.client_timeout,
+            ),
+            (
                 "admin",
                 new.admin != current.admin || new.admin_token != current.admin_token,
             ),
@@ -138,6 +142,7 @@ impl Shared {
         new.listen = current.listen.clone();
         new.workers = current.workers;
         new.queue = current.queue;
+        new.client_timeout = current.client_timeout;
         new.admin = current.admin.clone();
         new.admin_token = current.admin_token.clone();
 
@@ -261,6 +266,7 @@ impl Balancer {
             FrontSettings {
                 workers: config.workers,
                 queue: config.queue,
+                client_timeout: config.client_timeout,
                 access_log: Arc::clone(&shared.access_log),
                 filter: Arc::clone(&shared.filter),
                 metrics: Arc::clone(&metrics),

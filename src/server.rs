@@ -39,6 +39,8 @@ pub struct FrontSettings {
     pub workers: usize,
     /// Channel capacity between acceptor and workers. Default 1024.
     pub queue: usize,
+    /// Read and write timeout of client connections. Default 60 s.
+    pub client_timeout: Duration,
     /// Write an access-log line per request. Default on.
     pub access_log: Arc<AtomicBool>,
     /// Request filtering, applied by the acceptor.
@@ -159,6 +161,7 @@ impl Front {
         let listener = TcpListener::bind(listen)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
+        set_client_timeouts(&listener, settings.client_timeout)?;
         let server = Arc::new(Mutex::new(Arc::new(new_tiny(&listener)?)));
         let (tx, rx) = bounded::<Job>(settings.queue);
         let (done_tx, done) = bounded::<()>(0);
@@ -738,6 +741,27 @@ fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Error",
     }
+}
+
+/// Gives every client connection a read and write timeout.
+///
+/// tiny_http sets none, so an idle keep-alive client, a client that trickles its headers or body,
+/// or one that stops reading our answer would hold its thread (and a worker) forever. Linux copies
+/// a listening socket's timeouts to every connection it accepts, so they are set once, here. The
+/// same timeout also bounds tiny_http's `accept`; the watchdog's kick every 100 ms keeps that from
+/// ever expiring (and if it did, the acceptor restarts tiny_http).
+fn set_client_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: as in shutdown_socket: the descriptor stays owned by `listener`.
+        let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (listener, timeout);
+    Ok(())
 }
 
 /// Shuts down a listening socket so that tiny_http's accept thread stops and new connections are
