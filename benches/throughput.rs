@@ -50,7 +50,10 @@ fn client(addr: SocketAddr, stop: Arc<AtomicBool>) -> (Vec<Duration>, u64) {
         let mut line = String::new();
         while !stop.load(Relaxed) {
             let start = Instant::now();
-            if writer.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").is_err() {
+            if writer
+                .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+                .is_err()
+            {
                 errors += 1;
                 continue 'connect;
             }
@@ -136,8 +139,12 @@ fn main() {
     let conns = env("CONNS", 50);
     let backends: Vec<servers::DemoServer> = (1..=3)
         .map(|i| {
-            servers::spawn(&format!("server{i}"), "127.0.0.1:0", servers::Behaviour::default())
-                .expect("demo backend")
+            servers::spawn(
+                &format!("server{i}"),
+                "127.0.0.1:0",
+                servers::Behaviour::default(),
+            )
+            .expect("demo backend")
         })
         .collect();
     let mut config = Config {
@@ -154,7 +161,10 @@ fn main() {
     let lb = Balancer::start(config).expect("balancer");
     let direct = backends[0].addr();
     println!("{rounds} rounds x {secs}s, {conns} keep-alive connections, GET / (small JSON)");
-    println!("{:<10} {:>10} {:>10} {:>10} {:>8}", "phase", "req/s", "p50", "p99", "errors");
+    println!(
+        "{:<10} {:>10} {:>10} {:>10} {:>8}",
+        "phase", "req/s", "p50", "p99", "errors"
+    );
     let mut ratios = Vec::new();
     for round in 1..=rounds {
         let d = run_phase(direct, conns, secs);
