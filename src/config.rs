@@ -285,9 +285,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
-fn parse_count(s: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
+/// Parses a whole number in `min..=max` (digits only: no sign); errors name `what`.
+pub(crate) fn parse_count(s: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
     match s.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
         _ => Err(format!(
             "{what} must be a whole number in {min}..{max}, not {s:?}"
         )),
@@ -314,8 +315,12 @@ pub fn check_addr(s: &str) -> Result<String, String> {
     }
 }
 
-/// Splits `name=value` words; `allowed` lists the names this key takes.
-fn pairs<'a>(words: &[&'a str], allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
+/// Splits `name=value` words; `allowed` lists the names this key takes. A name given twice, or
+/// one not allowed, is an error.
+pub(crate) fn pairs<'a>(
+    words: &[&'a str],
+    allowed: &[&str],
+) -> Result<Vec<(&'a str, &'a str)>, String> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for w in words {
         let (k, v) = w

@@ -62,7 +62,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::config::{parse_duration, parse_size};
+use crate::config::{pairs, parse_count, parse_duration, parse_size};
 use crate::proxy::{Framing, Refusal, RequestHead};
 
 /// Default cap on each client table (`limits max_clients=`).
@@ -381,36 +381,6 @@ pub const REPEATABLE: &[&str] = &[
     "deny_path",
 ];
 
-/// Splits `name=value` words; `allowed` lists the names this key takes.
-fn pairs<'a>(words: &[&'a str], allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
-    let mut out: Vec<(&str, &str)> = Vec::new();
-    for w in words {
-        let (k, v) = w
-            .split_once('=')
-            .ok_or_else(|| format!("expected name=value, found {w:?}"))?;
-        if !allowed.contains(&k) {
-            return Err(format!(
-                "unknown option {k:?} (expected one of: {})",
-                allowed.join(", ")
-            ));
-        }
-        if out.iter().any(|(seen, _)| *seen == k) {
-            return Err(format!("option {k:?} is given twice"));
-        }
-        out.push((k, v));
-    }
-    Ok(out)
-}
-
-fn parse_number(s: &str, what: &str, min: u64, max: u64) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(n) if (min..=max).contains(&n) && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-        _ => Err(format!(
-            "{what} must be a whole number in {min}..{max}, not {s:?}"
-        )),
-    }
-}
-
 /// A configured path prefix: starts with `/`, written decoded (no `%`), no `?`, `#`, `\`, empty,
 /// `.` or `..` segments. A trailing `/` is dropped (`/admin/` means `/admin`).
 fn parse_path_prefix(p: &str) -> Result<String, String> {
@@ -475,7 +445,7 @@ impl FilterConfig {
                 for (k, v) in pairs(words, &["rate", "burst", "path"])? {
                     match k {
                         "rate" => rate = Some(Rate::parse(v)?),
-                        "burst" => burst = Some(parse_number(v, "burst", 1, MAX_RATE)?),
+                        "burst" => burst = Some(parse_count(v, "burst", 1, MAX_RATE)?),
                         _ => path = Some(parse_path_prefix(v)?),
                     }
                 }
@@ -497,7 +467,7 @@ impl FilterConfig {
                 for (k, v) in pairs(words, &["after", "window", "duration"])? {
                     match k {
                         "after" => {
-                            ban.after = parse_number(v, "after", 1, MAX_BAN_AFTER as u64)? as u32
+                            ban.after = parse_count(v, "after", 1, MAX_BAN_AFTER as u64)? as u32
                         }
                         _ => {
                             let d = parse_duration(v)?;
@@ -532,7 +502,7 @@ impl FilterConfig {
                         "max_body" => self.max_body = Some(parse_size(v)?),
                         _ => {
                             self.max_clients =
-                                parse_number(v, "max_clients", 1, MAX_CLIENTS_LIMIT)? as usize
+                                parse_count(v, "max_clients", 1, MAX_CLIENTS_LIMIT)? as usize
                         }
                     }
                 }
@@ -1636,8 +1606,8 @@ deny_path   /.git /admin
         assert!(err("deny_path /a?b\n").contains("plain decoded path"));
         assert!(err("deny_path /%2e\n").contains("plain decoded path"));
         assert_eq!(
-            cfg("ban\n").validate().unwrap_err(),
-            "ban needs a rate_limit: only rate-limited requests count towards a ban"
+            err("ban\n"),
+            "lb.conf: ban needs a rate_limit: only rate-limited requests count towards a ban"
         );
     }
 

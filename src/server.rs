@@ -414,35 +414,16 @@ fn dispatch(request: tiny_http::Request, ctx: &AcceptCtx) {
         framing,
         received: Instant::now(),
     };
-    match tx.try_send(job) {
-        Ok(()) => {}
-        Err(TrySendError::Full(job)) => {
-            ctx.metrics.record_rejection(Rejection::QueueFull);
-            ctx.metrics.record_response(503, Duration::ZERO);
-            let r = Refusal::retry_after(503, "server busy", 1);
-            refuse(
-                job.request,
-                &job.head,
-                &r,
-                conn,
-                unread(job.framing, 0),
-                &ctx.poisoned,
-            );
-        }
-        Err(TrySendError::Disconnected(job)) => {
-            ctx.metrics.record_rejection(Rejection::ShuttingDown);
-            ctx.metrics.record_response(503, Duration::ZERO);
-            let r = Refusal::retry_after(503, "shutting down", 1);
-            refuse(
-                job.request,
-                &job.head,
-                &r,
-                conn,
-                unread(job.framing, 0),
-                &ctx.poisoned,
-            );
-        }
-    }
+    let (job, why, reason) = match tx.try_send(job) {
+        Ok(()) => return,
+        Err(TrySendError::Full(job)) => (job, Rejection::QueueFull, "server busy"),
+        Err(TrySendError::Disconnected(job)) => (job, Rejection::ShuttingDown, "shutting down"),
+    };
+    ctx.metrics.record_rejection(why);
+    ctx.metrics.record_response(503, Duration::ZERO);
+    let r = Refusal::retry_after(503, reason, 1);
+    let remaining = unread(job.framing, 0);
+    refuse(job.request, &job.head, &r, conn, remaining, &ctx.poisoned);
 }
 
 /// Bytes of the request body not read yet (`None` when unknown: chunked).
