@@ -51,6 +51,9 @@ struct Live {
     breaker: Breaker,
     health: Health,
     latency: Ewma,
+    /// Latency samples (sum in ms, count) since the maintenance thread last folded them into
+    /// `latency`.
+    tick_latency: (f64, u32),
     failure_rate: Ewma,
     /// When the backend last (re)joined, while slow start may still be ramping it.
     joined: Option<Instant>,
@@ -138,6 +141,7 @@ impl Backend {
                 breaker: Breaker::new(breaker.clone()),
                 health: Health::new(health.rise, health.fall),
                 latency: Ewma::default(),
+                tick_latency: (0.0, 0),
                 failure_rate: Ewma::default(),
                 joined: None,
                 last_error: None,
@@ -203,8 +207,8 @@ impl Backend {
     pub fn record(&self, success: bool, latency: Duration, now: Instant) {
         let mut live = self.live.lock();
         if success {
-            live.latency
-                .add(latency.as_secs_f64() * 1000.0, LATENCY_ALPHA);
+            live.tick_latency.0 += latency.as_secs_f64() * 1000.0;
+            live.tick_latency.1 += 1;
         }
         live.failure_rate
             .add(if success { 0.0 } else { 1.0 }, FAILURE_ALPHA);
@@ -259,6 +263,7 @@ impl Backend {
                 live.breaker.reset();
                 self.mirror_breaker(&live.breaker);
                 live.latency = Ewma::default();
+                live.tick_latency = (0.0, 0);
                 live.failure_rate = Ewma::default();
                 live.joined = Some(now);
                 live.last_error = None;
@@ -291,6 +296,19 @@ impl Backend {
         let mut live = self.live.lock();
         live.breaker.set_config(breaker.clone());
         live.health.set_thresholds(health.rise, health.fall);
+    }
+
+    /// Folds the latency samples of the last tick into the latency EWMA, as one sample: their
+    /// mean. Averaging per tick first keeps one stall (a descheduled worker, a GC pause) among
+    /// many fast answers from moving the average much, so backends that perform alike stay alike;
+    /// a backend that is really slower moves it tick after tick. The maintenance thread calls
+    /// this once per tick.
+    pub fn fold_latency(&self) {
+        let mut live = self.live.lock();
+        let (sum, count) = std::mem::take(&mut live.tick_latency);
+        if count > 0 {
+            live.latency.add(sum / f64::from(count), LATENCY_ALPHA);
+        }
     }
 
     /// The inputs of the weight formula now.
@@ -341,7 +359,11 @@ impl Backend {
             breaker,
             weight: self.weight(),
             effective_weight: f64::from(self.effective_weight()) / f64::from(weights::SCALE),
-            latency_ms: live.latency.get(),
+            // Before the first tick has folded them in, show the samples taken so far.
+            latency_ms: live.latency.get().or_else(|| {
+                let (sum, count) = live.tick_latency;
+                (count > 0).then(|| sum / f64::from(count))
+            }),
             failure_rate: live.failure_rate.get().unwrap_or(0.0),
             in_flight: self.stats.in_flight.load(Relaxed),
             requests: self.stats.requests.load(Relaxed),

@@ -183,6 +183,8 @@ impl Shared {
             }
         }
         self.pool.set_backends(backends);
+        // Give new backends their slow-start weight now rather than at the next tick.
+        maintenance::update_weights(&self.pool.backends(), now, new.slow_start);
         self.proxy
             .reconfigure(proxy_settings(&new), new.retry_budget_percent);
         self.filter.reconfigure(new.filter.clone());

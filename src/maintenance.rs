@@ -175,6 +175,9 @@ impl Maintainer {
 /// Recomputes every backend's effective weight. The latency reference is the fastest available
 /// backend with a measurement.
 pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Duration) {
+    for b in backends {
+        b.fold_latency();
+    }
     let inputs: Vec<_> = backends
         .iter()
         .map(|b| (b, b.weight_inputs(now, slow_start)))
@@ -250,6 +253,24 @@ mod tests {
     }
 
     #[test]
+    fn one_stall_among_many_fast_answers_keeps_the_weight() {
+        let pool = pool_of(2, &HealthConfig::default());
+        let bs = pool.backends();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            for b in &bs {
+                for _ in 0..30 {
+                    b.record(true, Duration::from_millis(1), t0);
+                }
+            }
+            bs[1].record(true, Duration::from_millis(80), t0);
+            update_weights(&bs, t0, Duration::from_secs(10));
+            let w: Vec<u32> = bs.iter().map(|b| b.effective_weight()).collect();
+            assert_eq!(w, [100, 100]);
+        }
+    }
+
+    #[test]
     fn weights_follow_latency_and_failures() {
         let pool = pool_of(3, &HealthConfig::default());
         let bs = pool.backends();
@@ -263,11 +284,17 @@ mod tests {
         let w: Vec<u32> = bs.iter().map(|b| b.effective_weight()).collect();
         assert_eq!(w[..2], [100, 100]);
         assert!(w[2] <= 8, "slow backend loses most of its share: {w:?}");
-        for _ in 0..20 {
-            bs[2].record(true, Duration::from_millis(2), t0);
+        // Recovery takes a few ticks: each tick's mean moves the average 30 % of the way.
+        let mut ticks = 0;
+        while bs[2].effective_weight() < 100 {
+            for _ in 0..20 {
+                bs[2].record(true, Duration::from_millis(2), t0);
+            }
+            update_weights(&bs, t0, Duration::from_secs(10));
+            ticks += 1;
         }
-        update_weights(&bs, t0, Duration::from_secs(10));
-        assert_eq!(bs[2].effective_weight(), 100, "recovered");
+        // 52 ms -> 37 -> 26.5 -> 19.2 -> 14.005: a hair over the 14 ms band, weight 99.9 -> 100.
+        assert_eq!(ticks, 4);
     }
 
     #[test]

@@ -78,6 +78,9 @@ struct ConnId {
 /// How often the watchdog checks that tiny_http serves new connections promptly. 100 ms.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a kick may go unanswered before the watchdog takes it as queued. 20 ms.
+const WATCHDOG_PATIENCE: Duration = Duration::from_millis(20);
+
 /// Most kicks the watchdog makes in one round. Each one hands a connection waiting for a thread
 /// to a new one.
 const WATCHDOG_MAX_KICKS: usize = 256;
@@ -113,7 +116,12 @@ fn watchdog(target: SocketAddr, stopping: Arc<AtomicBool>) {
                     break;
                 }
             }
-            waiting.retain(|s| !answered(s));
+            // A busy machine may take a few milliseconds to get to the kick: give it
+            // WATCHDOG_PATIENCE before concluding that it is queued.
+            let deadline = Instant::now() + WATCHDOG_PATIENCE;
+            while !waiting.is_empty() && Instant::now() < deadline {
+                waiting.retain(|s| !answered(s));
+            }
             if waiting.is_empty() {
                 break;
             }
