@@ -39,7 +39,35 @@ pub struct Backend {
     breaker_state: AtomicU8,
     /// Counters and gauges for status and metrics.
     pub stats: BackendStats,
+    /// This tick's outcomes, summed without a lock by the workers and folded into the averages
+    /// by the maintenance thread (see [`Backend::fold_tick`]).
+    tick: TickSamples,
+    /// Mirror of the breaker's consecutive failure count: while it is 0 and the breaker is
+    /// closed, a success changes nothing in `live`, so workers need not take the lock.
+    consecutive_failures: AtomicU32,
     live: Mutex<Live>,
+}
+
+/// Outcomes of the current tick.
+#[derive(Debug, Default)]
+struct TickSamples {
+    /// Sum of successful attempts' latencies, in microseconds.
+    latency_us: AtomicU64,
+    /// Successful attempts.
+    ok: AtomicU64,
+    /// Failed attempts.
+    failed: AtomicU64,
+}
+
+impl TickSamples {
+    /// Takes the tick's `(latency sum µs, ok, failed)` and starts a new tick.
+    fn take(&self) -> (u64, u64, u64) {
+        (
+            self.latency_us.swap(0, Relaxed),
+            self.ok.swap(0, Relaxed),
+            self.failed.swap(0, Relaxed),
+        )
+    }
 }
 
 const CLOSED: u8 = 0;
@@ -51,9 +79,6 @@ struct Live {
     breaker: Breaker,
     health: Health,
     latency: Ewma,
-    /// Latency samples (sum in ms, count) since the maintenance thread last folded them into
-    /// `latency`.
-    tick_latency: (f64, u32),
     failure_rate: Ewma,
     /// When the backend last (re)joined, while slow start may still be ramping it.
     joined: Option<Instant>,
@@ -137,11 +162,12 @@ impl Backend {
             healthy: AtomicBool::new(true),
             breaker_state: AtomicU8::new(CLOSED),
             stats: BackendStats::default(),
+            tick: TickSamples::default(),
+            consecutive_failures: AtomicU32::new(0),
             live: Mutex::new(Live {
                 breaker: Breaker::new(breaker.clone()),
                 health: Health::new(health.rise, health.fall),
                 latency: Ewma::default(),
-                tick_latency: (0.0, 0),
                 failure_rate: Ewma::default(),
                 joined: None,
                 last_error: None,
@@ -203,19 +229,24 @@ impl Backend {
         self.breaker_state.store(s, Relaxed);
     }
 
-    /// Records one attempt's outcome: latency and failure averages, and the breaker.
+    /// Records one attempt's outcome: latency and failure averages, and the breaker. The common
+    /// case, a success while all is well, takes no lock.
     pub fn record(&self, success: bool, latency: Duration, now: Instant) {
-        let mut live = self.live.lock();
         if success {
-            live.tick_latency.0 += latency.as_secs_f64() * 1000.0;
-            live.tick_latency.1 += 1;
+            let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+            self.tick.latency_us.fetch_add(us, Relaxed);
+            self.tick.ok.fetch_add(1, Relaxed);
+            let all_well = self.breaker_state.load(Relaxed) == CLOSED
+                && self.consecutive_failures.load(Relaxed) == 0;
+            if all_well {
+                return;
+            }
+        } else {
+            self.tick.failed.fetch_add(1, Relaxed);
         }
-        live.failure_rate
-            .add(if success { 0.0 } else { 1.0 }, FAILURE_ALPHA);
-        let reason = match live.breaker.state() {
-            breaker::State::HalfOpen { .. } => "the trial request failed".to_string(),
-            _ => format!("{} consecutive failures", live.breaker.failures() + 1),
-        };
+        let mut live = self.live.lock();
+        let failures_before = live.breaker.failures();
+        let was_half_open = matches!(live.breaker.state(), breaker::State::HalfOpen { .. });
         let transition = if success {
             live.breaker.on_success()
         } else {
@@ -223,9 +254,14 @@ impl Backend {
             live.breaker.on_failure(now)
         };
         match transition {
-            Some(breaker::Transition::Opened(cooldown)) => log::warn!(
-                "backend {}: breaker open for {cooldown:?}: {reason}",
+            Some(breaker::Transition::Opened(cooldown)) if was_half_open => log::warn!(
+                "backend {}: breaker open for {cooldown:?}: the trial request failed",
                 self.name
+            ),
+            Some(breaker::Transition::Opened(cooldown)) => log::warn!(
+                "backend {}: breaker open for {cooldown:?}: {} consecutive failures",
+                self.name,
+                failures_before + 1
             ),
             Some(breaker::Transition::Closed) => {
                 live.joined = Some(now);
@@ -237,6 +273,8 @@ impl Backend {
             }
             Some(breaker::Transition::HalfOpened) | None => {}
         }
+        self.consecutive_failures
+            .store(live.breaker.failures(), Relaxed);
         self.mirror_breaker(&live.breaker);
     }
 
@@ -261,10 +299,11 @@ impl Backend {
                 // Fresh evidence that the backend is back: forget the breaker's backoff and
                 // the old averages, and ramp it up.
                 live.breaker.reset();
+                self.consecutive_failures.store(0, Relaxed);
                 self.mirror_breaker(&live.breaker);
                 live.latency = Ewma::default();
-                live.tick_latency = (0.0, 0);
                 live.failure_rate = Ewma::default();
+                self.tick.take();
                 live.joined = Some(now);
                 live.last_error = None;
                 log::info!("backend {}: healthy again, slow start begins", self.name);
@@ -298,17 +337,23 @@ impl Backend {
         live.health.set_thresholds(health.rise, health.fall);
     }
 
-    /// Folds the latency samples of the last tick into the latency EWMA, as one sample: their
-    /// mean. Averaging per tick first keeps one stall (a descheduled worker, a GC pause) among
-    /// many fast answers from moving the average much, so backends that perform alike stay alike;
-    /// a backend that is really slower moves it tick after tick. The maintenance thread calls
-    /// this once per tick.
-    pub fn fold_latency(&self) {
-        let mut live = self.live.lock();
-        let (sum, count) = std::mem::take(&mut live.tick_latency);
-        if count > 0 {
-            live.latency.add(sum / f64::from(count), LATENCY_ALPHA);
+    /// Folds the last tick's outcomes into the averages, each as one sample: the mean latency of
+    /// its successes and the share of its attempts that failed. Averaging per tick first keeps
+    /// one stall (a descheduled worker, a GC pause) among many fast answers from moving the
+    /// average much, so backends that perform alike stay alike; a backend that is really slower
+    /// moves it tick after tick. The maintenance thread calls this once per tick.
+    pub fn fold_tick(&self) {
+        let (latency_us, ok, failed) = self.tick.take();
+        if ok + failed == 0 {
+            return;
         }
+        let mut live = self.live.lock();
+        if ok > 0 {
+            live.latency
+                .add(latency_us as f64 / 1000.0 / ok as f64, LATENCY_ALPHA);
+        }
+        live.failure_rate
+            .add(failed as f64 / (ok + failed) as f64, FAILURE_ALPHA);
     }
 
     /// The inputs of the weight formula now.
@@ -361,8 +406,9 @@ impl Backend {
             effective_weight: f64::from(self.effective_weight()) / f64::from(weights::SCALE),
             // Before the first tick has folded them in, show the samples taken so far.
             latency_ms: live.latency.get().or_else(|| {
-                let (sum, count) = live.tick_latency;
-                (count > 0).then(|| sum / f64::from(count))
+                let ok = self.tick.ok.load(Relaxed);
+                let sum = self.tick.latency_us.load(Relaxed);
+                (ok > 0).then(|| sum as f64 / 1000.0 / ok as f64)
             }),
             failure_rate: live.failure_rate.get().unwrap_or(0.0),
             in_flight: self.stats.in_flight.load(Relaxed),

@@ -176,7 +176,7 @@ impl Maintainer {
 /// backend with a measurement.
 pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Duration) {
     for b in backends {
-        b.fold_latency();
+        b.fold_tick();
     }
     let inputs: Vec<_> = backends
         .iter()

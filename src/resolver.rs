@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use ureq::config::Config;
 use ureq::http::Uri;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
@@ -22,7 +22,9 @@ pub const TTL: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct CachingResolver {
     inner: DefaultResolver,
-    cache: Mutex<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+    /// Read by every request, written once per TTL: a read-write lock keeps workers from
+    /// queueing behind each other here.
+    cache: RwLock<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
 }
 
 impl Resolver for CachingResolver {
@@ -33,14 +35,14 @@ impl Resolver for CachingResolver {
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let key = uri.authority().map_or("", |a| a.as_str());
-        if let Some((at, addrs)) = self.cache.lock().get(key) {
+        if let Some((at, addrs)) = self.cache.read().get(key) {
             if at.elapsed() < TTL {
                 return Ok(addrs.clone());
             }
         }
         let addrs = self.inner.resolve(uri, config, timeout)?;
         self.cache
-            .lock()
+            .write()
             .insert(key.to_string(), (Instant::now(), addrs.clone()));
         Ok(addrs)
     }

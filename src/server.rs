@@ -13,6 +13,7 @@
 //! after the drain timeout.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -75,11 +76,8 @@ struct ConnId {
     local_port: u16,
 }
 
-/// How often the watchdog checks that tiny_http serves new connections promptly. 100 ms.
+/// How often the watchdog looks for connections nobody reads. 100 ms.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
-
-/// How long a kick may go unanswered before the watchdog takes it as queued. 20 ms.
-const WATCHDOG_PATIENCE: Duration = Duration::from_millis(20);
 
 /// Most kicks the watchdog makes in one round. Each one hands a connection waiting for a thread
 /// to a new one.
@@ -91,61 +89,69 @@ const WATCHDOG_MAX_KICKS: usize = 256;
 /// at once, the pool can count a thread as idle that it has already woken for an earlier
 /// connection, and queue the new connection instead of starting a thread for it. Since a
 /// keep-alive connection holds its thread until the client closes it, the queued connection may
-/// then wait indefinitely.
+/// then wait indefinitely: with a fresh pool of 4 threads, a burst of 40 clients left 36 waiting.
 ///
-/// The watchdog detects and clears this from outside: it connects to the listener and closes its
-/// sending side at once. A healthy pool answers that with an immediate close. If the answer does
-/// not come, the kick is queued behind waiting connections, so the watchdog kicks again: each new
-/// kick finds no idle thread, makes tiny_http start one, and that thread then takes the oldest
-/// waiting connection. It stops when every kick has been answered, i.e. the queue is empty.
+/// The watchdog finds such connections from outside: every 100 ms it lists the connections to
+/// our port that have unread bytes in the kernel (from `/proc/net/tcp`); one that still has them
+/// on the next look is not being read. For each, it opens and at once closes a connection of its
+/// own: tiny_http then sees no idle thread, starts one for that connection, and after its quick
+/// end the new thread takes the oldest waiting connection. A connection that is merely slow to
+/// be read (a large upload under backpressure) costs at most an idle thread.
 fn watchdog(target: SocketAddr, stopping: Arc<AtomicBool>) {
+    let mut previous: HashSet<String> = HashSet::new();
     while !stopping.load(SeqCst) {
         thread::sleep(WATCHDOG_INTERVAL);
-        let mut waiting: Vec<TcpStream> = Vec::new();
-        let mut kicks = 0;
-        while kicks < WATCHDOG_MAX_KICKS && !stopping.load(SeqCst) {
+        let current = unread_connections(target.port());
+        let stuck = current.intersection(&previous).count();
+        previous = current;
+        if stuck == 0 {
+            continue;
+        }
+        let kicks = stuck.min(WATCHDOG_MAX_KICKS);
+        log::debug!(
+            "{stuck} client connections are not being read: kicking tiny_http {kicks} times"
+        );
+        for _ in 0..kicks {
             match TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
-                Ok(s) => {
-                    let _ = s.shutdown(Shutdown::Write);
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(2)));
-                    waiting.push(s);
-                    kicks += 1;
-                }
+                Ok(s) => drop(s),
                 Err(e) => {
                     log::debug!("watchdog cannot connect to {target}: {e}");
                     break;
                 }
             }
-            // A busy machine may take a few milliseconds to get to the kick: give it
-            // WATCHDOG_PATIENCE before concluding that it is queued.
-            let deadline = Instant::now() + WATCHDOG_PATIENCE;
-            while !waiting.is_empty() && Instant::now() < deadline {
-                waiting.retain(|s| !answered(s));
-            }
-            if waiting.is_empty() {
-                break;
-            }
-        }
-        if kicks > 1 {
-            log::info!(
-                "tiny_http had connections waiting for a thread: started {} more",
-                kicks - 1
-            );
         }
     }
 }
 
-/// True once tiny_http closed the watchdog's connection (or it failed).
-fn answered(mut s: &TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
-        // Any answer, data or the close, means a thread has taken the connection.
-        Ok(_n) => true,
-        Err(e) => !matches!(
-            e.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ),
+/// Remote addresses of established connections to local `port` with unread received bytes,
+/// from the kernel's socket tables (Linux; empty elsewhere).
+fn unread_connections(port: u16) -> HashSet<String> {
+    let mut found = HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let mut fields = line.split_whitespace().skip(1);
+            let (Some(local), Some(remote), Some(state), Some(queues)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            let unread = queues
+                .split_once(':')
+                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+                .unwrap_or(0);
+            // State 01 is ESTABLISHED.
+            if local_port == Some(port) && state == "01" && unread > 0 {
+                found.insert(remote.to_string());
+            }
+        }
     }
+    found
 }
 
 /// The running front end.

@@ -6,7 +6,7 @@
 //!
 //! latency    = 1                      when ewma ≤ band,   band = 2 × fastest + 10 ms
 //!            = (band / ewma)²         otherwise
-//! failures   = (1 − failure_rate)²    failure_rate: EWMA of attempts that failed (0..1)
+//! failures   = (1 − failure_rate)²    failure_rate: EWMA of each tick's share of failed attempts
 //! slow_start = max(0.1, time since (re)joining / slow_start)   (1 when not ramping)
 //! ```
 //!
@@ -43,11 +43,11 @@ pub const RELATIVE_BAND: f64 = 2.0;
 /// See [`RELATIVE_BAND`]. 10 ms.
 pub const ABSOLUTE_BAND_MS: f64 = 10.0;
 
-/// Smoothing of the latency EWMA: each sample moves it this fraction of the way.
+/// Smoothing of the latency EWMA: each tick's mean moves it this fraction of the way.
 pub const LATENCY_ALPHA: f64 = 0.3;
 
-/// Smoothing of the failure-rate EWMA.
-pub const FAILURE_ALPHA: f64 = 0.1;
+/// Smoothing of the failure-rate EWMA: each tick's failure share moves it this fraction.
+pub const FAILURE_ALPHA: f64 = 0.2;
 
 /// An exponentially weighted moving average.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
