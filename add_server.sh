@@ -2,8 +2,8 @@
 # Adds a demo backend: ./add_server.sh server4
 #   - creates servers/src/bin/server4.rs (a demo server on port 8080 + 4 = 8084), and
 #   - appends "backend    http://localhost:8084 weight=1" to loadbalancer.conf,
-# so the balancer uses it from its next start. Every check runs before anything is written:
-# a refused name changes nothing.
+# so the balancer uses it (a running one notices the file change within a second).
+# Every check runs before anything is written: a refused name changes nothing.
 set -euo pipefail
 # [a-z] must mean the 26 lowercase letters, whatever the user's locale.
 export LC_ALL=C
@@ -128,4 +128,4 @@ fi
 echo "created $bin_file ($name on port $port)"
 echo "appended to $CONF: $line"
 echo "start it with:  cargo run -p servers --bin $name"
-echo "the balancer uses it from its next start."
+echo "a running balancer picks it up within a second (it watches loadbalancer.conf), with slow start."
