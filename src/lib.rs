@@ -25,7 +25,9 @@ pub mod proxy;
 pub mod resolver;
 pub mod retry;
 pub mod server;
+pub mod sockets;
 pub mod transport;
+pub mod watchdog;
 pub mod weights;
 
 use std::io;

@@ -13,10 +13,8 @@
 //! after the drain timeout.
 
 use std::cell::Cell;
-use std::collections::HashSet;
-use std::io::{self, Read, Write};
-use std::mem::ManuallyDrop;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
@@ -32,6 +30,8 @@ use crate::filter::Filter;
 use crate::logging::{self, AccessEntry};
 use crate::metrics::{Metrics, Rejection};
 use crate::proxy::{check_request, Forwarded, Framing, Proxy, Refusal, RequestHead};
+use crate::sockets::{abort_connection, set_client_timeouts, shutdown_socket, ConnId};
+use crate::watchdog;
 
 /// Front-end settings.
 #[derive(Clone, Debug)]
@@ -68,92 +68,6 @@ struct Job {
     received: Instant,
 }
 
-/// Identifies a client connection well enough to find its socket: the peer address and the
-/// local (listening) port.
-#[derive(Clone, Copy, Debug)]
-struct ConnId {
-    peer: SocketAddr,
-    local_port: u16,
-}
-
-/// How often the watchdog looks for connections nobody reads. 100 ms.
-const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Most kicks the watchdog makes in one round. Each one hands a connection waiting for a thread
-/// to a new one.
-const WATCHDOG_MAX_KICKS: usize = 256;
-
-/// Works around a race in tiny_http 0.12's connection thread pool.
-///
-/// tiny_http gives every client connection a thread from a pool. When several connections arrive
-/// at once, the pool can count a thread as idle that it has already woken for an earlier
-/// connection, and queue the new connection instead of starting a thread for it. Since a
-/// keep-alive connection holds its thread until the client closes it, the queued connection may
-/// then wait indefinitely: with a fresh pool of 4 threads, a burst of 40 clients left 36 waiting.
-///
-/// The watchdog finds such connections from outside: every 100 ms it lists the connections to
-/// our port that have unread bytes in the kernel (from `/proc/net/tcp`); one that still has them
-/// on the next look is not being read. For each, it opens and at once closes a connection of its
-/// own: tiny_http then sees no idle thread, starts one for that connection, and after its quick
-/// end the new thread takes the oldest waiting connection. A connection that is merely slow to
-/// be read (a large upload under backpressure) costs at most an idle thread.
-fn watchdog(target: SocketAddr, stopping: Arc<AtomicBool>) {
-    let mut previous: HashSet<String> = HashSet::new();
-    while !stopping.load(SeqCst) {
-        thread::sleep(WATCHDOG_INTERVAL);
-        let current = unread_connections(target.port());
-        let stuck = current.intersection(&previous).count();
-        previous = current;
-        if stuck == 0 {
-            continue;
-        }
-        let kicks = stuck.min(WATCHDOG_MAX_KICKS);
-        log::debug!(
-            "{stuck} client connections are not being read: kicking tiny_http {kicks} times"
-        );
-        for _ in 0..kicks {
-            match TcpStream::connect_timeout(&target, Duration::from_millis(200)) {
-                Ok(s) => drop(s),
-                Err(e) => {
-                    log::debug!("watchdog cannot connect to {target}: {e}");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// Remote addresses of established connections to local `port` with unread received bytes,
-/// from the kernel's socket tables (Linux; empty elsewhere).
-fn unread_connections(port: u16) -> HashSet<String> {
-    let mut found = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let mut fields = line.split_whitespace().skip(1);
-            let (Some(local), Some(remote), Some(state), Some(queues)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            let unread = queues
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .unwrap_or(0);
-            // State 01 is ESTABLISHED.
-            if local_port == Some(port) && state == "01" && unread > 0 {
-                found.insert(remote.to_string());
-            }
-        }
-    }
-    found
-}
-
 /// The running front end.
 pub struct Front {
     addr: SocketAddr,
@@ -176,6 +90,9 @@ impl Front {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
         set_client_timeouts(&listener, settings.client_timeout)?;
+        // The client timeout also bounds tiny_http's accept(); the watchdog connects at least this
+        // often so that it never expires.
+        let keep_accepting = settings.client_timeout / 2;
         let server = Arc::new(Mutex::new(Arc::new(new_tiny(&listener)?)));
         let (tx, rx) = bounded::<Job>(settings.queue);
         let (done_tx, done) = bounded::<()>(0);
@@ -246,7 +163,7 @@ impl Front {
             };
             thread::Builder::new()
                 .name("watchdog".into())
-                .spawn(move || watchdog(target, stopping))?;
+                .spawn(move || watchdog::run(target, keep_accepting, stopping))?;
         }
         log::info!("listening on {addr} with {} workers", settings.workers);
         Ok(Front {
@@ -345,8 +262,16 @@ fn accept_loop(
     stopping: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
 ) {
+    // tiny_http servers replaced after an accept failure. Their connection threads still deliver
+    // requests from connections opened before, so their queues are still read.
+    let mut retired: Vec<Arc<tiny_http::Server>> = Vec::new();
     loop {
         let current = Arc::clone(&server.lock());
+        for old in &retired {
+            while let Ok(Some(request)) = old.try_recv() {
+                dispatch(request, &ctx);
+            }
+        }
         if stopping.load(SeqCst) {
             // Dropping our sender lets the workers finish once the queue is empty; requests still
             // arriving on open connections get 503 until shutdown says we are done.
@@ -359,8 +284,14 @@ fn accept_loop(
             }
             continue;
         }
-        match current.recv() {
-            Ok(request) => dispatch(request, &ctx),
+        let next = if retired.is_empty() {
+            current.recv().map(Some)
+        } else {
+            current.recv_timeout(Duration::from_millis(20))
+        };
+        match next {
+            Ok(Some(request)) => dispatch(request, &ctx),
+            Ok(None) => {}
             Err(_) if stopping.load(SeqCst) => continue,
             Err(e) => {
                 // tiny_http's accept thread ends on the first accept error (for example too many
@@ -368,7 +299,10 @@ fn accept_loop(
                 log::error!("accept failed: {e}; restarting the listener in 100ms");
                 thread::sleep(Duration::from_millis(100));
                 match new_tiny(&listener) {
-                    Ok(s) => *server.lock() = Arc::new(s),
+                    Ok(s) => {
+                        retired.push(current);
+                        *server.lock() = Arc::new(s);
+                    }
                     Err(e) => log::error!("cannot restart the listener: {e}"),
                 }
             }
@@ -736,87 +670,6 @@ fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Error",
     }
-}
-
-/// Gives every client connection a read and write timeout.
-///
-/// tiny_http sets none, so an idle keep-alive client, a client that trickles its headers or body,
-/// or one that stops reading our answer would hold its thread (and a worker) forever. Linux copies
-/// a listening socket's timeouts to every connection it accepts, so they are set once, here. The
-/// same timeout also bounds tiny_http's `accept`; the watchdog's kick every 100 ms keeps that from
-/// ever expiring (and if it did, the acceptor restarts tiny_http).
-fn set_client_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: as in shutdown_socket: the descriptor stays owned by `listener`.
-        let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
-        s.set_read_timeout(Some(timeout))?;
-        s.set_write_timeout(Some(timeout))?;
-    }
-    #[cfg(not(unix))]
-    let _ = (listener, timeout);
-    Ok(())
-}
-
-/// Shuts down a listening socket so that tiny_http's accept thread stops and new connections are
-/// refused, while our handle keeps the descriptor valid.
-fn shutdown_socket(listener: &TcpListener) {
-    #[cfg(unix)]
-    {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        // SAFETY: the descriptor is owned by `listener`, which outlives this call; ManuallyDrop
-        // keeps the temporary TcpStream from closing it. shutdown(2) on a listening socket only
-        // stops it accepting.
-        let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
-        let _ = s.shutdown(Shutdown::Both);
-    }
-}
-
-/// Closes a client connection that tiny_http owns, optionally writing `last_words` first.
-///
-/// tiny_http has no way to close a connection from a handler, and keeps reading the next request
-/// from it after a failed response. On Linux the socket is found among the process's descriptors
-/// by its peer address and local port and shut down; tiny_http then sees the end of the stream
-/// and drops the connection. Elsewhere this does nothing.
-fn abort_connection(conn: ConnId, last_words: Option<&[u8]>) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::FromRawFd;
-        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
-            return;
-        };
-        for entry in dir.flatten() {
-            let Some(fd) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let is_socket = std::fs::read_link(entry.path())
-                .map(|p| p.to_string_lossy().starts_with("socket:"))
-                .unwrap_or(false);
-            if !is_socket {
-                continue;
-            }
-            // SAFETY: `fd` is an open socket of this process (checked just above); ManuallyDrop
-            // keeps the temporary TcpStream from closing it, and we only query addresses, write
-            // and shut down, which cannot invalidate the descriptor for its owner.
-            let mut s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
-            let matches = s.peer_addr().is_ok_and(|p| p == conn.peer)
-                && s.local_addr().is_ok_and(|l| l.port() == conn.local_port);
-            if matches {
-                if let Some(bytes) = last_words {
-                    let _ = s.write_all(bytes);
-                }
-                let _ = s.shutdown(Shutdown::Both);
-                return;
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (conn, last_words);
 }
 
 /// The admin listener: a second, small tiny_http server whose requests are answered by a

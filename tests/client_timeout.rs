@@ -84,3 +84,30 @@ fn a_keep_alive_connection_serves_requests_until_it_goes_idle() {
     );
     assert_eq!(backend.count(), 3);
 }
+
+#[test]
+fn new_connections_are_accepted_after_a_long_idle_period() {
+    // The client timeout is set on the listening socket, where it also bounds accept(): the
+    // balancer must keep accepting after more than a timeout without any new connection.
+    let backend = Backend::answering("ok");
+    let lb = lb_with_client_timeout(&backend);
+    // Idling is what this test is about, so it waits on purpose, for 2.5 client timeouts.
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut s = TcpStream::connect(lb.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

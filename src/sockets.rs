@@ -1,0 +1,101 @@
+//! What tiny_http does not let a handler do with its sockets, done from outside on the socket
+//! descriptors: client timeouts, closing the listener, closing one client connection.
+//!
+//! Each function borrows a descriptor it does not own through a `ManuallyDrop<TcpStream>`, so
+//! the owner's descriptor is never closed here; the `unsafe` blocks say why each use is sound.
+
+use std::io::{self, Write};
+use std::mem::ManuallyDrop;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Identifies a client connection well enough to find its socket: the peer address and the
+/// local (listening) port.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnId {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// Our listening port.
+    pub local_port: u16,
+}
+
+/// Gives every client connection a read and write timeout.
+///
+/// tiny_http sets none, so an idle keep-alive client, a client that trickles its headers or body,
+/// or one that stops reading our answer would hold its thread (and a worker) forever. Linux copies
+/// a listening socket's timeouts to every connection it accepts, so they are set once, here. The
+/// same timeout also bounds tiny_http's `accept`; the watchdog connects at least every half
+/// timeout so that it never expires (and if it did, the acceptor starts tiny_http again).
+pub fn set_client_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: as in shutdown_socket: the descriptor stays owned by `listener`.
+        let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (listener, timeout);
+    Ok(())
+}
+
+/// Shuts down a listening socket so that tiny_http's accept thread stops and new connections are
+/// refused, while our handle keeps the descriptor valid.
+pub fn shutdown_socket(listener: &TcpListener) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: the descriptor is owned by `listener`, which outlives this call; ManuallyDrop
+        // keeps the temporary TcpStream from closing it. shutdown(2) on a listening socket only
+        // stops it accepting.
+        let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
+        let _ = s.shutdown(Shutdown::Both);
+    }
+}
+
+/// Closes a client connection that tiny_http owns, optionally writing `last_words` first.
+///
+/// tiny_http has no way to close a connection from a handler, and keeps reading the next request
+/// from it after a failed response. On Linux the socket is found among the process's descriptors
+/// by its peer address and local port and shut down; tiny_http then sees the end of the stream
+/// and drops the connection. Elsewhere this does nothing.
+pub fn abort_connection(conn: ConnId, last_words: Option<&[u8]>) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::FromRawFd;
+        let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let Some(fd) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let is_socket = std::fs::read_link(entry.path())
+                .map(|p| p.to_string_lossy().starts_with("socket:"))
+                .unwrap_or(false);
+            if !is_socket {
+                continue;
+            }
+            // SAFETY: `fd` is an open socket of this process (checked just above); ManuallyDrop
+            // keeps the temporary TcpStream from closing it, and we only query addresses, write
+            // and shut down, which cannot invalidate the descriptor for its owner.
+            let mut s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(fd) });
+            let matches = s.peer_addr().is_ok_and(|p| p == conn.peer)
+                && s.local_addr().is_ok_and(|l| l.port() == conn.local_port);
+            if matches {
+                if let Some(bytes) = last_words {
+                    let _ = s.write_all(bytes);
+                }
+                let _ = s.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (conn, last_words);
+}
