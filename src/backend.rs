@@ -491,6 +491,28 @@ mod tests {
     }
 
     #[test]
+    fn resilience_records_with_its_clock() {
+        use crate::clock::ManualClock;
+        let clock = Arc::new(ManualClock::new());
+        let r = Resilience::new(clock.clone());
+        let b = backend();
+        for _ in 0..5 {
+            assert!(r.admit(&b));
+            r.record(&b, false, Duration::from_millis(3));
+        }
+        assert!(!r.admit(&b), "open for the 10 s cooldown");
+        clock.advance(Duration::from_millis(9_999));
+        b.tick(clock.now());
+        assert!(!r.admit(&b));
+        clock.advance(Duration::from_millis(1));
+        b.tick(clock.now());
+        assert!(r.admit(&b), "half-open exactly at 10 s");
+        r.record(&b, true, Duration::from_millis(3));
+        let s = b.snapshot(clock.now(), Duration::from_secs(10));
+        assert_eq!((s.breaker, s.state), ("closed", "slow-start"));
+    }
+
+    #[test]
     fn health_down_and_up_resets_breaker_and_starts_slow_start() {
         let b = backend();
         let t0 = Instant::now();

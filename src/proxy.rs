@@ -245,14 +245,6 @@ pub trait Observer: Send + Sync {
     fn record(&self, backend: &Backend, success: bool, latency: Duration);
 }
 
-/// Records nothing.
-#[derive(Debug, Default)]
-pub struct NoObserver;
-
-impl Observer for NoObserver {
-    fn record(&self, _: &Backend, _: bool, _: Duration) {}
-}
-
 /// Forwarding settings (from [`crate::Config`]).
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
