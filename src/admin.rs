@@ -163,30 +163,7 @@ fn constant_time_eq(presented: &[u8], expected: &[u8]) -> bool {
 
 /// Decodes `%XX` escapes and `+` (a space, as forms send it) in a query value.
 fn percent_decode(s: &str) -> Vec<u8> {
-    fn hex(b: u8) -> Option<u8> {
-        (b as char).to_digit(16).map(|d| d as u8)
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 1 < bytes.len() => {
-                match (hex(bytes[i + 1]), bytes.get(i + 2).copied().and_then(hex)) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    out
+    crate::percent::decode(s.as_bytes(), |b| if b == b'+' { b' ' } else { b })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1240,24 +1240,7 @@ fn normalize_path(path: &str) -> Cow<'_, [u8]> {
     if plain {
         return Cow::Borrowed(b);
     }
-    let mut decoded = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    decoded.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => decoded.push(b'%'),
-            },
-            b'\\' => decoded.push(b'/'),
-            c => decoded.push(c),
-        }
-        i += 1;
-    }
+    let decoded = crate::percent::decode(b, |c| if c == b'\\' { b'/' } else { c });
     let mut segments: Vec<&[u8]> = Vec::new();
     for seg in decoded.split(|c| *c == b'/') {
         match seg {

@@ -20,6 +20,7 @@ pub mod health;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
+pub mod percent;
 pub mod pool;
 pub mod proxy;
 pub mod resolver;
