@@ -8,13 +8,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{free_port, wait_until, Backend, Client, Lb, TempDir};
+use common::{wait_until, Backend, Client, Lb, TempDir};
 use loadbalancer::Config;
 
 /// Settings every test config starts with: no health checks, a quiet log, few workers.
@@ -194,45 +194,13 @@ impl LbBinary {
         let dir = TempDir::new("reload");
         let conf = dir.path().join("test.conf");
         write_config(&conf, conf_text, Mtime::Keep);
-        for attempt in 0.. {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-            let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
-                .current_dir(dir.path())
-                .arg("--config")
-                .arg(&conf)
-                .args(["--listen", &addr.to_string(), "--admin", "off"])
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn loadbalancer");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    let err =
-                        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-                    assert!(attempt < 5, "loadbalancer exited with {status}: {err}");
-                    break; // most likely the port was taken meanwhile: try another
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return LbBinary {
-                        child,
-                        addr,
-                        conf,
-                        dir,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("loadbalancer did not start listening on {addr}");
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
+        let (child, addr) = common::spawn_binary(dir.path(), &conf, &[], "info");
+        LbBinary {
+            child,
+            addr,
+            conf,
+            dir,
         }
-        unreachable!()
     }
 
     fn stderr(&self) -> String {

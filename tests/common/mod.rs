@@ -926,6 +926,52 @@ pub struct LbProcess {
     dir: TempDir,
 }
 
+/// Starts the balancer binary in `dir` with `--config conf`, `--listen 127.0.0.1:PORT` on a free
+/// port, `--admin off` and `extra` flags, stderr to `dir/stderr`, and waits until it accepts
+/// connections. A start that fails (most likely the port was taken between choosing and binding
+/// it) is retried on another port, five times at most.
+pub fn spawn_binary(
+    dir: &Path,
+    conf: &Path,
+    extra: &[String],
+    rust_log: &str,
+) -> (Child, SocketAddr) {
+    for attempt in 0.. {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+            .current_dir(dir)
+            .arg("--config")
+            .arg(conf)
+            .args(["--listen", &addr.to_string(), "--admin", "off"])
+            .args(extra)
+            .env("RUST_LOG", rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn loadbalancer");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let err = std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+                assert!(attempt < 5, "loadbalancer exited with {status}: {err}");
+                break;
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return (child, addr);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("loadbalancer did not start listening on {addr}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    unreachable!()
+}
+
 impl LbProcess {
     /// Starts the binary with `--config` (a file with `config_lines` plus `health off`,
     /// `slow_start off`, `access_log off`), `--listen 127.0.0.1:PORT`, `--admin off` and one
@@ -940,46 +986,12 @@ impl LbProcess {
             text.push('\n');
         }
         std::fs::write(&conf, text).unwrap();
-        for attempt in 0.. {
-            let port = free_port();
-            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
-            cmd.current_dir(dir.path())
-                .arg("--config")
-                .arg(&conf)
-                .args(["--listen", &addr.to_string(), "--admin", "off"]);
-            for b in backends {
-                cmd.args(["--backend", b]);
-            }
-            let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
-            let mut child = cmd
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn loadbalancer");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Some(status) = child.try_wait().unwrap() {
-                    // Most likely the port was taken between free_port() and the bind.
-                    let err =
-                        std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
-                    assert!(attempt < 5, "loadbalancer exited with {status}: {err}");
-                    break;
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return LbProcess { child, addr, dir };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("loadbalancer did not start listening on {addr}");
-                }
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-        unreachable!()
+        let args: Vec<String> = backends
+            .iter()
+            .flat_map(|b| ["--backend".to_string(), b.clone()])
+            .collect();
+        let (child, addr) = spawn_binary(dir.path(), &conf, &args, "warn");
+        LbProcess { child, addr, dir }
     }
 
     pub fn pid(&self) -> u32 {
