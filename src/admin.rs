@@ -403,6 +403,13 @@ fn prom_f64(x: f64) -> String {
 }
 
 /// Writes `# HELP` and `# TYPE` for one family.
+/// One sample per `(reason, count)`, labelled `reason`.
+fn by_reason(o: &mut String, name: &str, counts: &[(&'static str, u64)]) {
+    for (reason, n) in counts {
+        let _ = writeln!(o, "{name}{{reason=\"{}\"}} {n}", label_value(reason));
+    }
+}
+
 fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let help = help.replace('\\', "\\\\").replace('\n', "\\n");
     let _ = writeln!(o, "# HELP {name} {help}");
@@ -564,26 +571,14 @@ pub fn metrics_text(v: &View) -> String {
         "counter",
         "Requests the balancer answered itself without asking a backend, by reason.",
     );
-    for (reason, n) in &v.rejections {
-        let _ = writeln!(
-            o,
-            "lb_rejections_total{{reason=\"{}\"}} {n}",
-            label_value(reason)
-        );
-    }
+    by_reason(&mut o, "lb_rejections_total", &v.rejections);
     family(
         &mut o,
         "lb_filtered_total",
         "counter",
         "Requests refused by the filter (deny/allow lists, rate limits, bans, request rules), by reason.",
     );
-    for (reason, n) in &v.refused {
-        let _ = writeln!(
-            o,
-            "lb_filtered_total{{reason=\"{}\"}} {n}",
-            label_value(reason)
-        );
-    }
+    by_reason(&mut o, "lb_filtered_total", &v.refused);
     family(
         &mut o,
         "lb_queue_depth",
