@@ -87,6 +87,11 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     assert!(addr.ip().is_loopback());
     send_traffic(&lb, 10);
 
+    // A worker counts a response after it has finished sending it, so the client can read the
+    // last one a moment before it is counted.
+    common::wait_until("10 responses counted", Duration::from_secs(5), || {
+        status(addr)["responses_total"].as_u64() >= Some(10)
+    });
     let s = status(addr);
     for field in ["uptime_s", "requests_per_s", "queue_depth", "retries"] {
         assert!(s[field].is_number(), "{field} in {s}");
@@ -466,6 +471,10 @@ fn metrics_are_valid_prometheus_text_and_counters_grow_with_traffic() {
     let count0 = sample(&before, "lb_request_duration_seconds_count", &[]);
 
     send_traffic(&lb, 8);
+    // A worker counts a response after it has finished sending it: wait for the last one.
+    common::wait_until("8 responses counted", Duration::from_secs(5), || {
+        sample(&metrics(addr), "lb_request_duration_seconds_count", &[]) >= count0 + 8.0
+    });
     let after = metrics(addr);
     // Weights 1:3 give 2 and 6 while latencies stay alike; allow for a latency hiccup on a
     // busy machine shifting the effective weights, but every attempt is counted once.
