@@ -5,6 +5,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
+
+use crate::sockets;
 use std::time::{Duration, Instant};
 
 /// How often the watchdog looks for connections nobody reads. 100 ms.
@@ -24,13 +26,13 @@ const WATCHDOG_MAX_KICKS: usize = 256;
 /// then wait indefinitely: with a fresh pool of 4 threads, a burst of 40 clients left 36 waiting.
 ///
 /// The watchdog finds such connections from outside: every 100 ms it lists the connections to
-/// our port that have unread bytes in the kernel (from `/proc/net/tcp`); one that still has them
+/// our port that have unread bytes in the kernel (`sockets::unread_connections`); one that still has them
 /// on the next look is not being read. For each, it opens and at once closes a connection of its
 /// own: tiny_http then sees no idle thread, starts one for that connection, and after its quick
 /// end the new thread takes the oldest waiting connection. A connection that is merely slow to
 /// be read (a large upload under backpressure) costs at most an idle thread.
 pub fn run(target: SocketAddr, keep_accepting: Duration, stopping: Arc<AtomicBool>) {
-    let mut previous: HashSet<String> = HashSet::new();
+    let mut previous: HashSet<SocketAddr> = HashSet::new();
     let mut last_kick = Instant::now();
     while !stopping.load(SeqCst) {
         thread::sleep(WATCHDOG_INTERVAL);
@@ -39,7 +41,7 @@ pub fn run(target: SocketAddr, keep_accepting: Duration, stopping: Arc<AtomicBoo
             let _ = TcpStream::connect_timeout(&target, Duration::from_millis(200));
             last_kick = Instant::now();
         }
-        let current = unread_connections(target.port());
+        let current = sockets::unread_connections(target.port());
         let stuck = current.intersection(&previous).count();
         previous = current;
         if stuck == 0 {
@@ -60,35 +62,4 @@ pub fn run(target: SocketAddr, keep_accepting: Duration, stopping: Arc<AtomicBoo
             }
         }
     }
-}
-
-/// Remote addresses of established connections to local `port` with unread received bytes,
-/// from the kernel's socket tables (Linux; empty elsewhere).
-fn unread_connections(port: u16) -> HashSet<String> {
-    let mut found = HashSet::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let mut fields = line.split_whitespace().skip(1);
-            let (Some(local), Some(remote), Some(state), Some(queues)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let local_port = local
-                .rsplit_once(':')
-                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
-            let unread = queues
-                .split_once(':')
-                .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok())
-                .unwrap_or(0);
-            // State 01 is ESTABLISHED.
-            if local_port == Some(port) && state == "01" && unread > 0 {
-                found.insert(remote.to_string());
-            }
-        }
-    }
-    found
 }
