@@ -31,7 +31,7 @@ use crate::backend::{Backend, InFlight};
 use crate::pool::{Availability, Pool};
 use crate::resolver::CachingResolver;
 use crate::retry::RetryBudget;
-use crate::transport::LeanConnector;
+use crate::transport::BackendConnector;
 
 /// The parts of a client request that forwarding needs. Header names keep the client's spelling.
 #[derive(Clone, Debug)]
@@ -398,7 +398,7 @@ fn new_agent(settings: &ProxySettings) -> ureq::Agent {
         .max_idle_age(Duration::from_secs(15))
         .max_response_header_size(64 * 1024)
         .build();
-    ureq::Agent::with_parts(config, LeanConnector::default(), CachingResolver::default())
+    ureq::Agent::with_parts(config, BackendConnector, CachingResolver::default())
 }
 
 impl Proxy {
