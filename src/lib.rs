@@ -21,6 +21,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod percent;
+pub mod polling;
 pub mod pool;
 pub mod proxy;
 pub mod resolver;

@@ -29,6 +29,7 @@ use crate::admin::{AdminRequest, AdminResponse};
 use crate::filter::Filter;
 use crate::logging::{self, AccessEntry};
 use crate::metrics::{Metrics, Rejection};
+use crate::polling::poll_yielding;
 use crate::proxy::{check_request, Forwarded, Framing, Proxy, Refusal, RequestHead};
 use crate::sockets::{abort_connection, set_client_timeouts, shutdown_socket, ConnId};
 use crate::watchdog;
@@ -285,7 +286,12 @@ fn accept_loop(
             continue;
         }
         let next = if retired.is_empty() {
-            current.recv().map(Some)
+            // Under load the next request is usually queued within microseconds.
+            let early = poll_yielding(|| match current.try_recv() {
+                Ok(None) => None,
+                found_or_error => Some(found_or_error),
+            });
+            early.unwrap_or_else(|| current.recv().map(Some))
         } else {
             current.recv_timeout(Duration::from_millis(20))
         };

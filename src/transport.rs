@@ -12,6 +12,10 @@
 //! every read; setting it would cost a `setsockopt` each time. Rounding it up to
 //! [`TIMEOUT_GRANULARITY`] makes consecutive values equal, and the call is skipped when the value
 //! has not changed. A timeout then fires at most 10 ms late.
+//!
+//! **Waiting for the answer.** A read first looks a few times without blocking, yielding in
+//! between, and sleeps in a blocking read only if the answer has not come (see
+//! [`crate::polling`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -23,6 +27,8 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
 use ureq::Timeout;
+
+use crate::polling::poll_yielding;
 
 /// Socket timeouts are rounded up to a multiple of this. 10 ms.
 pub const TIMEOUT_GRANULARITY: Duration = Duration::from_millis(10);
@@ -122,6 +128,29 @@ impl fmt::Debug for BackendTransport {
     }
 }
 
+impl BackendTransport {
+    /// Reads into the input buffer: a few non-blocking looks first (the answer of a nearby
+    /// backend often comes within microseconds; see `polling`), then a blocking read.
+    fn read_some(&mut self) -> io::Result<usize> {
+        let stream = &*self.stream;
+        let buf = self.buffers.input_append_buf();
+        let early = poll_yielding(|| match recv(stream, buf, libc::MSG_DONTWAIT) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            result => Some(result),
+        });
+        if let Some(result) = early {
+            return result;
+        }
+        loop {
+            match (&*self.stream).read(self.buffers.input_append_buf()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+}
+
 /// recv(2) with `flags`.
 fn recv(stream: &TcpStream, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
@@ -173,12 +202,7 @@ impl Transport for BackendTransport {
             self.stream.set_read_timeout(wanted)?;
             self.read_timeout = wanted;
         }
-        let read = loop {
-            match (&*self.stream).read(self.buffers.input_append_buf()) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                result => break result,
-            }
-        };
+        let read = self.read_some();
         match read {
             Ok(n) => {
                 self.buffers.input_appended(n);
