@@ -473,8 +473,8 @@ impl Proxy {
         let settings = self.settings.read().clone();
         let mut agents = self.agents.write();
         if agents.made_for != agent_settings(&settings) {
-            // A reload is changing the settings; make this one from the newest and let the
-            // reload clear it.
+            // A reload replaced the settings since we read them: use a one-off agent rather
+            // than keep one made from the old settings.
             return new_agent(&settings);
         }
         agents
@@ -814,5 +814,57 @@ mod tests {
     fn idempotent_methods() {
         assert!(is_idempotent("GET") && is_idempotent("PUT") && is_idempotent("DELETE"));
         assert!(!is_idempotent("POST") && !is_idempotent("PATCH"));
+    }
+
+    struct Ignore;
+    impl Observer for Ignore {
+        fn record(&self, _: &Backend, _: bool, _: Duration) {}
+    }
+
+    fn settings(connect_ms: u64) -> ProxySettings {
+        ProxySettings {
+            connect_timeout: Duration::from_millis(connect_ms),
+            response_timeout: Duration::from_secs(30),
+            retries: 2,
+            failure_statuses: vec![502, 503, 504],
+            idle_connections: 16,
+        }
+    }
+
+    #[test]
+    fn one_agent_per_backend_kept_until_it_leaves_or_settings_change() {
+        let backend = |id, url| {
+            let config = crate::config::BackendConfig::parse(url, 1).unwrap();
+            Arc::new(Backend::new(id, &config))
+        };
+        let (a, b) = (backend(1, "http://a:81"), backend(2, "http://b:82"));
+        let pool = Arc::new(Pool::new(vec![Arc::clone(&a), Arc::clone(&b)]));
+        let proxy = Proxy::new(
+            Arc::clone(&pool),
+            Arc::new(crate::pool::AlwaysAvailable),
+            Arc::new(Ignore),
+            RetryBudget::new(20),
+            settings(2000),
+        );
+        let urls = |p: &Proxy| {
+            let mut v: Vec<String> = p.agents.read().by_url.keys().cloned().collect();
+            v.sort();
+            v
+        };
+        proxy.agent(&a.url);
+        proxy.agent(&b.url);
+        proxy.agent(&a.url);
+        assert_eq!(urls(&proxy), ["http://a:81", "http://b:82"]);
+
+        // b leaves the pool: its agent (and its idle connections) go on reload.
+        pool.set_backends(vec![Arc::clone(&a)]);
+        proxy.reconfigure(settings(2000), 20);
+        assert_eq!(urls(&proxy), ["http://a:81"]);
+
+        // New timeouts: every agent is remade on next use.
+        proxy.reconfigure(settings(500), 20);
+        assert!(urls(&proxy).is_empty());
+        proxy.agent(&a.url);
+        assert_eq!(urls(&proxy), ["http://a:81"]);
     }
 }

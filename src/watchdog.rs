@@ -5,9 +5,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::sockets;
-use std::time::{Duration, Instant};
 
 /// How often the watchdog looks for connections nobody reads. 100 ms.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
@@ -26,11 +26,11 @@ const WATCHDOG_MAX_KICKS: usize = 256;
 /// then wait indefinitely: with a fresh pool of 4 threads, a burst of 40 clients left 36 waiting.
 ///
 /// The watchdog finds such connections from outside: every 100 ms it lists the connections to
-/// our port that have unread bytes in the kernel (`sockets::unread_connections`); one that still has them
-/// on the next look is not being read. For each, it opens and at once closes a connection of its
-/// own: tiny_http then sees no idle thread, starts one for that connection, and after its quick
-/// end the new thread takes the oldest waiting connection. A connection that is merely slow to
-/// be read (a large upload under backpressure) costs at most an idle thread.
+/// our port that have unread bytes in the kernel ([`sockets::unread_connections`]); one that
+/// still has them on the next look is not being read. For each, it opens and at once closes a
+/// connection of its own: tiny_http then sees no idle thread, starts one for that connection, and
+/// after its quick end the new thread takes the oldest waiting connection. A connection that is
+/// merely slow to be read (a large upload under backpressure) costs at most an idle thread.
 pub fn run(target: SocketAddr, keep_accepting: Duration, stopping: Arc<AtomicBool>) {
     let mut previous: HashSet<SocketAddr> = HashSet::new();
     let mut last_kick = Instant::now();
