@@ -31,7 +31,7 @@ use crate::logging::{self, AccessEntry};
 use crate::metrics::{Metrics, Rejection};
 use crate::polling::poll_yielding;
 use crate::proxy::{check_request, Forwarded, Framing, Proxy, Refusal, RequestHead};
-use crate::sockets::{abort_connection, set_client_timeouts, shutdown_socket, ConnId};
+use crate::sockets::{abort_connection, set_client_options, shutdown_socket, ConnId};
 use crate::watchdog;
 
 /// Front-end settings.
@@ -90,7 +90,7 @@ impl Front {
         let listener = TcpListener::bind(listen)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
         let addr = listener.local_addr()?;
-        set_client_timeouts(&listener, settings.client_timeout)?;
+        set_client_options(&listener, settings.client_timeout)?;
         // The client timeout also bounds tiny_http's accept(); the watchdog connects at least this
         // often so that it never expires.
         let keep_accepting = settings.client_timeout / 2;

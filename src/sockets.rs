@@ -20,14 +20,20 @@ pub struct ConnId {
     pub local_port: u16,
 }
 
-/// Gives every client connection a read and write timeout.
+/// Gives every client connection a read and write timeout, and turns off Nagle's algorithm
+/// (`TCP_NODELAY`) on it. Linux copies these options from a listening socket to every connection
+/// it accepts, so they are set once, here, since tiny_http sets none.
 ///
-/// tiny_http sets none, so an idle keep-alive client, a client that trickles its headers or body,
-/// or one that stops reading our answer would hold its thread (and a worker) forever. Linux copies
-/// a listening socket's timeouts to every connection it accepts, so they are set once, here. The
-/// same timeout also bounds tiny_http's `accept`; the watchdog connects at least every half
-/// timeout so that it never expires (and if it did, the acceptor starts tiny_http again).
-pub fn set_client_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+/// Timeouts: without them an idle keep-alive client, a client that trickles its headers or body,
+/// or one that stops reading our answer would hold its thread (and a worker) forever. The same
+/// timeout also bounds tiny_http's `accept`; the watchdog connects at least every half timeout so
+/// that it never expires (and if it did, the acceptor starts tiny_http again).
+///
+/// `TCP_NODELAY`: tiny_http writes an answer in pieces (its buffer holds 1 KiB). With Nagle's
+/// algorithm the last small piece waits for the client's acknowledgement of the earlier ones,
+/// which a client delays by up to 40 ms: a 4 KiB answer took 44 ms (p50, peerbench `BODY=4096`)
+/// instead of 6. nginx and HAProxy set it on client connections too.
+pub fn set_client_options(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::fd::{AsRawFd, FromRawFd};
@@ -35,6 +41,7 @@ pub fn set_client_timeouts(listener: &TcpListener, timeout: Duration) -> io::Res
         let s = ManuallyDrop::new(unsafe { TcpStream::from_raw_fd(listener.as_raw_fd()) });
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
     }
     #[cfg(not(unix))]
     let _ = (listener, timeout);
@@ -135,4 +142,27 @@ fn for_each_connection(local_port: u16, mut each: impl FnMut(&mut TcpStream, Soc
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (local_port, &mut each);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accepted_connections_inherit_the_listeners_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_client_options(&listener, Duration::from_secs(7)).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+        assert_eq!(
+            accepted.read_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            accepted.write_timeout().unwrap(),
+            Some(Duration::from_secs(7))
+        );
+    }
 }

@@ -17,7 +17,8 @@ const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
 const WATCHDOG_MAX_KICKS: usize = 256;
 
 /// Runs until `stopping`. Connects at least every `keep_accepting` (see
-/// `sockets::set_client_timeouts`), and works around a race in tiny_http 0.12's connection thread pool.
+/// `sockets::set_client_options`), and works around a race in tiny_http 0.12's connection thread
+/// pool.
 ///
 /// tiny_http gives every client connection a thread from a pool. When several connections arrive
 /// at once, the pool can count a thread as idle that it has already woken for an earlier
