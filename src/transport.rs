@@ -179,6 +179,9 @@ impl Transport for BackendTransport {
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.used = true;
         let timeout = timeout.for_write();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
+        }
         let wanted = coarse(&timeout);
         if wanted != self.write_timeout {
             self.stream.set_write_timeout(wanted)?;
