@@ -24,7 +24,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -37,6 +37,9 @@ use tiny_http::{Header, Request, Response, Server};
 /// Deliberately small and fixed: while every thread sits out an injected delay, further requests
 /// (health checks included) wait in line, as they would on a real overloaded server.
 const WORKER_THREADS: usize = 8;
+
+/// How often a demo server connects to itself to free a connection stuck in tiny_http's pool.
+const KICK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How a demo server misbehaves on purpose. The default is a well-behaved server.
 ///
@@ -131,6 +134,7 @@ pub struct DemoServer {
     server: Arc<Server>,
     addr: SocketAddr,
     workers: Vec<JoinHandle<()>>,
+    kicker: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for DemoServer {
@@ -188,6 +192,7 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
         server: Arc::new(server),
         addr: local,
         workers: Vec::with_capacity(WORKER_THREADS),
+        kicker: None,
     };
     for i in 0..WORKER_THREADS {
         let (server, shared) = (Arc::clone(&demo.server), Arc::clone(&demo.shared));
@@ -198,6 +203,12 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
         // If a later spawn fails, `?` drops `demo`, which stops the workers started so far.
         demo.workers.push(worker);
     }
+    let shared = Arc::clone(&demo.shared);
+    demo.kicker = Some(
+        std::thread::Builder::new()
+            .name(format!("demo-{}-kick", local.port()))
+            .spawn(move || kick(local, &shared))?,
+    );
     log::debug!("{name}: listening on {local}");
     Ok(demo)
 }
@@ -250,7 +261,7 @@ impl DemoServer {
         for _ in &self.workers {
             self.server.unblock();
         }
-        for worker in self.workers.drain(..) {
+        for worker in self.workers.drain(..).chain(self.kicker.take()) {
             // A worker that panicked has nothing left to clean up.
             let _ = worker.join();
         }
@@ -261,6 +272,33 @@ impl DemoServer {
 impl Drop for DemoServer {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Connects to the server and hangs up at once, every [`KICK_INTERVAL`] until it stops.
+///
+/// tiny_http gives each connection a thread from a pool, and when several connections arrive
+/// together the pool can queue one behind a thread it counts as idle but has already woken for
+/// another. A keep-alive connection holds its thread until the client closes it, so the queued
+/// one can wait indefinitely (the balancer works around the same race with its watchdog, which
+/// looks for such connections first; a demo server just kicks blindly). Each connection we open
+/// finds no idle thread, so tiny_http starts one; after our connection ends, that thread takes
+/// the oldest queued connection. Cost: ten empty connections a second.
+fn kick(addr: SocketAddr, shared: &Shared) {
+    let target = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    };
+    while !shared.is_stopped() {
+        shared.pause(KICK_INTERVAL);
+        if !shared.is_stopped() {
+            let _ = TcpStream::connect_timeout(&target, Duration::from_millis(200));
+        }
     }
 }
 
