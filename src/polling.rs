@@ -20,7 +20,7 @@ pub const LOOKS_BEFORE_SLEEP: usize = 4;
 ///
 /// Measured under `wrk -c50` against three nginx backends (2 cores): voluntary context switches
 /// per request went from 0.59 to 0.00 in the acceptor and from 1.18 to 0.27 in the workers, and
-/// CPU per request fell by about 15 % (README, Performance).
+/// CPU per request fell by about 13 % (median of 8 alternating runs; README, Performance).
 ///
 /// Example: the acceptor finds tiny_http's queue empty and yields; a connection thread parses
 /// a request and queues it; the acceptor's second look takes it. Had nothing come by the fourth
