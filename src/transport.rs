@@ -41,6 +41,24 @@ fn coarse(timeout: &NextTimeout) -> Option<Duration> {
     Some(Duration::from_nanos(rounded.min(u64::MAX as u128) as u64))
 }
 
+/// Fails with the timeout when `timeout` has run out; otherwise gives the socket the timeout
+/// rounded by [`coarse`] through `set`, unless that is the value already set (`current`).
+fn apply_timeout(
+    timeout: &NextTimeout,
+    current: &mut Option<Duration>,
+    set: impl FnOnce(Option<Duration>) -> io::Result<()>,
+) -> Result<(), ureq::Error> {
+    if timeout.after.is_zero() {
+        return Err(ureq::Error::Timeout(timeout.reason));
+    }
+    let wanted = coarse(timeout);
+    if wanted != *current {
+        set(wanted)?;
+        *current = wanted;
+    }
+    Ok(())
+}
+
 /// Connects to backends over plain TCP, making [`BackendTransport`]s.
 #[derive(Debug, Default)]
 pub struct BackendConnector;
@@ -179,14 +197,9 @@ impl Transport for BackendTransport {
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.used = true;
         let timeout = timeout.for_write();
-        if timeout.after.is_zero() {
-            return Err(ureq::Error::Timeout(timeout.reason));
-        }
-        let wanted = coarse(&timeout);
-        if wanted != self.write_timeout {
-            self.stream.set_write_timeout(wanted)?;
-            self.write_timeout = wanted;
-        }
+        apply_timeout(&timeout, &mut self.write_timeout, |t| {
+            self.stream.set_write_timeout(t)
+        })?;
         let output = &self.buffers.output()[..amount];
         match (&*self.stream).write_all(output) {
             Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
@@ -197,16 +210,10 @@ impl Transport for BackendTransport {
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         self.used = true;
         let timeout = timeout.for_read();
-        if timeout.after.is_zero() {
-            return Err(ureq::Error::Timeout(timeout.reason));
-        }
-        let wanted = coarse(&timeout);
-        if wanted != self.read_timeout {
-            self.stream.set_read_timeout(wanted)?;
-            self.read_timeout = wanted;
-        }
-        let read = self.read_some();
-        match read {
+        apply_timeout(&timeout, &mut self.read_timeout, |t| {
+            self.stream.set_read_timeout(t)
+        })?;
+        match self.read_some() {
             Ok(n) => {
                 self.buffers.input_appended(n);
                 Ok(n > 0)
