@@ -19,6 +19,7 @@
 //!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
 //!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::IpAddr;
@@ -185,10 +186,11 @@ pub fn check_request(head: &RequestHead) -> Result<Framing, Refusal> {
 /// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
 /// proxy sets, plus `X-Forwarded-For` (the client's chain with `client` appended),
 /// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
-/// because the front end has already answered it.
-pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<(String, String)> {
+/// because the front end has already answered it. The client's headers are borrowed from
+/// `head`, not copied: the HTTP library copies them once into the request it sends.
+pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
     let connection: Vec<&str> = head.header_values("connection").collect();
-    let mut out: Vec<(String, String)> = Vec::with_capacity(head.headers.len() + 3);
+    let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
     for (name, value) in &head.headers {
         if is_hop_by_hop(name, &mut connection.iter().copied())
             || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
@@ -197,10 +199,10 @@ pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<(Str
         {
             continue;
         }
-        out.push((name.clone(), value.clone()));
+        out.push((name.into(), value.into()));
     }
     if let Framing::Length(n) = framing {
-        out.push(("Content-Length".into(), n.to_string()));
+        out.push(("Content-Length".into(), n.to_string().into()));
     }
     let client = head.client.to_string();
     let chain: Vec<&str> = head.header_values("x-forwarded-for").collect();
@@ -209,26 +211,52 @@ pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<(Str
     } else {
         format!("{}, {client}", chain.join(", "))
     };
-    out.push(("X-Forwarded-For".into(), xff));
+    out.push(("X-Forwarded-For".into(), xff.into()));
     out.push(("X-Forwarded-Proto".into(), "http".into()));
     if let Some(host) = head.header("host") {
-        out.push(("X-Forwarded-Host".into(), host.to_string()));
+        out.push(("X-Forwarded-Host".into(), host.into()));
     }
     out
 }
 
-/// The backend's response headers as the client should see them: hop-by-hop ones removed.
-pub fn client_response_headers(headers: &[(String, Vec<u8>)]) -> Vec<(String, Vec<u8>)> {
-    let connection: Vec<String> = headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
-        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        .collect();
-    headers
-        .iter()
-        .filter(|(name, _)| !is_hop_by_hop(name, &mut connection.iter().map(String::as_str)))
-        .cloned()
-        .collect()
+/// A header name and value, borrowed where they come unchanged from the client.
+pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// The backend's response headers, kept as the HTTP library parsed them (nothing is copied);
+/// [`ResponseHeaders::end_to_end`] gives the ones the client should see.
+pub struct ResponseHeaders {
+    map: ureq::http::HeaderMap,
+    /// The header names the backend's `Connection` headers list: hop-by-hop too.
+    connection: Vec<String>,
+}
+
+impl ResponseHeaders {
+    /// Wraps a backend's headers.
+    pub fn new(map: ureq::http::HeaderMap) -> Self {
+        let connection = map
+            .get_all("connection")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        ResponseHeaders { map, connection }
+    }
+
+    /// The headers to pass on, repeated ones repeated: all but the hop-by-hop ones and
+    /// `Content-Length`, which reaches the client through the front end's own framing.
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .filter(|(k, _)| {
+                *k != "content-length"
+                    && !is_hop_by_hop(k, &mut self.connection.iter().map(String::as_str))
+            })
+    }
+
+    /// All values of `name`, as received.
+    fn values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+        self.map.get_all(name).into_iter().map(|v| v.as_bytes())
+    }
 }
 
 /// Methods that may be sent twice (RFC 9110 §9.2.2).
@@ -265,8 +293,8 @@ pub struct ProxySettings {
 pub struct Forwarded {
     /// The backend's status.
     pub status: u16,
-    /// End-to-end headers, in order, repeated ones repeated.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The backend's headers; [`ResponseHeaders::end_to_end`] gives the ones to pass on.
+    pub headers: ResponseHeaders,
     /// The body's length when the backend declared one.
     pub content_length: Option<u64>,
     /// The body.
@@ -356,7 +384,7 @@ impl ClientBody<'_> {
 /// A backend's answer to one attempt.
 struct Answer {
     status: u16,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: ResponseHeaders,
     content_length: Option<u64>,
     body: Box<dyn Read + Send>,
 }
@@ -596,15 +624,16 @@ impl Proxy {
         backend: &Backend,
         head: &RequestHead,
         framing: Framing,
-        headers: &[(String, String)],
+        headers: &[HeaderPair<'_>],
         body: &mut ClientBody<'_>,
     ) -> Result<Answer, AttemptError> {
+        // Given as a String, the URI is parsed in place rather than copied.
         let uri = format!("{}{}", backend.url, head.target);
         let mut builder = ureq::http::Request::builder()
             .method(head.method.as_str())
-            .uri(uri.as_str());
+            .uri(uri);
         for (name, value) in headers {
-            builder = builder.header(name.as_str(), value.as_str());
+            builder = builder.header(name.as_ref(), value.as_ref());
         }
         let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
         let agent = self.agent(&backend.url);
@@ -619,17 +648,11 @@ impl Proxy {
         .map_err(classify)?;
         let status = response.status().as_u16();
         let (parts, body) = response.into_parts();
-        let raw: Vec<(String, Vec<u8>)> = parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
-        let chunked = raw
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
+        let headers = ResponseHeaders::new(parts.headers);
+        let chunked = headers.values("transfer-encoding").next().is_some();
         let mut content_length = None;
         if !chunked {
-            for (_, v) in raw.iter().filter(|(k, _)| k == "content-length") {
+            for v in headers.values("content-length") {
                 let n = std::str::from_utf8(v)
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
@@ -645,10 +668,6 @@ impl Proxy {
                 content_length = Some(n);
             }
         }
-        let headers = client_response_headers(&raw)
-            .into_iter()
-            .filter(|(k, _)| k != "content-length")
-            .collect();
         Ok(Answer {
             status,
             headers,
@@ -772,7 +791,7 @@ mod tests {
             ],
         );
         let out = backend_request_headers(&h, Framing::None);
-        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(
             names,
             [
@@ -791,23 +810,29 @@ mod tests {
 
     #[test]
     fn response_headers_drop_hop_by_hop() {
-        let raw: Vec<(String, Vec<u8>)> = [
+        let mut map = ureq::http::HeaderMap::new();
+        for (k, v) in [
             ("content-type", "text/plain"),
             ("connection", "close, x-hop"),
             ("x-hop", "1"),
             ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
             ("set-cookie", "a=1"),
             ("set-cookie", "b=2"),
             ("upgrade", "h2c"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-        .collect();
-        let out: Vec<String> = client_response_headers(&raw)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        assert_eq!(out, ["content-type", "set-cookie", "set-cookie"]);
+        ] {
+            map.append(k, v.parse().unwrap());
+        }
+        let headers = ResponseHeaders::new(map);
+        let out: Vec<(&str, &[u8])> = headers.end_to_end().collect();
+        assert_eq!(
+            out,
+            [
+                ("content-type", &b"text/plain"[..]),
+                ("set-cookie", b"a=1"),
+                ("set-cookie", b"b=2")
+            ]
+        );
     }
 
     #[test]

@@ -485,9 +485,9 @@ fn relay(
 ) -> u64 {
     let headers: Vec<tiny_http::Header> = fwd
         .headers
-        .iter()
+        .end_to_end()
         .filter_map(|(k, v)| {
-            let h = tiny_http::Header::from_bytes(k.as_bytes(), v.as_slice()).ok();
+            let h = tiny_http::Header::from_bytes(k.as_bytes(), v).ok();
             if h.is_none() {
                 log::warn!("dropped a response header tiny_http cannot send: {k}");
             }
