@@ -654,7 +654,7 @@ mod tests {
             duration_sum: 0.25,
             duration_count: 6,
             retries: 1,
-            rejections: vec![("queue_full", 2)],
+            rejections: vec![("queue_timeout", 2)],
             refused: vec![("denied", 1), ("rate_limited", 0)],
             bans: vec![("192.0.2.7".parse().unwrap(), 12)],
             backends: vec![(snapshot("a\"b\\c\nd:1"), f64::INFINITY)],
@@ -689,7 +689,7 @@ mod tests {
         assert_eq!(v["responses_total"], 6);
         assert_eq!(v["responses"]["503"], 1);
         assert_eq!(v["request_duration"]["count"], 6);
-        assert_eq!(v["rejections"]["queue_full"], 2);
+        assert_eq!(v["rejections"]["queue_timeout"], 2);
         assert_eq!(v["filter"]["refused"]["denied"], 1);
         assert_eq!(v["filter"]["bans"][0]["client"], "192.0.2.7");
         assert_eq!(v["filter"]["bans"][0]["seconds_left"], 12);

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::filter::{self, FilterConfig};
+use crate::http::Limits;
 
 /// The config file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";
@@ -168,15 +169,32 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Worker threads that forward requests. Default 64.
     pub workers: usize,
-    /// Requests waiting for a worker before new ones get 503. Default 1024.
-    pub queue: usize,
     /// Time allowed to open a TCP connection to a backend. Default 2 s.
     pub connect_timeout: Duration,
     /// Time allowed for a backend's response head, and between reads of its body. Default 30 s.
     pub response_timeout: Duration,
-    /// Longest a client connection may sit without sending (idle keep-alive, slow headers or
-    /// body) or without taking our data. Default 60 s.
+    /// Most requests waiting for a worker; beyond that, 503 at once. `None` (the default): one
+    /// per connection, so a request waits up to `queue_timeout` instead.
+    pub queue: Option<usize>,
+    /// Longest a client connection may wait for the first byte of a request (new or idle
+    /// keep-alive), and longest one read of a request body or one write of an answer may
+    /// stall. Default 60 s.
     pub client_timeout: Duration,
+    /// Longest from the first byte of a request head to its end; slower gets 408. Default 10 s
+    /// (HAProxy `timeout http-request`).
+    pub head_timeout: Duration,
+    /// Longest a complete request waits for a worker; then 503. Default 5 s (HAProxy
+    /// `timeout queue`).
+    pub queue_timeout: Duration,
+    /// Longest request line; longer gets 414. Default 8 KiB.
+    pub max_request_line: usize,
+    /// Largest request head; larger gets 431. Default 16 KiB.
+    pub max_head: usize,
+    /// Most header fields in a request; more gets 431. Default 100.
+    pub max_headers: usize,
+    /// Most client connections at once; `None` derives it from the descriptor limit (see
+    /// [`crate::http::limits::default_max_connections`]).
+    pub max_connections: Option<usize>,
     /// Extra attempts on other backends when that is safe. Default 2.
     pub retries: u32,
     /// Retries allowed as a percentage of requests. Default 20.
@@ -201,15 +219,22 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        let front = Limits::default();
         Config {
             listen: "0.0.0.0:8080".into(),
             admin: Some("127.0.0.1:9090".into()),
             admin_token: None,
             workers: 64,
-            queue: 1024,
+            queue: None,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(30),
-            client_timeout: Duration::from_secs(60),
+            client_timeout: front.client_timeout,
+            head_timeout: front.head_timeout,
+            queue_timeout: front.queue_timeout,
+            max_request_line: front.max_request_line,
+            max_head: front.max_head,
+            max_headers: front.max_headers,
+            max_connections: None,
             retries: 2,
             retry_budget_percent: 20,
             health: HealthConfig::default(),
@@ -370,12 +395,22 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
             }
         }
         "workers" => config.workers = parse_count(one("workers")?, "workers", 1, 4096)? as usize,
-        "queue" => config.queue = parse_count(one("queue")?, "queue", 1, 1_000_000)? as usize,
+        "queue" => {
+            let w = one("queue")?;
+            config.queue = if w == "off" {
+                None
+            } else {
+                Some(parse_count(w, "queue", 1, 10_000_000)? as usize)
+            };
+        }
         "timeouts" => {
             if words.is_empty() {
-                return Err("timeouts takes connect=, response= and/or client= durations".into());
+                return Err(
+                    "timeouts takes connect=, response=, client=, head= and/or queue= durations"
+                        .into(),
+                );
             }
-            for (k, v) in pairs(words, &["connect", "response", "client"])? {
+            for (k, v) in pairs(words, &["connect", "response", "client", "head", "queue"])? {
                 let d = parse_duration(v)?;
                 if d.is_zero() {
                     return Err(format!("{k} timeout must be more than zero"));
@@ -383,11 +418,44 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                 match k {
                     "connect" => config.connect_timeout = d,
                     "response" => config.response_timeout = d,
+                    "head" => config.head_timeout = d,
+                    "queue" => config.queue_timeout = d,
                     _ if d < Duration::from_secs(1) => {
                         return Err("client timeout must be at least 1s".into())
                     }
                     _ => config.client_timeout = d,
                 }
+            }
+        }
+        "limits" => {
+            if words.is_empty() {
+                return Err(format!(
+                    "expected one or more of {}",
+                    LIMITS.map(|k| format!("{k}=")).join(", ")
+                ));
+            }
+            // Check every name against the whole list first, so the error lists them all.
+            pairs(words, &LIMITS)?;
+            let (front, filtering): (Vec<&str>, Vec<&str>) = words
+                .iter()
+                .partition(|w| FRONT_LIMITS.iter().any(|k| w.starts_with(&format!("{k}="))));
+            for (k, v) in pairs(&front, &FRONT_LIMITS)? {
+                match k {
+                    "max_request_line" => {
+                        config.max_request_line = parse_size_in(v, k, 256, 1 << 20)?
+                    }
+                    "max_head" => config.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
+                    "max_headers" => {
+                        config.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize
+                    }
+                    _ => {
+                        config.max_connections =
+                            Some(parse_count(v, "max_connections", 1, 10_000_000)? as usize)
+                    }
+                }
+            }
+            if !filtering.is_empty() {
+                config.filter.apply_line("limits", &filtering)?;
             }
         }
         "retries" => {
@@ -472,6 +540,36 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         _ => return Err(format!("unknown setting {key:?}")),
     }
     Ok(())
+}
+
+/// Names the `limits` key takes: the front end's and the filter's.
+const LIMITS: [&str; 7] = [
+    "max_request_line",
+    "max_head",
+    "max_headers",
+    "max_connections",
+    "max_target",
+    "max_body",
+    "max_clients",
+];
+
+/// Of [`LIMITS`], the front end's.
+const FRONT_LIMITS: [&str; 4] = [
+    "max_request_line",
+    "max_head",
+    "max_headers",
+    "max_connections",
+];
+
+/// Parses a size in `min..=max` bytes; errors name `what`.
+fn parse_size_in(s: &str, what: &str, min: u64, max: u64) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if !(min..=max).contains(&n) {
+        return Err(format!(
+            "{what} must be between {min} and {max} bytes, not {s}"
+        ));
+    }
+    Ok(n as usize)
 }
 
 /// Keys that may appear on more than one line.
@@ -574,7 +672,9 @@ OPTIONS:
     --backend URL[,weight=N] a backend, repeatable; replaces the file's backends
                              (default http://localhost:8081..8083, weight 1)
     --workers N              worker threads (default 64)
-    --queue N                requests waiting for a worker before 503 (default 1024)
+    --queue N|off            most requests waiting for a worker before 503 at once
+                             (default off: one per connection; each waits up to
+                             `timeouts queue=`, default 5s)
     --connect-timeout DUR    backend connect timeout (default 2s)
     --response-timeout DUR   backend response timeout (default 30s)
     --access-log on|off      one log line per request (default on)
@@ -660,7 +760,11 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                 config.workers = parse_count(&value, "workers", 1, 4096).map_err(e)? as usize
             }
             "--queue" => {
-                config.queue = parse_count(&value, "queue", 1, 1_000_000).map_err(e)? as usize
+                config.queue = if value == "off" {
+                    None
+                } else {
+                    Some(parse_count(&value, "queue", 1, 10_000_000).map_err(e)? as usize)
+                }
             }
             "--connect-timeout" | "--response-timeout" => {
                 let d = parse_duration(&value).map_err(e)?;

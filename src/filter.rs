@@ -63,7 +63,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::config::{pairs, parse_count, parse_duration, parse_size};
-use crate::proxy::{Framing, Refusal, RequestHead};
+use crate::http::{Framing, Refusal, RequestHead};
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
@@ -1581,7 +1581,8 @@ deny_path   /.git /admin
         assert!(err("limits max_target=8KB\n").starts_with("lb.conf:1: limits: bad size"));
         assert!(err("limits max_target=0B\n").contains("at least 1B"));
         assert!(err("limits max_clients=0\n").contains("max_clients must be a whole number"));
-        assert!(err("limits\n").contains("expected max_target"));
+        assert!(err("limits\n").contains("expected one or more of max_request_line=, "));
+        assert!(err("limits\n").contains("max_target="));
         assert!(err("limits max_body=1KiB\nlimits max_target=1KiB\n").contains("given twice"));
         assert!(err("deny_method G@T\n").contains("\"G@T\" is not a method name"));
         assert!(err("deny_method\n").contains("expected one or more methods"));

@@ -8,7 +8,8 @@
 //! ```
 //!
 //! See `DESIGN.md`'s module map: [`config`] reads settings, [`pool`] picks backends by smooth
-//! weighted round-robin, [`proxy`] forwards one request, [`server`] is the tiny_http front end.
+//! weighted round-robin, [`proxy`] forwards one request, [`http`] is the front end (a poller
+//! thread and a worker pool) and [`server`] connects the two.
 
 pub mod admin;
 pub mod backend;
@@ -17,23 +18,22 @@ pub mod clock;
 pub mod config;
 pub mod filter;
 pub mod health;
+pub mod http;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod percent;
-pub mod polling;
 pub mod pool;
 pub mod proxy;
 pub mod resolver;
 pub mod retry;
 pub mod server;
-pub mod sockets;
 pub mod transport;
-pub mod watchdog;
 pub mod weights;
+pub mod yielding;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,12 +45,13 @@ use parking_lot::{Mutex, RwLock};
 use backend::{Backend, Resilience};
 use clock::{Clock, SystemClock};
 use filter::Filter;
+use http::limits::{default_max_connections, descriptor_limit};
 use maintenance::{Maintainer, Maintenance, MaintenanceSettings};
 use metrics::Metrics;
 use pool::Pool;
 use proxy::{Proxy, ProxySettings};
 use retry::RetryBudget;
-use server::{Front, FrontSettings};
+use server::{AdminPages, Balancing, ADMIN_WORKERS};
 
 /// Starts balancers.
 #[derive(Debug)]
@@ -131,8 +132,27 @@ impl Shared {
             ("workers", new.workers != current.workers),
             ("queue", new.queue != current.queue),
             (
-                "client timeout",
-                new.client_timeout != current.client_timeout,
+                "timeouts client=, head= or queue=",
+                (new.client_timeout, new.head_timeout, new.queue_timeout)
+                    != (
+                        current.client_timeout,
+                        current.head_timeout,
+                        current.queue_timeout,
+                    ),
+            ),
+            (
+                "limits max_request_line=, max_head=, max_headers= or max_connections=",
+                (
+                    new.max_request_line,
+                    new.max_head,
+                    new.max_headers,
+                    new.max_connections,
+                ) != (
+                    current.max_request_line,
+                    current.max_head,
+                    current.max_headers,
+                    current.max_connections,
+                ),
             ),
             (
                 "admin",
@@ -147,6 +167,12 @@ impl Shared {
         new.workers = current.workers;
         new.queue = current.queue;
         new.client_timeout = current.client_timeout;
+        new.head_timeout = current.head_timeout;
+        new.queue_timeout = current.queue_timeout;
+        new.max_request_line = current.max_request_line;
+        new.max_head = current.max_head;
+        new.max_headers = current.max_headers;
+        new.max_connections = current.max_connections;
         new.admin = current.admin.clone();
         new.admin_token = current.admin_token.clone();
 
@@ -266,27 +292,48 @@ impl Balancer {
             loader,
             reloading: Mutex::new(()),
         });
-        let front = Front::start(
-            &config.listen,
+        let limits = front_limits(&config);
+        let balancing = Balancing {
             proxy,
-            FrontSettings {
-                workers: config.workers,
-                queue: config.queue,
-                client_timeout: config.client_timeout,
-                access_log: Arc::clone(&shared.access_log),
-                filter: Arc::clone(&shared.filter),
-                metrics: Arc::clone(&metrics),
-            },
+            filter: Arc::clone(&shared.filter),
+            metrics: Arc::clone(&metrics),
+            access_log: Arc::clone(&shared.access_log),
+        };
+        let front = http::Server::start(
+            bind(&config.listen, "")?,
+            config.workers,
+            limits,
+            "worker",
+            Arc::new(balancing),
         )?;
         *shared.queue_depth.write() = Some(front.queue_depth_fn());
+        log::info!(
+            "listening on {} with {} workers, up to {} connections",
+            front.addr(),
+            config.workers,
+            limits.max_connections
+        );
         for b in pool.backends() {
             log::info!("backend {} weight {}", b.name, b.weight());
         }
         let admin = match &config.admin {
             Some(addr) => {
-                let view = Arc::clone(&shared);
-                let handler = move |request: &admin::AdminRequest| admin::handle(&view, request);
-                Some(server::AdminServer::start(addr, Arc::new(handler))?)
+                let pages = AdminPages {
+                    shared: Arc::clone(&shared),
+                };
+                let limits = http::Limits {
+                    max_connections: ADMIN_CONNECTIONS,
+                    ..limits
+                };
+                let server = http::Server::start(
+                    bind(addr, "admin ")?,
+                    ADMIN_WORKERS,
+                    limits,
+                    "admin",
+                    Arc::new(pages),
+                )?;
+                log::info!("admin listening on {}", server.addr());
+                Some(server)
             }
             None => None,
         };
@@ -306,11 +353,39 @@ impl Balancer {
     }
 }
 
+/// Most connections to the admin listener at once. 256.
+const ADMIN_CONNECTIONS: usize = 256;
+
+/// How long a shutdown waits for admin requests in flight. 1 s.
+const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Binds `addr`; the error names what it was for (`what`: "" or "admin ").
+fn bind(addr: &str, what: &str) -> io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {what}{addr}: {e}")))
+}
+
+/// The front end's limits from `config`.
+pub fn front_limits(config: &Config) -> http::Limits {
+    http::Limits {
+        max_request_line: config.max_request_line,
+        max_head: config.max_head,
+        max_headers: config.max_headers,
+        head_timeout: config.head_timeout,
+        client_timeout: config.client_timeout,
+        queue_timeout: config.queue_timeout,
+        max_queue: config.queue,
+        max_connections: config
+            .max_connections
+            .unwrap_or_else(|| default_max_connections(descriptor_limit(), config.workers)),
+    }
+}
+
 /// A running balancer.
 pub struct Running {
-    front: Front,
+    front: http::Server,
     shared: Arc<Shared>,
-    admin: Option<server::AdminServer>,
+    admin: Option<http::Server>,
     maintenance: Maintenance,
 }
 
@@ -364,7 +439,7 @@ impl Running {
         drop(self.maintenance);
         let drained = self.front.shutdown(drain);
         if let Some(a) = self.admin {
-            a.stop();
+            a.shutdown(ADMIN_DRAIN);
         }
         log::info!("stopped");
         drained

@@ -22,6 +22,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
+    // Like nginx and HAProxy: the soft limit (often 1024) would cap the connections long before
+    // the system does.
+    match loadbalancer::http::limits::raise_descriptor_limit() {
+        Ok((before, after)) if after > before => {
+            log::debug!("descriptor limit raised from {before} to {after}")
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("cannot raise the descriptor limit: {e}"),
+    }
     if let Some(file) = &cli.config.source {
         log::info!("config from {}", file.display());
     }

@@ -20,22 +20,28 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 /// Why the balancer answered a request itself without asking a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejection {
-    /// The worker queue was full (503).
+    /// The queue of requests waiting for a worker was full (`queue N`; 503).
     QueueFull,
+    /// The request waited longer than `timeouts queue=` for a worker (503).
+    QueueTimeout,
     /// Shutting down (503).
     ShuttingDown,
-    /// The request's framing or shape was refused (400/405).
+    /// The request's head, framing or shape was refused (400, 405, 414, 431, 505).
     BadRequest,
+    /// The request head did not arrive within `timeouts head=` (408).
+    HeadTimeout,
     /// No backend was available (503).
     NoBackend,
 }
 
 impl Rejection {
     /// Every reason, in a stable order.
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 6] = [
         Rejection::QueueFull,
+        Rejection::QueueTimeout,
         Rejection::ShuttingDown,
         Rejection::BadRequest,
+        Rejection::HeadTimeout,
         Rejection::NoBackend,
     ];
 
@@ -43,8 +49,10 @@ impl Rejection {
     pub fn label(self) -> &'static str {
         match self {
             Rejection::QueueFull => "queue_full",
+            Rejection::QueueTimeout => "queue_timeout",
             Rejection::ShuttingDown => "shutting_down",
             Rejection::BadRequest => "bad_request",
+            Rejection::HeadTimeout => "head_timeout",
             Rejection::NoBackend => "no_backend",
         }
     }
@@ -68,7 +76,7 @@ pub struct Metrics {
     duration_sum_us: AtomicU64,
     /// Extra attempts made on another backend.
     retries: AtomicU64,
-    rejections: [AtomicU64; 4],
+    rejections: [AtomicU64; Rejection::ALL.len()],
     /// Samples of (time, per-backend (id, requests)) once a second, for the share window.
     window: Mutex<VecDeque<Sample>>,
 }
@@ -238,7 +246,7 @@ mod tests {
         m.record_response(200, Duration::from_millis(30));
         m.record_response(503, Duration::from_secs(20));
         m.record_response(42, Duration::ZERO); // out of range: ignored, never a panic
-        m.record_rejection(Rejection::QueueFull);
+        m.record_rejection(Rejection::QueueTimeout);
         m.record_retries(2);
         assert_eq!(m.responses_by_status(), [(200, 2), (503, 1)]);
         let (buckets, sum, count) = m.duration_histogram();
@@ -247,7 +255,7 @@ mod tests {
         assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, 4));
         assert_eq!(count, 4);
         assert!((sum - 20.0305).abs() < 1e-6);
-        assert_eq!(m.rejections()[0], ("queue_full", 1));
+        assert_eq!(m.rejections()[1], ("queue_timeout", 1));
         assert_eq!(m.retries(), 2);
     }
 

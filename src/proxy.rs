@@ -1,8 +1,8 @@
 //! Forwarding one request: the HTTP rules a proxy must keep, retries, and error mapping.
 //!
-//! This file works on the balancer's own small request view ([`RequestHead`]) and plain
-//! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` adapts the
-//! front end to it.
+//! This file works on the front end's parsed request head ([`RequestHead`]) and plain
+//! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` connects it
+//! to the front end (`http/`).
 //!
 //! What it guarantees (RFC 9110 / 9112):
 //! - Transparency: method, request target (byte for byte), Host and end-to-end headers, repeated
@@ -14,7 +14,7 @@
 //! - `X-Forwarded-For` gets the client's address appended; `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set.
 //! - A request with both `Content-Length` and `Transfer-Encoding`, or a bad `Content-Length`, is
-//!   refused with 400 and never forwarded.
+//!   refused with 400 and never forwarded (by the front end, `http::parse`).
 //! - Retries go to a backend not yet tried: always when the request never reached a backend
 //!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
 //!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
@@ -22,7 +22,6 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
-use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,84 +29,11 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use crate::backend::{Backend, InFlight};
+use crate::http::{Framing, Refusal, RequestHead};
 use crate::pool::{Availability, Pool};
 use crate::resolver::CachingResolver;
 use crate::retry::RetryBudget;
 use crate::transport::BackendConnector;
-
-/// The parts of a client request that forwarding needs. Header names keep the client's spelling.
-#[derive(Clone, Debug)]
-pub struct RequestHead {
-    /// Method, e.g. `GET`.
-    pub method: String,
-    /// Request target exactly as the client sent it, e.g. `/a/b?x=1`.
-    pub target: String,
-    /// True for an HTTP/1.0 request.
-    pub http10: bool,
-    /// Headers in the order received, repeated ones repeated.
-    pub headers: Vec<(String, String)>,
-    /// The client's address (the TCP peer).
-    pub client: IpAddr,
-}
-
-impl RequestHead {
-    /// All values of header `name` (case-insensitive), in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// How the request body is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// No body.
-    None,
-    /// `Content-Length: n` (n > 0).
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
-
-/// An answer the balancer gives itself: status, a short plain-text reason, maybe `Retry-After`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// HTTP status.
-    pub status: u16,
-    /// Short reason, sent as the plain-text body.
-    pub reason: String,
-    /// Seconds for a `Retry-After` header (429 and 503).
-    pub retry_after: Option<u32>,
-}
-
-impl Refusal {
-    /// A refusal without `Retry-After`.
-    pub fn new(status: u16, reason: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            reason: reason.into(),
-            retry_after: None,
-        }
-    }
-
-    /// A refusal with `Retry-After: seconds`.
-    pub fn retry_after(status: u16, reason: impl Into<String>, seconds: u32) -> Refusal {
-        Refusal {
-            retry_after: Some(seconds),
-            ..Refusal::new(status, reason)
-        }
-    }
-}
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -131,56 +57,21 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
         || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
 }
 
-/// Checks a request's framing and shape before anything is forwarded. Refuses request
-/// smuggling (both `Content-Length` and `Transfer-Encoding`, conflicting or malformed lengths,
-/// transfer codings other than `chunked`), a missing or repeated `Host` on HTTP/1.1, and methods
-/// a load balancer does not forward (`CONNECT`).
-pub fn check_request(head: &RequestHead) -> Result<Framing, Refusal> {
-    let bad = |reason: &str| Err(Refusal::new(400, reason));
+/// Refuses what a load balancer does not forward: `CONNECT` (405), the asterisk form
+/// `OPTIONS *` and any target that is not a path (400). The front end has already checked the
+/// head's framing and `Host` (see `http::parse`).
+pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Refusal::new(405, "CONNECT is not supported"));
     }
     if head.target == "*" {
         // ureq cannot send the asterisk form; nginx refuses it too.
-        return bad("OPTIONS * is not supported");
+        return Err(Refusal::new(400, "OPTIONS * is not supported"));
     }
     if !head.target.starts_with('/') {
-        return bad("request target must be a path");
+        return Err(Refusal::new(400, "request target must be a path"));
     }
-    let hosts = head.header_values("host").count();
-    if hosts > 1 || (hosts == 0 && !head.http10) {
-        return bad("exactly one Host header is required");
-    }
-    let te: Vec<&str> = head.header_values("transfer-encoding").collect();
-    let lengths: Vec<&str> = head.header_values("content-length").collect();
-    if !te.is_empty() {
-        if !lengths.is_empty() {
-            return bad("both Content-Length and Transfer-Encoding");
-        }
-        if te.len() != 1 || !te[0].trim().eq_ignore_ascii_case("chunked") {
-            return bad("unsupported Transfer-Encoding");
-        }
-        if head.http10 {
-            return bad("Transfer-Encoding in an HTTP/1.0 request");
-        }
-        return Ok(Framing::Chunked);
-    }
-    let mut length: Option<u64> = None;
-    for value in lengths.iter().flat_map(|v| v.split(',')) {
-        let v = value.trim();
-        let n = match v.parse::<u64>() {
-            Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return bad("invalid Content-Length"),
-        };
-        if length.is_some_and(|l| l != n) {
-            return bad("conflicting Content-Length values");
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        None | Some(0) => Framing::None,
-        Some(n) => Framing::Length(n),
-    })
+    Ok(())
 }
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
@@ -722,55 +613,16 @@ mod tests {
     }
 
     #[test]
-    fn framing_rules() {
-        let h = |hs: &[(&str, &str)]| check_request(&head("POST", hs));
-        assert_eq!(h(&[("Host", "a")]), Ok(Framing::None));
-        assert_eq!(
-            h(&[("Host", "a"), ("Content-Length", "0")]),
-            Ok(Framing::None)
-        );
-        assert_eq!(
-            h(&[("Host", "a"), ("Content-Length", "12")]),
-            Ok(Framing::Length(12))
-        );
-        assert_eq!(
-            h(&[
-                ("Host", "a"),
-                ("Content-Length", "12"),
-                ("content-length", "12")
-            ]),
-            Ok(Framing::Length(12))
-        );
-        assert_eq!(
-            h(&[("Host", "a"), ("Transfer-Encoding", "chunked")]),
-            Ok(Framing::Chunked)
-        );
-        for bad in [
-            vec![
-                ("Host", "a"),
-                ("Content-Length", "5"),
-                ("Transfer-Encoding", "chunked"),
-            ],
-            vec![
-                ("Host", "a"),
-                ("Content-Length", "5"),
-                ("Content-Length", "6"),
-            ],
-            vec![("Host", "a"), ("Content-Length", "-5")],
-            vec![("Host", "a"), ("Content-Length", "+5")],
-            vec![("Host", "a"), ("Content-Length", "99999999999999999999999")],
-            vec![("Host", "a"), ("Transfer-Encoding", "gzip, chunked")],
-            vec![],
-            vec![("Host", "a"), ("Host", "b")],
-        ] {
-            assert_eq!(h(&bad).unwrap_err().status, 400, "{bad:?}");
-        }
-        assert_eq!(
-            check_request(&head("CONNECT", &[("Host", "a")]))
-                .unwrap_err()
-                .status,
-            405
-        );
+    fn connect_asterisk_and_non_path_targets_are_refused() {
+        assert_eq!(check_request(&head("GET", &[("Host", "a")])), Ok(()));
+        let status = |h: RequestHead| check_request(&h).unwrap_err().status;
+        assert_eq!(status(head("CONNECT", &[("Host", "a")])), 405);
+        let mut h = head("OPTIONS", &[("Host", "a")]);
+        h.target = "*".into();
+        assert_eq!(status(h), 400);
+        let mut h = head("GET", &[("Host", "a")]);
+        h.target = "http://a/x".into();
+        assert_eq!(status(h), 400);
     }
 
     #[test]

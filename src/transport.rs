@@ -15,7 +15,7 @@
 //!
 //! **Waiting for the answer.** A read first looks a few times without blocking, yielding in
 //! between, and sleeps in a blocking read only if the answer has not come (see
-//! [`crate::polling`]).
+//! [`crate::yielding`]).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -28,7 +28,7 @@ use ureq::unversioned::transport::{
 };
 use ureq::Timeout;
 
-use crate::polling::poll_yielding;
+use crate::yielding::poll_yielding;
 
 /// Socket timeouts are rounded up to a multiple of this. 10 ms.
 pub const TIMEOUT_GRANULARITY: Duration = Duration::from_millis(10);
@@ -148,7 +148,7 @@ impl fmt::Debug for BackendTransport {
 
 impl BackendTransport {
     /// Reads into the input buffer: a few non-blocking looks first (the answer of a nearby
-    /// backend often comes within microseconds; see `polling`), then a blocking read.
+    /// backend often comes within microseconds; see `yielding`), then a blocking read.
     fn read_some(&mut self) -> io::Result<usize> {
         let stream = &*self.stream;
         let buf = self.buffers.input_append_buf();

@@ -18,7 +18,7 @@ fn help_exits_zero_and_lists_every_option_with_its_default() {
         ("--listen", Some("0.0.0.0:8080")),
         ("--backend", Some("http://localhost:8081")),
         ("--workers", Some("64")),
-        ("--queue", Some("1024")),
+        ("--queue", Some("off")),
         ("--connect-timeout", Some("2s")),
         ("--response-timeout", Some("30s")),
         ("--access-log", Some("on")),

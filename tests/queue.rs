@@ -45,7 +45,7 @@ fn full_queue_gets_503_with_retry_after_immediately() {
     };
     let lb = Lb::start(&[(&backend, 1)], |c| {
         c.workers = 1;
-        c.queue = 1;
+        c.queue = Some(1);
     });
 
     // The one worker is busy once the backend holds a request.

@@ -1,4 +1,4 @@
-//! Looking a few more times before going to sleep (see [`poll_yielding`]).
+//! Looking a few more times, yielding, before going to sleep (see [`poll_yielding`]).
 
 use std::thread;
 
@@ -13,19 +13,17 @@ pub const LOOKS_BEFORE_SLEEP: usize = 4;
 /// there takes 17 µs per round trip between two threads on one CPU and 121 µs across two,
 /// where a yield with other work waiting is one switch and with none is a plain system call.
 /// crossbeam's channels wait the same way (spin, then yield, then sleep), which is why the
-/// workers' wait for a job was already cheap. Used where the balancer waits for something that
-/// usually comes within microseconds under load:
-/// - the acceptor waiting for tiny_http's next request (`server.rs`),
-/// - a worker waiting for a backend's answer (`transport.rs`).
+/// workers' wait for a job was already cheap. Used where a worker waits for something that
+/// usually comes within microseconds under load: a backend's answer (`transport.rs`).
 ///
 /// Measured under `wrk -c50` against three nginx backends (2 cores): voluntary context switches
-/// per request went from 0.59 to 0.00 in the acceptor and from 1.18 to 0.27 in the workers, and
-/// CPU per request fell by about 13 % (median of 8 alternating runs; README, Performance).
+/// per request in the workers went from 1.18 to 0.27, and CPU per request fell by about 13 %
+/// (median of 8 alternating runs; docs/PERFORMANCE.md).
 ///
-/// Example: the acceptor finds tiny_http's queue empty and yields; a connection thread parses
-/// a request and queues it; the acceptor's second look takes it. Had nothing come by the fourth
-/// look, the acceptor would block in `recv` as before: an idle balancer makes four extra
-/// system calls per wait, not a busy loop.
+/// Example: a worker has sent a request to a backend nearby and finds nothing to read yet; it
+/// yields, the backend answers, and the second look reads the answer. Had nothing come by the
+/// fourth look, the worker would block in `recv`: an idle wait costs four extra system calls,
+/// not a busy loop.
 pub fn poll_yielding<T>(mut look: impl FnMut() -> Option<T>) -> Option<T> {
     for i in 0..LOOKS_BEFORE_SLEEP {
         if i > 0 {

@@ -1,0 +1,308 @@
+//! Decoding a chunked request body (RFC 9112 §7.1).
+//!
+//! ```text
+//! 5\r\nhello\r\n        a chunk: its size in hex, the line end, the data, the line end
+//! 6;ext=1\r\n world\r\n  extensions after `;` are allowed and ignored
+//! 0\r\n                 the last chunk
+//! Trailer: x\r\n        trailer fields (dropped: the balancer does not forward trailers)
+//! \r\n                  the end
+//! ```
+//! decodes to `hello world`.
+//!
+//! Strict where lenience has been a request-smuggling vector: every line ends in CRLF (a bare
+//! LF is an error), a size is 1 to 16 hex digits (no sign, no `0x`, no overflow), only spaces
+//! or tabs may stand between the size and `;`, and the data must be followed by exactly CRLF.
+//! A size line over [`MAX_LINE`] bytes or trailers over [`MAX_TRAILERS`] bytes are errors too,
+//! so a client cannot make the balancer buffer without limit.
+
+use std::io::{self, BufRead};
+
+/// Longest chunk-size line, extensions included. 4 KiB.
+pub const MAX_LINE: usize = 4 << 10;
+
+/// Most bytes of trailer fields. 16 KiB (the head limit's default).
+pub const MAX_TRAILERS: usize = 16 << 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, with this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk, reading trailer lines; this many trailer bytes so far.
+    Trailers(usize),
+    /// The body ended.
+    Done,
+}
+
+/// Decodes a chunked body read from a `BufRead` it is handed on each call (so that the source,
+/// a client connection, stays free between reads), stopping at the body's end: what follows it
+/// (a pipelined request) is left in the source.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: State,
+    line: Vec<u8>,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("bad chunked body: {why}"),
+    )
+}
+
+impl ChunkedDecoder {
+    /// A decoder at the start of a chunked body.
+    pub fn new() -> Self {
+        ChunkedDecoder {
+            state: State::Size,
+            line: Vec::new(),
+        }
+    }
+
+    /// True once the last chunk and the trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Reads one CRLF-terminated line of at most `max` bytes into `self.line`, without the CRLF.
+    fn read_line(&mut self, inner: &mut impl BufRead, max: usize) -> io::Result<()> {
+        self.line.clear();
+        loop {
+            let buf = inner.fill_buf()?;
+            if buf.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed inside a chunked body",
+                ));
+            }
+            let (take, found) = match buf.iter().position(|&b| b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (buf.len(), false),
+            };
+            if self.line.len() + take > max {
+                return Err(invalid("line too long"));
+            }
+            self.line.extend_from_slice(&buf[..take]);
+            inner.consume(take);
+            if found {
+                return match self.line.strip_suffix(b"\r\n") {
+                    Some(content) => {
+                        let len = content.len();
+                        self.line.truncate(len);
+                        Ok(())
+                    }
+                    None => Err(invalid("line not ended by CRLF")),
+                };
+            }
+        }
+    }
+}
+
+/// Parses a chunk-size line (without its CRLF): hex digits, then optionally spaces or tabs
+/// and `;` extensions.
+fn parse_size(line: &[u8]) -> io::Result<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(invalid("bad chunk size"));
+    }
+    let rest = &line[digits..];
+    let after_ws = rest.iter().position(|&b| b != b' ' && b != b'\t');
+    match after_ws.map(|i| rest[i]) {
+        None | Some(b';') => {}
+        Some(_) => return Err(invalid("bad chunk size")),
+    }
+    if line.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+        return Err(invalid("control character in a chunk extension"));
+    }
+    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("bad chunk size"))?;
+    u64::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))
+}
+
+impl ChunkedDecoder {
+    /// Reads decoded data from `inner` into `out`; `Ok(0)` once the body has ended.
+    pub fn read(&mut self, inner: &mut impl BufRead, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.state {
+                State::Done => return Ok(0),
+                State::Size => {
+                    self.read_line(inner, MAX_LINE)?;
+                    let n = parse_size(&self.line)?;
+                    self.state = if n == 0 {
+                        State::Trailers(0)
+                    } else {
+                        State::Data(n)
+                    };
+                }
+                State::Data(left) => {
+                    if out.is_empty() {
+                        return Ok(0);
+                    }
+                    let buf = inner.fill_buf()?;
+                    if buf.is_empty() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "client closed inside a chunk",
+                        ));
+                    }
+                    let n = buf
+                        .len()
+                        .min(out.len())
+                        .min(left.min(usize::MAX as u64) as usize);
+                    out[..n].copy_from_slice(&buf[..n]);
+                    inner.consume(n);
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                    return Ok(n);
+                }
+                State::DataEnd => {
+                    self.read_line(inner, 2)?;
+                    if !self.line.is_empty() {
+                        return Err(invalid("chunk data longer than its size"));
+                    }
+                    self.state = State::Size;
+                }
+                State::Trailers(seen) => {
+                    self.read_line(inner, MAX_TRAILERS - seen)?;
+                    let seen = seen + self.line.len() + 2;
+                    if self.line.is_empty() {
+                        self.state = State::Done;
+                    } else if seen >= MAX_TRAILERS {
+                        return Err(invalid("trailers too large"));
+                    } else {
+                        self.state = State::Trailers(seen);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Decodes `wire` fed `step` bytes at a time; returns the data and what was left after
+    /// the body.
+    fn decode(wire: &[u8], step: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        struct Trickle<'a> {
+            data: &'a [u8],
+            pos: usize,
+            step: usize,
+        }
+        impl Read for Trickle<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                let n = self.step.min(out.len()).min(self.data.len() - self.pos);
+                out[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+                self.pos += n;
+                Ok(n)
+            }
+        }
+        let mut source = io::BufReader::with_capacity(
+            step.max(1),
+            Trickle {
+                data: wire,
+                pos: 0,
+                step,
+            },
+        );
+        let mut decoder = ChunkedDecoder::new();
+        let mut data = Vec::new();
+        let mut piece = [0u8; 7];
+        loop {
+            let n = decoder.read(&mut source, &mut piece)?;
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&piece[..n]);
+        }
+        assert!(decoder.is_done());
+        let mut rest = Vec::new();
+        source.read_to_end(&mut rest)?;
+        Ok((data, rest))
+    }
+
+    #[test]
+    fn decodes_the_example_at_any_read_size() {
+        let wire = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1\r\n";
+        for step in 1..wire.len() {
+            let (data, rest) = decode(wire, step).unwrap();
+            assert_eq!(data, b"hello world", "step {step}");
+            assert_eq!(rest, b"GET / HTTP/1.1\r\n", "step {step}");
+        }
+        let (data, _) = decode(b"A \t;x\r\n0123456789\r\n0\r\n\r\n", 3).unwrap();
+        assert_eq!(data, b"0123456789");
+    }
+
+    #[test]
+    fn refuses_what_could_be_read_two_ways() {
+        for bad in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"-5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"\r\n",
+            b"11111111111111111\r\n",
+            b"5;a\0b\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nTrailer: x\n\r\n",
+        ] {
+            let e = decode(bad, 64).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                io::ErrorKind::InvalidData,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn an_early_end_is_an_unexpected_eof() {
+        for cut in [
+            &b"5\r\nhel"[..],
+            b"5\r\nhello\r\n",
+            b"5\r\nhello\r\n0\r\n",
+            b"5",
+        ] {
+            let e = decode(cut, 64).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{cut:?}");
+        }
+    }
+
+    #[test]
+    fn long_lines_and_trailers_are_refused() {
+        let long_ext = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(MAX_LINE));
+        assert_eq!(
+            decode(long_ext.as_bytes(), 512).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let trailers: String = (0..2000).map(|i| format!("T{i}: vvvvvvvv\r\n")).collect();
+        let wire = format!("0\r\n{trailers}\r\n");
+        assert_eq!(
+            decode(wire.as_bytes(), 512).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // The largest size parses; the body then ends early.
+        let max = format!("{}\r\n", "f".repeat(16));
+        assert_eq!(
+            decode(max.as_bytes(), 64).unwrap_err().kind(),
+            io::ErrorKind::UnexpectedEof
+        );
+    }
+}

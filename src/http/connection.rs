@@ -1,0 +1,242 @@
+//! One client connection: its socket, the bytes received and not yet used, and reads and writes
+//! with timeouts.
+//!
+//! The socket is non-blocking for its whole life. The poller reads it only when `epoll` says it
+//! is readable; a worker that must wait for a body or for room to write waits in `poll(2)` on
+//! this one socket, with the client timeout. So no system call is spent switching between
+//! blocking and non-blocking mode, and every wait has a deadline.
+//!
+//! A connection stays registered with the poller from accept to close, in oneshot mode: after
+//! the poller has seen it readable it reports nothing more until [`Conn::rearm`]. Dropping a
+//! `Conn` removes it from the poller before the socket closes, which `polling` requires.
+
+use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use polling::{Event, Poller};
+
+/// Bytes read from the socket at a time by a worker. 16 KiB.
+const READ_SIZE: usize = 16 << 10;
+
+/// A client connection (see the module documentation).
+pub(crate) struct Conn {
+    stream: TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Bytes received; `buf[pos..]` are not used yet.
+    buf: Vec<u8>,
+    pos: usize,
+    /// Of `buf[pos..]`, how many bytes were already searched for the end of a head.
+    pub scanned: usize,
+    /// When the first byte of the head being received arrived.
+    pub head_started: Option<Instant>,
+    /// When the connection last became idle (accepted, or given back after an answer).
+    pub idle_since: Instant,
+    /// Requests answered on this connection.
+    pub served: u64,
+    /// The poller's key for this connection.
+    pub key: usize,
+    /// How long a worker's read or write may wait.
+    pub io_timeout: Duration,
+    poller: Arc<Poller>,
+}
+
+impl Conn {
+    /// Registers an accepted socket with `poller` under `key` (readable, oneshot).
+    pub fn register(
+        stream: TcpStream,
+        peer: SocketAddr,
+        key: usize,
+        poller: &Arc<Poller>,
+        io_timeout: Duration,
+        now: Instant,
+    ) -> io::Result<Conn> {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        // SAFETY: `Conn`'s Drop deletes the socket from the poller before the socket closes.
+        unsafe { poller.add(&stream, Event::readable(key))? };
+        Ok(Conn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            pos: 0,
+            scanned: 0,
+            head_started: None,
+            idle_since: now,
+            served: 0,
+            key,
+            io_timeout,
+            poller: Arc::clone(poller),
+        })
+    }
+
+    /// Asks the poller to report this connection when it is next readable (or at once if it
+    /// already is).
+    pub fn rearm(&self) -> io::Result<()> {
+        self.poller.modify(&self.stream, Event::readable(self.key))
+    }
+
+    /// The bytes received and not used yet.
+    pub fn unread(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` unread bytes as used.
+    pub fn consume_unread(&mut self, n: usize) {
+        self.pos = (self.pos + n).min(self.buf.len());
+        self.scanned = self.scanned.saturating_sub(n);
+        if self.pos == self.buf.len() {
+            // Idle connections keep no buffer: ten thousand of them cost no memory here.
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
+    }
+
+    /// One non-blocking read into `scratch`, whose bytes are appended to the unread ones.
+    /// `Ok(0)` is the end of the stream; `WouldBlock` means nothing has arrived.
+    pub fn read_available(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+        let n = (&self.stream).read(scratch)?;
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(&scratch[..n]);
+        Ok(n)
+    }
+
+    /// Waits up to the io timeout for `events` (`libc::POLLIN` or `POLLOUT`) on the socket.
+    fn wait_for(&self, events: libc::c_short) -> io::Result<()> {
+        wait_for(&self.stream, events, self.io_timeout)
+    }
+
+    /// Reads from the socket into `out`, waiting up to the io timeout for bytes.
+    fn read_socket(&self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match (&self.stream).read(out) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLIN)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
+            }
+        }
+    }
+
+    /// Writes all of `data`, waiting up to the io timeout each time the socket is full.
+    pub fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match (&self.stream).write(data) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLOUT)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes some of `slices` (one `writev`), waiting up to the io timeout while the socket is
+    /// full. Returns the bytes written.
+    pub fn write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            match (&self.stream).write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLOUT)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes what fits into the socket now, without waiting. True when all of `data` went.
+    pub fn try_write_all(&self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            match (&self.stream).write(data) {
+                Ok(n) if n > 0 => data = &data[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Stops sending (our side of the connection is finished) while still receiving.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// Waits up to `timeout` for `events` (`libc::POLLIN` or `POLLOUT`) on `stream`.
+fn wait_for(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: stream.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    loop {
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+        match ready {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client timeout: the client sent nothing or took nothing in time",
+                ))
+            }
+            n if n > 0 => return Ok(()),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos < self.buf.len() {
+            let n = out.len().min(self.buf.len() - self.pos);
+            out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.consume_unread(n);
+            return Ok(n);
+        }
+        self.read_socket(out)
+    }
+}
+
+impl BufRead for Conn {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.buf.len() {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.resize(READ_SIZE, 0);
+            self.pos = 0;
+            let result = self.read_socket(&mut buf);
+            self.buf = buf;
+            let n = match result {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf = Vec::new();
+                    return Err(e);
+                }
+            };
+            self.buf.truncate(n);
+        }
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.consume_unread(n);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let _ = self.poller.delete(&self.stream);
+    }
+}

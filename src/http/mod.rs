@@ -1,0 +1,96 @@
+//! The HTTP/1.1 front end: a small synchronous server in the Tomcat NIO / Jetty shape. It knows
+//! nothing of backends; a [`Handler`] decides what a request gets.
+//!
+//! ```text
+//!  clients ──▶ poller thread (epoll via `polling`)
+//!               accepts; owns every idle connection; reads request heads without blocking;
+//!               enforces the head limits and timeouts (414, 431, 400, 408);
+//!               Handler::admit (cheap checks, e.g. filtering) ─ refused? answer at once
+//!                  │ complete head + its connection
+//!                  ▼
+//!               bounded crossbeam channel (one slot per possible connection)
+//!                  │ waited longer than `timeouts queue=`? → 503
+//!                  ▼
+//!               worker threads (fixed pool): Handler::handle reads the body and writes the
+//!               answer with ordinary blocking calls, then serves a request already buffered
+//!               behind it (pipelining) or gives the connection back to the poller
+//! ```
+//!
+//! Files: [`parse`] (heads and framing), [`limits`], [`chunked`] (request bodies), [`write`]
+//! (answers), `connection.rs` (one socket and its buffer), `exchange.rs` (one request and its
+//! answer on a worker), `poller.rs` (the poller thread), `server.rs` (start, workers, shutdown).
+//!
+//! Every refusal by the front end itself closes the connection after the answer, so bytes that
+//! follow a refused request are never read as a request. A closing connection is closed
+//! lingeringly: our side stops sending, and what the client still sends is read and dropped
+//! until it closes (at most [`LINGER`]), so that the answer is not lost to a reset.
+
+pub mod chunked;
+mod connection;
+mod exchange;
+pub mod limits;
+pub mod parse;
+mod poller;
+mod server;
+pub mod write;
+
+use std::time::{Duration, Instant};
+
+pub use exchange::{Body, Exchange, SendError};
+pub use limits::Limits;
+pub use parse::{Framing, RequestHead};
+pub use server::Server;
+pub use write::Refusal;
+
+/// How long a closing connection is read and dropped, waiting for the client to close. 5 s
+/// (nginx's `lingering_timeout`).
+pub const LINGER: Duration = Duration::from_secs(5);
+
+/// A complete request as a worker gets it.
+#[derive(Debug)]
+pub struct Request {
+    /// The head.
+    pub head: RequestHead,
+    /// How its body is delimited.
+    pub framing: Framing,
+    /// When its head was complete.
+    pub received: Instant,
+}
+
+/// Why the front end answered a request itself, for the [`Handler::refused`] counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The head broke a rule or a limit (400, 414, 431, 505).
+    Malformed,
+    /// The head did not arrive within `timeouts head=` (408).
+    HeadTimeout,
+    /// The queue of requests waiting for a worker was full (503).
+    QueueFull,
+    /// The request waited longer than `timeouts queue=` for a worker (503).
+    QueueTimeout,
+    /// The server is stopping (503).
+    ShuttingDown,
+    /// [`Handler::admit`] refused it.
+    Admission,
+}
+
+/// What a server does with requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Decides, on the poller thread, whether a complete request may wait for a worker. It
+    /// runs for every request, so it must be cheap and must not block. Default: admit all.
+    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
+        let _ = (head, framing);
+        Ok(())
+    }
+
+    /// Answers one request, on a worker thread: read the body from `exchange` if needed, then
+    /// call [`Exchange::respond`] or [`Exchange::refuse`] once. A handler that answers nothing
+    /// (or panics) leaves the client a 500.
+    fn handle(&self, request: &Request, exchange: &mut Exchange<'_>);
+
+    /// Told of every answer the front end gives by itself, `head` when it was parsed, for
+    /// counters and logs. Default: nothing.
+    fn refused(&self, head: Option<&RequestHead>, refusal: &Refusal, why: Refused) {
+        let _ = (head, refusal, why);
+    }
+}

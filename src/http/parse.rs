@@ -1,0 +1,404 @@
+//! Reading a request head: where it ends, whether it is within the [`Limits`], and what it says
+//! ([`RequestHead`]), with the message-framing rules of RFC 9112 that decide where its body ends
+//! ([`Framing`]).
+//!
+//! The poller calls [`find_head_end`] on every arrival of bytes, looking only at the new ones,
+//! so a client that sends its head a byte at a time costs linear work; the head is parsed (by
+//! `httparse`) once, when it is complete.
+//!
+//! Refused, each with the connection closed afterwards (see `server.rs`):
+//! - request line over `max_request_line` → 414; head over `max_head` or more than
+//!   `max_headers` fields → 431;
+//! - anything `httparse` rejects → 400: a NUL or other control character in a header value, a
+//!   bare CR, obsolete line folding (a header line starting with a space), a malformed request
+//!   line or header name; a version other than HTTP/1.0 and 1.1 → 505;
+//! - a header value that is not UTF-8 → 400 (the balancer's headers are strings);
+//! - no `Host`, or more than one, on HTTP/1.1 → 400 (RFC 9112 §3.2);
+//! - request smuggling shapes: both `Content-Length` and `Transfer-Encoding`, a transfer coding
+//!   other than a single `chunked`, `Transfer-Encoding` on HTTP/1.0, an invalid or conflicting
+//!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3).
+
+use std::net::IpAddr;
+
+use super::limits::Limits;
+use super::write::Refusal;
+
+/// A parsed request head: the parts of a request that the balancer looks at and forwards.
+/// Header names keep the client's spelling.
+#[derive(Clone, Debug)]
+pub struct RequestHead {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Request target exactly as the client sent it, e.g. `/a/b?x=1`.
+    pub target: String,
+    /// True for an HTTP/1.0 request.
+    pub http10: bool,
+    /// Headers in the order received, repeated ones repeated.
+    pub headers: Vec<(String, String)>,
+    /// The client's address (the TCP peer).
+    pub client: IpAddr,
+}
+
+impl RequestHead {
+    /// All values of header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True when a `Connection` header lists `token` (case-insensitive).
+    pub fn connection_has(&self, token: &str) -> bool {
+        self.header_values("connection")
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// True when the client lets the connection stay open after this exchange: HTTP/1.1
+    /// unless it sent `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    pub fn wants_keep_alive(&self) -> bool {
+        if self.http10 {
+            self.connection_has("keep-alive")
+        } else {
+            !self.connection_has("close")
+        }
+    }
+}
+
+/// How the request body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// `Content-Length: n` (n > 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// What the bytes received so far hold.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A complete head, `len` bytes long; the body (if any) follows it.
+    Complete {
+        /// The head.
+        head: RequestHead,
+        /// How its body is delimited.
+        framing: Framing,
+        /// Bytes of the head, including its empty line.
+        len: usize,
+    },
+    /// The head is not complete yet.
+    Partial,
+}
+
+/// The index just after the empty line that ends a head in `buf`, looking for it only from
+/// `from` on (minus the three bytes a line end split across reads can take). Accepts `\r\n`
+/// and bare `\n` line ends, as RFC 9112 §2.2 allows.
+pub fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while let Some(at) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + at;
+        match buf.get(nl + 1..nl + 3) {
+            Some([b'\r', b'\n']) => return Some(nl + 3),
+            _ if buf.get(nl + 1) == Some(&b'\n') => return Some(nl + 2),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// Looks at the bytes a client has sent: a complete head is parsed and checked; an incomplete
+/// one is checked against the size limits, so that an endless request line or header is
+/// refused as soon as it is too long rather than read to its end. `scanned` is how many bytes
+/// of `buf` an earlier call has already looked at.
+pub fn parse_head(
+    buf: &[u8],
+    scanned: usize,
+    client: IpAddr,
+    limits: &Limits,
+) -> Result<Parsed, Refusal> {
+    // Empty lines before the request line are skipped (RFC 9112 §2.2), so they never count as
+    // the end of a head.
+    let skip = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    let found = find_head_end(&buf[skip..], scanned.saturating_sub(skip)).map(|end| skip + end);
+    let Some(end) = found else {
+        let rest = &buf[skip..];
+        let line_done = rest
+            .iter()
+            .take(limits.max_request_line + 2)
+            .any(|&b| b == b'\n');
+        if !line_done && rest.len() > limits.max_request_line + 1 {
+            return Err(Refusal::new(414, "request line too long"));
+        }
+        if buf.len() > limits.max_head {
+            return Err(Refusal::new(431, "request head too large"));
+        }
+        return Ok(Parsed::Partial);
+    };
+    if end > limits.max_head {
+        return Err(Refusal::new(431, "request head too large"));
+    }
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut request = httparse::Request::new(&mut fields);
+    let len = match request.parse(&buf[..end]) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(refusal_for(e)),
+    };
+    let line = request_line_len(&buf[..len]);
+    if line > limits.max_request_line {
+        return Err(Refusal::new(414, "request line too long"));
+    }
+    let mut headers = Vec::with_capacity(request.headers.len());
+    for h in request.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| Refusal::new(400, "header value is not UTF-8"))?;
+        headers.push((h.name.to_string(), value.to_string()));
+    }
+    let head = RequestHead {
+        method: request.method.unwrap_or_default().to_string(),
+        target: request.path.unwrap_or_default().to_string(),
+        http10: request.version == Some(0),
+        headers,
+        client,
+    };
+    let framing = framing(&head)?;
+    Ok(Parsed::Complete { head, framing, len })
+}
+
+/// Length of the request line (without its line end), skipping the empty lines before it.
+fn request_line_len(head: &[u8]) -> usize {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let line = &head[start..];
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    end - usize::from(end > 0 && line[end - 1] == b'\r')
+}
+
+fn refusal_for(e: httparse::Error) -> Refusal {
+    use httparse::Error as E;
+    match e {
+        E::TooManyHeaders => Refusal::new(431, "too many header fields"),
+        E::Version => Refusal::new(505, "HTTP version not supported"),
+        E::HeaderName => Refusal::new(400, "invalid header name or folded header line"),
+        E::HeaderValue => Refusal::new(400, "invalid character in a header value"),
+        E::NewLine => Refusal::new(400, "invalid line ending"),
+        E::Token => Refusal::new(400, "invalid method or request target"),
+        E::Status => Refusal::new(400, "malformed request line"),
+    }
+}
+
+/// The body's framing, and the head rules that protect it: exactly one `Host` on HTTP/1.1, and
+/// no shape a proxy and a backend could read differently (request smuggling).
+pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
+    let bad = |reason: &str| Err(Refusal::new(400, reason));
+    let hosts = head.header_values("host").count();
+    if hosts > 1 || (hosts == 0 && !head.http10) {
+        return bad("exactly one Host header is required");
+    }
+    let te: Vec<&str> = head.header_values("transfer-encoding").collect();
+    let lengths: Vec<&str> = head.header_values("content-length").collect();
+    if !te.is_empty() {
+        if !lengths.is_empty() {
+            return bad("both Content-Length and Transfer-Encoding");
+        }
+        if te.len() != 1 || !te[0].trim().eq_ignore_ascii_case("chunked") {
+            return bad("unsupported Transfer-Encoding");
+        }
+        if head.http10 {
+            return bad("Transfer-Encoding in an HTTP/1.0 request");
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length: Option<u64> = None;
+    for value in lengths.iter().flat_map(|v| v.split(',')) {
+        let v = value.trim();
+        let n = match v.parse::<u64>() {
+            Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return bad("invalid Content-Length"),
+        };
+        if length.is_some_and(|l| l != n) {
+            return bad("conflicting Content-Length values");
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        None | Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn parse(raw: &str) -> Result<Parsed, Refusal> {
+        parse_head(
+            raw.as_bytes(),
+            0,
+            Ipv4Addr::LOCALHOST.into(),
+            &Limits::default(),
+        )
+    }
+
+    fn status(raw: &str) -> u16 {
+        match parse(raw) {
+            Err(r) => r.status,
+            Ok(Parsed::Partial) => 0,
+            Ok(Parsed::Complete { .. }) => 200,
+        }
+    }
+
+    #[test]
+    fn a_complete_head_is_parsed_with_its_framing() {
+        let raw = "GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nBODY";
+        let Ok(Parsed::Complete { head, framing, len }) = parse(raw) else {
+            panic!("not complete");
+        };
+        assert_eq!(
+            (head.method.as_str(), head.target.as_str()),
+            ("GET", "/a?b=1")
+        );
+        assert!(!head.http10);
+        assert_eq!(head.header_values("X-A").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(framing, Framing::None);
+        assert_eq!(&raw[len..], "BODY");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_bare_lf_line_ends_are_accepted() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\n"), 0);
+        assert_eq!(status("GET / HTTP/1.1\nHost: x\n\n"), 200);
+        assert_eq!(status("\r\n"), 0);
+        assert_eq!(status("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status("\n\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
+        assert_eq!(status("\r\n\r\n"), 0);
+    }
+
+    #[test]
+    fn the_end_is_found_across_reads() {
+        let raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for split in 0..raw.len() {
+            let found = find_head_end(raw, split);
+            assert_eq!(found, Some(raw.len()), "after a read ending at {split}");
+        }
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nHost: x\r\n", 0), None);
+    }
+
+    #[test]
+    fn limits_give_414_and_431() {
+        let long_target = "/".repeat(9000);
+        assert_eq!(
+            status(&format!("GET {long_target} HTTP/1.1\r\nHost: x\r\n\r\n")),
+            414
+        );
+        // Refused before the line ends.
+        assert_eq!(status(&format!("GET {long_target}")), 414);
+        let big = "a".repeat(17 << 10);
+        assert_eq!(
+            status(&format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"
+            )),
+            431
+        );
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}")),
+            431
+        );
+        let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n")),
+            431
+        );
+        let just: String = (0..99).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert_eq!(
+            status(&format!("GET / HTTP/1.1\r\nHost: x\r\n{just}\r\n")),
+            200
+        );
+    }
+
+    #[test]
+    fn bad_bytes_and_folding_give_400() {
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nX: a\rb\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
+            400
+        );
+        let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\r\n\r\n";
+        let refused = parse_head(latin1, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default());
+        assert_eq!(refused.unwrap_err().status, 400);
+        assert_eq!(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
+        assert_eq!(status("G@T / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |extra: &str, v: &str| match parse(&format!("POST / HTTP/{v}\r\n{extra}\r\n")) {
+            Ok(Parsed::Complete { framing, .. }) => Ok(framing),
+            Err(r) => Err(r.status),
+            Ok(Parsed::Partial) => panic!("partial"),
+        };
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 5\r\n", "1.1"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 5, 5\r\n", "1.1"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 0\r\n", "1.1"),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            f("Host: x\r\nTransfer-Encoding: chunked\r\n", "1.1"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(f("Content-Length: 5\r\n", "1.0"), Ok(Framing::Length(5)));
+        for bad in [
+            "Host: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Host: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n",
+            "Host: x\r\nContent-Length: +5\r\n",
+            "Host: x\r\nContent-Length: 0x5\r\n",
+            "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n",
+            "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length: 5\r\n",
+            "Host: x\r\nHost: y\r\n",
+        ] {
+            assert_eq!(f(bad, "1.1"), Err(400), "{bad:?}");
+        }
+        assert_eq!(f("Transfer-Encoding: chunked\r\n", "1.0"), Err(400));
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        let head = |v: &str, extra: &str| match parse(&format!(
+            "GET / HTTP/{v}\r\nHost: x\r\n{extra}\r\n"
+        )) {
+            Ok(Parsed::Complete { head, .. }) => head,
+            other => panic!("{other:?}"),
+        };
+        assert!(head("1.1", "").wants_keep_alive());
+        assert!(!head("1.1", "Connection: Close\r\n").wants_keep_alive());
+        assert!(!head("1.0", "").wants_keep_alive());
+        assert!(head("1.0", "Connection: keep-alive\r\n").wants_keep_alive());
+    }
+}

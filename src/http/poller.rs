@@ -1,0 +1,616 @@
+//! The poller thread: it accepts connections, owns them while they are idle, reads request
+//! heads as their bytes arrive, and hands complete requests to the workers.
+//!
+//! Every connection has a slot; its key in `epoll` is the slot's index plus one (0 is the
+//! listener). A slot is one of:
+//!
+//! | slot | meaning | leaves it when |
+//! | --- | --- | --- |
+//! | `Idle` | waiting for a request head, or the rest of one | a head is complete (→ `Busy`), a limit or timeout refuses it (→ `Lingering`), the client closes or idles out (→ free) |
+//! | `Busy` | queued for a worker, or with one | the worker gives it back (→ `Idle` or `Lingering`) or closes it (→ free) |
+//! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
+//!
+//! Connections are registered in oneshot mode: after an event the poller hears nothing more of
+//! a connection until someone re-arms it. A worker re-arms a connection just before it hands
+//! it back, so an event can arrive while the slot is still `Busy`; the slot remembers it and
+//! the connection is read as soon as it arrives.
+//!
+//! Timeouts are checked every [`TICK`] by one pass over the slots: an `Idle` connection with
+//! part of a head for longer than `timeouts head=` gets 408; one without any for longer than
+//! `timeouts client=` is closed. The same tick answers 503 to requests that have waited in the
+//! channel longer than `timeouts queue=`: workers check this too when they take a job, but
+//! when every worker is stuck on a slow backend, only the poller is there to do it.
+//!
+//! At the connection limit, or when `accept` fails for lack of descriptors (`EMFILE`), the
+//! listener is not re-armed: new connections wait in the kernel's accept queue. It is re-armed
+//! when a connection closes, and after an `EMFILE` at the latest after [`ACCEPT_PAUSE`].
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{fence, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use polling::{Event, Events};
+
+use super::connection::Conn;
+use super::parse::{parse_head, Parsed};
+use super::server::{closing, queue_timeout, Job, Returned, Shared};
+use super::write::{self, AnswerTo, Refusal};
+use super::{Refused, Request, LINGER};
+
+/// How often timeouts are checked. 100 ms.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// How long accepting pauses after `accept` failed for lack of descriptors or memory. 100 ms.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Most connections accepted per listener event, so that a flood of new connections cannot
+/// starve the ones already open. 64.
+const ACCEPT_BATCH: usize = 64;
+
+/// Bytes read from a socket per event. 16 KiB.
+const READ_SIZE: usize = 16 << 10;
+
+/// How often the same accept problem is logged at most. 10 s.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The key of the listener; connection keys are slot indexes plus one.
+const LISTENER: usize = 0;
+
+enum Slot {
+    Free,
+    Idle(Box<Conn>),
+    Busy { readable: bool },
+    Lingering { conn: Box<Conn>, until: Instant },
+}
+
+/// The poller thread's state (see the module documentation).
+pub(crate) struct PollerThread {
+    shared: Arc<Shared>,
+    listener: Option<TcpListener>,
+    listener_armed: bool,
+    accept_paused_until: Option<Instant>,
+    last_accept_warning: Option<Instant>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+    open: usize,
+    jobs: Option<Sender<Box<Job>>>,
+    queue: Receiver<Box<Job>>,
+    returned: Receiver<Returned>,
+    /// `(sequence number, queued at)` of the jobs sent, oldest first, until they are taken.
+    queued: VecDeque<(u64, Instant)>,
+    sent: u64,
+    scratch: Vec<u8>,
+    next_tick: Instant,
+    stopping: bool,
+}
+
+impl PollerThread {
+    pub fn new(
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        jobs: Sender<Box<Job>>,
+        queue: Receiver<Box<Job>>,
+        returned: Receiver<Returned>,
+    ) -> io::Result<PollerThread> {
+        // SAFETY: the listener is deleted from the poller before it is dropped (begin_stop,
+        // and Drop below).
+        unsafe { shared.poller.add(&listener, Event::readable(LISTENER))? };
+        Ok(PollerThread {
+            shared,
+            listener: Some(listener),
+            listener_armed: true,
+            accept_paused_until: None,
+            last_accept_warning: None,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            jobs: Some(jobs),
+            queue,
+            returned,
+            queued: VecDeque::new(),
+            sent: 0,
+            scratch: vec![0; READ_SIZE],
+            next_tick: Instant::now() + TICK,
+            stopping: false,
+        })
+    }
+}
+
+impl Drop for PollerThread {
+    fn drop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            let _ = self.shared.poller.delete(&l);
+        }
+    }
+}
+
+/// Runs the poller until the server has stopped.
+pub(crate) fn run(mut p: PollerThread) {
+    let mut events = Events::new();
+    loop {
+        events.clear();
+        if let Err(e) = p.shared.poller.wait(&mut events, Some(TICK)) {
+            log::error!("poller: {e}");
+            std::thread::sleep(TICK);
+        }
+        let now = Instant::now();
+        p.take_returned(now);
+        let awaited = p.shared.awaited.load(Relaxed);
+        for ev in events.iter() {
+            p.on_event(ev.key, now);
+        }
+        if p.shared.awaited.load(Relaxed) > awaited {
+            // A connection was readable while still with a worker that is handing it back: look
+            // once more now that the count is published (see `give_back` in server.rs).
+            fence(SeqCst);
+            p.take_returned(now);
+        }
+        if now >= p.next_tick {
+            p.tick(now);
+            p.next_tick = now + TICK;
+        }
+        if p.shared.stopping.load(SeqCst) && !p.stopping {
+            p.begin_stop();
+        }
+        if p.stopping && (p.open == 0 || p.shared.finished.load(SeqCst)) {
+            return;
+        }
+    }
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+impl PollerThread {
+    fn on_event(&mut self, key: usize, now: Instant) {
+        if key == LISTENER {
+            self.listener_armed = false;
+            return self.accept(now);
+        }
+        let idx = key - 1;
+        match self.slots.get_mut(idx) {
+            Some(Slot::Busy { readable }) => {
+                if !*readable {
+                    *readable = true;
+                    self.shared.awaited.fetch_add(1, SeqCst);
+                }
+            }
+            Some(Slot::Idle(_)) => {
+                if let Some(conn) = self.take(idx) {
+                    self.read_head(idx, conn, now);
+                }
+            }
+            Some(Slot::Lingering { .. }) => self.discard(idx),
+            Some(Slot::Free) | None => {}
+        }
+    }
+
+    /// Takes an idle connection out of its slot, marking the slot busy.
+    fn take(&mut self, idx: usize) -> Option<Box<Conn>> {
+        match std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false }) {
+            Slot::Idle(conn) => Some(conn),
+            other => {
+                self.slots[idx] = other;
+                None
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..ACCEPT_BATCH {
+            let max = self.shared.limits.max_connections;
+            if self.open >= max {
+                self.warn_accept(now, || {
+                    format!(
+                        "connection limit of {max} reached: new connections wait until one \
+                         closes (limits max_connections=)"
+                    )
+                });
+                return;
+            }
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.add(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_out_of_descriptors(&e) => {
+                    let open = self.open;
+                    self.warn_accept(now, || {
+                        format!(
+                            "cannot accept a connection: {e}; serving the {} open ones and \
+                             retrying as descriptors free up (raise `ulimit -n`, or lower \
+                             limits max_connections=)",
+                            open
+                        )
+                    });
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+                Err(e) => log::debug!("accept: {e}"),
+            }
+        }
+        self.arm_listener();
+    }
+
+    fn warn_accept(&mut self, now: Instant, message: impl FnOnce() -> String) {
+        if self
+            .last_accept_warning
+            .is_none_or(|t| now.duration_since(t) >= WARN_EVERY)
+        {
+            self.last_accept_warning = Some(now);
+            log::warn!("{}", message());
+        }
+    }
+
+    fn arm_listener(&mut self) {
+        if self.listener_armed
+            || self.accept_paused_until.is_some()
+            || self.open >= self.shared.limits.max_connections
+        {
+            return;
+        }
+        if let Some(l) = &self.listener {
+            match self.shared.poller.modify(l, Event::readable(LISTENER)) {
+                Ok(()) => self.listener_armed = true,
+                Err(e) => log::error!("poller: cannot watch the listener: {e}"),
+            }
+        }
+    }
+
+    fn add(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot::Free);
+            self.slots.len() - 1
+        });
+        let io_timeout = self.shared.limits.client_timeout;
+        match Conn::register(stream, peer, idx + 1, &self.shared.poller, io_timeout, now) {
+            Ok(conn) => {
+                self.slots[idx] = Slot::Idle(Box::new(conn));
+                self.open += 1;
+            }
+            Err(e) => {
+                log::debug!("cannot register a connection from {peer}: {e}");
+                self.free.push(idx);
+            }
+        }
+    }
+
+    /// Reads what arrived on an idle connection and looks for a complete head.
+    fn read_head(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
+        match conn.read_available(&mut self.scratch) {
+            Ok(0) => self.close(idx, conn),
+            Ok(_) => {
+                conn.head_started.get_or_insert(now);
+                self.process(idx, conn, now);
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                self.idle(idx, conn)
+            }
+            Err(_) => self.close(idx, conn),
+        }
+    }
+
+    /// Acts on the bytes an idle connection has: waits for more, refuses, or queues the request.
+    fn process(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
+        loop {
+            let parsed = parse_head(
+                conn.unread(),
+                conn.scanned,
+                conn.peer.ip(),
+                &self.shared.limits,
+            );
+            let (head, framing, len) = match parsed {
+                Ok(Parsed::Partial) => {
+                    conn.scanned = conn.unread().len();
+                    return self.idle(idx, conn);
+                }
+                Err(refusal) => {
+                    self.shared
+                        .handler
+                        .refused(None, &refusal, Refused::Malformed);
+                    return self.refuse(idx, conn, &refusal, closing(None), now);
+                }
+                Ok(Parsed::Complete { head, framing, len }) => (head, framing, len),
+            };
+            conn.consume_unread(len);
+            conn.scanned = 0;
+            conn.head_started = None;
+            if self.stopping {
+                let refusal = Refusal::retry_after(503, "shutting down", 1);
+                let why = Refused::ShuttingDown;
+                self.shared.handler.refused(Some(&head), &refusal, why);
+                return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
+            }
+            if let Err(refusal) = self.shared.handler.admit(&head, framing) {
+                let why = Refused::Admission;
+                self.shared.handler.refused(Some(&head), &refusal, why);
+                let to = AnswerTo {
+                    keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
+                    ..closing(Some(&head))
+                };
+                let (bytes, persistence) = write::refusal_bytes(&refusal, to);
+                if !conn.try_write_all(&bytes) {
+                    return self.close(idx, conn);
+                }
+                if !persistence.keeps_open() {
+                    return self.linger(idx, conn, now);
+                }
+                conn.served += 1;
+                conn.idle_since = now;
+                if !conn.unread().is_empty() {
+                    conn.head_started = Some(now);
+                }
+                continue;
+            }
+            let request = Request {
+                head,
+                framing,
+                received: now,
+            };
+            return self.dispatch(idx, conn, request, now);
+        }
+    }
+
+    fn dispatch(&mut self, idx: usize, conn: Box<Conn>, request: Request, now: Instant) {
+        let job = Box::new(Job { conn, request });
+        let Some(jobs) = &self.jobs else {
+            return self.refuse_job(idx, *job, Refused::ShuttingDown, now);
+        };
+        match jobs.try_send(job) {
+            Ok(()) => {
+                self.slots[idx] = Slot::Busy { readable: false };
+                self.queued.push_back((self.sent, now));
+                self.sent += 1;
+            }
+            Err(TrySendError::Full(job)) => self.refuse_job(idx, *job, Refused::QueueFull, now),
+            Err(TrySendError::Disconnected(job)) => {
+                self.refuse_job(idx, *job, Refused::ShuttingDown, now)
+            }
+        }
+    }
+
+    /// Answers 503 to a request that cannot wait for a worker (`why`: the queue is full, or the
+    /// server is stopping) or waited too long.
+    fn refuse_job(&mut self, idx: usize, job: Job, why: Refused, now: Instant) {
+        let Job { conn, request } = job;
+        let refusal = match why {
+            Refused::QueueTimeout => queue_timeout(),
+            Refused::QueueFull => Refusal::retry_after(503, "server busy", 1),
+            _ => Refusal::retry_after(503, "shutting down", 1),
+        };
+        let head = Some(&request.head);
+        self.shared.handler.refused(head, &refusal, why);
+        self.refuse(idx, conn, &refusal, closing(head), now);
+    }
+
+    /// Writes `refusal` (without waiting: a client that does not take a few hundred bytes is
+    /// dropped), then closes the connection lingeringly.
+    fn refuse(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        refusal: &Refusal,
+        to: AnswerTo,
+        now: Instant,
+    ) {
+        let (bytes, _) = write::refusal_bytes(refusal, to);
+        if conn.try_write_all(&bytes) {
+            self.linger(idx, conn, now);
+        } else {
+            self.close(idx, conn);
+        }
+    }
+
+    /// Puts a connection back to wait for bytes.
+    fn idle(&mut self, idx: usize, conn: Box<Conn>) {
+        if conn.rearm().is_err() {
+            return self.close(idx, conn);
+        }
+        self.slots[idx] = Slot::Idle(conn);
+    }
+
+    /// Stops sending on a connection and drops what the client still sends until it closes.
+    fn linger(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
+        conn.shutdown_write();
+        let unread = conn.unread().len();
+        conn.consume_unread(unread);
+        if conn.rearm().is_err() {
+            return self.close(idx, conn);
+        }
+        self.slots[idx] = Slot::Lingering {
+            conn,
+            until: now + LINGER,
+        };
+    }
+
+    /// Reads and drops what a lingering connection sent; closes it at its end.
+    fn discard(&mut self, idx: usize) {
+        let Slot::Lingering { conn, .. } = &mut self.slots[idx] else {
+            return;
+        };
+        let mut ended = false;
+        // A few reads per event, so that one fast sender cannot hold the poller; if it is still
+        // sending, the next event comes at once.
+        for _ in 0..4 {
+            match conn.read_available(&mut self.scratch) {
+                Ok(0) => {
+                    ended = true;
+                    break;
+                }
+                Ok(_) => {
+                    let n = conn.unread().len();
+                    conn.consume_unread(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended || conn.rearm().is_err() {
+            if let Slot::Lingering { conn, .. } =
+                std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
+            {
+                self.close(idx, conn);
+            }
+        }
+    }
+
+    /// Closes a connection and frees its slot.
+    fn close(&mut self, idx: usize, conn: Box<Conn>) {
+        drop(conn);
+        self.free_slot(idx);
+    }
+
+    fn free_slot(&mut self, idx: usize) {
+        self.slots[idx] = Slot::Free;
+        self.free.push(idx);
+        self.open -= 1;
+        // Room again: a listener paused at the limit or for lack of descriptors resumes.
+        self.accept_paused_until = None;
+        self.arm_listener();
+    }
+
+    /// Takes back the connections workers are done with.
+    fn take_returned(&mut self, now: Instant) {
+        while let Ok(returned) = self.returned.try_recv() {
+            let idx = match &returned {
+                Returned::Idle(c) | Returned::Linger(c) => c.key - 1,
+                Returned::Closed(key) => key - 1,
+            };
+            let event_waiting = matches!(self.slots[idx], Slot::Busy { readable: true });
+            if event_waiting {
+                self.shared.awaited.fetch_sub(1, SeqCst);
+            }
+            match returned {
+                Returned::Closed(_) => self.free_slot(idx),
+                Returned::Idle(conn) if self.stopping => self.close(idx, conn),
+                Returned::Idle(mut conn) => {
+                    conn.idle_since = now;
+                    if event_waiting {
+                        self.read_head(idx, conn, now);
+                    } else {
+                        self.slots[idx] = Slot::Idle(conn);
+                    }
+                }
+                Returned::Linger(conn) if self.stopping => self.close(idx, conn),
+                Returned::Linger(conn) => {
+                    self.slots[idx] = Slot::Lingering {
+                        conn,
+                        until: now + LINGER,
+                    };
+                    if event_waiting {
+                        self.discard(idx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Timeouts (see the module documentation), and accepting again after a pause.
+    fn tick(&mut self, now: Instant) {
+        let limits = self.shared.limits;
+        for idx in 0..self.slots.len() {
+            let expired = match &self.slots[idx] {
+                Slot::Idle(conn) => match conn.head_started {
+                    Some(t) => now.duration_since(t) >= limits.head_timeout,
+                    None => now.duration_since(conn.idle_since) >= limits.client_timeout,
+                },
+                Slot::Lingering { until, .. } => now >= *until,
+                Slot::Free | Slot::Busy { .. } => false,
+            };
+            if !expired {
+                continue;
+            }
+            match std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false }) {
+                Slot::Idle(conn) if conn.head_started.is_some() => {
+                    let refusal = Refusal::new(408, "request head not received in time");
+                    let why = Refused::HeadTimeout;
+                    self.shared.handler.refused(None, &refusal, why);
+                    self.refuse(idx, conn, &refusal, closing(None), now);
+                }
+                Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+                other => self.slots[idx] = other,
+            }
+        }
+        self.reap_queue(now);
+        if self.accept_paused_until.is_some_and(|t| now >= t) {
+            self.accept_paused_until = None;
+            self.arm_listener();
+        }
+    }
+
+    /// Answers 503 to the requests at the front of the queue that have waited longer than the
+    /// queue timeout (the queue is FIFO, so they are the oldest).
+    fn reap_queue(&mut self, now: Instant) {
+        let timeout = self.shared.limits.queue_timeout;
+        loop {
+            let taken = self.shared.taken.load(SeqCst);
+            while self.queued.front().is_some_and(|(seq, _)| *seq < taken) {
+                self.queued.pop_front();
+            }
+            match self.queued.front() {
+                Some((_, at)) if now.duration_since(*at) >= timeout => {}
+                _ => return,
+            }
+            let Ok(job) = self.queue.try_recv() else {
+                return;
+            };
+            self.shared.taken.fetch_add(1, Relaxed);
+            let idx = job.conn.key - 1;
+            if now.duration_since(job.request.received) >= timeout {
+                self.refuse_job(idx, *job, Refused::QueueTimeout, now);
+                continue;
+            }
+            // A worker took the expired one first: this one goes back, at the end.
+            let received = job.request.received;
+            match &self.jobs {
+                Some(jobs) => match jobs.try_send(job) {
+                    Ok(()) => {
+                        self.queued.push_back((self.sent, received));
+                        self.sent += 1;
+                    }
+                    Err(TrySendError::Full(job)) => {
+                        self.refuse_job(idx, *job, Refused::QueueFull, now)
+                    }
+                    Err(TrySendError::Disconnected(job)) => {
+                        self.refuse_job(idx, *job, Refused::ShuttingDown, now)
+                    }
+                },
+                None => self.refuse_job(idx, *job, Refused::ShuttingDown, now),
+            }
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        self.stopping = true;
+        if let Some(l) = self.listener.take() {
+            let _ = self.shared.poller.delete(&l);
+        }
+        // Without a sender, the workers end once the queue is empty.
+        self.jobs = None;
+        for idx in 0..self.slots.len() {
+            if matches!(self.slots[idx], Slot::Idle(_) | Slot::Lingering { .. }) {
+                if let Slot::Idle(conn) | Slot::Lingering { conn, .. } =
+                    std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
+                {
+                    self.close(idx, conn);
+                }
+            }
+        }
+    }
+}

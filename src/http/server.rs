@@ -1,0 +1,325 @@
+//! Starting and stopping a server, and the worker threads.
+//!
+//! A worker takes a complete request (and its connection) from the channel, lets the handler
+//! answer it, and then looks at what the client sent after it: a complete head is the next
+//! request, answered at once and in order (pipelining); anything less goes back to the poller
+//! with the connection.
+//!
+//! Graceful shutdown ([`Server::shutdown`]): the poller closes the listening socket (new
+//! connections are refused) and every idle connection, and stops queueing; the workers answer
+//! what is queued and in flight, each answer saying `Connection: close`; after the drain
+//! timeout the server stops waiting for them.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{
+    fence, AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use polling::Poller;
+
+use super::connection::Conn;
+use super::exchange::{Exchange, Fate, BUF_SIZE};
+use super::limits::Limits;
+use super::parse::{parse_head, Parsed};
+use super::poller::{self, PollerThread};
+use super::write::{self, AnswerTo, Refusal};
+use super::{Handler, Refused, Request};
+
+/// A request queued for a worker, with its connection.
+pub(crate) struct Job {
+    pub conn: Box<Conn>,
+    pub request: Request,
+}
+
+/// A connection a worker is done with.
+pub(crate) enum Returned {
+    /// Waiting for the next request.
+    Idle(Box<Conn>),
+    /// Our side is finished; drop what the client still sends until it closes.
+    Linger(Box<Conn>),
+    /// Closed by the worker; the poller frees its slot (the key).
+    Closed(usize),
+}
+
+/// What the poller and the workers share.
+pub(crate) struct Shared {
+    pub handler: Arc<dyn Handler>,
+    pub limits: Limits,
+    pub poller: Arc<Poller>,
+    /// Graceful shutdown has begun.
+    pub stopping: AtomicBool,
+    /// The drain is over: the poller exits.
+    pub finished: AtomicBool,
+    /// Jobs taken from the channel so far (by workers, or by the poller for a queue timeout).
+    pub taken: AtomicU64,
+    /// Connections the poller has seen readable while a worker still had them (see
+    /// `give_back`).
+    pub awaited: AtomicUsize,
+    pub returns: Sender<Returned>,
+}
+
+/// A running HTTP server (see the module documentation).
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    poller: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
+    done: Receiver<()>,
+    queue: Receiver<Box<Job>>,
+}
+
+impl Server {
+    /// Serves `listener` with `workers` worker threads (named `{name}-N`, the poller
+    /// `{name}-poller`), answering requests with `handler` within `limits`.
+    pub fn start(
+        listener: TcpListener,
+        workers: usize,
+        limits: Limits,
+        name: &str,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Server> {
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let poller = Arc::new(Poller::new()?);
+        // By default one slot per connection: each has at most one request queued, so the
+        // channel is never full, and the queue is bounded by the connection limit.
+        let capacity = limits.max_queue.unwrap_or(limits.max_connections).max(1);
+        let (jobs, queue) = bounded::<Box<Job>>(capacity);
+        let (returns, returned) = unbounded();
+        let (done_tx, done) = bounded::<()>(0);
+        let shared = Arc::new(Shared {
+            handler,
+            limits,
+            poller,
+            stopping: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            taken: AtomicU64::new(0),
+            awaited: AtomicUsize::new(0),
+            returns,
+        });
+        let workers = (0..workers.max(1))
+            .map(|i| {
+                let queue = queue.clone();
+                let shared = Arc::clone(&shared);
+                let done = done_tx.clone();
+                thread::Builder::new()
+                    .name(format!("{name}-{i}"))
+                    .spawn(move || {
+                        let _done = done;
+                        work(&queue, &shared);
+                    })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let state =
+            PollerThread::new(listener, Arc::clone(&shared), jobs, queue.clone(), returned)?;
+        let poller = thread::Builder::new()
+            .name(format!("{name}-poller"))
+            .spawn(move || poller::run(state))?;
+        Ok(Server {
+            addr,
+            shared,
+            poller: Some(poller),
+            workers,
+            done,
+            queue,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A function that tells how many requests wait for a worker, for status pages.
+    pub fn queue_depth_fn(&self) -> Box<dyn Fn() -> usize + Send + Sync> {
+        // A receiver, not a sender: a sender would keep the workers from ever seeing the
+        // channel close at shutdown.
+        let queue = self.queue.clone();
+        Box::new(move || queue.len())
+    }
+
+    /// Requests waiting for a worker now.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Stops taking requests and waits up to `drain` for the queued and in-flight ones. True
+    /// when everything finished in time.
+    pub fn shutdown(mut self, drain: Duration) -> bool {
+        self.shared.stopping.store(true, SeqCst);
+        let _ = self.shared.poller.notify();
+        let drained = matches!(
+            self.done.recv_deadline(Instant::now() + drain),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        );
+        if drained {
+            for w in self.workers.drain(..) {
+                let _ = w.join();
+            }
+        } else {
+            log::warn!("drain timeout of {drain:?} reached with requests still in flight");
+        }
+        self.shared.finished.store(true, SeqCst);
+        let _ = self.shared.poller.notify();
+        if let Some(p) = self.poller.take() {
+            let _ = p.join();
+        }
+        drained
+    }
+}
+
+/// A worker: answers jobs until the channel closes.
+fn work(queue: &Receiver<Box<Job>>, shared: &Shared) {
+    let mut buf = Vec::with_capacity(BUF_SIZE);
+    for job in queue.iter() {
+        shared.taken.fetch_add(1, Relaxed);
+        let Job { conn, request } = *job;
+        if request.received.elapsed() >= shared.limits.queue_timeout {
+            refuse_queued(shared, conn, &request);
+            continue;
+        }
+        serve(shared, conn, request, &mut buf);
+    }
+}
+
+/// Answers 503 to a request that waited too long for a worker, and closes its connection.
+pub(crate) fn queue_timeout() -> Refusal {
+    Refusal::retry_after(503, "no worker free in time (queue timeout)", 1)
+}
+
+fn refuse_queued(shared: &Shared, conn: Box<Conn>, request: &Request) {
+    let refusal = queue_timeout();
+    shared
+        .handler
+        .refused(Some(&request.head), &refusal, Refused::QueueTimeout);
+    let (bytes, _) = write::refusal_bytes(&refusal, closing(Some(&request.head)));
+    if conn.write_all(&bytes).is_ok() {
+        give_back(shared, conn, Fate::Close);
+    } else {
+        give_back(shared, conn, Fate::Abort);
+    }
+}
+
+/// How a refusal that closes the connection is written for `head` (when it was parsed).
+pub(crate) fn closing(head: Option<&super::RequestHead>) -> AnswerTo {
+    AnswerTo {
+        head_request: head.is_some_and(|h| h.method == "HEAD"),
+        http10: head.is_some_and(|h| h.http10),
+        keep_alive: false,
+    }
+}
+
+/// Answers `request`, then every complete request the client sent behind it, then gives the
+/// connection back to the poller (or closes it).
+fn serve(shared: &Shared, mut conn: Box<Conn>, request: Request, buf: &mut Vec<u8>) {
+    let mut next = (request, Ok(()));
+    loop {
+        let (request, admission) = next;
+        let keep_alive = !shared.stopping.load(Relaxed);
+        let fate = {
+            let mut ex = Exchange::new(&mut conn, &request.head, request.framing, keep_alive, buf);
+            match admission {
+                Ok(()) => {
+                    let handled = catch_unwind(AssertUnwindSafe(|| {
+                        shared.handler.handle(&request, &mut ex)
+                    }));
+                    if handled.is_err() {
+                        log::error!(
+                            "the handler panicked on {} {}",
+                            request.head.method,
+                            request.head.target
+                        );
+                    }
+                }
+                Err(refusal) => ex.refuse(&refusal),
+            }
+            if !ex.answered() {
+                ex.refuse(&Refusal::new(500, "internal error"));
+            }
+            ex.fate().unwrap_or(Fate::Abort)
+        };
+        if fate != Fate::KeepAlive {
+            return give_back(shared, conn, fate);
+        }
+        conn.served += 1;
+        match parse_head(conn.unread(), 0, conn.peer.ip(), &shared.limits) {
+            Ok(Parsed::Complete { head, framing, len }) => {
+                conn.consume_unread(len);
+                let admission = shared.handler.admit(&head, framing);
+                if let Err(refusal) = &admission {
+                    shared
+                        .handler
+                        .refused(Some(&head), refusal, Refused::Admission);
+                }
+                let request = Request {
+                    head,
+                    framing,
+                    received: Instant::now(),
+                };
+                next = (request, admission);
+            }
+            Ok(Parsed::Partial) => {
+                conn.head_started = (!conn.unread().is_empty()).then(Instant::now);
+                return give_back(shared, conn, Fate::KeepAlive);
+            }
+            Err(refusal) => {
+                shared.handler.refused(None, &refusal, Refused::Malformed);
+                let (bytes, _) = write::refusal_bytes(&refusal, closing(None));
+                let fate = if conn.write_all(&bytes).is_ok() {
+                    Fate::Close
+                } else {
+                    Fate::Abort
+                };
+                return give_back(shared, conn, fate);
+            }
+        }
+    }
+}
+
+/// Hands a connection back to the poller: to wait for its next request, to linger before
+/// closing, or closed here.
+fn give_back(shared: &Shared, conn: Box<Conn>, fate: Fate) {
+    let returned = match fate {
+        Fate::KeepAlive => Returned::Idle(conn),
+        Fate::Close => {
+            conn.shutdown_write();
+            Returned::Linger(conn)
+        }
+        Fate::Abort => {
+            let key = conn.key;
+            drop(conn);
+            let _ = shared.returns.send(Returned::Closed(key));
+            return;
+        }
+    };
+    let conn = match &returned {
+        Returned::Idle(c) | Returned::Linger(c) => c,
+        Returned::Closed(_) => unreachable!("handled above"),
+    };
+    // Rearmed before it is handed over: an event that comes first finds its slot busy and is
+    // remembered there until the connection arrives (see poller.rs).
+    if conn.rearm().is_err() {
+        let key = conn.key;
+        drop(returned);
+        let _ = shared.returns.send(Returned::Closed(key));
+        return;
+    }
+    // If the poller is gone (the drain ended), the connection is simply dropped.
+    let _ = shared.returns.send(returned);
+    // The poller looks at the returned connections before it handles events, not after: if
+    // the client's next request arrived between our re-arming and our sending, the poller may
+    // have seen the event, found the slot busy and gone to sleep. It counts such slots in
+    // `awaited` before it looks at the returned connections a last time, and we look at the
+    // count after sending; with a fence on each side, at least one of us sees the other, and
+    // a sleeping poller is woken only then.
+    fence(SeqCst);
+    if shared.awaited.load(SeqCst) > 0 {
+        let _ = shared.poller.notify();
+    }
+}
