@@ -94,6 +94,7 @@ fn proxy_settings(config: &Config) -> ProxySettings {
         retries: config.retries,
         failure_statuses: config.breaker.failure_statuses.clone(),
         idle_connections: config.workers.max(16),
+        max_request_head: config.max_head,
     }
 }
 
@@ -361,7 +362,7 @@ const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds `addr`; the error names what it was for (`what`: "" or "admin ").
 fn bind(addr: &str, what: &str) -> io::Result<TcpListener> {
-    TcpListener::bind(addr)
+    http::bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {what}{addr}: {e}")))
 }
 

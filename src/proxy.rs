@@ -178,6 +178,9 @@ pub struct ProxySettings {
     pub failure_statuses: Vec<u16>,
     /// Idle keep-alive connections kept to each backend.
     pub idle_connections: usize,
+    /// The largest request head a client may send (`limits max_head=`), so that the buffer a
+    /// backend connection writes from can hold it with the forwarding headers. Default 16 KiB.
+    pub max_request_head: usize,
 }
 
 /// A backend's answer, ready to be relayed. The body streams from the backend.
@@ -309,15 +312,16 @@ pub struct Proxy {
 /// holds one host.
 struct Agents {
     /// What the agents were made for; a change makes new ones.
-    made_for: (Duration, Duration, usize),
+    made_for: (Duration, Duration, usize, usize),
     by_url: HashMap<String, ureq::Agent>,
 }
 
-fn agent_settings(settings: &ProxySettings) -> (Duration, Duration, usize) {
+fn agent_settings(settings: &ProxySettings) -> (Duration, Duration, usize, usize) {
     (
         settings.connect_timeout,
         settings.response_timeout,
         settings.idle_connections,
+        settings.max_request_head,
     )
 }
 
@@ -337,6 +341,13 @@ fn new_agent(settings: &ProxySettings) -> ureq::Agent {
         .max_idle_connections_per_host(settings.idle_connections)
         .max_idle_age(Duration::from_secs(15))
         .max_response_header_size(64 * 1024)
+        // Each connection to a backend holds these two buffers, zeroed (so resident) once
+        // used. ureq's defaults (128 KiB each) cost 256 KiB per pooled connection: with 64
+        // workers that was 20 MiB of the balancer's memory. The input buffer must hold the
+        // largest response head (64 KiB), the output buffer the largest request head with the
+        // forwarding headers.
+        .input_buffer_size(64 * 1024)
+        .output_buffer_size((settings.max_request_head + 8 * 1024).max(32 * 1024))
         .build();
     ureq::Agent::with_parts(config, BackendConnector, CachingResolver::default())
 }
@@ -705,6 +716,7 @@ mod tests {
             retries: 2,
             failure_statuses: vec![502, 503, 504],
             idle_connections: 16,
+            max_request_head: 16 * 1024,
         }
     }
 

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 pub use exchange::{Body, Exchange, SendError};
 pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
-pub use server::Server;
+pub use server::{bind, Server};
 pub use write::Refusal;
 
 /// How long a closing connection is read and dropped, waiting for the client to close. 5 s

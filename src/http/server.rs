@@ -64,6 +64,26 @@ pub(crate) struct Shared {
     pub returns: Sender<Returned>,
 }
 
+/// Connections the kernel may hold, complete, before the poller accepts them. 4096; Linux
+/// caps it at `net.core.somaxconn` (4096 by default since 5.4). Rust's own default, 128, makes
+/// a burst of new connections wait for SYN retransmits (a second or more).
+pub const BACKLOG: i32 = 4096;
+
+/// Binds a listening socket on `addr` with a [`BACKLOG`]-deep accept queue.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr)?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: listen(2) on a descriptor `listener` owns; calling it again on a listening
+        // socket only changes the backlog.
+        if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(listener)
+}
+
 /// A running HTTP server (see the module documentation).
 pub struct Server {
     addr: SocketAddr,

@@ -874,6 +874,26 @@ impl Drop for Lb {
     }
 }
 
+/// Raises this test process's descriptor limit to at least `needed` (up to the hard limit).
+/// False, with a visible note on stderr, when the hard limit is lower: the caller skips.
+pub fn allow_descriptors(needed: u64, test: &str) -> bool {
+    let _ = loadbalancer::http::limits::raise_descriptor_limit();
+    let have = loadbalancer::http::limits::descriptor_limit();
+    if have >= needed {
+        return true;
+    }
+    // Written past libtest's capture, so that a skip is never silent.
+    let _ = writeln!(
+        io::stderr(),
+        "SKIPPED {test}: needs {needed} open descriptors, the hard limit is {have} (ulimit -Hn)"
+    );
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs {needed} descriptors under CI, the limit is {have}"
+    );
+    false
+}
+
 /// Binds and releases a port on loopback, for the binary (which does not report the port it
 /// bound). Callers retry if another process takes it in between.
 pub fn free_port() -> u16 {
@@ -936,10 +956,39 @@ pub fn spawn_binary(
     extra: &[String],
     rust_log: &str,
 ) -> (Child, SocketAddr) {
+    spawn_binary_with(dir, conf, extra, rust_log, None)
+}
+
+/// [`spawn_binary`], with the child's descriptor limit (soft and hard) set to `nofile` when
+/// given, as `ulimit -n` would.
+pub fn spawn_binary_with(
+    dir: &Path,
+    conf: &Path,
+    extra: &[String],
+    rust_log: &str,
+    nofile: Option<u64>,
+) -> (Child, SocketAddr) {
+    use std::os::unix::process::CommandExt;
     for attempt in 0.. {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadbalancer"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
+        if let Some(n) = nofile {
+            // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .current_dir(dir)
             .arg("--config")
             .arg(conf)
@@ -978,6 +1027,15 @@ impl LbProcess {
     /// `--backend` per URL, in an empty working directory so no `./loadbalancer.conf` is read.
     /// Returns once it accepts connections.
     pub fn spawn(backends: &[String], config_lines: &[&str]) -> LbProcess {
+        LbProcess::spawn_with(backends, config_lines, None)
+    }
+
+    /// [`LbProcess::spawn`] with the child's descriptor limit set to `nofile` (soft and hard).
+    pub fn spawn_with(
+        backends: &[String],
+        config_lines: &[&str],
+        nofile: Option<u64>,
+    ) -> LbProcess {
         let dir = TempDir::new("bin");
         let conf = dir.path().join("test.conf");
         let mut text = String::from("health off\nslow_start off\naccess_log off\n");
@@ -990,7 +1048,7 @@ impl LbProcess {
             .iter()
             .flat_map(|b| ["--backend".to_string(), b.clone()])
             .collect();
-        let (child, addr) = spawn_binary(dir.path(), &conf, &args, "warn");
+        let (child, addr) = spawn_binary_with(dir.path(), &conf, &args, "warn", nofile);
         LbProcess { child, addr, dir }
     }
 
@@ -1012,6 +1070,25 @@ impl LbProcess {
     /// Peak resident set size so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         self.status_kib("VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Descriptors the process has open now.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Threads the process has now.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     /// Sends a signal by name (`TERM`, `INT`) with kill(1).
