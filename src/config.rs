@@ -181,6 +181,10 @@ pub struct Config {
     pub retries: u32,
     /// Retries allowed as a percentage of requests. Default 20.
     pub retry_budget_percent: u32,
+    /// `retries ... retry_timeouts=on`: retry an idempotent request on another backend after
+    /// one timed out holding it. Default off, so a client waits at most one response timeout
+    /// for an answer's head.
+    pub retry_timeouts: bool,
     /// Active health checks.
     pub health: HealthConfig,
     /// Circuit breaker.
@@ -212,6 +216,7 @@ impl Default for Config {
             client_timeout: Duration::from_secs(60),
             retries: 2,
             retry_budget_percent: 20,
+            retry_timeouts: false,
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),
@@ -393,7 +398,11 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "retries" => {
             let (n, rest) = words.split_first().ok_or("retries takes a count")?;
             config.retries = parse_count(n, "retries", 0, 10)? as u32;
-            for (_, v) in pairs(rest, &["budget"])? {
+            for (k, v) in pairs(rest, &["budget", "retry_timeouts"])? {
+                if k == "retry_timeouts" {
+                    config.retry_timeouts = parse_on_off(v, "retry_timeouts")?;
+                    continue;
+                }
                 let pct = v
                     .strip_suffix('%')
                     .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
@@ -818,5 +827,14 @@ backend   http://localhost:8082 weight=5
         std::fs::write(dir.join(DEFAULT_CONFIG_FILE), "workers 9\n").unwrap();
         assert_eq!(parse_args_in(args(&[]), &dir).unwrap().config.workers, 9);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn retry_timeouts_is_off_by_default_and_set_on_the_retries_line() {
+        assert!(!Config::default().retry_timeouts);
+        let c = Config::parse("retries 2 budget=20% retry_timeouts=on\n", "x").unwrap();
+        assert!(c.retry_timeouts);
+        assert_eq!(c.retry_budget_percent, 20);
+        assert!(err("retries 2 retry_timeouts=yes\n").contains("retry_timeouts must be on or off"));
     }
 }

@@ -91,6 +91,7 @@ fn proxy_settings(config: &Config) -> ProxySettings {
         connect_timeout: config.connect_timeout,
         response_timeout: config.response_timeout,
         retries: config.retries,
+        retry_timeouts: config.retry_timeouts,
         failure_statuses: config.breaker.failure_statuses.clone(),
         idle_connections: config.workers.max(16),
     }
