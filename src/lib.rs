@@ -28,6 +28,7 @@ pub mod resolver;
 pub mod retry;
 pub mod server;
 pub mod sockets;
+pub mod startup;
 pub mod transport;
 pub mod watchdog;
 pub mod weights;
