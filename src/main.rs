@@ -173,9 +173,9 @@ fn start_demo(config: &loadbalancer::Config) -> Result<Vec<servers::DemoServer>,
         }
         let name = format!("server{}", b.port - 8080);
         let addr = format!("127.0.0.1:{}", b.port);
+        // spawn logs `serverN: listening on ADDR`, as the standalone server does.
         let server = servers::spawn(&name, &addr, servers::Behaviour::default())
             .map_err(|e| format!("--demo: cannot start {name} on {addr}: {e}"))?;
-        log::info!("demo backend {name} on {}", server.addr());
         started.push(server);
     }
     Ok(started)
