@@ -17,6 +17,7 @@
 //! | `GET /` | the dashboard: HTML + CSS + a little JavaScript that fetches `/status` every second |
 //! | `GET /status` | JSON, `application/json` |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | `GET /health` | readiness of the balancer itself: `200 ok` while a backend can take traffic, `503` and the reason otherwise; no token needed |
 //! | any other path | 404 |
 //! | a method other than GET or HEAD | 405 with `Allow: GET, HEAD` |
 
@@ -93,6 +94,11 @@ pub fn handle(shared: &Shared, request: &AdminRequest) -> AdminResponse {
         Some((p, q)) => (p, q),
         None => (request.target.as_str(), ""),
     };
+    // Readiness probes (a load balancer in front, systemd, Kubernetes) seldom carry a secret,
+    // and the answer reveals no more than "ready or not", so /health needs no token.
+    if path == "/health" && (request.method == "GET" || request.method == "HEAD") {
+        return readiness(shared).header("Cache-Control", "no-store");
+    }
     let token = shared.config.read().admin_token.clone();
     if let Some(token) = token {
         if !authorized(&token, request.authorization.as_deref(), query) {
@@ -116,9 +122,25 @@ pub fn handle(shared: &Shared, request: &AdminRequest) -> AdminResponse {
             "text/plain; version=0.0.4; charset=utf-8",
             metrics_text(&View::collect(shared)),
         ),
-        _ => AdminResponse::text(404, "not found: try /, /status or /metrics"),
+        _ => AdminResponse::text(404, "not found: try /, /status, /metrics or /health"),
     };
     response.header("Cache-Control", "no-store")
+}
+
+/// `/health`: 200 `ok` while at least one backend can take traffic (healthy, breaker not
+/// open), else 503 saying why, so whatever sits in front of the balancer can route around it.
+fn readiness(shared: &Shared) -> AdminResponse {
+    let backends = shared.pool.backends();
+    if backends.iter().any(|b| b.is_available()) {
+        return AdminResponse::text(200, "ok");
+    }
+    AdminResponse::text(
+        503,
+        &format!(
+            "not ready: none of the {} backends is available (unhealthy or breaker open)",
+            backends.len()
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

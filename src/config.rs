@@ -43,6 +43,13 @@ impl BackendConfig {
     /// Parses `http://host[:port]` plus a weight. Only plain `http` is supported: the balancer
     /// terminates client connections and speaks HTTP/1.1 to backends on a trusted network.
     pub fn parse(url: &str, weight: u32) -> Result<BackendConfig, String> {
+        if let Some(rest) = url.strip_prefix("https://") {
+            return Err(format!(
+                "backend URL {url:?}: TLS backends are not supported: use http://{rest} if the \
+                 backend also speaks plain HTTP, or put a TLS terminator in front of it (stunnel, \
+                 nginx) and list that terminator's http:// address"
+            ));
+        }
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("backend URL {url:?} must start with http://"))?;
@@ -199,6 +206,10 @@ pub struct Config {
     pub retries: u32,
     /// Retries allowed as a percentage of requests. Default 20.
     pub retry_budget_percent: u32,
+    /// `retries ... retry_timeouts=on`: retry an idempotent request on another backend after
+    /// one timed out holding it. Default off, so a client waits at most one response timeout
+    /// for an answer's head.
+    pub retry_timeouts: bool,
     /// Active health checks.
     pub health: HealthConfig,
     /// Circuit breaker.
@@ -237,6 +248,7 @@ impl Default for Config {
             max_connections: None,
             retries: 2,
             retry_budget_percent: 20,
+            retry_timeouts: false,
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),
@@ -461,7 +473,11 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "retries" => {
             let (n, rest) = words.split_first().ok_or("retries takes a count")?;
             config.retries = parse_count(n, "retries", 0, 10)? as u32;
-            for (_, v) in pairs(rest, &["budget"])? {
+            for (k, v) in pairs(rest, &["budget", "retry_timeouts"])? {
+                if k == "retry_timeouts" {
+                    config.retry_timeouts = parse_on_off(v, "retry_timeouts")?;
+                    continue;
+                }
                 let pct = v
                     .strip_suffix('%')
                     .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
@@ -579,6 +595,12 @@ impl Config {
     /// Parses config text. `origin` names the file in errors. Settings not in the text keep their
     /// defaults, except backends: a file that lists any replaces the default three.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        Config::parse_noting_defaults(text, origin).map(|(config, _)| config)
+    }
+
+    /// [`Config::parse`], also telling whether the text listed no backend, so the default
+    /// three were filled in.
+    fn parse_noting_defaults(text: &str, origin: &str) -> Result<(Config, bool), ConfigError> {
         let mut config = Config::default();
         config.backends.clear();
         let mut seen: Vec<&str> = Vec::new();
@@ -603,7 +625,8 @@ impl Config {
             }
             apply_line(&mut config, key, &words).map_err(|m| err(format!("{key}: {m}")))?;
         }
-        if config.backends.is_empty() {
+        let defaulted = config.backends.is_empty();
+        if defaulted {
             config.backends = Config::default().backends;
         }
         config.validate().map_err(|message| ConfigError {
@@ -611,20 +634,24 @@ impl Config {
             line: 0,
             message,
         })?;
-        Ok(config)
+        Ok((config, defaulted))
     }
 
     /// Reads and parses a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Config::read_noting_defaults(path).map(|(config, _)| config)
+    }
+
+    fn read_noting_defaults(path: &Path) -> Result<(Config, bool), ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             origin: origin.clone(),
             line: 0,
             message: format!("cannot read: {e}"),
         })?;
-        let mut config = Config::parse(&text, &origin)?;
+        let (mut config, defaulted) = Config::parse_noting_defaults(&text, &origin)?;
         config.source = Some(path.to_path_buf());
-        Ok(config)
+        Ok((config, defaulted))
     }
 
     /// Whole-config rules that no single line can check.
@@ -636,7 +663,7 @@ impl Config {
                 .unwrap_or(false);
             if !loopback {
                 return Err(format!(
-                    "admin listener {admin} is not on loopback, so it needs a token: admin {admin} token=SECRET"
+                    "admin listener {admin} is not on loopback, so it needs a token: admin {admin} token=SECRET in the config file, or --admin-token SECRET"
                 ));
             }
         }
@@ -644,6 +671,121 @@ impl Config {
             return Err("no backends configured".into());
         }
         self.filter.validate()?;
+        Ok(())
+    }
+}
+
+/// Writes a duration in the largest unit that states it exactly: `250ms`, `2s`, `5m`, `1h`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let units = [(3_600_000, "h"), (60_000, "m"), (1000, "s")];
+    match units.iter().find(|(n, _)| ms > 0 && ms.is_multiple_of(*n)) {
+        Some((n, unit)) => format!("{}{unit}", ms / n),
+        None if ms == 0 => "0s".to_string(),
+        None => format!("{ms}ms"),
+    }
+}
+
+/// Writes a size in the largest unit that states it exactly: `512B`, `8KiB`, `10MiB`, `1GiB`.
+pub fn format_size(n: u64) -> String {
+    let units = [(30, "GiB"), (20, "MiB"), (10, "KiB")];
+    units
+        .iter()
+        .find(|(shift, _)| n > 0 && n.is_multiple_of(1u64 << shift))
+        .map_or_else(
+            || format!("{n}B"),
+            |(shift, u)| format!("{}{u}", n >> shift),
+        )
+}
+
+/// The admin token as `--check` prints it: the secret itself stays out of terminals and CI logs.
+pub const HIDDEN_TOKEN: &str = "********";
+
+/// The configuration in the config-file grammar, one key per line, every setting spelled out
+/// (filtering keys only when set). Parsing the text gives back the same configuration, except
+/// the admin token, written as [`HIDDEN_TOKEN`]. This is what `loadbalancer --check` prints.
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = |d: Duration| format_duration(d);
+        let on_off = |b: bool| if b { "on" } else { "off" };
+        writeln!(f, "listen        {}", self.listen)?;
+        match (&self.admin, &self.admin_token) {
+            (None, _) => writeln!(f, "admin         off")?,
+            (Some(a), None) => writeln!(f, "admin         {a}")?,
+            (Some(a), Some(_)) => writeln!(f, "admin         {a} token={HIDDEN_TOKEN}")?,
+        }
+        writeln!(f, "workers       {}", self.workers)?;
+        match self.queue {
+            Some(n) => writeln!(f, "queue         {n}")?,
+            None => writeln!(f, "queue         off")?,
+        }
+        writeln!(
+            f,
+            "timeouts      connect={} response={} client={} head={} queue={}",
+            d(self.connect_timeout),
+            d(self.response_timeout),
+            d(self.client_timeout),
+            d(self.head_timeout),
+            d(self.queue_timeout)
+        )?;
+        let mut limits = vec![
+            format!(
+                "max_request_line={}",
+                format_size(self.max_request_line as u64)
+            ),
+            format!("max_head={}", format_size(self.max_head as u64)),
+            format!("max_headers={}", self.max_headers),
+        ];
+        if let Some(n) = self.max_connections {
+            limits.push(format!("max_connections={n}"));
+        }
+        limits.extend(self.filter.limits_words());
+        writeln!(f, "limits        {}", limits.join(" "))?;
+        writeln!(
+            f,
+            "retries       {} budget={}% retry_timeouts={}",
+            self.retries,
+            self.retry_budget_percent,
+            on_off(self.retry_timeouts)
+        )?;
+        let h = &self.health;
+        if h.enabled {
+            writeln!(
+                f,
+                "health        path={} interval={} timeout={} rise={} fall={}",
+                h.path,
+                d(h.interval),
+                d(h.timeout),
+                h.rise,
+                h.fall
+            )?;
+        } else {
+            writeln!(f, "health        off")?;
+        }
+        let b = &self.breaker;
+        write!(
+            f,
+            "breaker       failures={} cooldown={} max_cooldown={}",
+            b.failures,
+            d(b.cooldown),
+            d(b.max_cooldown)
+        )?;
+        let statuses: Vec<String> = b.failure_statuses.iter().map(u16::to_string).collect();
+        if !statuses.is_empty() {
+            write!(f, " statuses={}", statuses.join(","))?;
+        }
+        writeln!(f)?;
+        if self.slow_start.is_zero() {
+            writeln!(f, "slow_start    off")?;
+        } else {
+            writeln!(f, "slow_start    {}", d(self.slow_start))?;
+        }
+        writeln!(f, "access_log    {}", on_off(self.access_log))?;
+        writeln!(f, "drain_timeout {}", d(self.drain_timeout))?;
+        write!(f, "{}", self.filter)?;
+        for b in &self.backends {
+            writeln!(f, "backend       {} weight={}", b.url, b.weight)?;
+        }
         Ok(())
     }
 }
@@ -657,6 +799,13 @@ pub struct Cli {
     pub demo: bool,
     /// `--help` was given: print [`USAGE`] and exit.
     pub help: bool,
+    /// `--version` was given: print the version and exit.
+    pub version: bool,
+    /// `--check` was given: print the effective configuration and exit without binding anything.
+    pub check: bool,
+    /// The backends are the built-in defaults (`localhost:8081..8083`): neither a config file
+    /// nor `--backend` named any. Worth a warning at start-up.
+    pub default_backends: bool,
 }
 
 /// The `--help` text: every option with its default.
@@ -665,31 +814,73 @@ loadbalancer: a synchronous HTTP/1.1 load balancer
 
 USAGE:
     loadbalancer [OPTIONS]
+    loadbalancer --check [--config FILE] [OPTIONS]
 
 OPTIONS:
     --config FILE            config file (default: ./loadbalancer.conf if it exists)
     --listen ADDR            client-facing address (default 0.0.0.0:8080)
     --backend URL[,weight=N] a backend, repeatable; replaces the file's backends
-                             (default http://localhost:8081..8083, weight 1)
+                             (default http://localhost:8081..8083, weight 1);
+                             also --backend URL weight=N, as in the config file
     --workers N              worker threads (default 64)
     --queue N|off            most requests waiting for a worker before 503 at once
                              (default off: one per connection; each waits up to
                              `timeouts queue=`, default 5s)
     --connect-timeout DUR    backend connect timeout (default 2s)
-    --response-timeout DUR   backend response timeout (default 30s)
+    --response-timeout DUR   longest wait for a backend's answer; a timed-out request is
+                             not retried (default 30s; config: retries retry_timeouts=on)
     --access-log on|off      one log line per request (default on)
-    --admin ADDR|off         dashboard, /status and /metrics (default 127.0.0.1:9090)
+    --admin ADDR|off         dashboard, /status, /metrics, /health (default 127.0.0.1:9090)
+    --admin-token SECRET     token the admin listener requires (default none; needed off
+                             loopback)
     --demo                   also run demo backends for localhost:8081.. backends
+    --check                  print the effective configuration and exit: 0 when valid,
+                             2 with file:line when not (binds nothing, like nginx -t)
+    --version                print the version
     --help                   print this help
 
 Durations take ms, s, m or h (e.g. 500ms, 2s). Logging follows RUST_LOG (default info).
 Every setting, with the config file grammar, is documented in README.md.
 ";
 
+/// The `--version` line: `loadbalancer X.Y.Z`.
+pub fn version() -> String {
+    format!("loadbalancer {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Parses command-line arguments (without the program name) into a [`Cli`]. The config file
 /// (from `--config`, or `./loadbalancer.conf` when present) is read first, then flags override it.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, ConfigError> {
     parse_args_in(args, Path::new("."))
+}
+
+/// Flags that take a value.
+const VALUE_FLAGS: &[&str] = &[
+    "--config",
+    "--listen",
+    "--backend",
+    "--workers",
+    "--queue",
+    "--connect-timeout",
+    "--response-timeout",
+    "--access-log",
+    "--admin",
+    "--admin-token",
+];
+
+/// Parses a `--backend` value: the URL, then `weight=N` separated by a comma or blanks
+/// (`URL,weight=2`, `"URL weight=2"`).
+fn parse_backend_flag(value: &str) -> Result<BackendConfig, String> {
+    let mut parts = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty());
+    let url = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let mut weight = 1;
+    for (_, v) in pairs(&rest, &["weight"])? {
+        weight = parse_count(v, "weight", 1, 1000)? as u32;
+    }
+    BackendConfig::parse(url, weight)
 }
 
 /// [`parse_args`] with the directory in which the default config file is looked for.
@@ -705,7 +896,7 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
     let mut file: Option<PathBuf> = None;
     let mut flags: Vec<(String, String)> = Vec::new();
     let mut cli = Cli::default();
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
@@ -713,15 +904,22 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
         };
         match name.as_str() {
             "--help" | "-h" => cli.help = true,
+            "--version" | "-V" => cli.version = true,
+            "--check" => cli.check = true,
             "--demo" => cli.demo = true,
-            "--config" | "--listen" | "--backend" | "--workers" | "--queue"
-            | "--connect-timeout" | "--response-timeout" | "--access-log" | "--admin" => {
-                let value = match inline {
+            flag if VALUE_FLAGS.contains(&flag) => {
+                let mut value = match inline {
                     Some(v) => v,
                     None => args
                         .next()
                         .ok_or_else(|| flag_err(&name, "needs a value".into()))?,
                 };
+                // `--backend URL weight=N`, as the config file writes it.
+                if name == "--backend" {
+                    while let Some(w) = args.next_if(|a| a.starts_with("weight=")) {
+                        value = format!("{value},{w}");
+                    }
+                }
                 if name == "--config" {
                     file = Some(PathBuf::from(value));
                 } else {
@@ -731,11 +929,15 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
             _ => return Err(flag_err(&arg, "unknown option (see --help)".to_string())),
         }
     }
+    if cli.help || cli.version {
+        // Answered without reading a config file, which may be broken.
+        return Ok(cli);
+    }
     let default_file = dir.join(DEFAULT_CONFIG_FILE);
-    let mut config = match file {
-        Some(f) => Config::from_file(&f)?,
-        None if default_file.is_file() => Config::from_file(&default_file)?,
-        None => Config::default(),
+    let (mut config, file_defaulted) = match file {
+        Some(f) => Config::read_noting_defaults(&f)?,
+        None if default_file.is_file() => Config::read_noting_defaults(&default_file)?,
+        None => (Config::default(), true),
     };
     let mut flag_backends = Vec::new();
     for (name, value) in flags {
@@ -743,14 +945,7 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
         match name.as_str() {
             "--listen" => config.listen = check_addr(&value).map_err(e)?,
             "--backend" => {
-                let mut parts = value.split(',');
-                let url = parts.next().unwrap_or_default();
-                let rest: Vec<&str> = parts.collect();
-                let mut weight = 1;
-                for (_, v) in pairs(&rest, &["weight"]).map_err(e)? {
-                    weight = parse_count(v, "weight", 1, 1000).map_err(e)? as u32;
-                }
-                let b = BackendConfig::parse(url, weight).map_err(e)?;
+                let b = parse_backend_flag(&value).map_err(e)?;
                 if flag_backends.iter().any(|x: &BackendConfig| x.url == b.url) {
                     return Err(e(format!("backend {} is given twice", b.url)));
                 }
@@ -785,9 +980,12 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                     Some(check_addr(&value).map_err(e)?)
                 }
             }
+            "--admin-token" if value.is_empty() => return Err(e("must not be empty".into())),
+            "--admin-token" => config.admin_token = Some(value),
             _ => unreachable!("flag list above"),
         }
     }
+    cli.default_backends = file_defaulted && flag_backends.is_empty();
     if !flag_backends.is_empty() {
         config.backends = flag_backends;
     }
@@ -922,5 +1120,132 @@ backend   http://localhost:8082 weight=5
         std::fs::write(dir.join(DEFAULT_CONFIG_FILE), "workers 9\n").unwrap();
         assert_eq!(parse_args_in(args(&[]), &dir).unwrap().config.workers, 9);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn retry_timeouts_is_off_by_default_and_set_on_the_retries_line() {
+        assert!(!Config::default().retry_timeouts);
+        let c = Config::parse("retries 2 budget=20% retry_timeouts=on\n", "x").unwrap();
+        assert!(c.retry_timeouts);
+        assert_eq!(c.retry_budget_percent, 20);
+        assert!(err("retries 2 retry_timeouts=yes\n").contains("retry_timeouts must be on or off"));
+    }
+
+    #[test]
+    fn the_printed_configuration_parses_back_to_the_same() {
+        let text = "\
+listen 127.0.0.1:8000
+admin 127.0.0.1:9999
+workers 7
+queue 99
+timeouts connect=250ms response=1500ms client=2m head=3s queue=750ms
+retries 3 budget=50% retry_timeouts=on
+health path=/up interval=1h timeout=3s rise=4 fall=5
+breaker failures=9 cooldown=1m max_cooldown=2h statuses=500,503
+slow_start off
+access_log off
+drain_timeout 0s
+deny 10.0.0.0/8 192.0.2.7 2001:db8::/32
+allow 127.0.0.0/8 ::1
+trusted_proxies 10.1.0.0/16
+rate_limit rate=100/s burst=200
+rate_limit rate=10/m path=/login
+ban after=3 window=1m duration=10m
+limits max_target=8KiB max_body=1000B max_clients=5000 max_head=32KiB max_connections=700
+deny_method TRACE connect
+deny_path /.git /admin
+backend http://localhost:8081 weight=3
+backend http://[::1]:9000
+";
+        let c = Config::parse(text, "x").unwrap();
+        let printed = c.to_string();
+        assert_eq!(Config::parse(&printed, "printed").unwrap(), c, "{printed}");
+        assert!(printed
+            .contains("timeouts      connect=250ms response=1500ms client=2m head=3s queue=750ms"));
+        assert!(printed.contains(
+            "limits        max_request_line=8KiB max_head=32KiB max_headers=100 \
+             max_connections=700 max_target=8KiB max_body=1000B max_clients=5000"
+        ));
+        // The defaults print every setting, and parse back too.
+        let d = Config::default();
+        assert_eq!(Config::parse(&d.to_string(), "d").unwrap(), d);
+        // The token is hidden.
+        let mut t = d.clone();
+        t.admin_token = Some("s3cret".into());
+        assert!(!t.to_string().contains("s3cret"));
+        assert!(t.to_string().contains("token=********"));
+    }
+
+    #[test]
+    fn backend_flag_takes_the_weight_as_in_the_file() {
+        let dir = std::env::temp_dir().join(format!("lbcfg-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for form in [
+            &["--backend", "http://a:1", "weight=3"][..],
+            &["--backend", "http://a:1 weight=3"],
+            &["--backend", "http://a:1,weight=3"],
+            &["--backend=http://a:1", "weight=3"],
+        ] {
+            let cli = parse_args_in(args(form), &dir).unwrap();
+            assert_eq!(cli.config.backends.len(), 1, "{form:?}");
+            assert_eq!(cli.config.backends[0].weight, 3, "{form:?}");
+            assert!(!cli.default_backends);
+        }
+        let e = parse_args_in(args(&["--backend", "http://a:1", "weight=0"]), &dir).unwrap_err();
+        assert!(e.to_string().starts_with("--backend: weight"), "{e}");
+        // No file and no --backend: the defaults, noted for the start-up warning.
+        let cli = parse_args_in(args(&[]), &dir).unwrap();
+        assert!(cli.default_backends);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn tls_backends_get_a_clear_refusal_in_the_file_and_on_the_command_line() {
+        let e = err("workers 2\nbackend https://api.example:443\n");
+        assert!(e.starts_with("lb.conf:2: backend:"), "{e}");
+        assert!(e.contains("TLS backends are not supported"), "{e}");
+        assert!(e.contains("http://api.example:443"), "{e}");
+        let dir = std::env::temp_dir();
+        let e = parse_args_in(args(&["--backend", "https://b:8443"]), &dir).unwrap_err();
+        assert!(e.to_string().starts_with("--backend:"), "{e}");
+        assert!(
+            e.to_string().contains("TLS backends are not supported"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn admin_token_flag_allows_a_listener_off_loopback() {
+        let dir = std::env::temp_dir().join(format!("lbcfg-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let e = parse_args_in(args(&["--admin", "0.0.0.0:9090"]), &dir).unwrap_err();
+        assert!(e.to_string().contains("--admin-token SECRET"), "{e}");
+        let cli = parse_args_in(
+            args(&["--admin", "0.0.0.0:9090", "--admin-token", "s3cret"]),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(cli.config.admin_token.as_deref(), Some("s3cret"));
+        assert!(parse_args_in(args(&["--admin-token="]), &dir).is_err());
+        // --version and --help answer even when the config file is broken.
+        std::fs::write(dir.join(DEFAULT_CONFIG_FILE), "workers zero\n").unwrap();
+        assert!(parse_args_in(args(&["--version"]), &dir).unwrap().version);
+        assert!(parse_args_in(args(&["--help"]), &dir).unwrap().help);
+        assert!(parse_args_in(args(&[]), &dir).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(120)), "2m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_size(10 << 20), "10MiB");
+        assert_eq!(format_size(1000), "1000B");
+        assert_eq!(format_size(0), "0B");
     }
 }

@@ -559,6 +559,72 @@ impl FilterConfig {
     }
 }
 
+/// The filtering keys that are set, one config line each, in the config-file grammar (nothing
+/// for the default, which filters nothing). Parsing the lines gives back the same settings.
+impl FilterConfig {
+    /// This module's words of the `limits` line (`max_target=`, `max_body=`, `max_clients=`),
+    /// the ones that differ from the defaults. The config prints the line, which it shares.
+    pub fn limits_words(&self) -> Vec<String> {
+        use crate::config::format_size;
+        let mut limits = Vec::new();
+        if let Some(n) = self.max_target {
+            limits.push(format!("max_target={}", format_size(n)));
+        }
+        if let Some(n) = self.max_body {
+            limits.push(format!("max_body={}", format_size(n)));
+        }
+        if self.max_clients != DEFAULT_MAX_CLIENTS {
+            limits.push(format!("max_clients={}", self.max_clients));
+        }
+        limits
+    }
+}
+
+/// The filtering keys in the config-file grammar, but for `limits` (see
+/// [`FilterConfig::limits_words`]).
+impl fmt::Display for FilterConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::config::format_duration;
+        let join = |items: Vec<String>| items.join(" ");
+        for (key, list) in [
+            ("deny", &self.deny),
+            ("allow", &self.allow),
+            ("trusted_proxies", &self.trusted_proxies),
+        ] {
+            if !list.is_empty() {
+                writeln!(
+                    f,
+                    "{key} {}",
+                    join(list.iter().map(Cidr::to_string).collect())
+                )?;
+            }
+        }
+        for r in &self.rate_limits {
+            write!(f, "rate_limit rate={} burst={}", r.rate, r.burst)?;
+            match &r.path {
+                Some(p) => writeln!(f, " path={p}")?,
+                None => writeln!(f)?,
+            }
+        }
+        if let Some(b) = &self.ban {
+            writeln!(
+                f,
+                "ban after={} window={} duration={}",
+                b.after,
+                format_duration(b.window),
+                format_duration(b.duration)
+            )?;
+        }
+        if !self.deny_methods.is_empty() {
+            writeln!(f, "deny_method {}", join(self.deny_methods.clone()))?;
+        }
+        if !self.deny_paths.is_empty() {
+            writeln!(f, "deny_path {}", join(self.deny_paths.clone()))?;
+        }
+        Ok(())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------------------------

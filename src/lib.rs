@@ -28,6 +28,7 @@ pub mod proxy;
 pub mod resolver;
 pub mod retry;
 pub mod server;
+pub mod startup;
 pub mod transport;
 pub mod weights;
 pub mod yielding;
@@ -92,6 +93,7 @@ fn proxy_settings(config: &Config) -> ProxySettings {
         connect_timeout: config.connect_timeout,
         response_timeout: config.response_timeout,
         retries: config.retries,
+        retry_timeouts: config.retry_timeouts,
         failure_statuses: config.breaker.failure_statuses.clone(),
         idle_connections: config.workers.max(16),
         max_request_head: config.max_head,
@@ -360,10 +362,27 @@ const ADMIN_CONNECTIONS: usize = 256;
 /// How long a shutdown waits for admin requests in flight. 1 s.
 const ADMIN_DRAIN: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Binds `addr`; the error names what it was for (`what`: "" or "admin ").
+/// Binds `addr` for `what` (`""` or `"admin "`). An address in use gets a hint naming the flag
+/// to change.
 fn bind(addr: &str, what: &str) -> io::Result<TcpListener> {
-    http::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {what}{addr}: {e}")))
+    http::bind(addr).map_err(|e| {
+        let problem = if e.kind() == io::ErrorKind::AddrInUse {
+            let flag = if what.is_empty() {
+                "--listen"
+            } else {
+                "--admin"
+            };
+            format!(
+                "address in use: is another balancer running? choose another port with {flag} ADDR"
+            )
+        } else {
+            e.to_string()
+        };
+        io::Error::new(
+            e.kind(),
+            format!("cannot listen on {what}{addr}: {problem}"),
+        )
+    })
 }
 
 /// The front end's limits from `config`.

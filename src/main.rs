@@ -1,12 +1,31 @@
 //! The `loadbalancer` command: read flags and the config file, start logging, start the balancer
-//! (and the demo backends with `--demo`), then wait for signals: SIGINT and SIGTERM drain and
-//! exit, SIGHUP reloads the configuration.
+//! (and the demo backends with `--demo`), then wait for signals.
+//!
+//! Signals: SIGHUP reloads the configuration. The first SIGINT or SIGTERM drains (stop accepting,
+//! let requests in flight finish, up to `drain_timeout`) and exits 0, also when the drain timeout
+//! cut requests off (that is logged as a warning: the shutdown itself went as configured). A
+//! second SIGINT or SIGTERM during the drain exits at once with status 130.
+//!
+//! Exit statuses: 0 after a shutdown or for `--help`, `--version` and a valid `--check`; 1 when
+//! the balancer cannot start; 2 for a bad flag or configuration; 130 for a second signal.
 
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread;
 
-use loadbalancer::{config, logging, Balancer};
+use loadbalancer::{config, logging, startup, Balancer};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+
+/// Exit status when a second SIGINT/SIGTERM cuts the drain short (128 + SIGINT, as shells do).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// What the main thread waits for once the balancer runs.
+enum Event {
+    Signal(i32),
+    /// The drain finished; true when every request finished in time.
+    Drained(bool),
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +40,24 @@ fn main() -> ExitCode {
         print!("{}", config::USAGE);
         return ExitCode::SUCCESS;
     }
+    if cli.version {
+        println!("{}", config::version());
+        return ExitCode::SUCCESS;
+    }
+    if cli.check {
+        // Like `nginx -t`: the configuration as it would run, on stdout; nothing is bound.
+        let from = cli.config.source.as_ref().map_or_else(
+            || "built-in defaults and flags".to_string(),
+            |f| format!("{} and flags", f.display()),
+        );
+        println!("# effective configuration ({from})");
+        if cli.default_backends {
+            println!("# no backend configured: these are the built-in default backends");
+        }
+        print!("{}", cli.config);
+        eprintln!("loadbalancer: configuration ok");
+        return ExitCode::SUCCESS;
+    }
     logging::init();
     // Like nginx and HAProxy: the soft limit (often 1024) would cap the connections long before
     // the system does.
@@ -33,6 +70,9 @@ fn main() -> ExitCode {
     }
     if let Some(file) = &cli.config.source {
         log::info!("config from {}", file.display());
+    }
+    if cli.default_backends {
+        startup::warn_default_backends(&cli.config);
     }
     let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
         Ok(s) => s,
@@ -52,6 +92,8 @@ fn main() -> ExitCode {
     } else {
         Vec::new()
     };
+    let backends = cli.config.backends.clone();
+    let connect_timeout = cli.config.connect_timeout;
     // A reload reads the file again and applies the same flags on top, so flags keep winning.
     let loader: loadbalancer::ConfigLoader =
         Box::new(move || config::parse_args(args.clone()).map(|c| c.config));
@@ -62,18 +104,64 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for signal in signals.forever() {
-        match signal {
-            SIGHUP => running.request_reload(),
-            _ => break,
+    startup::announce_dashboard(&running);
+    if let Err(e) = startup::probe_backends(backends, connect_timeout) {
+        log::warn!("cannot probe the backends: {e}");
+    }
+
+    let (events, next) = mpsc::channel();
+    let forward = events.clone();
+    thread::spawn(move || {
+        for signal in signals.forever() {
+            if forward.send(Event::Signal(signal)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut running = Some(running);
+    for event in next {
+        match event {
+            Event::Signal(SIGHUP) => {
+                if let Some(r) = &running {
+                    r.request_reload();
+                }
+            }
+            Event::Signal(signal) => match running.take() {
+                Some(r) => {
+                    log::info!(
+                        "{} received: draining; send it again to exit at once",
+                        signal_name(signal)
+                    );
+                    let events = events.clone();
+                    thread::spawn(move || {
+                        let _ = events.send(Event::Drained(r.shutdown()));
+                    });
+                }
+                None => {
+                    log::warn!(
+                        "second {}: exiting at once, requests still in flight are cut off",
+                        signal_name(signal)
+                    );
+                    std::process::exit(EXIT_INTERRUPTED.into());
+                }
+            },
+            Event::Drained(drained) => {
+                if !drained {
+                    log::warn!("the drain timeout ran out: requests still in flight were cut off");
+                }
+                break;
+            }
         }
     }
-    let drained = running.shutdown();
     drop(demo);
-    if drained {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+    ExitCode::SUCCESS
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "signal",
     }
 }
 
@@ -90,9 +178,9 @@ fn start_demo(config: &loadbalancer::Config) -> Result<Vec<servers::DemoServer>,
         }
         let name = format!("server{}", b.port - 8080);
         let addr = format!("127.0.0.1:{}", b.port);
+        // spawn logs `serverN: listening on ADDR`, as the standalone server does.
         let server = servers::spawn(&name, &addr, servers::Behaviour::default())
             .map_err(|e| format!("--demo: cannot start {name} on {addr}: {e}"))?;
-        log::info!("demo backend {name} on {}", server.addr());
         started.push(server);
     }
     Ok(started)

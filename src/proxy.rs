@@ -18,6 +18,9 @@
 //! - Retries go to a backend not yet tried: always when the request never reached a backend
 //!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
 //!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
+//! - A backend that took the request and did not answer within the response timeout is not
+//!   retried (unless [`ProxySettings::retry_timeouts`]): the response timeout is then the longest
+//!   a client waits for the answer's head, as with HAProxy's `timeout server`.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -174,6 +177,9 @@ pub struct ProxySettings {
     pub response_timeout: Duration,
     /// Extra attempts on other backends. Default 2.
     pub retries: u32,
+    /// Also retry (idempotent requests, body unread) after a backend timed out while it held the
+    /// request. Default off: each retry would add a whole response timeout to the client's wait.
+    pub retry_timeouts: bool,
     /// Statuses that count as backend failures. Default 502, 503, 504.
     pub failure_statuses: Vec<u16>,
     /// Idle keep-alive connections kept to each backend.
@@ -292,6 +298,9 @@ enum AttemptError {
     NotSent(Refusal),
     /// The request may have reached the backend.
     Sent(Refusal),
+    /// The request was sent and the backend did not answer in time: retried only when
+    /// [`ProxySettings::retry_timeouts`] is on, as the time is already spent.
+    TimedOut(Refusal),
 }
 
 /// Forwards requests over pooled ureq agents shared by all workers, one agent per backend.
@@ -500,9 +509,15 @@ impl Proxy {
             backend.stats.failures.fetch_add(1, Relaxed);
             self.observer.record(&backend, false, latency);
             drop(in_flight);
+            let (max_retries, retry_timeouts) = {
+                let settings = self.settings.read();
+                (settings.retries, settings.retry_timeouts)
+            };
+            let safe_to_resend = is_idempotent(&head.method) && body.read == 0;
             let (refusal, retryable) = match error {
                 AttemptError::NotSent(r) => (r, true),
-                AttemptError::Sent(r) => (r, is_idempotent(&head.method) && body.read == 0),
+                AttemptError::Sent(r) => (r, safe_to_resend),
+                AttemptError::TimedOut(r) => (r, retry_timeouts && safe_to_resend),
                 AttemptError::Invalid(r) => (r, false),
             };
             log::debug!(
@@ -512,7 +527,6 @@ impl Proxy {
                 refusal.status,
                 refusal.reason
             );
-            let max_retries = self.settings.read().retries;
             let may_retry = retryable && attempts < max_retries && self.budget.withdraw();
             if !may_retry {
                 return Err(body.failure(refusal, Some(backend), attempts + 1));
@@ -588,7 +602,7 @@ fn classify(error: ureq::Error) -> AttemptError {
         E::Timeout(T::Connect | T::Resolve) => {
             AttemptError::NotSent(Refusal::new(504, "backend connect timed out"))
         }
-        E::Timeout(_) => AttemptError::Sent(Refusal::new(504, "backend timed out")),
+        E::Timeout(_) => AttemptError::TimedOut(Refusal::new(504, "backend timed out")),
         E::BadUri(_) | E::Http(_) => AttemptError::Invalid(Refusal::new(400, "malformed request")),
         E::HostNotFound | E::ConnectionFailed => {
             AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
@@ -714,6 +728,7 @@ mod tests {
             connect_timeout: Duration::from_millis(connect_ms),
             response_timeout: Duration::from_secs(30),
             retries: 2,
+            retry_timeouts: false,
             failure_statuses: vec![502, 503, 504],
             idle_connections: 16,
             max_request_head: 16 * 1024,

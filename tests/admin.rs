@@ -633,3 +633,37 @@ fn routes_methods_and_the_dashboard_page() {
     assert_eq!(a.count(), 0, "admin requests never reach a backend");
     assert!(TcpStream::connect(addr).is_ok());
 }
+
+#[test]
+fn health_tells_whether_the_balancer_can_serve_and_needs_no_token() {
+    let up = Arc::new(AtomicBool::new(true));
+    let a = backend("a", Arc::clone(&up));
+    let lb = Lb::start(&[(&a, 1)], |c| {
+        admin_on(c);
+        fast_health(c);
+        c.admin_token = Some("s3cret".into());
+    });
+    let addr = admin_addr(&lb);
+    let r = admin(addr, "GET", "/health", "");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    assert_eq!(admin(addr, "HEAD", "/health", "").status, 200);
+    // The exemption is for /health alone.
+    assert_eq!(admin(addr, "GET", "/status", "").status, 401);
+
+    up.store(false, SeqCst);
+    wait_until(
+        "/health to answer 503 once the only backend is down",
+        Duration::from_secs(10),
+        || admin(addr, "GET", "/health", "").status == 503,
+    );
+    let r = admin(addr, "GET", "/health", "");
+    assert!(r.text().contains("none of the 1 backends"), "{}", r.text());
+    assert!(!r.text().contains("s3cret"));
+
+    up.store(true, SeqCst);
+    wait_until(
+        "/health to answer 200 again once the backend is back",
+        Duration::from_secs(10),
+        || admin(addr, "GET", "/health", "").status == 200,
+    );
+}

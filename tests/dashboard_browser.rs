@@ -2,8 +2,9 @@
 //! `/status`, and dumps the DOM, which must show one row per backend with live data, and a
 //! backend's row turning unhealthy when its health checks fail.
 //!
-//! Needs Debian's `chromium` at /usr/bin/chromium. Without it the tests fail when `CI` is set and
-//! are skipped (with a note) otherwise.
+//! Needs Debian's `chromium` at /usr/bin/chromium. Without it the tests fail when `CI` is set
+//! (`.ci/run` sets it) and are skipped otherwise, each with a `SKIPPED dashboard_browser::NAME`
+//! line that `cargo test` shows.
 //!
 //! `UPDATE_SCREENSHOT=1 cargo test --test dashboard_browser screenshot` rewrites
 //! tests/screenshots/dashboard.png, the README's picture.
@@ -24,18 +25,45 @@ use loadbalancer::Config;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// True when Chromium is there; otherwise fails under CI, or prints a note and asks the caller
-/// to skip.
-fn have_chromium() -> bool {
-    if Path::new(CHROMIUM).exists() {
+/// True when Chromium is there. Otherwise fails under CI, or writes a visible skip line for
+/// `test` and asks the caller to skip.
+fn have_chromium(test: &str) -> bool {
+    let ci = std::env::var_os("CI").is_some();
+    chromium_or_skip(Path::new(CHROMIUM), test, ci, &mut std::io::stderr())
+}
+
+/// [`have_chromium`] for a given path, CI setting and output. libtest captures `eprintln!` (and
+/// shows it only for failing tests), so the skip is written to the real stderr instead, where
+/// `cargo test` shows it among the test results.
+fn chromium_or_skip(chromium: &Path, test: &str, ci: bool, out: &mut dyn Write) -> bool {
+    if chromium.exists() {
         return true;
     }
     assert!(
-        std::env::var_os("CI").is_none(),
-        "{CHROMIUM} is missing: CI must install Debian's chromium package"
+        !ci,
+        "{} is missing: CI must install Debian's chromium package",
+        chromium.display()
     );
-    eprintln!("note: {CHROMIUM} not found; skipping the browser test (apt-get install chromium)");
+    let _ = writeln!(
+        out,
+        "SKIPPED dashboard_browser::{test}: {} not found (apt-get install chromium)",
+        chromium.display()
+    );
     false
+}
+
+#[test]
+fn a_missing_chromium_is_a_visible_skip_and_fails_under_ci() {
+    let missing = Path::new("/nonexistent/chromium");
+    let mut out = Vec::new();
+    assert!(!chromium_or_skip(missing, "some_test", false, &mut out));
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "SKIPPED dashboard_browser::some_test: /nonexistent/chromium not found (apt-get install chromium)\n"
+    );
+    let under_ci =
+        std::panic::catch_unwind(|| chromium_or_skip(missing, "some_test", true, &mut Vec::new()));
+    assert!(under_ci.is_err(), "a missing Chromium must fail under CI");
 }
 
 /// Runs headless Chromium on `url` with `extra` arguments, in its own process group with a
@@ -189,7 +217,7 @@ fn send(lb: &Lb, n: usize, target: &str) {
 
 #[test]
 fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
-    if !have_chromium() {
+    if !have_chromium("the_dashboard_shows_live_backend_rows_in_a_real_browser") {
         return;
     }
     let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(true))).collect();
@@ -250,7 +278,7 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
 
 #[test]
 fn the_dashboard_passes_its_token_on_to_status() {
-    if !have_chromium() {
+    if !have_chromium("the_dashboard_passes_its_token_on_to_status") {
         return;
     }
     let a = Backend::answering("a");
@@ -268,7 +296,7 @@ fn the_dashboard_passes_its_token_on_to_status() {
 /// slow (so its effective weight drops), one failing its health checks, some traffic.
 #[test]
 fn screenshot() {
-    if std::env::var("UPDATE_SCREENSHOT").as_deref() != Ok("1") || !have_chromium() {
+    if std::env::var("UPDATE_SCREENSHOT").as_deref() != Ok("1") || !have_chromium("screenshot") {
         return;
     }
     let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(true))).collect();

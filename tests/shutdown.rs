@@ -1,5 +1,6 @@
 //! Graceful shutdown of the binary: SIGTERM lets in-flight requests finish, then the process
-//! exits 0 and stops accepting connections.
+//! exits 0 and stops accepting connections; a drain cut off by its timeout still exits 0; a
+//! second SIGINT during the drain exits at once with 130.
 
 mod common;
 
@@ -83,4 +84,72 @@ fn sigint_on_an_idle_balancer_exits_zero_at_once() {
     let status = lb.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0), "stderr:\n{}", lb.stderr());
     assert!(common::refuses_connections(lb.addr));
+}
+
+/// A backend that holds every request until the balancer closes the connection.
+fn holding() -> Backend {
+    Backend::start(|_, out| {
+        use std::io::Read;
+        let _ = out.read(&mut [0u8; 1]);
+        Ok(())
+    })
+}
+
+/// Sends one request on its own thread, so it is in flight while the test goes on.
+fn request_in_background(addr: std::net::SocketAddr) {
+    thread::spawn(move || {
+        let _ = Client::connect(addr).request("GET /held HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    });
+}
+
+#[test]
+fn a_drain_cut_off_by_its_timeout_still_exits_zero_with_a_warning() {
+    let backend = holding();
+    let mut lb = LbProcess::spawn(&[backend.url()], &["drain_timeout 500ms"]);
+    request_in_background(lb.addr);
+    wait_until(
+        "the backend to hold the request",
+        Duration::from_secs(10),
+        || backend.count() == 1,
+    );
+    lb.signal("TERM");
+    let status = lb.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", lb.stderr());
+    assert!(
+        lb.stderr().contains("drain timeout ran out"),
+        "stderr:\n{}",
+        lb.stderr()
+    );
+}
+
+#[test]
+fn a_second_sigint_during_the_drain_exits_at_once_with_130() {
+    let backend = holding();
+    let mut lb = LbProcess::spawn(&[backend.url()], &["drain_timeout 60s"]);
+    let addr = lb.addr;
+    request_in_background(addr);
+    wait_until(
+        "the backend to hold the request",
+        Duration::from_secs(10),
+        || backend.count() == 1,
+    );
+    lb.signal("INT");
+    // The drain has begun once the listener is closed; only then is the next SIGINT a second one.
+    wait_until("the drain to begin", Duration::from_secs(10), || {
+        common::refuses_connections(addr)
+    });
+    let started = std::time::Instant::now();
+    lb.signal("INT");
+    let status = lb.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "stderr:\n{}", lb.stderr());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "exit took {:?} after the second SIGINT (the drain timeout is 60 s)",
+        started.elapsed()
+    );
+    assert!(
+        lb.stderr().contains("second SIGINT"),
+        "stderr:\n{}",
+        lb.stderr()
+    );
 }

@@ -20,7 +20,9 @@
 //! ```
 //!
 //! The binaries in `src/bin/` are one line each ([`main_for`]); the balancer's `--demo` mode calls
-//! [`spawn`] directly.
+//! [`spawn`] directly. Both behave the same: they listen on loopback, log the same lines (start,
+//! every `/control` change, stop) through the `log` crate, in the balancer's format when run on
+//! their own ([`init_logging`]), and stop on SIGINT or SIGTERM.
 
 use std::fmt;
 use std::io;
@@ -209,7 +211,7 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
             .name(format!("demo-{}-kick", local.port()))
             .spawn(move || kick(local, &shared))?,
     );
-    log::debug!("{name}: listening on {local}");
+    log::info!("{name}: listening on {local}");
     Ok(demo)
 }
 
@@ -265,7 +267,7 @@ impl DemoServer {
             // A worker that panicked has nothing left to clean up.
             let _ = worker.join();
         }
-        log::debug!("{}: stopped", self.shared.name);
+        log::info!("{}: stopped", self.shared.name);
     }
 }
 
@@ -376,12 +378,18 @@ fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
             match apply_control(*state, query) {
                 Ok(changed) => {
                     if changed != *state {
-                        log::info!("{}: now {}", shared.name, changed.to_json());
+                        log::info!("{}: /control: now {}", shared.name, changed.to_json());
                     }
                     *state = changed;
                     Reply::json(200, changed.to_json())
                 }
-                Err(reason) => Reply::text(400, reason),
+                Err(reason) => {
+                    log::warn!(
+                        "{}: /control refused, nothing changed: {reason}",
+                        shared.name
+                    );
+                    Reply::text(400, reason)
+                }
             }
         }
         _ => {
@@ -538,13 +546,17 @@ impl Rng {
 /// What the command line asked for.
 #[derive(Debug, PartialEq)]
 enum Command {
-    Run { port: u16, behaviour: Behaviour },
+    Run {
+        bind: IpAddr,
+        port: u16,
+        behaviour: Behaviour,
+    },
     Help,
 }
 
 fn usage(name: &str, default_port: u16) -> String {
     format!(
-        "Usage: {name} [--port N] [--delay DUR] [--fail-rate F] [--status N]
+        "Usage: {name} [--port N] [--bind ADDR] [--delay DUR] [--fail-rate F] [--status N]
 
 A demo backend for the load balancer.
   GET /         answers {{\"message\":\"Hello from {name}\",\"address\":\":PORT\"}}
@@ -553,17 +565,21 @@ A demo backend for the load balancer.
                 changes any of these while running and answers the result as JSON
 
 Options:
-  --port N        port to listen on, all interfaces [default: {default_port}]
+  --port N        port to listen on [default: {default_port}]
+  --bind ADDR     address to listen on, e.g. 0.0.0.0 for every interface [default: 127.0.0.1]
   --delay DUR     wait before answering: 0, 50ms, 2s, 1m [default: 0]
   --fail-rate F   fraction of requests answered with --status, 0.0 to 1.0 [default: 0]
   --status N      status of those failures, 400 to 599 [default: 503]
-  --help          print this help"
+  --help          print this help
+
+Logs go to stderr (RUST_LOG, default info). SIGINT or SIGTERM stops the server."
     )
 }
 
 /// Parses the flags after the program name. Accepts `--flag value` and `--flag=value`.
 fn parse_args(default_port: u16, args: &[String]) -> Result<Command, String> {
     let mut port = default_port;
+    let mut bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let mut behaviour = Behaviour::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -574,7 +590,10 @@ fn parse_args(default_port: u16, args: &[String]) -> Result<Command, String> {
             Some((flag, value)) => (flag, Some(value.to_string())),
             None => (arg.as_str(), None),
         };
-        if !matches!(flag, "--port" | "--delay" | "--fail-rate" | "--status") {
+        if !matches!(
+            flag,
+            "--port" | "--bind" | "--delay" | "--fail-rate" | "--status"
+        ) {
             return Err(format!("unknown argument {arg:?}"));
         }
         let value = inline_value
@@ -587,23 +606,62 @@ fn parse_args(default_port: u16, args: &[String]) -> Result<Command, String> {
                     .parse()
                     .map_err(|_| bad("expected a port number from 0 to 65535".into()))?
             }
+            "--bind" => {
+                bind = value
+                    .parse()
+                    .map_err(|_| bad("expected an IP address like 127.0.0.1 or 0.0.0.0".into()))?
+            }
             "--delay" => behaviour.delay = parse_duration(&value).map_err(bad)?,
             "--fail-rate" => behaviour.fail_rate = parse_fail_rate(&value).map_err(bad)?,
             _ => behaviour.fail_status = parse_fail_status(&value).map_err(bad)?,
         }
     }
-    Ok(Command::Run { port, behaviour })
+    Ok(Command::Run {
+        bind,
+        port,
+        behaviour,
+    })
+}
+
+/// Starts logging to stderr in the balancer's format, so a standalone server's lines read like
+/// the ones `--demo` prints: `2026-11-25T17:13:08.123Z INFO  servers: server1: ...` (time in
+/// UTC, level, target, message). `RUST_LOG` chooses what is shown (default `info`).
+pub fn init_logging() {
+    use std::io::Write;
+    let line = |buf: &mut env_logger::fmt::Formatter, record: &log::Record| {
+        let (time, level) = (buf.timestamp_millis(), record.level());
+        writeln!(
+            buf,
+            "{time} {level:<5} {}: {}",
+            record.target(),
+            record.args()
+        )
+    };
+    let env = env_logger::Env::default().default_filter_or("info");
+    let _ = env_logger::Builder::from_env(env)
+        .filter_module("tiny_http", log::LevelFilter::Off)
+        .format(line)
+        .try_init();
 }
 
 /// The whole `main` of a demo server binary: parses the command line (`--port N`, default
-/// `default_port`; `--delay DUR`; `--fail-rate F`; `--status N`; `--help`), listens on all interfaces
-/// and serves until the process is killed.
+/// `default_port`; `--bind ADDR`, default `127.0.0.1`; `--delay DUR`; `--fail-rate F`;
+/// `--status N`; `--help`), logs like the balancer ([`init_logging`]) and serves until SIGINT or
+/// SIGTERM, then stops and exits 0.
 ///
-/// Exits with code 2 on a bad flag and 1 when the port cannot be bound, after a message on stderr.
+/// The signals are handled explicitly, not left to their default action: a shell script that
+/// starts a server in the background (`server1 &`) starts it with SIGINT ignored, and the
+/// server must still stop when asked. Exits with code 2 on a bad flag and 1 when the port cannot
+/// be bound, after a message on stderr.
 pub fn main_for(name: &str, default_port: u16) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (port, behaviour) = match parse_args(default_port, &args) {
-        Ok(Command::Run { port, behaviour }) => (port, behaviour),
+    let (bind, port, behaviour) = match parse_args(default_port, &args) {
+        Ok(Command::Run {
+            bind,
+            port,
+            behaviour,
+        }) => (bind, port, behaviour),
         Ok(Command::Help) => {
             println!("{}", usage(name, default_port));
             return;
@@ -613,29 +671,37 @@ pub fn main_for(name: &str, default_port: u16) {
             std::process::exit(2);
         }
     };
-    // All interfaces, like the original Go servers' ":8081".
-    let _server = match spawn(name, &format!("0.0.0.0:{port}"), behaviour) {
-        Ok(server) => {
-            let extra = if behaviour == Behaviour::default() {
-                String::new()
-            } else {
-                format!(
-                    " (delay {:?}, fail_rate {}, fail_status {})",
-                    behaviour.delay, behaviour.fail_rate, behaviour.fail_status
-                )
-            };
-            println!("{name} listening on :{}{extra}", server.addr().port());
-            server
-        }
+    init_logging();
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+        Ok(signals) => signals,
         Err(e) => {
-            eprintln!("{e}");
+            log::error!("{name}: cannot install signal handlers: {e}");
             std::process::exit(1);
         }
     };
-    // The workers do everything; this thread only keeps the server alive. `park` may wake spuriously.
-    loop {
-        std::thread::park();
+    let server = match spawn(name, &SocketAddr::new(bind, port).to_string(), behaviour) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            std::process::exit(1);
+        }
+    };
+    if behaviour != Behaviour::default() {
+        let state = State {
+            behaviour,
+            healthy: true,
+        };
+        log::info!("{name}: misbehaving from the start: {}", state.to_json());
     }
+    if let Some(signal) = signals.forever().next() {
+        let what = if signal == SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        log::info!("{name}: {what} received, stopping");
+    }
+    server.stop();
 }
 
 #[cfg(test)]
@@ -895,6 +961,7 @@ mod tests {
         assert_eq!(
             parse_args(8081, &[]),
             Ok(Command::Run {
+                bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port: 8081,
                 behaviour: Behaviour::default()
             })
@@ -903,6 +970,8 @@ mod tests {
             parse_args(
                 8081,
                 &args(&[
+                    "--bind",
+                    "0.0.0.0",
                     "--port",
                     "9000",
                     "--delay=50ms",
@@ -913,6 +982,7 @@ mod tests {
                 ])
             ),
             Ok(Command::Run {
+                bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 port: 9000,
                 behaviour: Behaviour {
                     delay: Duration::from_millis(50),
@@ -929,6 +999,7 @@ mod tests {
             (&["--fail-rate=2"][..], "--fail-rate"),
             (&["--status", "200"][..], "--status"),
             (&["--colour", "blue"][..], "--colour"),
+            (&["--bind", "everywhere"][..], "--bind"),
             (&["extra"][..], "extra"),
         ] {
             let err = parse_args(8081, &args(bad)).unwrap_err();

@@ -172,6 +172,10 @@ impl Server {
     /// Stops taking requests and waits up to `drain` for the queued and in-flight ones. True
     /// when everything finished in time.
     pub fn shutdown(mut self, drain: Duration) -> bool {
+        self.stop(drain, true)
+    }
+
+    fn stop(&mut self, drain: Duration, warn: bool) -> bool {
         self.shared.stopping.store(true, SeqCst);
         let _ = self.shared.poller.notify();
         let drained = matches!(
@@ -182,7 +186,7 @@ impl Server {
             for w in self.workers.drain(..) {
                 let _ = w.join();
             }
-        } else {
+        } else if warn {
             log::warn!("drain timeout of {drain:?} reached with requests still in flight");
         }
         self.shared.finished.store(true, SeqCst);
@@ -191,6 +195,16 @@ impl Server {
             let _ = p.join();
         }
         drained
+    }
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::shutdown`] stops at once: the listener closes and the
+    /// threads end as soon as they are free.
+    fn drop(&mut self) {
+        if self.poller.is_some() {
+            self.stop(Duration::ZERO, false);
+        }
     }
 }
 
