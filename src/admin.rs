@@ -128,8 +128,12 @@ pub fn handle(shared: &Shared, request: &AdminRequest) -> AdminResponse {
 }
 
 /// `/health`: 200 `ok` while at least one backend can take traffic (healthy, breaker not
-/// open), else 503 saying why, so whatever sits in front of the balancer can route around it.
+/// open) and the balancer is not shutting down, else 503 saying why, so whatever sits in front
+/// of the balancer can route around it.
 fn readiness(shared: &Shared) -> AdminResponse {
+    if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return AdminResponse::text(503, "not ready: shutting down");
+    }
     let backends = shared.pool.backends();
     if backends.iter().any(|b| b.is_available()) {
         return AdminResponse::text(200, "ok");

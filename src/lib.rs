@@ -77,6 +77,8 @@ pub struct Shared {
     pub maintenance: Arc<RwLock<MaintenanceSettings>>,
     /// Whether the access log is on.
     pub access_log: Arc<AtomicBool>,
+    /// A graceful shutdown has begun (the admin `/health` then answers 503).
+    pub draining: AtomicBool,
     /// The configuration in force.
     pub config: RwLock<Config>,
     /// Requests waiting for a worker (set once the front end runs).
@@ -288,6 +290,7 @@ impl Balancer {
                 watch: config.source.clone(),
             })),
             access_log: Arc::new(AtomicBool::new(config.access_log)),
+            draining: AtomicBool::new(false),
             config: RwLock::new(config.clone()),
             queue_depth: RwLock::new(None),
             clock: Arc::clone(&clock),
@@ -456,6 +459,7 @@ impl Running {
     pub fn shutdown(self) -> bool {
         let drain = self.shared.config.read().drain_timeout;
         log::info!("shutting down: draining for up to {drain:?}");
+        self.shared.draining.store(true, Relaxed);
         drop(self.maintenance);
         let drained = self.front.shutdown(drain);
         if let Some(a) = self.admin {

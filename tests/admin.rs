@@ -667,3 +667,38 @@ fn health_tells_whether_the_balancer_can_serve_and_needs_no_token() {
         || admin(addr, "GET", "/health", "").status == 200,
     );
 }
+
+#[test]
+fn health_answers_503_while_the_balancer_drains() {
+    // A backend that holds its one request until told, so that the drain lasts.
+    let release = Arc::new(AtomicBool::new(false));
+    let held = Arc::clone(&release);
+    let slow = Backend::start(move |_, out| {
+        while !held.load(SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        reply(out, 200, &[], b"done")
+    });
+    let lb = Lb::start(&[(&slow, 1)], admin_on);
+    let addr = admin_addr(&lb);
+    let client_addr = lb.addr;
+    let client = std::thread::spawn(move || common::get(client_addr, "/held"));
+    wait_until(
+        "the backend to hold the request",
+        Duration::from_secs(10),
+        || slow.count() == 1,
+    );
+    assert_eq!(admin(addr, "GET", "/health", "").status, 200);
+    let stopping = std::thread::spawn(move || lb.shutdown());
+    wait_until(
+        "/health to answer 503 during the drain",
+        Duration::from_secs(10),
+        || {
+            let r = admin(addr, "GET", "/health", "");
+            r.status == 503 && r.text().contains("shutting down")
+        },
+    );
+    release.store(true, SeqCst);
+    assert_eq!(client.join().unwrap().status, 200);
+    assert!(stopping.join().unwrap(), "drained");
+}
