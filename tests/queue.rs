@@ -1,4 +1,5 @@
-//! A full queue answers 503 with Retry-After at once instead of making clients wait.
+//! Waiting for a worker: a request waits up to `timeouts queue=` and then gets 503 with
+//! Retry-After; with `queue N` set, a full queue answers 503 at once.
 
 mod common;
 
@@ -124,5 +125,78 @@ fn full_queue_gets_503_with_retry_after_immediately() {
         2,
         "only the in-flight and the queued request reached the backend"
     );
+    assert!(lb.shutdown());
+}
+
+#[test]
+fn a_request_waits_up_to_the_queue_timeout_then_gets_503() {
+    let gate = Gate::default();
+    let backend = {
+        let gate = gate.clone();
+        Backend::start(move |_, out| {
+            gate.wait();
+            reply(out, 200, &[], b"slow answer")
+        })
+    };
+    // One worker, stuck on the held request: only the poller can answer the waiting one.
+    let lb = Lb::start(&[(&backend, 1)], |c| {
+        c.workers = 1;
+        c.queue_timeout = Duration::from_millis(500);
+    });
+    let (tx, rx) = mpsc::channel::<(usize, Response, Duration)>();
+    let send = |i: usize| {
+        let tx = tx.clone();
+        let addr = lb.addr;
+        thread::spawn(move || {
+            let started = Instant::now();
+            let r = Client::connect(addr).request(&format!(
+                "GET /q/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
+            ));
+            let _ = tx.send((i, r, started.elapsed()));
+        })
+    };
+    let mut clients = vec![send(0)];
+    wait_until(
+        "the backend to hold request 0",
+        Duration::from_secs(10),
+        || backend.count() == 1,
+    );
+    clients.push(send(1));
+    let (i, r, took) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+    assert_eq!((i, r.status), (1, 503), "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    assert!(r.text().contains("queue timeout"), "{}", r.text());
+    assert!(
+        took >= Duration::from_millis(450),
+        "503 after {took:?}: too early"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "503 after {took:?}: too late"
+    );
+
+    // A request that gets its worker within the timeout waits for it and is served.
+    clients.push(send(2));
+    // Deliberately less than the queue timeout: the scenario is a short wait.
+    thread::sleep(Duration::from_millis(100));
+    gate.open();
+    let mut served: Vec<usize> = (0..2)
+        .map(|_| {
+            let (i, r, _) = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "slow answer"),
+                "request {i}"
+            );
+            i
+        })
+        .collect();
+    served.sort();
+    assert_eq!(served, [0, 2]);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let rejections = lb.running().shared().metrics.rejections();
+    assert!(rejections.contains(&("queue_timeout", 1)), "{rejections:?}");
     assert!(lb.shutdown());
 }

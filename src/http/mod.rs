@@ -28,6 +28,8 @@
 pub mod chunked;
 mod connection;
 mod exchange;
+#[cfg(test)]
+mod fuzz;
 pub mod limits;
 pub mod parse;
 mod poller;
