@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Throughput of the balancer next to HAProxy, in front of the same three nginx backends, under the
-# same wrk load, on loopback. One balancer runs at a time on the same port; each round runs both,
-# in alternating order, and the ratio ours/HAProxy is taken within the round, because on a shared
-# machine the absolute rate drifts from minute to minute. Prints a row per round and the median
-# ratio. See docs/PERFORMANCE.md for the method and the history of the figures.
+# Throughput and p99 latency of the balancer next to HAProxy, in front of the same three nginx
+# backends, under the same wrk load, on loopback. One balancer runs at a time on the same port; each
+# round runs every one of them, in rotating order, and the ratios to HAProxy are taken within the
+# round, because on a shared machine the absolute rate drifts from minute to minute. With BASE_BIN,
+# another build of ours (the one before a change) runs in the same rounds too. Prints a row per
+# round and the median of each ratio. See docs/PERFORMANCE.md for the method and the history.
 #
 #   benches/peers.sh                      # from the repository root
 #   ROUNDS=2 D=3 benches/peers.sh         # a quick look
+#   BASE_BIN=/tmp/old/loadbalancer ROUNDS=10 benches/peers.sh    # a change against the build before
+#   C=500 benches/peers.sh                # many connections: compare the p99s
 #
 # Environment (defaults in brackets):
 #   C       wrk connections [50]          D     seconds measured per balancer and round [8]
 #   W       warm-up seconds before each measurement [2]
 #   ROUNDS  rounds [10]                   PORT  balancer port; backends on PORT+1..PORT+3 [18080]
 #   LB_BIN  the balancer binary [target/release/loadbalancer, built with cargo if missing]
+#   BASE_BIN  another build to measure in the same rounds [none]
 #
 # Installs nothing: it needs nginx, haproxy and wrk on PATH (Debian: apt-get install nginx haproxy
 # wrk). Everything runs in this script's session: backends started in a session of their own get a
@@ -22,6 +26,7 @@ cd "$(dirname "$0")/.."
 
 C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-10} PORT=${PORT:-18080}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
+BASE_BIN=${BASE_BIN:-}
 
 missing=()
 for tool in nginx haproxy wrk; do
@@ -108,13 +113,18 @@ EOF
     for p in "${backend_ports[@]}"; do echo "backend http://127.0.0.1:$p"; done
 } >"$work/lb.conf"
 
-# Runs balancer $1 (haproxy or ours) on $PORT under wrk; prints "req/s p50 p99".
+# Runs balancer $1 (haproxy, ours or base) on $PORT under wrk; prints "req/s p50 p99", the
+# latencies in milliseconds.
 measure() {
-    local pid
+    local pid bin
     case $1 in
     haproxy) haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 & ;;
-    ours) "$LB_BIN" --config "$work/lb.conf" --listen "127.0.0.1:$PORT" --admin off \
-        --access-log off >"$work/ours.log" 2>&1 & ;;
+    ours | base)
+        bin=$LB_BIN
+        [[ $1 == base ]] && bin=$BASE_BIN
+        "$bin" --config "$work/lb.conf" --listen "127.0.0.1:$PORT" --admin off \
+            --access-log off >"$work/$1.log" 2>&1 &
+        ;;
     esac
     pid=$!
     await_port "$PORT"
@@ -123,36 +133,63 @@ measure() {
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     await_free "$PORT"
-    awk '/Requests\/sec/ {rps = $2} /^ +50%/ {p50 = $2} /^ +99%/ {p99 = $2}
+    awk -v name="$1" 'function ms(t) {
+             if (t ~ /us$/) return substr(t, 1, length(t) - 2) / 1000
+             if (t ~ /ms$/) return substr(t, 1, length(t) - 2) + 0
+             if (t ~ /s$/) return substr(t, 1, length(t) - 1) * 1000
+             return t
+         }
+         /Requests\/sec/ {rps = $2} /^ +50%/ {p50 = ms($2)} /^ +99%/ {p99 = ms($2)}
          /Non-2xx|Socket errors/ {bad = bad " " $0}
          END {
-             if (bad != "") print "peers.sh: wrk reported errors:" bad > "/dev/stderr"
-             printf "%d %s %s\n", rps, p50, p99
+             if (bad != "") print "peers.sh: " name ": wrk reported errors:" bad > "/dev/stderr"
+             printf "%d %.2f %.2f\n", rps, p50, p99
          }' "$work/wrk.out"
 }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
+
+# The median and range of the numbers on standard input.
+median() {
+    sort -n | awk '{r[NR] = $1}
+        END {
+            m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+            printf "%.3f (range %s to %s)", m, r[1], r[NR]
+        }'
+}
+
+names=(haproxy ours)
+[[ -n $BASE_BIN ]] && names+=(base)
 echo "wrk -t1 -c$C, ${D}s per balancer after ${W}s warm-up, $ROUNDS rounds; $("$LB_BIN" --version)"
-printf '%-5s %-8s %12s %10s %10s %12s %10s %10s %7s\n' \
-    round first haproxy_rps p50 p99 ours_rps p50 p99 ratio
-ratios=()
+header="round order"
+for n in "${names[@]}"; do header+=" ${n}_rps ${n}_p50 ${n}_p99"; done
+header+=" ours/haproxy p99_ours/haproxy"
+[[ -n $BASE_BIN ]] && header+=" base/haproxy ours/base"
+echo "$header" | tr ' ' '\t'
+declare -A rps p50 p99
+throughput=() latency=() base_ratio=() change=()
 for round in $(seq "$ROUNDS"); do
-    # Alternate which runs first, so drift in the machine's load does not favour either.
-    if ((round % 2)); then
-        read -r h_rps h_p50 h_p99 < <(measure haproxy)
-        read -r o_rps o_p50 o_p99 < <(measure ours)
-        first=haproxy
-    else
-        read -r o_rps o_p50 o_p99 < <(measure ours)
-        read -r h_rps h_p50 h_p99 < <(measure haproxy)
-        first=ours
+    # Rotate the order, so that drift in the machine's load favours none of them.
+    order=()
+    for i in "${!names[@]}"; do order+=("${names[$(((i + round) % ${#names[@]}))]}"); done
+    for n in "${order[@]}"; do
+        read -r "rps[$n]" "p50[$n]" "p99[$n]" < <(measure "$n")
+    done
+    row="$round $(IFS=,; echo "${order[*]}")"
+    for n in "${names[@]}"; do row+=" ${rps[$n]} ${p50[$n]} ${p99[$n]}"; done
+    throughput+=("$(ratio "${rps[ours]}" "${rps[haproxy]}")")
+    latency+=("$(ratio "${p99[ours]}" "${p99[haproxy]}")")
+    row+=" ${throughput[-1]} ${latency[-1]}"
+    if [[ -n $BASE_BIN ]]; then
+        base_ratio+=("$(ratio "${rps[base]}" "${rps[haproxy]}")")
+        change+=("$(ratio "${rps[ours]}" "${rps[base]}")")
+        row+=" ${base_ratio[-1]} ${change[-1]}"
     fi
-    ratio=$(awk -v o="$o_rps" -v h="$h_rps" 'BEGIN {printf "%.3f", (h > 0 ? o / h : 0)}')
-    ratios+=("$ratio")
-    printf '%-5s %-8s %12s %10s %10s %12s %10s %10s %7s\n' \
-        "$round" "$first" "$h_rps" "$h_p50" "$h_p99" "$o_rps" "$o_p50" "$o_p99" "$ratio"
+    echo "$row" | tr ' ' '\t'
 done
-printf '%s\n' "${ratios[@]}" | sort -n | awk '{r[NR] = $1}
-    END {
-        m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-        printf "median ratio loadbalancer/HAProxy over %d rounds: %.3f (range %s to %s)\n", NR, m, r[1], r[NR]
-    }'
+echo "median throughput ratio loadbalancer/HAProxy over $ROUNDS rounds: $(printf '%s\n' "${throughput[@]}" | median)"
+echo "median p99 ratio loadbalancer/HAProxy: $(printf '%s\n' "${latency[@]}" | median)"
+if [[ -n $BASE_BIN ]]; then
+    echo "median throughput ratio base/HAProxy: $(printf '%s\n' "${base_ratio[@]}" | median)"
+    echo "median throughput ratio loadbalancer/base: $(printf '%s\n' "${change[@]}" | median)"
+fi

@@ -107,6 +107,12 @@ impl Conn {
         Ok(n)
     }
 
+    /// One non-blocking read into `scratch`, whose bytes are dropped (a lingering close).
+    /// `Ok(0)` is the end of the stream; `WouldBlock` means nothing has arrived.
+    pub fn read_and_drop(&self, scratch: &mut [u8]) -> io::Result<usize> {
+        (&self.stream).read(scratch)
+    }
+
     /// Waits up to the io timeout for `events` (`libc::POLLIN` or `POLLOUT`) on the socket.
     fn wait_for(&self, events: libc::c_short) -> io::Result<()> {
         wait_for(&self.stream, events, self.io_timeout)

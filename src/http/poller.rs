@@ -437,22 +437,19 @@ impl PollerThread {
 
     /// Reads and drops what a lingering connection sent; closes it at its end.
     fn discard(&mut self, idx: usize) {
-        let Slot::Lingering { conn, .. } = &mut self.slots[idx] else {
+        let Slot::Lingering { conn, .. } = &self.slots[idx] else {
             return;
         };
         let mut ended = false;
         // A few reads per event, so that one fast sender cannot hold the poller; if it is still
         // sending, the next event comes at once.
         for _ in 0..4 {
-            match conn.read_available(&mut self.scratch) {
+            match conn.read_and_drop(&mut self.scratch) {
                 Ok(0) => {
                     ended = true;
                     break;
                 }
-                Ok(_) => {
-                    let n = conn.unread().len();
-                    conn.consume_unread(n);
-                }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
