@@ -3,9 +3,10 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::{reply, wait_until, Backend, Client, Headers, Lb, Response};
@@ -32,37 +33,45 @@ impl Gate {
     fn is_open(&self) -> bool {
         *self.0 .0.lock().unwrap()
     }
+
+    /// A backend whose every answer waits for the gate.
+    fn backend(&self) -> Backend {
+        let gate = self.clone();
+        Backend::start(move |_, out| {
+            gate.wait();
+            reply(out, 200, &[], b"slow answer")
+        })
+    }
+}
+
+/// What a client thread reports: the request's number, its answer, how long the answer took,
+/// and whether the gate was open by then.
+type Report = (usize, Response, Duration, bool);
+
+/// Sends `GET /slow/{i}` on a connection of its own, from a thread of its own.
+fn send(addr: SocketAddr, i: usize, gate: &Gate, tx: &mpsc::Sender<Report>) -> JoinHandle<()> {
+    let (gate, tx) = (gate.clone(), tx.clone());
+    thread::spawn(move || {
+        let started = Instant::now();
+        let r = Client::connect(addr).request(&format!(
+            "GET /slow/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
+        ));
+        let _ = tx.send((i, r, started.elapsed(), gate.is_open()));
+    })
 }
 
 #[test]
 fn full_queue_gets_503_with_retry_after_immediately() {
     let gate = Gate::default();
-    let backend = {
-        let gate = gate.clone();
-        Backend::start(move |_, out| {
-            gate.wait();
-            reply(out, 200, &[], b"slow answer")
-        })
-    };
+    let backend = gate.backend();
     let lb = Lb::start(&[(&backend, 1)], |c| {
         c.workers = 1;
         c.queue = Some(1);
     });
 
     // The one worker is busy once the backend holds a request.
-    let (tx, rx) = mpsc::channel::<(usize, Response, Duration, bool)>();
-    let send = |i: usize| {
-        let tx = tx.clone();
-        let gate = gate.clone();
-        let addr = lb.addr;
-        thread::spawn(move || {
-            let started = Instant::now();
-            let r = Client::connect(addr).request(&format!(
-                "GET /slow/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
-            ));
-            let _ = tx.send((i, r, started.elapsed(), gate.is_open()));
-        })
-    };
+    let (tx, rx) = mpsc::channel::<Report>();
+    let send = |i: usize| send(lb.addr, i, &gate, &tx);
     let mut clients = vec![send(0)];
     wait_until(
         "the backend to hold the first request",
@@ -131,30 +140,14 @@ fn full_queue_gets_503_with_retry_after_immediately() {
 #[test]
 fn a_request_waits_up_to_the_queue_timeout_then_gets_503() {
     let gate = Gate::default();
-    let backend = {
-        let gate = gate.clone();
-        Backend::start(move |_, out| {
-            gate.wait();
-            reply(out, 200, &[], b"slow answer")
-        })
-    };
+    let backend = gate.backend();
     // One worker, stuck on the held request: only the poller can answer the waiting one.
     let lb = Lb::start(&[(&backend, 1)], |c| {
         c.workers = 1;
         c.queue_timeout = Duration::from_millis(500);
     });
-    let (tx, rx) = mpsc::channel::<(usize, Response, Duration)>();
-    let send = |i: usize| {
-        let tx = tx.clone();
-        let addr = lb.addr;
-        thread::spawn(move || {
-            let started = Instant::now();
-            let r = Client::connect(addr).request(&format!(
-                "GET /q/{i} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n"
-            ));
-            let _ = tx.send((i, r, started.elapsed()));
-        })
-    };
+    let (tx, rx) = mpsc::channel::<Report>();
+    let send = |i: usize| send(lb.addr, i, &gate, &tx);
     let mut clients = vec![send(0)];
     wait_until(
         "the backend to hold request 0",
@@ -162,7 +155,7 @@ fn a_request_waits_up_to_the_queue_timeout_then_gets_503() {
         || backend.count() == 1,
     );
     clients.push(send(1));
-    let (i, r, took) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+    let (i, r, took, _) = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
     assert_eq!((i, r.status), (1, 503), "{}", r.text());
     assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
     assert!(r.text().contains("queue timeout"), "{}", r.text());
@@ -182,7 +175,7 @@ fn a_request_waits_up_to_the_queue_timeout_then_gets_503() {
     gate.open();
     let mut served: Vec<usize> = (0..2)
         .map(|_| {
-            let (i, r, _) = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
+            let (i, r, _, _) = rx.recv_timeout(Duration::from_secs(10)).expect("answer");
             assert_eq!(
                 (r.status, r.text().as_str()),
                 (200, "slow answer"),

@@ -167,8 +167,12 @@ impl Read for Trickle<'_> {
 }
 
 /// Decodes `wire` with reads of `step` bytes and output pieces of `piece` bytes: the data and
-/// what followed the body, or the error's kind.
-fn decode(wire: &[u8], step: usize, piece: usize) -> Result<(Vec<u8>, Vec<u8>), io::ErrorKind> {
+/// what followed the body, or the error's kind. (The decoder's own tests use it too.)
+pub(super) fn decode(
+    wire: &[u8],
+    step: usize,
+    piece: usize,
+) -> Result<(Vec<u8>, Vec<u8>), io::ErrorKind> {
     let mut source = io::BufReader::with_capacity(
         step,
         Trickle {
