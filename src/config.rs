@@ -656,6 +656,14 @@ impl Config {
 
     /// Whole-config rules that no single line can check.
     pub fn validate(&self) -> Result<(), String> {
+        if self.max_request_line > self.max_head {
+            return Err(format!(
+                "limits: max_request_line ({}) must not be larger than max_head ({}): the request \
+                 line is part of the head",
+                format_size(self.max_request_line as u64),
+                format_size(self.max_head as u64)
+            ));
+        }
         if let (Some(admin), None) = (&self.admin, &self.admin_token) {
             let loopback = admin
                 .to_socket_addrs()
@@ -1059,6 +1067,10 @@ backend   http://localhost:8082 weight=5
         assert!(err("timeouts connect=2s connect=3s\n").contains("twice"));
         assert!(err("health interval=0s\n").contains("more than zero"));
         assert!(err("admin 0.0.0.0:9090\n").contains("needs a token"));
+        assert!(err("limits max_request_line=32KiB\n").contains("must not be larger than max_head"));
+        assert!(err("limits max_head=100B\n").contains("max_head must be between"));
+        assert!(err("timeouts head=0s\n").contains("head timeout must be more than zero"));
+        assert!(err("queue 0\n").contains("queue must be a whole number"));
     }
 
     #[test]
