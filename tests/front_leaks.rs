@@ -1,6 +1,7 @@
 //! Descriptors and threads: clients that declare a huge body and vanish leave nothing behind,
-//! and running out of descriptors (`EMFILE`) pauses accepting without hurting the connections
-//! the balancer has, which it serves on; it accepts again once descriptors are free.
+//! running out of descriptors (`EMFILE`) pauses accepting without hurting the connections the
+//! balancer has, which it serves on; it accepts again once descriptors are free; and at start
+//! the balancer raises its soft descriptor limit to the hard one.
 
 mod common;
 
@@ -51,7 +52,7 @@ fn out_of_descriptors_it_serves_what_it_has_and_accepts_again_later() {
     let lb = LbProcess::spawn_with(
         &[backend.url()],
         &["limits max_connections=5000"],
-        Some(LIMIT),
+        Some((LIMIT, LIMIT)),
     );
     let mut first = Client::connect(lb.addr);
     let r = first.request("GET /before HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -99,4 +100,12 @@ fn out_of_descriptors_it_serves_what_it_has_and_accepts_again_later() {
         stderr.matches("Too many open files").count() <= 3,
         "the warning is not repeated for every attempt:\n{stderr}"
     );
+}
+
+#[test]
+fn the_soft_descriptor_limit_is_raised_to_the_hard_limit_at_start() {
+    let backend = Backend::answering("ok");
+    // As a default shell leaves it: a low soft limit under a higher hard one.
+    let lb = LbProcess::spawn_with(&[backend.url()], &[], Some((512, 4096)));
+    assert_eq!(lb.descriptor_limit(), (4096, 4096));
 }

@@ -376,6 +376,8 @@ mod tests {
             "Host: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n",
             "Host: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n",
             "Host: x\r\nContent-Length: +5\r\n",
+            "Host: x\r\nContent-Length: -5\r\n",
+            "Host: x\r\nContent-Length: 99999999999999999999999\r\n",
             "Host: x\r\nContent-Length: 0x5\r\n",
             "Host: x\r\nTransfer-Encoding: gzip, chunked\r\n",
             "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",

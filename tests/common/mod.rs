@@ -959,27 +959,27 @@ pub fn spawn_binary(
     spawn_binary_with(dir, conf, extra, rust_log, None)
 }
 
-/// [`spawn_binary`], with the child's descriptor limit (soft and hard) set to `nofile` when
-/// given, as `ulimit -n` would.
+/// [`spawn_binary`], with the child's descriptor limit set to `nofile` (soft, hard) when given,
+/// as `ulimit -Sn` and `ulimit -Hn` would.
 pub fn spawn_binary_with(
     dir: &Path,
     conf: &Path,
     extra: &[String],
     rust_log: &str,
-    nofile: Option<u64>,
+    nofile: Option<(u64, u64)>,
 ) -> (Child, SocketAddr) {
     use std::os::unix::process::CommandExt;
     for attempt in 0.. {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
-        if let Some(n) = nofile {
+        if let Some((soft, hard)) = nofile {
             // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
             unsafe {
                 command.pre_exec(move || {
                     let limit = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
+                        rlim_cur: soft,
+                        rlim_max: hard,
                     };
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
                         return Err(io::Error::last_os_error());
@@ -1030,11 +1030,11 @@ impl LbProcess {
         LbProcess::spawn_with(backends, config_lines, None)
     }
 
-    /// [`LbProcess::spawn`] with the child's descriptor limit set to `nofile` (soft and hard).
+    /// [`LbProcess::spawn`] with the child's descriptor limit set to `nofile` (soft, hard).
     pub fn spawn_with(
         backends: &[String],
         config_lines: &[&str],
-        nofile: Option<u64>,
+        nofile: Option<(u64, u64)>,
     ) -> LbProcess {
         let dir = TempDir::new("bin");
         let conf = dir.path().join("test.conf");
@@ -1082,6 +1082,20 @@ impl LbProcess {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// The process's descriptor limit `(soft, hard)`, from /proc/PID/limits.
+    pub fn descriptor_limit(&self) -> (u64, u64) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files in /proc/PID/limits");
+        let numbers: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
     }
 
     /// Threads the process has now.
