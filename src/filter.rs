@@ -1,4 +1,4 @@
-//! Request filtering on the acceptor, before a request takes a worker: allow/deny lists,
+//! Request filtering on the poller thread, before a request takes a worker: allow/deny lists,
 //! per-client rate limits, automatic bans, and request rules (method, path, target length, body
 //! size).
 //!
@@ -31,7 +31,7 @@
 //!
 //! # Cost
 //!
-//! [`Filter::check`] runs on the single acceptor thread for every request. With no filtering keys
+//! [`Filter::check`] runs on the single poller thread for every request. With no filtering keys
 //! configured it loads one atomic flag and returns: no lock, no allocation. Otherwise it takes one
 //! short `parking_lot` mutex (settings, client tables and bans live behind the same lock) and, with
 //! a rate limit, does one `HashMap` lookup. Address lists are parsed once at config time into

@@ -1,6 +1,6 @@
 //! Balancer-wide counters: responses by status, a request-duration histogram, retries and
-//! rejections, plus a one-minute window of each backend's share of traffic. Workers and the
-//! acceptor update atomics only; the maintenance thread samples the window once a second.
+//! rejections, plus a one-minute window of each backend's share of traffic. Workers and
+//! the poller update atomics only; the maintenance thread samples the window once a second.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

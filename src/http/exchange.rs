@@ -12,7 +12,7 @@ use std::io::{self, IoSlice, Read};
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
 use super::parse::{Framing, RequestHead};
-use super::write::{self, AnswerTo, BodyFraming, Persistence, Refusal};
+use super::write::{self, AnswerTo, BodyFraming, Refusal};
 
 /// Why an answer could not be sent whole.
 #[derive(Debug)]
@@ -22,7 +22,8 @@ pub struct SendError {
     /// True when the body's source failed (the client then gets a cut-off answer on a closed
     /// connection, never one passed off as complete); false when the client did.
     pub source_failed: bool,
-    /// True when nothing at all was written: the caller may still answer with an error.
+    /// True when the source failed before anything was written: the caller may still answer
+    /// with an error of its own.
     pub nothing_sent: bool,
     /// What went wrong.
     pub error: io::Error,
@@ -107,11 +108,6 @@ impl<'a> Exchange<'a> {
         Body { exchange: self }
     }
 
-    /// True once the request body has been read to its end (or there was none).
-    pub fn body_done(&self) -> bool {
-        self.body.done
-    }
-
     /// True once an answer has been started.
     pub fn answered(&self) -> bool {
         self.fate.is_some()
@@ -123,14 +119,13 @@ impl<'a> Exchange<'a> {
         self.fate
     }
 
-    /// How the answer goes out: framing, and whether the connection stays open (only if the
-    /// request body has been read to its end, so nothing of it can be taken for a request).
-    fn plan(&self, status: u16, length: Option<u64>) -> (BodyFraming, Persistence) {
-        let to = AnswerTo {
+    /// What the answer is for: the connection may stay open only if the request body has been
+    /// read to its end, so that nothing of it can be taken for a request.
+    fn answer_to(&self) -> AnswerTo {
+        AnswerTo {
             keep_alive: self.to.keep_alive && self.body.done,
             ..self.to
-        };
-        write::plan(status, length, to)
+        }
     }
 
     /// Sends an answer: `status`, end-to-end `headers` (the framing and connection headers are
@@ -143,7 +138,7 @@ impl<'a> Exchange<'a> {
         length: Option<u64>,
         body: &mut dyn Read,
     ) -> Result<u64, SendError> {
-        let (framing, persistence) = self.plan(status, length);
+        let (framing, persistence) = write::plan(status, length, self.answer_to());
         let mut head = Vec::with_capacity(512);
         write::write_head(&mut head, status, headers, framing, length, persistence);
         self.fate = Some(Fate::Abort);
@@ -161,11 +156,7 @@ impl<'a> Exchange<'a> {
     /// Sends our own short answer for `refusal`. Errors writing it are the client's and only
     /// end the exchange.
     pub fn refuse(&mut self, refusal: &Refusal) {
-        let to = AnswerTo {
-            keep_alive: self.to.keep_alive && self.body.done,
-            ..self.to
-        };
-        let (bytes, persistence) = write::refusal_bytes(refusal, to);
+        let (bytes, persistence) = write::refusal_bytes(refusal, self.answer_to());
         self.fate = Some(match self.conn.write_all(&bytes) {
             Ok(()) if persistence.keeps_open() => Fate::KeepAlive,
             Ok(()) => Fate::Close,
@@ -194,7 +185,7 @@ impl<'a> Exchange<'a> {
                 .conn
                 .write_all(head)
                 .map(|()| 0)
-                .map_err(|e| failed(0, false, true, e));
+                .map_err(|e| failed(0, false, false, e));
         }
         if self.buf.len() < BUF_SIZE {
             self.buf.resize(BUF_SIZE, 0);
@@ -238,8 +229,8 @@ impl<'a> Exchange<'a> {
                     _ => b"",
                 };
                 let start: &[u8] = if head_pending { head } else { b"" };
-                self.write(&[start, last])
-                    .map_err(|e| failed(sent, false, head_pending, e))?;
+                write_all_vectored(self.conn, &[start, last])
+                    .map_err(|e| failed(sent, false, false, e))?;
                 return Ok(sent);
             }
             let chunk_line;
@@ -252,14 +243,10 @@ impl<'a> Exchange<'a> {
             let start: &[u8] = if head_pending { head } else { b"" };
             let data = &self.buf[..n];
             let result = write_all_vectored(self.conn, &[start, prefix, data, suffix]);
-            result.map_err(|e| failed(sent, false, head_pending, e))?;
+            result.map_err(|e| failed(sent, false, false, e))?;
             head_pending = false;
             sent += n as u64;
         }
-    }
-
-    fn write(&self, parts: &[&[u8]]) -> io::Result<()> {
-        write_all_vectored(self.conn, parts)
     }
 }
 
