@@ -14,6 +14,7 @@
 //! with [`AdminPages`] as its handler.
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -49,7 +50,13 @@ impl Handler for Balancing {
         self.filter.check(head, framing, Instant::now())
     }
 
-    fn refused(&self, head: Option<&RequestHead>, refusal: &Refusal, why: Refused) {
+    fn refused(
+        &self,
+        peer: SocketAddr,
+        head: Option<&RequestHead>,
+        refusal: &Refusal,
+        why: Refused,
+    ) {
         self.metrics.record_response(refusal.status, Duration::ZERO);
         let rejection = match why {
             Refused::Malformed => Some(Rejection::BadRequest),
@@ -63,16 +70,17 @@ impl Handler for Balancing {
         if let Some(r) = rejection {
             self.metrics.record_rejection(r);
         }
-        match head {
-            Some(h) => log::debug!(
-                "{} {} {}: {} {}",
-                h.client,
-                h.method,
-                h.target,
-                refusal.status,
-                refusal.reason
-            ),
-            None => log::debug!("refused a request: {} {}", refusal.status, refusal.reason),
+        if self.access_log.load(Relaxed) {
+            // Like nginx, a request refused before its head was read is logged with `-`.
+            logging::access(&AccessEntry {
+                client: head.map_or(peer.ip(), |h| h.client),
+                method: head.map_or("-", |h| &h.method),
+                target: head.map_or("-", |h| &h.target),
+                status: refusal.status,
+                backend: "-",
+                duration: Duration::ZERO,
+                bytes: refusal.reason.len() as u64 + 1,
+            });
         }
     }
 

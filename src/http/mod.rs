@@ -36,6 +36,7 @@ mod poller;
 mod server;
 pub mod write;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use exchange::{Body, Exchange, SendError};
@@ -90,9 +91,16 @@ pub trait Handler: Send + Sync + 'static {
     /// (or panics) leaves the client a 500.
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>);
 
-    /// Told of every answer the front end gives by itself, `head` when it was parsed, for
-    /// counters and logs. Default: nothing.
-    fn refused(&self, head: Option<&RequestHead>, refusal: &Refusal, why: Refused) {
-        let _ = (head, refusal, why);
+    /// Told of every answer the front end gives by itself, and of every refusal by `admit`, for
+    /// counters and logs: the client, the request's head when it was parsed, the answer and
+    /// why. Default: nothing.
+    fn refused(
+        &self,
+        peer: SocketAddr,
+        head: Option<&RequestHead>,
+        refusal: &Refusal,
+        why: Refused,
+    ) {
+        let _ = (peer, head, refusal, why);
     }
 }

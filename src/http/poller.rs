@@ -317,9 +317,8 @@ impl PollerThread {
                     return self.idle(idx, conn);
                 }
                 Err(refusal) => {
-                    self.shared
-                        .handler
-                        .refused(None, &refusal, Refused::Malformed);
+                    let why = Refused::Malformed;
+                    self.shared.handler.refused(conn.peer, None, &refusal, why);
                     return self.refuse(idx, conn, &refusal, closing(None), now);
                 }
                 Ok(Parsed::Complete { head, framing, len }) => (head, framing, len),
@@ -330,12 +329,16 @@ impl PollerThread {
             if self.stopping {
                 let refusal = Refusal::retry_after(503, "shutting down", 1);
                 let why = Refused::ShuttingDown;
-                self.shared.handler.refused(Some(&head), &refusal, why);
+                self.shared
+                    .handler
+                    .refused(conn.peer, Some(&head), &refusal, why);
                 return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
             }
             if let Err(refusal) = self.shared.handler.admit(&head, framing) {
                 let why = Refused::Admission;
-                self.shared.handler.refused(Some(&head), &refusal, why);
+                self.shared
+                    .handler
+                    .refused(conn.peer, Some(&head), &refusal, why);
                 let to = AnswerTo {
                     keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
                     ..closing(Some(&head))
@@ -391,7 +394,7 @@ impl PollerThread {
             _ => Refusal::retry_after(503, "shutting down", 1),
         };
         let head = Some(&request.head);
-        self.shared.handler.refused(head, &refusal, why);
+        self.shared.handler.refused(conn.peer, head, &refusal, why);
         self.refuse(idx, conn, &refusal, closing(head), now);
     }
 
@@ -537,7 +540,7 @@ impl PollerThread {
                 Slot::Idle(conn) if conn.head_started.is_some() => {
                     let refusal = Refusal::new(408, "request head not received in time");
                     let why = Refused::HeadTimeout;
-                    self.shared.handler.refused(None, &refusal, why);
+                    self.shared.handler.refused(conn.peer, None, &refusal, why);
                     self.refuse(idx, conn, &refusal, closing(None), now);
                 }
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),

@@ -229,9 +229,10 @@ pub(crate) fn queue_timeout() -> Refusal {
 
 fn refuse_queued(shared: &Shared, conn: Box<Conn>, request: &Request) {
     let refusal = queue_timeout();
+    let why = Refused::QueueTimeout;
     shared
         .handler
-        .refused(Some(&request.head), &refusal, Refused::QueueTimeout);
+        .refused(conn.peer, Some(&request.head), &refusal, why);
     let (bytes, _) = write::refusal_bytes(&refusal, closing(Some(&request.head)));
     if conn.write_all(&bytes).is_ok() {
         give_back(shared, conn, Fate::Close);
@@ -287,9 +288,8 @@ fn serve(shared: &Shared, mut conn: Box<Conn>, request: Request, buf: &mut Vec<u
                 conn.consume_unread(len);
                 let admission = shared.handler.admit(&head, framing);
                 if let Err(refusal) = &admission {
-                    shared
-                        .handler
-                        .refused(Some(&head), refusal, Refused::Admission);
+                    let why = Refused::Admission;
+                    shared.handler.refused(conn.peer, Some(&head), refusal, why);
                 }
                 let request = Request {
                     head,
@@ -303,7 +303,8 @@ fn serve(shared: &Shared, mut conn: Box<Conn>, request: Request, buf: &mut Vec<u
                 return give_back(shared, conn, Fate::KeepAlive);
             }
             Err(refusal) => {
-                shared.handler.refused(None, &refusal, Refused::Malformed);
+                let why = Refused::Malformed;
+                shared.handler.refused(conn.peer, None, &refusal, why);
                 let (bytes, _) = write::refusal_bytes(&refusal, closing(None));
                 let fate = if conn.write_all(&bytes).is_ok() {
                     Fate::Close

@@ -1100,9 +1100,19 @@ impl LbProcess {
 
     /// Threads the process has now.
     pub fn threads(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/task", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        self.thread_names().len()
+    }
+
+    /// The names of the process's threads now.
+    pub fn thread_names(&self) -> Vec<String> {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid())) else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|name| name.trim().to_string())
+            .collect()
     }
 
     /// Sends a signal by name (`TERM`, `INT`) with kill(1).
