@@ -20,7 +20,9 @@ fn clients_that_declare_a_huge_body_and_vanish_leave_no_descriptor_or_thread() {
     // start-up probe of the backends done, so that its thread and socket are in neither.
     assert_eq!(common::get(lb.addr, "/warm").status, 200);
     wait_until("the start-up probe to end", Duration::from_secs(10), || {
-        !lb.thread_names().iter().any(|n| n.starts_with("startup-probe"))
+        !lb.thread_names()
+            .iter()
+            .any(|n| n.starts_with("startup-probe"))
     });
     let (fds, threads) = (lb.open_descriptors(), lb.threads());
 
