@@ -35,8 +35,6 @@ pub(crate) struct Conn {
     pub head_started: Option<Instant>,
     /// When the connection last became idle (accepted, or given back after an answer).
     pub idle_since: Instant,
-    /// Requests answered on this connection.
-    pub served: u64,
     /// The poller's key for this connection.
     pub key: usize,
     /// How long a worker's read or write may wait.
@@ -66,7 +64,6 @@ impl Conn {
             scanned: 0,
             head_started: None,
             idle_since: now,
-            served: 0,
             key,
             io_timeout,
             poller: Arc::clone(poller),
@@ -115,7 +112,31 @@ impl Conn {
 
     /// Waits up to the io timeout for `events` (`libc::POLLIN` or `POLLOUT`) on the socket.
     fn wait_for(&self, events: libc::c_short) -> io::Result<()> {
-        wait_for(&self.stream, events, self.io_timeout)
+        let mut pfd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        let ms = self.io_timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+        loop {
+            // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+            match ready {
+                0 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "client timeout: the client sent nothing or took nothing in time",
+                    ))
+                }
+                n if n > 0 => return Ok(()),
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 
     /// Reads from the socket into `out`, waiting up to the io timeout for bytes.
@@ -130,31 +151,29 @@ impl Conn {
     }
 
     /// Writes all of `data`, waiting up to the io timeout each time the socket is full.
-    pub fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            match (&self.stream).write(data) {
+    pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
+        self.write_all_vectored(&[data])
+    }
+
+    /// Writes all of `parts`, with as few system calls (`writev`) as the socket allows, waiting
+    /// up to the io timeout each time it is full.
+    pub fn write_all_vectored(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| IoSlice::new(p))
+            .collect();
+        let mut slices = &mut slices[..];
+        while !slices.is_empty() {
+            match (&self.stream).write_vectored(slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => data = &data[n..],
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLOUT)?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
-    }
-
-    /// Writes some of `slices` (one `writev`), waiting up to the io timeout while the socket is
-    /// full. Returns the bytes written.
-    pub fn write_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            match (&self.stream).write_vectored(slices) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLOUT)?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Writes what fits into the socket now, without waiting. True when all of `data` went.
@@ -172,35 +191,6 @@ impl Conn {
     /// Stops sending (our side of the connection is finished) while still receiving.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-    }
-}
-
-/// Waits up to `timeout` for `events` (`libc::POLLIN` or `POLLOUT`) on `stream`.
-fn wait_for(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> io::Result<()> {
-    let mut pfd = libc::pollfd {
-        fd: stream.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
-    loop {
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        match ready {
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "client timeout: the client sent nothing or took nothing in time",
-                ))
-            }
-            n if n > 0 => return Ok(()),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! another request. The answer is streamed from any `Read` in pieces of the worker's buffer;
 //! the head goes out in the same system call as the first piece (`writev`).
 
-use std::io::{self, IoSlice, Read};
+use std::io::{self, Read};
 
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
@@ -229,7 +229,8 @@ impl<'a> Exchange<'a> {
                     _ => b"",
                 };
                 let start: &[u8] = if head_pending { head } else { b"" };
-                write_all_vectored(self.conn, &[start, last])
+                self.conn
+                    .write_all_vectored(&[start, last])
                     .map_err(|e| failed(sent, false, false, e))?;
                 return Ok(sent);
             }
@@ -242,7 +243,7 @@ impl<'a> Exchange<'a> {
             };
             let start: &[u8] = if head_pending { head } else { b"" };
             let data = &self.buf[..n];
-            let result = write_all_vectored(self.conn, &[start, prefix, data, suffix]);
+            let result = self.conn.write_all_vectored(&[start, prefix, data, suffix]);
             result.map_err(|e| failed(sent, false, false, e))?;
             head_pending = false;
             sent += n as u64;
@@ -252,21 +253,6 @@ impl<'a> Exchange<'a> {
 
 /// Size of the worker's buffer for answer bodies. 64 KiB.
 pub(crate) const BUF_SIZE: usize = 64 << 10;
-
-/// Writes all of `parts` with as few system calls as the socket allows.
-fn write_all_vectored(conn: &Conn, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let n = conn.write_vectored(slices)?;
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
-}
 
 impl Read for Body<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {

@@ -350,7 +350,6 @@ impl PollerThread {
                 if !persistence.keeps_open() {
                     return self.linger(idx, conn, now);
                 }
-                conn.served += 1;
                 conn.idle_since = now;
                 if !conn.unread().is_empty() {
                     conn.head_started = Some(now);

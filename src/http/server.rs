@@ -282,7 +282,6 @@ fn serve(shared: &Shared, mut conn: Box<Conn>, request: Request, buf: &mut Vec<u
         if fate != Fate::KeepAlive {
             return give_back(shared, conn, fate);
         }
-        conn.served += 1;
         match parse_head(conn.unread(), 0, conn.peer.ip(), &shared.limits) {
             Ok(Parsed::Complete { head, framing, len }) => {
                 conn.consume_unread(len);
