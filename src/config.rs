@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::filter::{self, FilterConfig};
-use crate::http::Limits;
+use crate::http::{BufferLimits, Limits};
 
 /// The config file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";
@@ -193,6 +193,16 @@ pub struct Config {
     /// Longest a complete request waits for a worker; then 503. Default 5 s (HAProxy
     /// `timeout queue`).
     pub queue_timeout: Duration,
+    /// Longest from the end of a request's head to the end of its body while the poller
+    /// buffers it; slower gets 408. Default 60 s.
+    pub body_timeout: Duration,
+    /// `request_buffering on|off`: the poller reads each request body before a worker sees the
+    /// request (on, the default), or a worker streams it from the client (off: a slow client
+    /// then holds a worker). Like nginx's `proxy_request_buffering`.
+    pub request_buffering: bool,
+    /// `buffers memory= memory_total= temp_dir= temp_file= temp_total=`: what the buffers
+    /// between clients and workers may hold (see [`BufferLimits`]).
+    pub buffers: BufferLimits,
     /// Longest request line; longer gets 414. Default 8 KiB.
     pub max_request_line: usize,
     /// Largest request head; larger gets 431. Default 16 KiB.
@@ -242,6 +252,9 @@ impl Default for Config {
             client_timeout: front.client_timeout,
             head_timeout: front.head_timeout,
             queue_timeout: front.queue_timeout,
+            body_timeout: front.body_timeout,
+            request_buffering: front.request_buffering,
+            buffers: BufferLimits::default(),
             max_request_line: front.max_request_line,
             max_head: front.max_head,
             max_headers: front.max_headers,
@@ -418,11 +431,13 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "timeouts" => {
             if words.is_empty() {
                 return Err(
-                    "timeouts takes connect=, response=, client=, head= and/or queue= durations"
+                    "timeouts takes connect=, response=, client=, head=, body= and/or queue= \
+                     durations"
                         .into(),
                 );
             }
-            for (k, v) in pairs(words, &["connect", "response", "client", "head", "queue"])? {
+            let names = ["connect", "response", "client", "head", "body", "queue"];
+            for (k, v) in pairs(words, &names)? {
                 let d = parse_duration(v)?;
                 if d.is_zero() {
                     return Err(format!("{k} timeout must be more than zero"));
@@ -431,6 +446,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                     "connect" => config.connect_timeout = d,
                     "response" => config.response_timeout = d,
                     "head" => config.head_timeout = d,
+                    "body" => config.body_timeout = d,
                     "queue" => config.queue_timeout = d,
                     _ if d < Duration::from_secs(1) => {
                         return Err("client timeout must be at least 1s".into())
@@ -540,6 +556,35 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         }
         "access_log" => config.access_log = parse_on_off(one("access_log")?, "access_log")?,
         "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
+        "request_buffering" => {
+            config.request_buffering = parse_on_off(one("request_buffering")?, "request_buffering")?
+        }
+        "buffers" => {
+            if words.is_empty() {
+                return Err(format!(
+                    "buffers takes one or more of {}",
+                    BUFFERS.map(|k| format!("{k}=")).join(", ")
+                ));
+            }
+            let b = &mut config.buffers;
+            for (k, v) in pairs(words, &BUFFERS)? {
+                match k {
+                    "memory" => b.memory = parse_size_in(v, k, 1 << 10, 1 << 30)?,
+                    "memory_total" => {
+                        b.memory_total = parse_size_in(v, k, 1 << 10, 1 << 40)? as u64
+                    }
+                    "temp_file" => b.temp_file = parse_size_in(v, k, 0, 1 << 50)? as u64,
+                    "temp_total" => b.temp_total = parse_size_in(v, k, 0, 1 << 50)? as u64,
+                    _ => {
+                        let dir = Path::new(v);
+                        if !dir.is_absolute() {
+                            return Err(format!("temp_dir must be an absolute path, not {v:?}"));
+                        }
+                        b.temp_dir = dir.to_path_buf();
+                    }
+                }
+            }
+        }
         "backend" => {
             let (url, rest) = words.split_first().ok_or("backend takes a URL")?;
             let mut weight = 1;
@@ -587,6 +632,15 @@ fn parse_size_in(s: &str, what: &str, min: u64, max: u64) -> Result<usize, Strin
     }
     Ok(n as usize)
 }
+
+/// The names the `buffers` line takes.
+const BUFFERS: [&str; 5] = [
+    "memory",
+    "memory_total",
+    "temp_dir",
+    "temp_file",
+    "temp_total",
+];
 
 /// Keys that may appear on more than one line.
 const REPEATABLE: &[&str] = &["backend"];
@@ -678,6 +732,12 @@ impl Config {
         if self.backends.is_empty() {
             return Err("no backends configured".into());
         }
+        if !self.buffers.temp_dir.is_dir() {
+            return Err(format!(
+                "buffers: temp_dir {} is not a directory",
+                self.buffers.temp_dir.display()
+            ));
+        }
         self.filter.validate()?;
         Ok(())
     }
@@ -729,11 +789,12 @@ impl fmt::Display for Config {
         }
         writeln!(
             f,
-            "timeouts      connect={} response={} client={} head={} queue={}",
+            "timeouts      connect={} response={} client={} head={} body={} queue={}",
             d(self.connect_timeout),
             d(self.response_timeout),
             d(self.client_timeout),
             d(self.head_timeout),
+            d(self.body_timeout),
             d(self.queue_timeout)
         )?;
         let mut limits = vec![
@@ -788,6 +849,17 @@ impl fmt::Display for Config {
         } else {
             writeln!(f, "slow_start    {}", d(self.slow_start))?;
         }
+        writeln!(f, "request_buffering {}", on_off(self.request_buffering))?;
+        let b = &self.buffers;
+        writeln!(
+            f,
+            "buffers       memory={} memory_total={} temp_dir={} temp_file={} temp_total={}",
+            format_size(b.memory as u64),
+            format_size(b.memory_total),
+            b.temp_dir.display(),
+            format_size(b.temp_file),
+            format_size(b.temp_total)
+        )?;
         writeln!(f, "access_log    {}", on_off(self.access_log))?;
         writeln!(f, "drain_timeout {}", d(self.drain_timeout))?;
         write!(f, "{}", self.filter)?;
@@ -1154,7 +1226,9 @@ listen 127.0.0.1:8000
 admin 127.0.0.1:9999
 workers 7
 queue 99
-timeouts connect=250ms response=1500ms client=2m head=3s queue=750ms
+timeouts connect=250ms response=1500ms client=2m head=3s body=20s queue=750ms
+request_buffering off
+buffers memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB
 retries 3 budget=50% retry_timeouts=on
 health path=/up interval=1h timeout=3s rise=4 fall=5
 breaker failures=9 cooldown=1m max_cooldown=2h statuses=500,503
@@ -1176,8 +1250,13 @@ backend http://[::1]:9000
         let c = Config::parse(text, "x").unwrap();
         let printed = c.to_string();
         assert_eq!(Config::parse(&printed, "printed").unwrap(), c, "{printed}");
-        assert!(printed
-            .contains("timeouts      connect=250ms response=1500ms client=2m head=3s queue=750ms"));
+        assert!(printed.contains(
+            "timeouts      connect=250ms response=1500ms client=2m head=3s body=20s queue=750ms"
+        ));
+        assert!(printed.contains("request_buffering off"));
+        assert!(printed.contains(
+            "buffers       memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB"
+        ));
         assert!(printed.contains(
             "limits        max_request_line=8KiB max_head=32KiB max_headers=100 \
              max_connections=700 max_target=8KiB max_body=1000B max_clients=5000"

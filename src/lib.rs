@@ -83,6 +83,10 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Requests waiting for a worker (set once the front end runs).
     pub queue_depth: RwLock<Option<Box<dyn Fn() -> usize + Send + Sync>>>,
+    /// What the buffers between clients and workers hold.
+    pub buffers: Arc<http::Buffers>,
+    /// What the front end's workers and poller are doing.
+    pub front: Arc<http::Gauges>,
     clock: Arc<dyn Clock>,
     next_id: AtomicU64,
     loader: Option<ConfigLoader>,
@@ -137,14 +141,24 @@ impl Shared {
             ("workers", new.workers != current.workers),
             ("queue", new.queue != current.queue),
             (
-                "timeouts client=, head= or queue=",
-                (new.client_timeout, new.head_timeout, new.queue_timeout)
-                    != (
-                        current.client_timeout,
-                        current.head_timeout,
-                        current.queue_timeout,
-                    ),
+                "timeouts client=, head=, body= or queue=",
+                (
+                    new.client_timeout,
+                    new.head_timeout,
+                    new.body_timeout,
+                    new.queue_timeout,
+                ) != (
+                    current.client_timeout,
+                    current.head_timeout,
+                    current.body_timeout,
+                    current.queue_timeout,
+                ),
             ),
+            (
+                "request_buffering",
+                new.request_buffering != current.request_buffering,
+            ),
+            ("buffers", new.buffers != current.buffers),
             (
                 "limits max_request_line=, max_head=, max_headers= or max_connections=",
                 (
@@ -174,6 +188,9 @@ impl Shared {
         new.client_timeout = current.client_timeout;
         new.head_timeout = current.head_timeout;
         new.queue_timeout = current.queue_timeout;
+        new.body_timeout = current.body_timeout;
+        new.request_buffering = current.request_buffering;
+        new.buffers = current.buffers.clone();
         new.max_request_line = current.max_request_line;
         new.max_head = current.max_head;
         new.max_headers = current.max_headers;
@@ -293,6 +310,8 @@ impl Balancer {
             draining: AtomicBool::new(false),
             config: RwLock::new(config.clone()),
             queue_depth: RwLock::new(None),
+            buffers: http::Buffers::new(config.buffers.clone()),
+            front: Arc::new(http::Gauges::default()),
             clock: Arc::clone(&clock),
             next_id,
             loader,
@@ -309,6 +328,8 @@ impl Balancer {
             bind(&config.listen, "")?,
             config.workers,
             limits,
+            Arc::clone(&shared.buffers),
+            Arc::clone(&shared.front),
             "worker",
             Arc::new(balancing),
         )?;
@@ -335,6 +356,8 @@ impl Balancer {
                     bind(addr, "admin ")?,
                     ADMIN_WORKERS,
                     limits,
+                    Arc::clone(&shared.buffers),
+                    Arc::new(http::Gauges::default()),
                     "admin",
                     Arc::new(pages),
                 )?;
@@ -397,6 +420,8 @@ pub fn front_limits(config: &Config) -> http::Limits {
         head_timeout: config.head_timeout,
         client_timeout: config.client_timeout,
         queue_timeout: config.queue_timeout,
+        body_timeout: config.body_timeout,
+        request_buffering: config.request_buffering,
         max_queue: config.queue,
         max_connections: config
             .max_connections

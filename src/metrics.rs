@@ -32,17 +32,23 @@ pub enum Rejection {
     HeadTimeout,
     /// No backend was available (503).
     NoBackend,
+    /// The request body did not arrive within `timeouts body=` (408).
+    BodyTimeout,
+    /// The buffers had no room for the request body (503).
+    BufferFull,
 }
 
 impl Rejection {
     /// Every reason, in a stable order.
-    pub const ALL: [Rejection; 6] = [
+    pub const ALL: [Rejection; 8] = [
         Rejection::QueueFull,
         Rejection::QueueTimeout,
         Rejection::ShuttingDown,
         Rejection::BadRequest,
         Rejection::HeadTimeout,
         Rejection::NoBackend,
+        Rejection::BodyTimeout,
+        Rejection::BufferFull,
     ];
 
     /// The label used in status and metrics.
@@ -54,6 +60,8 @@ impl Rejection {
             Rejection::BadRequest => "bad_request",
             Rejection::HeadTimeout => "head_timeout",
             Rejection::NoBackend => "no_backend",
+            Rejection::BodyTimeout => "body_timeout",
+            Rejection::BufferFull => "buffer_full",
         }
     }
 }

@@ -50,6 +50,10 @@ impl Handler for Balancing {
         self.filter.check(head, framing, Instant::now())
     }
 
+    fn max_body(&self) -> Option<u64> {
+        self.filter.max_body()
+    }
+
     fn refused(
         &self,
         peer: SocketAddr,
@@ -64,6 +68,12 @@ impl Handler for Balancing {
             Refused::QueueFull => Some(Rejection::QueueFull),
             Refused::QueueTimeout => Some(Rejection::QueueTimeout),
             Refused::ShuttingDown => Some(Rejection::ShuttingDown),
+            Refused::BodyTimeout => Some(Rejection::BodyTimeout),
+            Refused::NoBufferRoom => Some(Rejection::BufferFull),
+            Refused::BodyTooLarge => {
+                self.filter.note_body_too_large();
+                None
+            }
             // Counted where it was decided: in `admit` or by the filter.
             Refused::Admission => None,
         };

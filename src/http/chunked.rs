@@ -37,9 +37,11 @@ enum State {
     Done,
 }
 
-/// Decodes a chunked body read from a `BufRead` it is handed on each call (so that the source,
-/// a client connection, stays free between reads), stopping at the body's end: what follows it
-/// (a pipelined request) is left in the source.
+/// Decodes a chunked body, stopping at the body's end: what follows it (a pipelined request) is
+/// left unread. Two ways to drive it: [`ChunkedDecoder::read`] pulls from a `BufRead` it is
+/// handed on each call (a worker streaming the body from the client), and
+/// [`ChunkedDecoder::feed`] is given whatever bytes have arrived (the poller buffering a body).
+/// A line cut between two arrivals is kept until the rest comes.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: State,
@@ -73,9 +75,10 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
-    /// Reads one CRLF-terminated line of at most `max` bytes into `self.line`, without the CRLF.
+    /// Reads one CRLF-terminated line of at most `max` bytes into `self.line`, without the CRLF,
+    /// adding to what an earlier call that ran out of input left there. The caller clears
+    /// `self.line` once it has used the line.
     fn read_line(&mut self, inner: &mut impl BufRead, max: usize) -> io::Result<()> {
-        self.line.clear();
         loop {
             let buf = inner.fill_buf()?;
             if buf.is_empty() {
@@ -133,15 +136,6 @@ impl ChunkedDecoder {
         loop {
             match self.state {
                 State::Done => return Ok(0),
-                State::Size => {
-                    self.read_line(inner, MAX_LINE)?;
-                    let n = parse_size(&self.line)?;
-                    self.state = if n == 0 {
-                        State::Trailers(0)
-                    } else {
-                        State::Data(n)
-                    };
-                }
                 State::Data(left) => {
                     if out.is_empty() {
                         return Ok(0);
@@ -159,34 +153,88 @@ impl ChunkedDecoder {
                         .min(left.min(usize::MAX as u64) as usize);
                     out[..n].copy_from_slice(&buf[..n]);
                     inner.consume(n);
-                    let left = left - n as u64;
-                    self.state = if left == 0 {
-                        State::DataEnd
-                    } else {
-                        State::Data(left)
-                    };
+                    self.data_taken(left, n);
                     return Ok(n);
                 }
-                State::DataEnd => {
-                    self.read_line(inner, 2)?;
-                    if !self.line.is_empty() {
-                        return Err(invalid("chunk data longer than its size"));
-                    }
-                    self.state = State::Size;
-                }
-                State::Trailers(seen) => {
-                    self.read_line(inner, MAX_TRAILERS - seen)?;
-                    let seen = seen + self.line.len() + 2;
-                    if self.line.is_empty() {
-                        self.state = State::Done;
-                    } else if seen >= MAX_TRAILERS {
-                        return Err(invalid("trailers too large"));
-                    } else {
-                        self.state = State::Trailers(seen);
-                    }
-                }
+                _ => self.line_step(inner)?,
             }
         }
+    }
+
+    /// Decodes the bytes that have arrived, handing each piece of data to `sink`, and returns
+    /// how many of them it used: all, unless the body ended among them (the rest is what the
+    /// client sent next). A line cut off at the end of `input` waits in the decoder for the
+    /// next call; [`ChunkedDecoder::is_done`] tells when the body has ended.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    ) -> io::Result<usize> {
+        let mut rest = input;
+        while !rest.is_empty() {
+            match self.state {
+                State::Done => break,
+                State::Data(left) => {
+                    let n = rest.len().min(left.min(usize::MAX as u64) as usize);
+                    sink(&rest[..n])?;
+                    rest = &rest[n..];
+                    self.data_taken(left, n);
+                }
+                _ => match self.line_step(&mut rest) {
+                    Ok(()) => {}
+                    // Out of input inside a line: the part read waits in `self.line`.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && rest.is_empty() => {}
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        Ok(input.len() - rest.len())
+    }
+
+    fn data_taken(&mut self, left: u64, n: usize) {
+        let left = left - n as u64;
+        self.state = if left == 0 {
+            State::DataEnd
+        } else {
+            State::Data(left)
+        };
+    }
+
+    /// Reads the one line the state expects (a size, the end of a chunk's data, or a trailer)
+    /// and moves on.
+    fn line_step(&mut self, inner: &mut impl BufRead) -> io::Result<()> {
+        match self.state {
+            State::Size => {
+                self.read_line(inner, MAX_LINE)?;
+                let n = parse_size(&self.line)?;
+                self.state = if n == 0 {
+                    State::Trailers(0)
+                } else {
+                    State::Data(n)
+                };
+            }
+            State::DataEnd => {
+                self.read_line(inner, 2)?;
+                if !self.line.is_empty() {
+                    return Err(invalid("chunk data longer than its size"));
+                }
+                self.state = State::Size;
+            }
+            State::Trailers(seen) => {
+                self.read_line(inner, MAX_TRAILERS - seen)?;
+                let seen = seen + self.line.len() + 2;
+                if self.line.is_empty() {
+                    self.state = State::Done;
+                } else if seen >= MAX_TRAILERS {
+                    return Err(invalid("trailers too large"));
+                } else {
+                    self.state = State::Trailers(seen);
+                }
+            }
+            State::Data(_) | State::Done => {}
+        }
+        self.line.clear();
+        Ok(())
     }
 }
 
@@ -210,6 +258,33 @@ mod tests {
         }
         let (data, _) = decode(b"A \t;x\r\n0123456789\r\n0\r\n\r\n", 3).unwrap();
         assert_eq!(data, b"0123456789");
+    }
+
+    #[test]
+    fn feeding_pieces_of_any_size_gives_the_same_body() {
+        let wire = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nGET / HTTP/1.1\r\n";
+        for step in 1..wire.len() {
+            let mut d = ChunkedDecoder::new();
+            let mut data = Vec::new();
+            let mut used = 0;
+            for piece in wire.chunks(step) {
+                if d.is_done() {
+                    break;
+                }
+                used += d
+                    .feed(piece, &mut |p| {
+                        data.extend_from_slice(p);
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            assert!(d.is_done(), "step {step}");
+            assert_eq!(data, b"hello world", "step {step}");
+            assert_eq!(&wire[used..], b"GET / HTTP/1.1\r\n", "step {step}");
+        }
+        let mut d = ChunkedDecoder::new();
+        let e = d.feed(b"5\r\nhelloXYZ", &mut |_| Ok(())).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

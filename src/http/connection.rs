@@ -1,8 +1,10 @@
 //! One client connection: its socket, the bytes received and not yet used, and reads and writes
 //! with timeouts.
 //!
-//! The socket is non-blocking for its whole life. The poller reads it only when `epoll` says it
-//! is readable; a worker that must wait for a body or for room to write waits in `poll(2)` on
+//! The socket is non-blocking for its whole life. The poller reads and writes it only when
+//! `epoll` says it is ready. A worker never waits on it, with two exceptions that are
+//! configuration choices: `request_buffering off` (the worker reads the body as it arrives) and
+//! full buffers (the worker writes what the client will take); there it waits in `poll(2)` on
 //! this one socket, with the client timeout. So no system call is spent switching between
 //! blocking and non-blocking mode, and every wait has a deadline.
 //!
@@ -76,9 +78,40 @@ impl Conn {
         self.poller.modify(&self.stream, Event::readable(self.key))
     }
 
+    /// Asks the poller to report this connection when it can take more of an answer.
+    pub fn rearm_writable(&self) -> io::Result<()> {
+        self.poller.modify(&self.stream, Event::writable(self.key))
+    }
+
+    /// The socket, for non-blocking writes (`&TcpStream` is a `Write`).
+    pub fn socket(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Puts bytes read past the end of a request body back in front of the unread ones: they
+    /// are the start of what the client sent next.
+    pub fn put_back(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut rest = bytes.to_vec();
+        rest.extend_from_slice(self.unread());
+        self.buf = rest;
+        self.pos = 0;
+    }
+
     /// The bytes received and not used yet.
     pub fn unread(&self) -> &[u8] {
         &self.buf[self.pos..]
+    }
+
+    /// Takes the unread bytes out.
+    pub fn take_unread(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.drain(..self.pos);
+        self.pos = 0;
+        self.scanned = 0;
+        buf
     }
 
     /// Marks `n` unread bytes as used.
@@ -104,9 +137,10 @@ impl Conn {
         Ok(n)
     }
 
-    /// One non-blocking read into `scratch`, whose bytes are dropped (a lingering close).
-    /// `Ok(0)` is the end of the stream; `WouldBlock` means nothing has arrived.
-    pub fn read_and_drop(&self, scratch: &mut [u8]) -> io::Result<usize> {
+    /// One non-blocking read into `scratch`, past the unread bytes: a request body the poller
+    /// buffers, or bytes dropped in a lingering close. `Ok(0)` is the end of the stream;
+    /// `WouldBlock` means nothing has arrived.
+    pub fn read_raw(&self, scratch: &mut [u8]) -> io::Result<usize> {
         (&self.stream).read(scratch)
     }
 
@@ -150,42 +184,51 @@ impl Conn {
         }
     }
 
-    /// Writes all of `data`, waiting up to the io timeout each time the socket is full.
-    pub fn write_all(&self, data: &[u8]) -> io::Result<()> {
-        self.write_all_vectored(&[data])
+    /// Waits up to the io timeout until the socket can take more bytes.
+    pub fn wait_writable(&self) -> io::Result<()> {
+        self.wait_for(libc::POLLOUT)
     }
 
-    /// Writes all of `parts`, with as few system calls (`writev`) as the socket allows, waiting
-    /// up to the io timeout each time it is full.
-    pub fn write_all_vectored(&self, parts: &[&[u8]]) -> io::Result<()> {
+    /// Writes what of `parts` the socket takes now (`writev`), without waiting; returns how many
+    /// bytes went.
+    pub fn try_write_vectored(&self, parts: &[&[u8]]) -> io::Result<usize> {
         let mut slices: Vec<IoSlice<'_>> = parts
             .iter()
             .filter(|p| !p.is_empty())
             .map(|p| IoSlice::new(p))
             .collect();
         let mut slices = &mut slices[..];
+        let mut sent = 0;
         while !slices.is_empty() {
             match (&self.stream).write_vectored(slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_for(libc::POLLOUT)?,
+                Ok(n) => {
+                    sent += n;
+                    IoSlice::advance_slices(&mut slices, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(sent)
+    }
+
+    /// Writes all of `data`, waiting up to the io timeout each time the socket is full.
+    pub fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        loop {
+            data = &data[self.try_write_vectored(&[data])?..];
+            if data.is_empty() {
+                return Ok(());
+            }
+            self.wait_writable()?;
+        }
     }
 
     /// Writes what fits into the socket now, without waiting. True when all of `data` went.
-    pub fn try_write_all(&self, mut data: &[u8]) -> bool {
-        while !data.is_empty() {
-            match (&self.stream).write(data) {
-                Ok(n) if n > 0 => data = &data[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return false,
-            }
-        }
-        true
+    pub fn try_write_all(&self, data: &[u8]) -> bool {
+        self.try_write_vectored(&[data])
+            .is_ok_and(|n| n == data.len())
     }
 
     /// Stops sending (our side of the connection is finished) while still receiving.

@@ -1,18 +1,32 @@
 //! One request and its answer, on a worker: the request body as a reader, and the answer
 //! written with the framing [`write`](super::write) chooses.
 //!
-//! The body reader delimits the body by its framing (a length, or chunks decoded by
-//! [`ChunkedDecoder`]), sends `100 Continue` before the first read when the client asked for
-//! it, and remembers whether the body was read to its end: only then may the connection carry
-//! another request. The answer is streamed from any `Read` in pieces of the worker's buffer;
-//! the head goes out in the same system call as the first piece (`writev`).
+//! The body is usually in a [`Spool`] already: the poller read it before the request was
+//! queued. With `request_buffering off` the reader takes it from the client as it arrives,
+//! delimited by its framing (a length, or chunks decoded by [`ChunkedDecoder`]), sends
+//! `100 Continue` before the first read when the client asked for it, and remembers whether the
+//! body was read to its end: only then may the connection carry another request.
+//!
+//! The answer is streamed from any `Read` in pieces of the worker's buffer; the head goes out
+//! in the same system call as the first piece (`writev`). Every write is non-blocking: what the
+//! client does not take at once goes to the connection's outgoing spool, which is offered to
+//! the client again before each new piece, so a client that keeps up gets the answer piece by
+//! piece as the backend sends it, and one that does not costs a buffer, not this worker. The
+//! poller finishes the spool after the worker has moved on. Only when the buffers are full
+//! does the worker wait for the client ([`Spool::push`] fails): then it writes directly, with
+//! the client timeout, as a server without buffers would.
 
 use std::io::{self, Read};
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
+use super::gauges::Gauges;
 use super::parse::{Framing, RequestHead};
+use super::spool::Spool;
 use super::write::{self, AnswerTo, BodyFraming, Refusal};
+use super::Request;
 
 /// Why an answer could not be sent whole.
 #[derive(Debug)]
@@ -29,7 +43,16 @@ pub struct SendError {
     pub error: io::Error,
 }
 
-/// What is known of the request body.
+/// Where the request body comes from.
+#[derive(Debug)]
+enum BodySource {
+    /// Read by the poller already; `pos` bytes of it have been read here.
+    Buffered { spool: Spool, pos: u64 },
+    /// Read from the client as the handler asks (`request_buffering off`).
+    Streaming(BodyState),
+}
+
+/// What is known of a request body read from the client.
 #[derive(Debug)]
 struct BodyState {
     framing: Framing,
@@ -56,9 +79,11 @@ pub(crate) enum Fate {
 /// One request's answer in the making (see the module documentation).
 pub struct Exchange<'a> {
     conn: &'a mut Conn,
-    body: BodyState,
+    body: BodySource,
     to: AnswerTo,
     buf: &'a mut Vec<u8>,
+    out: Spool,
+    gauges: &'a Gauges,
     fate: Option<Fate>,
 }
 
@@ -69,36 +94,43 @@ pub struct Body<'e, 'a> {
 }
 
 impl<'a> Exchange<'a> {
+    /// An exchange on `conn` for `request`. `body` is the body the poller buffered (`None` when
+    /// it is to be read from the client, as the request's framing says); `out` is the
+    /// connection's outgoing spool.
     pub(crate) fn new(
         conn: &'a mut Conn,
-        head: &RequestHead,
-        framing: Framing,
+        request: &Request,
+        body: Option<Spool>,
         keep_alive: bool,
         buf: &'a mut Vec<u8>,
+        out: Spool,
+        gauges: &'a Gauges,
     ) -> Exchange<'a> {
-        let continue_pending = framing != Framing::None
-            && !head.http10
-            && head
-                .header("expect")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
-        Exchange {
-            conn,
-            body: BodyState {
+        let (head, framing) = (&request.head, request.framing);
+        let body = match body {
+            Some(spool) => BodySource::Buffered { spool, pos: 0 },
+            None => BodySource::Streaming(BodyState {
                 framing,
                 left: match framing {
                     Framing::Length(n) => n,
                     _ => 0,
                 },
                 chunked: ChunkedDecoder::new(),
-                continue_pending,
+                continue_pending: framing != Framing::None && expects_continue(head),
                 done: framing == Framing::None,
-            },
+            }),
+        };
+        Exchange {
+            conn,
+            body,
             to: AnswerTo {
                 head_request: head.method == "HEAD",
                 http10: head.http10,
                 keep_alive: keep_alive && head.wants_keep_alive(),
             },
             buf,
+            out,
+            gauges,
             fate: None,
         }
     }
@@ -113,17 +145,21 @@ impl<'a> Exchange<'a> {
         self.fate.is_some()
     }
 
-    /// The answer as the worker should treat the connection afterwards; `None` if there was
-    /// none.
-    pub(crate) fn fate(&self) -> Option<Fate> {
-        self.fate
+    /// Ends the exchange: what the worker should do with the connection (`None` if nothing
+    /// was answered), and what of the answer the client has not taken yet.
+    pub(crate) fn finish(self) -> (Option<Fate>, Spool) {
+        (self.fate, self.out)
     }
 
     /// What the answer is for: the connection may stay open only if the request body has been
     /// read to its end, so that nothing of it can be taken for a request.
     fn answer_to(&self) -> AnswerTo {
+        let body_done = match &self.body {
+            BodySource::Buffered { .. } => true,
+            BodySource::Streaming(state) => state.done,
+        };
         AnswerTo {
-            keep_alive: self.to.keep_alive && self.body.done,
+            keep_alive: self.to.keep_alive && body_done,
             ..self.to
         }
     }
@@ -157,7 +193,8 @@ impl<'a> Exchange<'a> {
     /// end the exchange.
     pub fn refuse(&mut self, refusal: &Refusal) {
         let (bytes, persistence) = write::refusal_bytes(refusal, self.answer_to());
-        self.fate = Some(match self.conn.write_all(&bytes) {
+        let sent = send(self.conn, &mut self.out, self.gauges, &[&bytes]);
+        self.fate = Some(match sent {
             Ok(()) if persistence.keeps_open() => Fate::KeepAlive,
             Ok(()) => Fate::Close,
             Err(_) => Fate::Abort,
@@ -181,9 +218,7 @@ impl<'a> Exchange<'a> {
             // Let the source see its (empty) end, so that a backend connection behind it can go
             // back to its pool.
             let _ = body.read(&mut [0u8; 1]);
-            return self
-                .conn
-                .write_all(head)
+            return send(self.conn, &mut self.out, self.gauges, &[head])
                 .map(|()| 0)
                 .map_err(|e| failed(0, false, false, e));
         }
@@ -197,6 +232,13 @@ impl<'a> Exchange<'a> {
         let mut head_pending = true;
         let mut sent: u64 = 0;
         loop {
+            if !self.out.is_empty() {
+                // Offer the client what it has not taken yet, before more is added behind it.
+                let mut socket = self.conn.socket();
+                self.out
+                    .drain_into(&mut socket, self.buf)
+                    .map_err(|e| failed(sent, false, false, e))?;
+            }
             let want = match total {
                 Some(t) => (t - sent).min(BUF_SIZE as u64) as usize,
                 None => BUF_SIZE,
@@ -229,8 +271,7 @@ impl<'a> Exchange<'a> {
                     _ => b"",
                 };
                 let start: &[u8] = if head_pending { head } else { b"" };
-                self.conn
-                    .write_all_vectored(&[start, last])
+                send(self.conn, &mut self.out, self.gauges, &[start, last])
                     .map_err(|e| failed(sent, false, false, e))?;
                 return Ok(sent);
             }
@@ -243,7 +284,12 @@ impl<'a> Exchange<'a> {
             };
             let start: &[u8] = if head_pending { head } else { b"" };
             let data = &self.buf[..n];
-            let result = self.conn.write_all_vectored(&[start, prefix, data, suffix]);
+            let result = send(
+                self.conn,
+                &mut self.out,
+                self.gauges,
+                &[start, prefix, data, suffix],
+            );
             result.map_err(|e| failed(sent, false, false, e))?;
             head_pending = false;
             sent += n as u64;
@@ -254,9 +300,55 @@ impl<'a> Exchange<'a> {
 /// Size of the worker's buffer for answer bodies. 64 KiB.
 pub(crate) const BUF_SIZE: usize = 64 << 10;
 
+/// True when the client asked for `100 Continue` before it sends its body.
+pub(crate) fn expects_continue(head: &RequestHead) -> bool {
+    !head.http10
+        && head
+            .header("expect")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"))
+}
+
+/// Writes `parts` to the client without waiting: what the socket takes now goes at once (only
+/// when nothing older waits in `out`, to keep the order), the rest into `out`. When `out` is
+/// full, the worker waits for the client after all: it writes out what `out` holds, then the
+/// rest, each write waiting up to the client timeout.
+fn send(conn: &Conn, out: &mut Spool, gauges: &Gauges, parts: &[&[u8]]) -> io::Result<()> {
+    let mut skip = if out.is_empty() {
+        conn.try_write_vectored(parts)?
+    } else {
+        0
+    };
+    for part in parts {
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        let rest = &part[skip..];
+        skip = 0;
+        if out.push(rest).is_err() {
+            gauges.backpressure.fetch_add(1, Relaxed);
+            let mut scratch = [0u8; 16 << 10];
+            while !out.is_empty() {
+                conn.wait_writable()?;
+                out.drain_into(&mut conn.socket(), &mut scratch)?;
+            }
+            conn.write_all(rest)?;
+        }
+    }
+    Ok(())
+}
+
 impl Read for Body<'_, '_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let Exchange { conn, body, .. } = &mut *self.exchange;
+        let body = match body {
+            BodySource::Buffered { spool, pos } => {
+                let n = spool.read_at(*pos, out)?;
+                *pos += n as u64;
+                return Ok(n);
+            }
+            BodySource::Streaming(state) => state,
+        };
         if body.done || out.is_empty() {
             return Ok(0);
         }

@@ -8,6 +8,7 @@
 //! | header fields | 100 | 431 | Apache `LimitRequestFields 100`, HAProxy `tune.http.maxhdr 101` |
 //! | time from a head's first byte to its end | 10 s | 408 | HAProxy `timeout http-request` |
 //! | idle connection, or a stalled body read or answer write | 60 s | close | nginx `keepalive_timeout 75s`, `client_body_timeout 60s` |
+//! | time from a body's first byte to its end, when the poller buffers it | 60 s | 408 | nginx `client_body_timeout 60s` (there between two reads) |
 //! | time a complete request waits for a worker | 5 s | 503 | HAProxy `timeout queue` |
 //! | requests waiting for a worker | one per connection | 503 | HAProxy `maxqueue` (off by default) |
 //! | open client connections | descriptor limit minus a reserve, at most 100 000 | accept pauses | HAProxy `maxconn` (derived from `ulimit -n`) |
@@ -32,6 +33,13 @@ pub struct Limits {
     /// may wait. The idle connection is closed; a stalled body or answer ends the exchange.
     /// Default 60 s.
     pub client_timeout: Duration,
+    /// Longest from the end of a request's head to the end of its body, while the poller
+    /// buffers it (`request_buffering on`); slower gets 408 and a close. Default 60 s.
+    pub body_timeout: Duration,
+    /// The poller reads every request body into a buffer before a worker sees the request
+    /// (true, the default), so a slow upload holds no worker; false streams the body through a
+    /// worker as it arrives, which a few hundred slow clients can hold all workers with.
+    pub request_buffering: bool,
     /// Longest a complete request waits in the queue for a worker; then 503 with
     /// `Retry-After`. Default 5 s.
     pub queue_timeout: Duration,
@@ -51,6 +59,8 @@ impl Default for Limits {
             max_headers: 100,
             head_timeout: Duration::from_secs(10),
             client_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            request_buffering: true,
             queue_timeout: Duration::from_secs(5),
             max_queue: None,
             max_connections: MAX_CONNECTIONS_CAP,

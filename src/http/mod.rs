@@ -2,23 +2,28 @@
 //! nothing of backends; a [`Handler`] decides what a request gets.
 //!
 //! ```text
-//!  clients ──▶ poller thread (epoll via `polling`)
+//!  clients ──▶ poller thread (epoll via `polling`): it alone waits on clients
 //!               accepts; owns every idle connection; reads request heads without blocking;
 //!               enforces the head limits and timeouts (414, 431, 400, 408);
 //!               Handler::admit (cheap checks, e.g. filtering) ─ refused? answer at once
-//!                  │ complete head + its connection
+//!               reads the body into a spool (memory, then a temporary file; 413, 408)
+//!                  │ complete request (head + body) + its connection
 //!                  ▼
 //!               bounded crossbeam channel (one slot per possible connection)
 //!                  │ waited longer than `timeouts queue=`? → 503
 //!                  ▼
-//!               worker threads (fixed pool): Handler::handle reads the body and writes the
-//!               answer with ordinary blocking calls, then serves a request already buffered
-//!               behind it (pipelining) or gives the connection back to the poller
+//!               worker threads (fixed pool): Handler::handle forwards the request and writes
+//!               the answer without waiting on the client: what it does not take at once goes
+//!               to the connection's outgoing spool
+//!                  │ the connection, with what is left to write
+//!                  ▼
+//!               poller: finishes the answer as the client takes it, then reads the next request
 //! ```
 //!
-//! Files: [`parse`] (heads and framing), [`limits`], [`chunked`] (request bodies), [`write`]
-//! (answers), `connection.rs` (one socket and its buffer), `exchange.rs` (one request and its
-//! answer on a worker), `poller.rs` (the poller thread), `server.rs` (start, workers, shutdown).
+//! Files: [`parse`] (heads and framing), [`limits`], [`chunked`] (request bodies), [`spool`]
+//! (the buffers between clients and workers), [`write`] (answers), [`gauges`], `connection.rs`
+//! (one socket and its buffer), `exchange.rs` (one request and its answer on a worker),
+//! `poller.rs` (the poller thread), `server.rs` (start, workers, shutdown).
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
 //! follow a refused request are never read as a request. A closing connection is closed
@@ -30,19 +35,23 @@ mod connection;
 mod exchange;
 #[cfg(test)]
 mod fuzz;
+pub mod gauges;
 pub mod limits;
 pub mod parse;
 mod poller;
 mod server;
+pub mod spool;
 pub mod write;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use exchange::{Body, Exchange, SendError};
+pub use gauges::{FrontStats, Gauges};
 pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
 pub use server::{bind, Server};
+pub use spool::{BufferLimits, BufferStats, Buffers};
 pub use write::Refusal;
 
 /// How long a closing connection is read and dropped, waiting for the client to close. 5 s
@@ -71,6 +80,12 @@ pub enum Refused {
     QueueFull,
     /// The request waited longer than `timeouts queue=` for a worker (503).
     QueueTimeout,
+    /// The body did not arrive within `timeouts body=` (408).
+    BodyTimeout,
+    /// The body is larger than [`Handler::max_body`] or than the buffers can hold (413).
+    BodyTooLarge,
+    /// The buffers' disk total is reached, or the disk failed (503).
+    NoBufferRoom,
     /// The server is stopping (503).
     ShuttingDown,
     /// [`Handler::admit`] refused it.
@@ -84,6 +99,12 @@ pub trait Handler: Send + Sync + 'static {
     fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
         let _ = (head, framing);
         Ok(())
+    }
+
+    /// The largest request body to accept, checked while the poller buffers it (413 past it).
+    /// Default: no limit but the buffers'.
+    fn max_body(&self) -> Option<u64> {
+        None
     }
 
     /// Answers one request, on a worker thread: read the body from `exchange` if needed, then

@@ -7,7 +7,9 @@
 //! | slot | meaning | leaves it when |
 //! | --- | --- | --- |
 //! | `Idle` | waiting for a request head, or the rest of one | a head is complete (→ `Busy`), a limit or timeout refuses it (→ `Lingering`), the client closes or idles out (→ free) |
-//! | `Busy` | queued for a worker, or with one | the worker gives it back (→ `Idle` or `Lingering`) or closes it (→ free) |
+//! | `Body` | its head is admitted; its body is being read into a spool | the body is complete (→ `Busy`), too large (413), too slow (`timeouts body=`, 408) or the client leaves (→ free) |
+//! | `Busy` | queued for a worker, or with one | the worker gives it back (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
+//! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
@@ -35,9 +37,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use polling::{Event, Events};
 
+use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
-use super::parse::{parse_head, Parsed};
+use super::exchange::{expects_continue, Fate};
+use super::parse::{parse_head, Framing, Parsed};
 use super::server::{closing, queue_timeout, Job, Returned, Shared};
+use super::spool::{Full, Spool};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Refused, Request, LINGER};
 
@@ -63,8 +68,88 @@ const LISTENER: usize = 0;
 enum Slot {
     Free,
     Idle(Box<Conn>),
+    Body(Box<Upload>),
     Busy { readable: bool },
+    Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
+}
+
+/// A request whose body the poller is reading into a spool.
+struct Upload {
+    conn: Box<Conn>,
+    request: Request,
+    spool: Spool,
+    /// Bytes still to come (`Content-Length`).
+    left: u64,
+    /// The decoder of a chunked body.
+    chunked: Option<ChunkedDecoder>,
+    /// Most body bytes accepted (`limits max_body=`, if set).
+    max: u64,
+    /// When the head was complete: the body must be in by `timeouts body=` after.
+    started: Instant,
+    /// When the last bytes of it arrived: a pause of `timeouts client=` ends it too.
+    last_read: Instant,
+}
+
+impl Upload {
+    fn done(&self) -> bool {
+        match &self.chunked {
+            Some(decoder) => decoder.is_done(),
+            None => self.left == 0,
+        }
+    }
+
+    /// Takes what arrived of the body; returns how many bytes of `data` belong to it (the rest
+    /// is what the client sends next), or the answer that refuses the request.
+    fn take(&mut self, data: &[u8]) -> Result<usize, (Refusal, Refused)> {
+        let (spool, max) = (&mut self.spool, self.max);
+        let mut refused = None;
+        let used = match &mut self.chunked {
+            Some(decoder) => decoder.feed(data, &mut |piece| {
+                store(spool, max, piece).map_err(|r| {
+                    refused = Some(r);
+                    io::Error::other("refused")
+                })
+            }),
+            None => {
+                let n = data.len().min(self.left.min(usize::MAX as u64) as usize);
+                store(spool, max, &data[..n])?;
+                self.left -= n as u64;
+                Ok(n)
+            }
+        };
+        used.map_err(|e| {
+            refused.unwrap_or_else(|| (Refusal::new(400, e.to_string()), Refused::Malformed))
+        })
+    }
+}
+
+/// Adds a piece of body to `spool`, within `max` bytes and the buffers' limits.
+fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, Refused)> {
+    if spool.len() + piece.len() as u64 > max {
+        let refusal = Refusal::new(413, "request body too large");
+        return Err((refusal, Refused::BodyTooLarge));
+    }
+    spool.push(piece).map_err(|full| match full {
+        Full::FileLimit => (
+            Refusal::new(413, "request body larger than the buffers allow"),
+            Refused::BodyTooLarge,
+        ),
+        Full::TotalLimit | Full::Disk(_) => (
+            Refusal::retry_after(503, "no room to buffer the request body", 1),
+            Refused::NoBufferRoom,
+        ),
+    })
+}
+
+/// An answer the poller finishes for a client that did not take it all at once.
+struct Flush {
+    conn: Box<Conn>,
+    out: Spool,
+    /// What happens once it is out.
+    then: Fate,
+    /// When the client last took a byte.
+    progress: Instant,
 }
 
 /// The poller thread's state (see the module documentation).
@@ -188,14 +273,29 @@ impl PollerThread {
                     self.read_head(idx, conn, now);
                 }
             }
+            Some(Slot::Body(_)) => {
+                if let Slot::Body(up) = self.take_slot(idx) {
+                    self.read_body(idx, up, now);
+                }
+            }
+            Some(Slot::Flushing(_)) => {
+                if let Slot::Flushing(f) = self.take_slot(idx) {
+                    self.flush(idx, f, now);
+                }
+            }
             Some(Slot::Lingering { .. }) => self.discard(idx),
             Some(Slot::Free) | None => {}
         }
     }
 
+    /// Takes whatever a slot holds, marking the slot busy.
+    fn take_slot(&mut self, idx: usize) -> Slot {
+        std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
+    }
+
     /// Takes an idle connection out of its slot, marking the slot busy.
     fn take(&mut self, idx: usize) -> Option<Box<Conn>> {
-        match std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false }) {
+        match self.take_slot(idx) {
             Slot::Idle(conn) => Some(conn),
             other => {
                 self.slots[idx] = other;
@@ -361,12 +461,186 @@ impl PollerThread {
                 framing,
                 received: now,
             };
-            return self.dispatch(idx, conn, request, now);
+            if framing != Framing::None && self.shared.limits.request_buffering {
+                return self.start_body(idx, conn, request, now);
+            }
+            return self.dispatch(idx, conn, request, None, now);
         }
     }
 
-    fn dispatch(&mut self, idx: usize, conn: Box<Conn>, request: Request, now: Instant) {
-        let job = Box::new(Job { conn, request });
+    /// Begins reading an admitted request's body into a spool: says `100 Continue` if the
+    /// client waits for it (every refusal the balancer can decide alone has been made by now),
+    /// takes what already arrived, and waits for the rest.
+    fn start_body(&mut self, idx: usize, mut conn: Box<Conn>, request: Request, now: Instant) {
+        let max = self.shared.handler.max_body().unwrap_or(u64::MAX);
+        let room = self.shared.buffers.limits().temp_file;
+        if let Framing::Length(n) = request.framing {
+            if n > max || n > room {
+                let reason = if n > max {
+                    "request body too large"
+                } else {
+                    "request body larger than the buffers allow"
+                };
+                let refusal = Refusal::new(413, reason);
+                let head = Some(&request.head);
+                let why = Refused::BodyTooLarge;
+                self.shared.handler.refused(conn.peer, head, &refusal, why);
+                return self.refuse(idx, conn, &refusal, closing(head), now);
+            }
+        }
+        if conn.unread().is_empty()
+            && expects_continue(&request.head)
+            && !conn.try_write_all(write::CONTINUE)
+        {
+            return self.close(idx, conn);
+        }
+        let first = conn.take_unread();
+        let up = Box::new(Upload {
+            left: match request.framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked: (request.framing == Framing::Chunked).then(ChunkedDecoder::new),
+            spool: Spool::new(&self.shared.buffers),
+            conn,
+            request,
+            max,
+            started: now,
+            last_read: now,
+        });
+        if let Some(up) = self.body_bytes(idx, up, &first, now) {
+            self.wait_body(idx, up);
+        }
+    }
+
+    /// Puts an upload back to wait for more of its body.
+    fn wait_body(&mut self, idx: usize, up: Box<Upload>) {
+        if up.conn.rearm().is_err() {
+            return self.close(idx, up.conn);
+        }
+        self.slots[idx] = Slot::Body(up);
+    }
+
+    /// Reads what arrived of a body.
+    fn read_body(&mut self, idx: usize, up: Box<Upload>, now: Instant) {
+        // A few reads per event, so that one fast sender cannot hold the poller; if it is
+        // still sending, the next event comes at once.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut up = Some(up);
+        for _ in 0..4 {
+            let Some(u) = up.take() else { break };
+            match u.conn.read_raw(&mut scratch) {
+                Ok(0) => {
+                    log::debug!("{} closed inside a request body", u.conn.peer);
+                    self.close(idx, u.conn);
+                }
+                Ok(n) => {
+                    let mut u = u;
+                    u.last_read = now;
+                    up = self.body_bytes(idx, u, &scratch[..n], now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    up = Some(u);
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => up = Some(u),
+                Err(_) => self.close(idx, u.conn),
+            }
+        }
+        self.scratch = scratch;
+        if let Some(u) = up {
+            self.wait_body(idx, u);
+        }
+    }
+
+    /// Takes `data` into the body. Returns the upload when it wants more (its slot is for the
+    /// caller to set); otherwise the request has been queued or refused.
+    fn body_bytes(
+        &mut self,
+        idx: usize,
+        mut up: Box<Upload>,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<Box<Upload>> {
+        match up.take(data) {
+            Err((refusal, why)) => {
+                let head = Some(&up.request.head);
+                self.shared
+                    .handler
+                    .refused(up.conn.peer, head, &refusal, why);
+                self.refuse(idx, up.conn, &refusal, closing(head), now);
+                None
+            }
+            Ok(used) if up.done() => {
+                let Upload {
+                    mut conn,
+                    mut request,
+                    spool,
+                    ..
+                } = *up;
+                conn.put_back(&data[used..]);
+                request.framing = match spool.len() {
+                    0 => Framing::None,
+                    n => Framing::Length(n),
+                };
+                request.received = now;
+                self.dispatch(idx, conn, request, Some(spool), now);
+                None
+            }
+            Ok(_) => Some(up),
+        }
+    }
+
+    /// Writes what a slow client can take now of the answer it has not taken yet.
+    fn flush(&mut self, idx: usize, mut f: Box<Flush>, now: Instant) {
+        let mut socket = f.conn.socket();
+        match f.out.drain_into(&mut socket, &mut self.scratch) {
+            Err(_) => return self.close(idx, f.conn),
+            Ok(n) if n > 0 => f.progress = now,
+            Ok(_) => {}
+        }
+        if f.out.is_empty() {
+            let Flush { mut conn, then, .. } = *f;
+            return match then {
+                Fate::KeepAlive => {
+                    conn.idle_since = now;
+                    self.resume(idx, conn, now)
+                }
+                Fate::Close | Fate::Abort => self.linger(idx, conn, now),
+            };
+        }
+        if f.conn.rearm_writable().is_err() {
+            return self.close(idx, f.conn);
+        }
+        self.slots[idx] = Slot::Flushing(f);
+    }
+
+    /// A connection that may carry another request: read what the client already sent behind
+    /// the last one (pipelining), or wait for it.
+    fn resume(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
+        if self.stopping {
+            return self.close(idx, conn);
+        }
+        if conn.unread().is_empty() {
+            return self.idle(idx, conn);
+        }
+        conn.head_started = Some(now);
+        self.process(idx, conn, now)
+    }
+
+    fn dispatch(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        request: Request,
+        body: Option<Spool>,
+        now: Instant,
+    ) {
+        let job = Box::new(Job {
+            conn,
+            request,
+            body,
+        });
         let Some(jobs) = &self.jobs else {
             return self.refuse_job(idx, *job, Refused::ShuttingDown, now);
         };
@@ -386,7 +660,7 @@ impl PollerThread {
     /// Answers 503 to a request that cannot wait for a worker (`why`: the queue is full, or the
     /// server is stopping) or waited too long.
     fn refuse_job(&mut self, idx: usize, job: Job, why: Refused, now: Instant) {
-        let Job { conn, request } = job;
+        let Job { conn, request, .. } = job;
         let refusal = match why {
             Refused::QueueTimeout => queue_timeout(),
             Refused::QueueFull => Refusal::retry_after(503, "server busy", 1),
@@ -446,7 +720,7 @@ impl PollerThread {
         // A few reads per event, so that one fast sender cannot hold the poller; if it is still
         // sending, the next event comes at once.
         for _ in 0..4 {
-            match conn.read_and_drop(&mut self.scratch) {
+            match conn.read_raw(&mut self.scratch) {
                 Ok(0) => {
                     ended = true;
                     break;
@@ -489,6 +763,7 @@ impl PollerThread {
         while let Ok(returned) = self.returned.try_recv() {
             let idx = match &returned {
                 Returned::Idle(c) | Returned::Linger(c) => c.key - 1,
+                Returned::Flush { conn, .. } => conn.key - 1,
                 Returned::Closed(key) => key - 1,
             };
             let event_waiting = matches!(self.slots[idx], Slot::Busy { readable: true });
@@ -502,8 +777,24 @@ impl PollerThread {
                     conn.idle_since = now;
                     if event_waiting {
                         self.read_head(idx, conn, now);
+                    } else if !conn.unread().is_empty() {
+                        // The client sent its next request behind the last (pipelining).
+                        self.resume(idx, conn, now);
                     } else {
                         self.slots[idx] = Slot::Idle(conn);
+                    }
+                }
+                Returned::Flush { conn, out, then } => {
+                    let f = Box::new(Flush {
+                        conn,
+                        out,
+                        then,
+                        progress: now,
+                    });
+                    if event_waiting {
+                        self.flush(idx, f, now);
+                    } else {
+                        self.slots[idx] = Slot::Flushing(f);
                     }
                 }
                 Returned::Linger(conn) if self.stopping => self.close(idx, conn),
@@ -523,29 +814,60 @@ impl PollerThread {
     /// Timeouts (see the module documentation), and accepting again after a pause.
     fn tick(&mut self, now: Instant) {
         let limits = self.shared.limits;
+        let (mut bodies, mut flushing) = (0, 0);
         for idx in 0..self.slots.len() {
             let expired = match &self.slots[idx] {
                 Slot::Idle(conn) => match conn.head_started {
                     Some(t) => now.duration_since(t) >= limits.head_timeout,
                     None => now.duration_since(conn.idle_since) >= limits.client_timeout,
                 },
+                Slot::Body(up) => {
+                    bodies += 1;
+                    now.duration_since(up.started) >= limits.body_timeout
+                        || now.duration_since(up.last_read) >= limits.client_timeout
+                }
+                Slot::Flushing(f) => {
+                    flushing += 1;
+                    now.duration_since(f.progress) >= limits.client_timeout
+                }
                 Slot::Lingering { until, .. } => now >= *until,
                 Slot::Free | Slot::Busy { .. } => false,
             };
             if !expired {
                 continue;
             }
-            match std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false }) {
+            match self.take_slot(idx) {
                 Slot::Idle(conn) if conn.head_started.is_some() => {
                     let refusal = Refusal::new(408, "request head not received in time");
                     let why = Refused::HeadTimeout;
                     self.shared.handler.refused(conn.peer, None, &refusal, why);
                     self.refuse(idx, conn, &refusal, closing(None), now);
                 }
+                Slot::Body(up) => {
+                    let refusal = Refusal::new(408, "request body not received in time");
+                    let head = Some(&up.request.head);
+                    let why = Refused::BodyTimeout;
+                    self.shared
+                        .handler
+                        .refused(up.conn.peer, head, &refusal, why);
+                    self.refuse(idx, up.conn, &refusal, closing(head), now);
+                }
+                Slot::Flushing(f) => {
+                    log::debug!(
+                        "{} took nothing of its answer for {:?}: closed with {} bytes untaken",
+                        f.conn.peer,
+                        limits.client_timeout,
+                        f.out.len()
+                    );
+                    self.shared.gauges.stalled.fetch_add(1, Relaxed);
+                    self.close(idx, f.conn);
+                }
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
                 other => self.slots[idx] = other,
             }
         }
+        self.shared.gauges.bodies.store(bodies, Relaxed);
+        self.shared.gauges.flushing.store(flushing, Relaxed);
         self.reap_queue(now);
         if self.accept_paused_until.is_some_and(|t| now >= t) {
             self.accept_paused_until = None;
@@ -603,12 +925,14 @@ impl PollerThread {
         // Without a sender, the workers end once the queue is empty.
         self.jobs = None;
         for idx in 0..self.slots.len() {
-            if matches!(self.slots[idx], Slot::Idle(_) | Slot::Lingering { .. }) {
-                if let Slot::Idle(conn) | Slot::Lingering { conn, .. } =
-                    std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
-                {
-                    self.close(idx, conn);
-                }
+            match self.slots[idx] {
+                Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) => {}
+                _ => continue,
+            }
+            match self.take_slot(idx) {
+                Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+                Slot::Body(up) => self.close(idx, up.conn),
+                other => self.slots[idx] = other,
             }
         }
     }

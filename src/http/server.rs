@@ -1,14 +1,16 @@
 //! Starting and stopping a server, and the worker threads.
 //!
-//! A worker takes a complete request (and its connection) from the channel, lets the handler
-//! answer it, and then looks at what the client sent after it: a complete head is the next
-//! request, answered at once and in order (pipelining); anything less goes back to the poller
-//! with the connection.
+//! A worker takes a complete request (its head, its buffered body and its connection) from the
+//! channel, lets the handler answer it, and hands the connection back to the poller: with what
+//! the client has not taken of the answer yet, for the poller to finish, and with whatever the
+//! client sent after the request (pipelining), for the poller to read as the next request. So
+//! every request, first or pipelined, is admitted in one place, the poller.
 //!
 //! Graceful shutdown ([`Server::shutdown`]): the poller closes the listening socket (new
 //! connections are refused) and every idle connection, and stops queueing; the workers answer
-//! what is queued and in flight, each answer saying `Connection: close`; after the drain
-//! timeout the server stops waiting for them.
+//! what is queued and in flight, each answer saying `Connection: close`, and the poller
+//! finishes the answers slow clients have not taken; after the drain timeout the server stops
+//! waiting for them.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -25,16 +27,19 @@ use polling::Poller;
 
 use super::connection::Conn;
 use super::exchange::{Exchange, Fate, BUF_SIZE};
+use super::gauges::Gauges;
 use super::limits::Limits;
-use super::parse::{parse_head, Parsed};
 use super::poller::{self, PollerThread};
+use super::spool::{Buffers, Spool};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Handler, Refused, Request};
 
-/// A request queued for a worker, with its connection.
+/// A request queued for a worker, with its connection and, when the poller buffered it, its
+/// body.
 pub(crate) struct Job {
     pub conn: Box<Conn>,
     pub request: Request,
+    pub body: Option<Spool>,
 }
 
 /// A connection a worker is done with.
@@ -43,6 +48,13 @@ pub(crate) enum Returned {
     Idle(Box<Conn>),
     /// Our side is finished; drop what the client still sends until it closes.
     Linger(Box<Conn>),
+    /// The client has not taken all of the answer: the poller writes out `out`, then treats
+    /// the connection as `then` says.
+    Flush {
+        conn: Box<Conn>,
+        out: Spool,
+        then: Fate,
+    },
     /// Closed by the worker; the poller frees its slot (the key).
     Closed(usize),
 }
@@ -51,6 +63,8 @@ pub(crate) enum Returned {
 pub(crate) struct Shared {
     pub handler: Arc<dyn Handler>,
     pub limits: Limits,
+    pub buffers: Arc<Buffers>,
+    pub gauges: Arc<Gauges>,
     pub poller: Arc<Poller>,
     /// Graceful shutdown has begun.
     pub stopping: AtomicBool,
@@ -96,11 +110,14 @@ pub struct Server {
 
 impl Server {
     /// Serves `listener` with `workers` worker threads (named `{name}-N`, the poller
-    /// `{name}-poller`), answering requests with `handler` within `limits`.
+    /// `{name}-poller`), answering requests with `handler` within `limits`, holding what slow
+    /// clients have not sent or taken in spools counted in `buffers`, and counting in `gauges`.
     pub fn start(
         listener: TcpListener,
         workers: usize,
         limits: Limits,
+        buffers: Arc<Buffers>,
+        gauges: Arc<Gauges>,
         name: &str,
         handler: Arc<dyn Handler>,
     ) -> io::Result<Server> {
@@ -116,6 +133,8 @@ impl Server {
         let shared = Arc::new(Shared {
             handler,
             limits,
+            buffers,
+            gauges,
             poller,
             stopping: AtomicBool::new(false),
             finished: AtomicBool::new(false),
@@ -178,15 +197,26 @@ impl Server {
     fn stop(&mut self, drain: Duration, warn: bool) -> bool {
         self.shared.stopping.store(true, SeqCst);
         let _ = self.shared.poller.notify();
-        let drained = matches!(
-            self.done.recv_deadline(Instant::now() + drain),
+        let deadline = Instant::now() + drain;
+        let mut drained = matches!(
+            self.done.recv_deadline(deadline),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected)
         );
         if drained {
             for w in self.workers.drain(..) {
                 let _ = w.join();
             }
-        } else if warn {
+            // The poller ends by itself once slow clients have taken their answers.
+            let _ = self.shared.poller.notify();
+            while self.poller.as_ref().is_some_and(|p| !p.is_finished()) {
+                if Instant::now() >= deadline {
+                    drained = false;
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        if !drained && warn {
             log::warn!("drain timeout of {drain:?} reached with requests still in flight");
         }
         self.shared.finished.store(true, SeqCst);
@@ -213,12 +243,18 @@ fn work(queue: &Receiver<Box<Job>>, shared: &Shared) {
     let mut buf = Vec::with_capacity(BUF_SIZE);
     for job in queue.iter() {
         shared.taken.fetch_add(1, Relaxed);
-        let Job { conn, request } = *job;
+        let Job {
+            conn,
+            request,
+            body,
+        } = *job;
         if request.received.elapsed() >= shared.limits.queue_timeout {
             refuse_queued(shared, conn, &request);
             continue;
         }
-        serve(shared, conn, request, &mut buf);
+        shared.gauges.workers_busy.fetch_add(1, Relaxed);
+        serve(shared, conn, request, body, &mut buf);
+        shared.gauges.workers_busy.fetch_sub(1, Relaxed);
     }
 }
 
@@ -234,11 +270,12 @@ fn refuse_queued(shared: &Shared, conn: Box<Conn>, request: &Request) {
         .handler
         .refused(conn.peer, Some(&request.head), &refusal, why);
     let (bytes, _) = write::refusal_bytes(&refusal, closing(Some(&request.head)));
-    if conn.write_all(&bytes).is_ok() {
-        give_back(shared, conn, Fate::Close);
+    let fate = if conn.try_write_all(&bytes) {
+        Fate::Close
     } else {
-        give_back(shared, conn, Fate::Abort);
-    }
+        Fate::Abort
+    };
+    give_back(shared, conn, fate, None);
 }
 
 /// How a refusal that closes the connection is written for `head` (when it was parsed).
@@ -250,96 +287,70 @@ pub(crate) fn closing(head: Option<&super::RequestHead>) -> AnswerTo {
     }
 }
 
-/// Answers `request`, then every complete request the client sent behind it, then gives the
-/// connection back to the poller (or closes it).
-fn serve(shared: &Shared, mut conn: Box<Conn>, request: Request, buf: &mut Vec<u8>) {
-    let mut next = (request, Ok(()));
-    loop {
-        let (request, admission) = next;
-        let keep_alive = !shared.stopping.load(Relaxed);
-        let fate = {
-            let mut ex = Exchange::new(&mut conn, &request.head, request.framing, keep_alive, buf);
-            match admission {
-                Ok(()) => {
-                    let handled = catch_unwind(AssertUnwindSafe(|| {
-                        shared.handler.handle(&request, &mut ex)
-                    }));
-                    if handled.is_err() {
-                        log::error!(
-                            "the handler panicked on {} {}",
-                            request.head.method,
-                            request.head.target
-                        );
-                    }
-                }
-                Err(refusal) => ex.refuse(&refusal),
-            }
-            if !ex.answered() {
-                ex.refuse(&Refusal::new(500, "internal error"));
-            }
-            ex.fate().unwrap_or(Fate::Abort)
-        };
-        if fate != Fate::KeepAlive {
-            return give_back(shared, conn, fate);
-        }
-        match parse_head(conn.unread(), 0, conn.peer.ip(), &shared.limits) {
-            Ok(Parsed::Complete { head, framing, len }) => {
-                conn.consume_unread(len);
-                let admission = shared.handler.admit(&head, framing);
-                if let Err(refusal) = &admission {
-                    let why = Refused::Admission;
-                    shared.handler.refused(conn.peer, Some(&head), refusal, why);
-                }
-                let request = Request {
-                    head,
-                    framing,
-                    received: Instant::now(),
-                };
-                next = (request, admission);
-            }
-            Ok(Parsed::Partial) => {
-                conn.head_started = (!conn.unread().is_empty()).then(Instant::now);
-                return give_back(shared, conn, Fate::KeepAlive);
-            }
-            Err(refusal) => {
-                let why = Refused::Malformed;
-                shared.handler.refused(conn.peer, None, &refusal, why);
-                let (bytes, _) = write::refusal_bytes(&refusal, closing(None));
-                let fate = if conn.write_all(&bytes).is_ok() {
-                    Fate::Close
-                } else {
-                    Fate::Abort
-                };
-                return give_back(shared, conn, fate);
-            }
-        }
+/// Answers `request`, then gives the connection back to the poller (or closes it).
+fn serve(
+    shared: &Shared,
+    mut conn: Box<Conn>,
+    request: Request,
+    body: Option<Spool>,
+    buf: &mut Vec<u8>,
+) {
+    let keep_alive = !shared.stopping.load(Relaxed);
+    let out = Spool::new(&shared.buffers);
+    let head = &request.head;
+    let mut ex = Exchange::new(
+        &mut conn,
+        &request,
+        body,
+        keep_alive,
+        buf,
+        out,
+        &shared.gauges,
+    );
+    let handled = catch_unwind(AssertUnwindSafe(|| {
+        shared.handler.handle(&request, &mut ex)
+    }));
+    if handled.is_err() {
+        log::error!("the handler panicked on {} {}", head.method, head.target);
     }
+    if !ex.answered() {
+        ex.refuse(&Refusal::new(500, "internal error"));
+    }
+    let (fate, out) = ex.finish();
+    give_back(shared, conn, fate.unwrap_or(Fate::Abort), Some(out));
 }
 
-/// Hands a connection back to the poller: to wait for its next request, to linger before
-/// closing, or closed here.
-fn give_back(shared: &Shared, conn: Box<Conn>, fate: Fate) {
-    let returned = match fate {
-        Fate::KeepAlive => Returned::Idle(conn),
-        Fate::Close => {
-            conn.shutdown_write();
-            Returned::Linger(conn)
-        }
-        Fate::Abort => {
+/// Hands a connection back to the poller: to finish writing `out`, to wait for its next
+/// request, to linger before closing, or closed here.
+fn give_back(shared: &Shared, conn: Box<Conn>, fate: Fate, out: Option<Spool>) {
+    let out = out.filter(|o| !o.is_empty());
+    let returned = match (fate, out) {
+        (Fate::Abort, _) => {
             let key = conn.key;
             drop(conn);
             let _ = shared.returns.send(Returned::Closed(key));
             return;
         }
+        (then, Some(out)) => Returned::Flush { conn, out, then },
+        (Fate::KeepAlive, None) => Returned::Idle(conn),
+        (Fate::Close, None) => {
+            conn.shutdown_write();
+            Returned::Linger(conn)
+        }
     };
-    let conn = match &returned {
-        Returned::Idle(c) | Returned::Linger(c) => c,
+    let rearmed = match &returned {
+        Returned::Idle(c) | Returned::Linger(c) => c.rearm(),
+        Returned::Flush { conn, .. } => conn.rearm_writable(),
         Returned::Closed(_) => unreachable!("handled above"),
     };
     // Rearmed before it is handed over: an event that comes first finds its slot busy and is
     // remembered there until the connection arrives (see poller.rs).
-    if conn.rearm().is_err() {
-        let key = conn.key;
+    if rearmed.is_err() {
+        let key = match &returned {
+            Returned::Idle(c) | Returned::Linger(c) => c.key,
+            Returned::Flush { conn, .. } => conn.key,
+            Returned::Closed(key) => *key,
+        };
         drop(returned);
         let _ = shared.returns.send(Returned::Closed(key));
         return;
