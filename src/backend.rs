@@ -220,6 +220,19 @@ impl Backend {
         }
     }
 
+    /// True while the breaker is half-open: a request admitted now holds the trial slot.
+    pub fn in_trial(&self) -> bool {
+        self.breaker_state.load(Relaxed) == HALF_OPEN
+    }
+
+    /// Gives back the half-open trial slot an attempt took but never used (see
+    /// [`Breaker::release_trial`]).
+    pub fn release_trial(&self) {
+        let mut live = self.live.lock();
+        live.breaker.release_trial();
+        self.mirror_breaker(&live.breaker);
+    }
+
     fn mirror_breaker(&self, breaker: &Breaker) {
         let s = match breaker.state() {
             breaker::State::Closed => CLOSED,
@@ -454,6 +467,10 @@ impl Resilience {
 impl Availability for Resilience {
     fn admit(&self, backend: &Backend) -> bool {
         backend.admit()
+    }
+
+    fn release(&self, backend: &Backend) {
+        backend.release_trial();
     }
 }
 

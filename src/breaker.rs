@@ -124,6 +124,14 @@ impl Breaker {
         }
     }
 
+    /// Gives the half-open trial slot back without an outcome: the trial request never reached
+    /// the backend (its client left first), so it proves nothing either way.
+    pub fn release_trial(&mut self) {
+        if self.state == (State::HalfOpen { trial: true }) {
+            self.state = State::HalfOpen { trial: false };
+        }
+    }
+
     /// Records a successful request.
     pub fn on_success(&mut self) -> Option<Transition> {
         self.failures = 0;

@@ -39,6 +39,12 @@ pub trait Availability: Send + Sync {
     /// True when `backend` may be picked. May reserve something (a half-open trial slot) when it
     /// says yes.
     fn admit(&self, backend: &Backend) -> bool;
+
+    /// Gives back what [`Availability::admit`] reserved, for an attempt that ended with no
+    /// outcome to record (nothing reached the backend). Default: nothing was reserved.
+    fn release(&self, backend: &Backend) {
+        let _ = backend;
+    }
 }
 
 /// Every backend is always available: the foundation's default before health checks exist.

@@ -465,6 +465,7 @@ impl Proxy {
                 return Err(body.failure(refusal, backend, attempts));
             };
             tried.push(backend.id);
+            let outcome = Outcome::pending(self, Arc::clone(&backend));
             let in_flight = backend.begin();
             let started = Instant::now();
             let result = self.attempt(&backend, head, framing, &headers, &mut body);
@@ -479,7 +480,7 @@ impl Proxy {
                     if !ok {
                         backend.stats.failures.fetch_add(1, Relaxed);
                     }
-                    self.observer.record(&backend, ok, latency);
+                    outcome.record(ok, latency);
                     return Ok(Forwarded {
                         status: answer.status,
                         headers: answer.headers,
@@ -507,7 +508,7 @@ impl Proxy {
                 return Err(body.failure(refusal, Some(backend), attempts + 1));
             }
             backend.stats.failures.fetch_add(1, Relaxed);
-            self.observer.record(&backend, false, latency);
+            outcome.record(false, latency);
             drop(in_flight);
             let (max_retries, retry_timeouts) = {
                 let settings = self.settings.read();
@@ -590,6 +591,42 @@ impl Proxy {
             content_length,
             body: Box::new(body.into_reader()),
         })
+    }
+}
+
+/// One attempt's outcome, owed to the [`Observer`]. An attempt that ends without one (the
+/// request was invalid, or its client broke off the upload: nothing says how the backend is)
+/// gives back, when dropped, the half-open trial slot its pick took, so that a breaker can never
+/// be left waiting for a trial that will not come.
+struct Outcome<'p> {
+    proxy: &'p Proxy,
+    backend: Arc<Backend>,
+    /// The pick took the backend's half-open trial slot.
+    trial: bool,
+    recorded: bool,
+}
+
+impl<'p> Outcome<'p> {
+    fn pending(proxy: &'p Proxy, backend: Arc<Backend>) -> Outcome<'p> {
+        Outcome {
+            proxy,
+            trial: backend.in_trial(),
+            backend,
+            recorded: false,
+        }
+    }
+
+    fn record(mut self, success: bool, latency: Duration) {
+        self.recorded = true;
+        self.proxy.observer.record(&self.backend, success, latency);
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.recorded && self.trial {
+            self.proxy.availability.release(&self.backend);
+        }
     }
 }
 
@@ -770,5 +807,69 @@ mod tests {
         assert!(urls(&proxy).is_empty());
         proxy.agent(&a.url);
         assert_eq!(urls(&proxy), ["http://a:81"]);
+    }
+
+    /// A client body that breaks off after `n` bytes.
+    struct BrokenUpload(usize);
+
+    impl Read for BrokenUpload {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "client left"));
+            }
+            let n = self.0.min(out.len());
+            out[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_client_leaving_mid_upload_gives_the_half_open_trial_back() {
+        use crate::backend::Resilience;
+        use crate::clock::{Clock, ManualClock};
+        // A backend that reads the request's head, then waits for a body that never comes whole.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            }
+        });
+        let clock = Arc::new(ManualClock::new());
+        let config = crate::config::BackendConfig::parse(&url, 1).unwrap();
+        let backend = Arc::new(Backend::new(0, &config));
+        let now = clock.now();
+        for _ in 0..5 {
+            backend.record(false, Duration::ZERO, now);
+        }
+        clock.advance(Duration::from_secs(10));
+        backend.tick(clock.now());
+        assert!(backend.in_trial(), "half-open");
+        let resilience = Arc::new(Resilience::new(clock.clone()));
+        let pool = Arc::new(Pool::new(vec![Arc::clone(&backend)]));
+        let proxy = Proxy::new(
+            pool,
+            resilience.clone(),
+            resilience,
+            RetryBudget::new(20),
+            settings(2000),
+        );
+        let h = head("POST", &[("Host", "a")]);
+        let failed = proxy
+            .forward(
+                &h,
+                Framing::Length(100_000),
+                &mut BrokenUpload(50_000),
+                None,
+            )
+            .err()
+            .expect("the upload broke off");
+        assert_eq!(failed.refusal.status, 400, "{:?}", failed.refusal);
+        // The trial slot is free again: the next request may be the trial.
+        assert!(backend.admit(), "the trial slot was given back");
+        assert!(!backend.admit(), "and there is still only one");
     }
 }
