@@ -205,6 +205,10 @@ pub struct View {
     pub requests_per_s: f64,
     /// Requests waiting for a worker.
     pub queue_depth: usize,
+    /// What the front end's workers and poller are doing.
+    pub front: crate::http::FrontStats,
+    /// What the buffers between clients and workers hold.
+    pub buffers: crate::http::BufferStats,
     /// `(status, count)` for every status sent.
     pub responses: Vec<(u16, u64)>,
     /// Cumulative request-duration buckets `(le seconds, count)`, the last one `+Inf`.
@@ -248,6 +252,8 @@ impl View {
             uptime: shared.metrics.uptime(),
             requests_per_s,
             queue_depth: shared.queue_depth(),
+            front: shared.front.stats(),
+            buffers: shared.buffers.stats(),
             responses: shared.metrics.responses_by_status(),
             duration_buckets,
             duration_sum,
@@ -313,6 +319,22 @@ pub fn status_json(v: &View) -> String {
     o.push_str(",\"requests_per_s\":");
     json_f64(&mut o, round(v.requests_per_s, 3));
     let _ = write!(o, ",\"queue_depth\":{}", v.queue_depth);
+    let (f, b) = (&v.front, &v.buffers);
+    let _ = write!(
+        o,
+        ",\"front\":{{\"workers_busy\":{},\"bodies_buffering\":{},\"answers_flushing\":{},\
+         \"backpressure_waits\":{},\"stalled_readers_closed\":{}}}",
+        f.workers_busy,
+        f.bodies_buffering,
+        f.answers_flushing,
+        f.backpressure_waits,
+        f.stalled_readers_closed
+    );
+    let _ = write!(
+        o,
+        ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
+        b.memory_bytes, b.file_bytes, b.spilled, b.full
+    );
     let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
     let _ = write!(o, ",\"responses_total\":{total}");
     let _ = write!(o, ",\"retries\":{}", v.retries);
@@ -614,6 +636,66 @@ pub fn metrics_text(v: &View) -> String {
     let _ = writeln!(o, "lb_queue_depth {}", v.queue_depth);
     family(
         &mut o,
+        "lb_workers_busy",
+        "gauge",
+        "Workers answering a request now (the rest wait for one).",
+    );
+    let _ = writeln!(o, "lb_workers_busy {}", v.front.workers_busy);
+    family(
+        &mut o,
+        "lb_slow_client_connections",
+        "gauge",
+        "Connections waiting on a client, not on a worker: request bodies being buffered (upload), answers being finished (download).",
+    );
+    let _ = writeln!(
+        o,
+        "lb_slow_client_connections{{waiting=\"upload\"}} {}",
+        v.front.bodies_buffering
+    );
+    let _ = writeln!(
+        o,
+        "lb_slow_client_connections{{waiting=\"download\"}} {}",
+        v.front.answers_flushing
+    );
+    family(
+        &mut o,
+        "lb_buffer_bytes",
+        "gauge",
+        "Bytes held for slow clients, in memory and in temporary files.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_buffer_bytes{{in=\"memory\"}} {}",
+        v.buffers.memory_bytes
+    );
+    let _ = writeln!(o, "lb_buffer_bytes{{in=\"file\"}} {}", v.buffers.file_bytes);
+    for (name, help, value) in [
+        (
+            "lb_buffer_spills_total",
+            "Times a buffer went on into a temporary file.",
+            v.buffers.spilled,
+        ),
+        (
+            "lb_buffer_full_total",
+            "Times a buffer was full (buffers temp_file= or temp_total= reached, or the disk failed).",
+            v.buffers.full,
+        ),
+        (
+            "lb_backpressure_waits_total",
+            "Times a worker waited for a client because the buffers were full.",
+            v.front.backpressure_waits,
+        ),
+        (
+            "lb_stalled_readers_closed_total",
+            "Clients closed for taking nothing of an answer within timeouts client=.",
+            v.front.stalled_readers_closed,
+        ),
+    ] {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
+    family(
+        &mut o,
         "lb_bans_active",
         "gauge",
         "Clients banned right now.",
@@ -675,6 +757,15 @@ mod tests {
             uptime: Duration::from_millis(1500),
             requests_per_s: f64::NAN,
             queue_depth: 3,
+            front: crate::http::FrontStats {
+                workers_busy: 2,
+                answers_flushing: 4,
+                ..Default::default()
+            },
+            buffers: crate::http::BufferStats {
+                file_bytes: 4096,
+                ..Default::default()
+            },
             responses: vec![(200, 5), (503, 1)],
             duration_buckets: vec![(0.1, 4), (f64::INFINITY, 6)],
             duration_sum: 0.25,
@@ -712,6 +803,9 @@ mod tests {
         assert_eq!(v["uptime_s"], 1.5);
         assert!(v["requests_per_s"].is_null(), "NaN becomes null");
         assert_eq!(v["queue_depth"], 3);
+        assert_eq!(v["front"]["workers_busy"], 2);
+        assert_eq!(v["front"]["answers_flushing"], 4);
+        assert_eq!(v["buffers"]["file_bytes"], 4096);
         assert_eq!(v["responses_total"], 6);
         assert_eq!(v["responses"]["503"], 1);
         assert_eq!(v["request_duration"]["count"], 6);

@@ -337,6 +337,9 @@ fn handle(request: Request, shared: &Shared, rng: &mut Rng) {
     }
 }
 
+/// The largest answer `/bytes/N` gives. 64 MiB.
+const MAX_BYTES: usize = 64 << 20;
+
 /// An answer, kept apart from tiny_http so routing is plain code.
 #[derive(Debug, PartialEq)]
 struct Reply {
@@ -392,6 +395,14 @@ fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
                 }
             }
         }
+        _ if path.starts_with("/bytes/") => match path["/bytes/".len()..].parse::<usize>() {
+            // A large answer, for watching slow readers (README: slow clients).
+            Ok(n) if n <= MAX_BYTES => Reply::text(200, "x".repeat(n)),
+            _ => Reply::text(
+                400,
+                format!("/bytes/N takes a number of bytes up to {MAX_BYTES}"),
+            ),
+        },
         _ => {
             // Copy, so the lock is not held through the delay.
             let behaviour = shared.state().behaviour;
@@ -782,6 +793,15 @@ mod tests {
             answer.body
         );
         assert_eq!(json_escape("tab\there\u{1}"), "tab\\there\\u0001");
+    }
+
+    #[test]
+    fn bytes_answers_that_many_bytes() {
+        let server = start("s");
+        let answer = get(server.addr(), "/bytes/100000");
+        assert_eq!((answer.status, answer.body.len()), (200, 100_000));
+        assert_eq!(get(server.addr(), "/bytes/x").status, 400);
+        assert_eq!(get(server.addr(), "/bytes/999999999999").status, 400);
     }
 
     #[test]
