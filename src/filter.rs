@@ -1250,6 +1250,8 @@ fn client_of(head: &RequestHead, trusted: &IpSet) -> IpAddr {
         .rev()
         .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
     for (_, value) in values {
+        // Bytes that are not UTF-8 become U+FFFD: such an entry is no address.
+        let value = String::from_utf8_lossy(value);
         for entry in value.rsplit(',') {
             let entry = entry.trim();
             if entry.is_empty() {
@@ -1399,7 +1401,7 @@ mod tests {
             http10: false,
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             client: ip(client),
         }

@@ -5,9 +5,9 @@
 //! to the front end (`http/`).
 //!
 //! What it guarantees (RFC 9110 / 9112):
-//! - Transparency: method, request target (byte for byte), Host and end-to-end headers, repeated
-//!   headers, statuses and bodies pass through unchanged; redirects are not followed and bodies are
-//!   not decompressed.
+//! - Transparency: method, request target (byte for byte), Host and end-to-end headers (values
+//!   byte for byte, obs-text included), repeated headers, statuses and bodies pass through
+//!   unchanged; redirects are not followed and bodies are not decompressed.
 //! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
 //!   are removed in both directions.
@@ -61,7 +61,8 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
 }
 
 /// Refuses what a load balancer does not forward: `CONNECT` (405), the asterisk form
-/// `OPTIONS *` and any target that is not a path (400). The front end has already checked the
+/// `OPTIONS *` and any target that is not a path (400); a `Host` or `Authorization` value with
+/// bytes other than visible ASCII, SP and HTAB (400). The front end has already checked the
 /// head's framing and `Host` (see `http::parse`).
 pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
@@ -74,7 +75,23 @@ pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
     if !head.target.starts_with('/') {
         return Err(Refusal::new(400, "request target must be a path"));
     }
+    // obs-text passes through in other headers, but ureq sends a Host or an Authorization only
+    // when it is text; a host name has no such bytes anyway (RFC 3986 §3.2.2).
+    for name in ["host", "authorization"] {
+        if !head.header_values(name).all(is_visible_ascii) {
+            return Err(Refusal::new(
+                400,
+                format!("{name} header with bytes that are not ASCII"),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// True when `v` holds only visible ASCII, SP and HTAB: what a header value the HTTP library
+/// reads as text may hold.
+fn is_visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
@@ -83,38 +100,43 @@ pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
 /// because the front end has already answered it. The client's headers are borrowed from
 /// `head`, not copied: the HTTP library copies them once into the request it sends.
 pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
-    let connection: Vec<&str> = head.header_values("connection").collect();
+    // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
+    // them still count.
+    let connection: Vec<Cow<'_, str>> = head
+        .header_values("connection")
+        .map(String::from_utf8_lossy)
+        .collect();
     let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name, &mut connection.iter().copied())
+        if is_hop_by_hop(name, &mut connection.iter().map(|c| c.as_ref()))
             || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("content-length")
         {
             continue;
         }
-        out.push((name.into(), value.into()));
+        out.push((name.into(), value.as_slice().into()));
     }
     if let Framing::Length(n) = framing {
-        out.push(("Content-Length".into(), n.to_string().into()));
+        out.push(("Content-Length".into(), n.to_string().into_bytes().into()));
     }
-    let client = head.client.to_string();
-    let chain: Vec<&str> = head.header_values("x-forwarded-for").collect();
-    let xff = if chain.is_empty() {
-        client
-    } else {
-        format!("{}, {client}", chain.join(", "))
-    };
+    let mut xff: Vec<u8> = Vec::new();
+    for entry in head.header_values("x-forwarded-for") {
+        xff.extend_from_slice(entry);
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(head.client.to_string().as_bytes());
     out.push(("X-Forwarded-For".into(), xff.into()));
-    out.push(("X-Forwarded-Proto".into(), "http".into()));
-    if let Some(host) = head.header("host") {
+    out.push(("X-Forwarded-Proto".into(), b"http"[..].into()));
+    if let Some(host) = head.header_bytes("host") {
         out.push(("X-Forwarded-Host".into(), host.into()));
     }
     out
 }
 
-/// A header name and value, borrowed where they come unchanged from the client.
-pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+/// A header name and value, borrowed where they come unchanged from the client. Values are
+/// bytes: obs-text passes through as received.
+pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
 
 /// The backend's response headers, kept as the HTTP library parsed them (nothing is copied);
 /// [`ResponseHeaders::end_to_end`] gives the ones the client should see.
@@ -631,7 +653,7 @@ mod tests {
             http10: false,
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             client: "10.1.2.3".parse().unwrap(),
         }
@@ -648,6 +670,41 @@ mod tests {
         let mut h = head("GET", &[("Host", "a")]);
         h.target = "http://a/x".into();
         assert_eq!(status(h), 400);
+    }
+
+    #[test]
+    fn host_and_authorization_must_be_ascii_other_headers_need_not() {
+        let with = |name: &str, value: &[u8]| {
+            let mut h = head("GET", &[("Host", "a")]);
+            h.headers.push((name.into(), value.to_vec()));
+            h
+        };
+        assert_eq!(check_request(&with("X-Name", b"caf\xe9")), Ok(()));
+        assert_eq!(check_request(&with("X-Name", b"caf\xc3\xa9")), Ok(()));
+        assert_eq!(
+            check_request(&with("Authorization", b"Basic\tYQ==")),
+            Ok(())
+        );
+        for name in ["Authorization", "HOST"] {
+            let refused = check_request(&with(name, b"caf\xe9")).unwrap_err();
+            assert_eq!(refused.status, 400, "{name}");
+        }
+    }
+
+    #[test]
+    fn obs_text_values_reach_the_request_unchanged() {
+        let mut h = head("GET", &[("Host", "a")]);
+        h.headers
+            .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
+        let out = backend_request_headers(&h, Framing::None);
+        let (name, value) = &out[1];
+        assert_eq!(
+            (name.as_ref(), value.as_ref()),
+            ("X-Latin1", &b"caf\xe9 \xff"[..])
+        );
+        // What the HTTP library will send: the same bytes.
+        let sent = ureq::http::HeaderValue::from_bytes(value).unwrap();
+        assert_eq!(sent.as_bytes(), b"caf\xe9 \xff");
     }
 
     #[test]
@@ -680,9 +737,9 @@ mod tests {
                 "X-Forwarded-Host"
             ]
         );
-        assert_eq!(out[3].1, "192.0.2.1, 10.1.2.3");
-        assert_eq!(out[4].1, "http");
-        assert_eq!(out[5].1, "example.test");
+        assert_eq!(out[3].1.as_ref(), b"192.0.2.1, 10.1.2.3");
+        assert_eq!(out[4].1.as_ref(), b"http");
+        assert_eq!(out[5].1.as_ref(), b"example.test");
     }
 
     #[test]

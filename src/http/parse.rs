@@ -12,11 +12,15 @@
 //! - anything `httparse` rejects → 400: a NUL or other control character in a header value, a
 //!   bare CR, obsolete line folding (a header line starting with a space), a malformed request
 //!   line or header name; a version other than HTTP/1.0 and 1.1 → 505;
-//! - a header value that is not UTF-8 → 400 (the balancer's headers are strings);
 //! - no `Host`, or more than one, on HTTP/1.1 → 400 (RFC 9112 §3.2);
 //! - request smuggling shapes: both `Content-Length` and `Transfer-Encoding`, a transfer coding
 //!   other than a single `chunked`, `Transfer-Encoding` on HTTP/1.0, an invalid or conflicting
-//!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3).
+//!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3). These two headers are read as bytes with
+//!   only SP and HTAB as whitespace around values (RFC 9110 §5.6.3): a backend that trimmed
+//!   other (Unicode) whitespace would read `\u{3000}chunked` differently from one that did not.
+//!
+//! Header values are kept as bytes: obs-text (bytes 0x80 to 0xFF, e.g. Latin-1) is allowed in
+//! a field value (RFC 9110 §5.5) and passes through to the backend unchanged.
 
 use std::net::IpAddr;
 
@@ -33,34 +37,44 @@ pub struct RequestHead {
     pub target: String,
     /// True for an HTTP/1.0 request.
     pub http10: bool,
-    /// Headers in the order received, repeated ones repeated.
-    pub headers: Vec<(String, String)>,
+    /// Headers in the order received, repeated ones repeated. Values are the bytes received
+    /// (without the whitespace around them), which may include obs-text (0x80 to 0xFF); use
+    /// [`RequestHead::header`] for a value as text.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The client's address (the TCP peer).
     pub client: IpAddr,
 }
 
 impl RequestHead {
-    /// All values of header `name` (case-insensitive), in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// All values of header `name` (case-insensitive), in order, as the bytes received.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
     }
 
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// The first value of header `name`, as the bytes received.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of header `name` as text; `None` also when that value is not UTF-8
+    /// (Latin-1 obs-text, say): the headers the balancer reads as text (`Expect`,
+    /// `Authorization`) hold no such bytes when they are valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// True when a `Connection` header lists `token` (case-insensitive).
     pub fn connection_has(&self, token: &str) -> bool {
         self.header_values("connection")
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// True when the client lets the connection stay open after this exchange: HTTP/1.1
@@ -162,12 +176,13 @@ pub fn parse_head(
     if line > limits.max_request_line {
         return Err(Refusal::new(414, "request line too long"));
     }
-    let mut headers = Vec::with_capacity(request.headers.len());
-    for h in request.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| Refusal::new(400, "header value is not UTF-8"))?;
-        headers.push((h.name.to_string(), value.to_string()));
-    }
+    // httparse has refused control characters in values (all but HTAB) and trimmed the SP and
+    // HTAB around them; obs-text it allows, as RFC 9110 §5.5 does.
+    let headers = request
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
     let head = RequestHead {
         method: request.method.unwrap_or_default().to_string(),
         target: request.path.unwrap_or_default().to_string(),
@@ -203,6 +218,25 @@ fn refusal_for(e: httparse::Error) -> Refusal {
     }
 }
 
+/// Strips optional whitespace from both ends of `v`: SP and HTAB only (OWS, RFC 9110 §5.6.3).
+/// Any other byte, Unicode whitespace included, is part of the value.
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// A `Content-Length` list element: 1*DIGIT (RFC 9110 §8.6) that fits 64 bits.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 /// The body's framing, and the head rules that protect it: exactly one `Host` on HTTP/1.1, and
 /// no shape a proxy and a backend could read differently (request smuggling).
 pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
@@ -211,13 +245,13 @@ pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
     if hosts > 1 || (hosts == 0 && !head.http10) {
         return bad("exactly one Host header is required");
     }
-    let te: Vec<&str> = head.header_values("transfer-encoding").collect();
-    let lengths: Vec<&str> = head.header_values("content-length").collect();
+    let te: Vec<&[u8]> = head.header_values("transfer-encoding").collect();
+    let lengths: Vec<&[u8]> = head.header_values("content-length").collect();
     if !te.is_empty() {
         if !lengths.is_empty() {
             return bad("both Content-Length and Transfer-Encoding");
         }
-        if te.len() != 1 || !te[0].trim().eq_ignore_ascii_case("chunked") {
+        if te.len() != 1 || !trim_ows(te[0]).eq_ignore_ascii_case(b"chunked") {
             return bad("unsupported Transfer-Encoding");
         }
         if head.http10 {
@@ -226,11 +260,9 @@ pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
         return Ok(Framing::Chunked);
     }
     let mut length: Option<u64> = None;
-    for value in lengths.iter().flat_map(|v| v.split(',')) {
-        let v = value.trim();
-        let n = match v.parse::<u64>() {
-            Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return bad("invalid Content-Length"),
+    for value in lengths.iter().flat_map(|v| v.split(|&b| b == b',')) {
+        let Some(n) = parse_length(trim_ows(value)) else {
+            return bad("invalid Content-Length");
         };
         if length.is_some_and(|l| l != n) {
             return bad("conflicting Content-Length values");
@@ -276,7 +308,7 @@ mod tests {
             ("GET", "/a?b=1")
         );
         assert!(!head.http10);
-        assert_eq!(head.header_values("X-A").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(head.header_values("X-A").collect::<Vec<_>>(), [b"1", b"2"]);
         assert_eq!(framing, Framing::None);
         assert_eq!(&raw[len..], "BODY");
     }
@@ -341,11 +373,29 @@ mod tests {
             status("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
             400
         );
-        let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\r\n\r\n";
-        let refused = parse_head(latin1, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default());
-        assert_eq!(refused.unwrap_err().status, 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n"),
+            400
+        );
         assert_eq!(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
         assert_eq!(status("G@T / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn obs_text_values_are_kept_as_bytes() {
+        let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX: caf\xe9 \xff\r\nY:\t\xc3\xa9\t\r\n\r\n";
+        let parsed = parse_head(latin1, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default());
+        let Ok(Parsed::Complete { head, .. }) = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(head.header_bytes("x"), Some(&b"caf\xe9 \xff"[..]));
+        // Not UTF-8: no text value, but the bytes are there.
+        assert_eq!(head.header("x"), None);
+        assert_eq!(head.header("y"), Some("é"));
     }
 
     #[test]
@@ -383,9 +433,35 @@ mod tests {
             "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
             "Content-Length: 5\r\n",
             "Host: x\r\nHost: y\r\n",
+            "Host: x\r\nContent-Length: 5;ext\r\n",
+            "Host: x\r\nContent-Length: 5, 6\r\n",
+            "Host: x\r\nContent-Length: 5,\r\n",
+            "Host: x\r\nContent-Length: 18446744073709551616\r\n",
+            "Host: x\r\nTransfer-Encoding: xchunked\r\n",
+            "Host: x\r\nTransfer-Encoding: chunked, identity\r\n",
+            // Unicode whitespace is not OWS (RFC 9110 §5.6.3): str::trim would take it away.
+            "Host: x\r\nTransfer-Encoding: \u{3000}chunked\r\n",
+            "Host: x\r\nTransfer-Encoding: chunked\u{a0}\r\n",
+            "Host: x\r\nContent-Length: \u{200a}5\r\n",
+            "Host: x\r\nContent-Length: 5\u{85}\r\n",
+            "Host: x\r\nContent-Length: 5\u{85}, 5\r\n",
+            "Host: x\r\nContent-Length: \u{663}\r\n",
         ] {
             assert_eq!(f(bad, "1.1"), Err(400), "{bad:?}");
         }
+        // SP and HTAB are OWS, around a value and around list elements.
+        assert_eq!(
+            f("Host: x\r\nTransfer-Encoding:\tchunked \t\r\n", "1.1"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 5 ,\t5\r\n", "1.1"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 18446744073709551615\r\n", "1.1"),
+            Ok(Framing::Length(u64::MAX))
+        );
         assert_eq!(f("Transfer-Encoding: chunked\r\n", "1.0"), Err(400));
     }
 
