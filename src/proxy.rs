@@ -7,7 +7,8 @@
 //! What it guarantees (RFC 9110 / 9112):
 //! - Transparency: method, request target (byte for byte), Host and end-to-end headers (values
 //!   byte for byte, obs-text included), repeated headers, statuses and bodies pass through
-//!   unchanged; redirects are not followed and bodies are not decompressed.
+//!   unchanged; redirects are not followed and bodies are not decompressed. An absolute-form
+//!   target reaches this file already in origin form (`http::parse`); `OPTIONS *` is sent as is.
 //! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
 //!   are removed in both directions.
@@ -60,20 +61,24 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
         || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
 }
 
-/// Refuses what a load balancer does not forward: `CONNECT` (405), the asterisk form
-/// `OPTIONS *` and any target that is not a path (400); a `Host` or `Authorization` value with
-/// bytes other than visible ASCII, SP and HTAB (400). The front end has already checked the
-/// head's framing and `Host` (see `http::parse`).
+/// Refuses what a load balancer does not forward: `CONNECT` (405); a target that is neither a
+/// path nor `OPTIONS *` (400); a `Host` or `Authorization` value with bytes other than visible
+/// ASCII, SP and HTAB (400). The front end has already checked the head's framing and `Host`,
+/// and rewritten an absolute-form target to a path (see `http::parse`).
 pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Refusal::new(405, "CONNECT is not supported"));
     }
     if head.target == "*" {
-        // ureq cannot send the asterisk form; nginx refuses it too.
-        return Err(Refusal::new(400, "OPTIONS * is not supported"));
-    }
-    if !head.target.starts_with('/') {
-        return Err(Refusal::new(400, "request target must be a path"));
+        // The asterisk form is for OPTIONS only (RFC 9112 §3.2.4).
+        if head.method != "OPTIONS" {
+            return Err(Refusal::new(400, "the target * is only for OPTIONS"));
+        }
+    } else if !head.target.starts_with('/') {
+        return Err(Refusal::new(
+            400,
+            "request target must be a path or an http:// URL",
+        ));
     }
     // obs-text passes through in other headers, but ureq sends a Host or an Authorization only
     // when it is text; a host name has no such bytes anyway (RFC 3986 §3.2.2).
@@ -565,15 +570,17 @@ impl Proxy {
         headers: &[HeaderPair<'_>],
         body: &mut ClientBody<'_>,
     ) -> Result<Answer, AttemptError> {
-        // Given as a String, the URI is parsed in place rather than copied.
-        let uri = format!("{}{}", backend.url, head.target);
-        let mut builder = ureq::http::Request::builder()
-            .method(head.method.as_str())
-            .uri(uri);
+        let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
+        let builder = ureq::http::Request::builder().method(head.method.as_str());
+        let mut builder = if head.target == "*" {
+            builder.uri(asterisk_uri(&backend.url).map_err(malformed)?)
+        } else {
+            // Given as a String, the URI is parsed in place rather than copied.
+            builder.uri(format!("{}{}", backend.url, head.target))
+        };
         for (name, value) in headers {
             builder = builder.header(name.as_ref(), value.as_ref());
         }
-        let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
         let agent = self.agent(&backend.url);
         let response = match framing {
             Framing::None => agent.run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
@@ -613,6 +620,15 @@ impl Proxy {
             body: Box::new(body.into_reader()),
         })
     }
+}
+
+/// The URI for `OPTIONS *` to the backend at `url` (`http://host:port`). The http crate takes
+/// `*` as a path, and ureq sends a URI's path and query as the request target: the asterisk
+/// form goes out as the client sent it. (A string `http://host:port*` would not parse.)
+fn asterisk_uri(url: &str) -> Result<ureq::http::Uri, ureq::http::Error> {
+    let mut parts = url.parse::<ureq::http::Uri>()?.into_parts();
+    parts.path_and_query = Some(ureq::http::uri::PathAndQuery::from_static("*"));
+    Ok(ureq::http::Uri::from_parts(parts)?)
 }
 
 /// Maps a ureq error to what the client sees, and whether the request may have been sent.
@@ -660,15 +676,18 @@ mod tests {
     }
 
     #[test]
-    fn connect_asterisk_and_non_path_targets_are_refused() {
+    fn connect_and_targets_other_than_paths_and_options_asterisk_are_refused() {
         assert_eq!(check_request(&head("GET", &[("Host", "a")])), Ok(()));
         let status = |h: RequestHead| check_request(&h).unwrap_err().status;
         assert_eq!(status(head("CONNECT", &[("Host", "a")])), 405);
         let mut h = head("OPTIONS", &[("Host", "a")]);
         h.target = "*".into();
+        assert_eq!(check_request(&h), Ok(()));
+        h.method = "GET".into();
         assert_eq!(status(h), 400);
+        // The front end has rewritten an http:// target; anything else left is no path.
         let mut h = head("GET", &[("Host", "a")]);
-        h.target = "http://a/x".into();
+        h.target = "a:80".into();
         assert_eq!(status(h), 400);
     }
 
@@ -705,6 +724,13 @@ mod tests {
         // What the HTTP library will send: the same bytes.
         let sent = ureq::http::HeaderValue::from_bytes(value).unwrap();
         assert_eq!(sent.as_bytes(), b"caf\xe9 \xff");
+    }
+
+    #[test]
+    fn the_asterisk_form_goes_out_as_an_asterisk() {
+        let uri = asterisk_uri("http://127.0.0.1:8081").unwrap();
+        assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:8081");
+        assert_eq!(uri.path_and_query().unwrap().as_str(), "*");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! connection and a backend, read top to bottom.
 //!
 //! ```text
-//! poller thread   Balancing::admit   proxy::check_request (CONNECT, OPTIONS *)  → 405 / 400
+//! poller thread   Balancing::admit   proxy::check_request (CONNECT, targets)    → 405 / 400
 //!                                    filter.rs (allow/deny, bans, rules, rate)  → 403 / 405 / 413 / 414 / 429
 //! worker          Balancing::handle  proxy.forward: pick a backend, send, retry when safe
 //!                                    relay the answer (streamed), or our own 502 / 503 / 504

@@ -13,6 +13,8 @@
 //!   bare CR, obsolete line folding (a header line starting with a space), a malformed request
 //!   line or header name; a version other than HTTP/1.0 and 1.1 → 505;
 //! - no `Host`, or more than one, on HTTP/1.1 → 400 (RFC 9112 §3.2);
+//! - an absolute-form target (RFC 9112 §3.2.2) of a scheme other than `http`, with user info or
+//!   no host, or whose authority is not the `Host` sent with it → 400;
 //! - request smuggling shapes: both `Content-Length` and `Transfer-Encoding`, a transfer coding
 //!   other than a single `chunked`, `Transfer-Encoding` on HTTP/1.0, an invalid or conflicting
 //!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3). These two headers are read as bytes with
@@ -33,7 +35,9 @@ use super::write::Refusal;
 pub struct RequestHead {
     /// Method, e.g. `GET`.
     pub method: String,
-    /// Request target exactly as the client sent it, e.g. `/a/b?x=1`.
+    /// Request target, e.g. `/a/b?x=1`: exactly as the client sent it, except that an
+    /// absolute-form target (`http://host/a/b?x=1`) is rewritten to its origin form, so that
+    /// filters, the access log and the backend all see the path.
     pub target: String,
     /// True for an HTTP/1.0 request.
     pub http10: bool,
@@ -183,13 +187,14 @@ pub fn parse_head(
         .iter()
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect();
-    let head = RequestHead {
+    let mut head = RequestHead {
         method: request.method.unwrap_or_default().to_string(),
         target: request.path.unwrap_or_default().to_string(),
         http10: request.version == Some(0),
         headers,
         client,
     };
+    absolute_to_origin(&mut head)?;
     let framing = framing(&head)?;
     Ok(Parsed::Complete { head, framing, len })
 }
@@ -216,6 +221,85 @@ fn refusal_for(e: httparse::Error) -> Refusal {
         E::Token => Refusal::new(400, "invalid method or request target"),
         E::Status => Refusal::new(400, "malformed request line"),
     }
+}
+
+/// Rewrites an absolute-form target (`http://host:port/path?q`, RFC 9112 §3.2.2, which a
+/// server must accept) to origin form (`/path?q`; `/` for an empty path), and makes its
+/// authority the request's `Host`: added when the client sent none, and a `Host` that names
+/// another authority is refused (RFC 9112 §3.2.2: a client sends the same in both). An
+/// `OPTIONS` of an empty path and no query becomes `OPTIONS *` (RFC 9112 §3.2.4). Targets
+/// that are not in absolute form, and `CONNECT`'s authority form, are left to
+/// `proxy::check_request`.
+fn absolute_to_origin(head: &mut RequestHead) -> Result<(), Refusal> {
+    let bad = |reason: String| Err(Refusal::new(400, reason));
+    if head.target.starts_with('/') || head.method.eq_ignore_ascii_case("CONNECT") {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = head.target.split_once("://") else {
+        return Ok(());
+    };
+    let is_scheme = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return Ok(());
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        // https:// would be a request meant for a TLS origin reaching us in clear text; others
+        // are not HTTP at all.
+        return bad(format!(
+            "unsupported scheme {scheme}:// in the request target"
+        ));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        // RFC 9110 §4.2.4: user info in an http URI is to be treated as an error.
+        return bad("user info in the request target".into());
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return bad("no host in the request target".into());
+    }
+    if !authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    {
+        return bad("invalid host in the request target".into());
+    }
+    let hosts: Vec<&[u8]> = head.header_values("host").collect();
+    match hosts[..] {
+        [] => head
+            .headers
+            .insert(0, ("Host".to_string(), authority.as_bytes().to_vec())),
+        [host] if !same_authority(authority.as_bytes(), host) => {
+            return bad("Host header differs from the request target's host".into());
+        }
+        // One equal Host is kept as sent; several are refused by `framing`.
+        _ => {}
+    }
+    head.target = if path.is_empty() && head.method == "OPTIONS" {
+        "*".to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok(())
+}
+
+/// True when two authorities (`host[:port]`) name the same origin: the host compared without
+/// regard to case, and a port of 80 (or an empty one) the same as none (RFC 9110 §4.2.3).
+fn same_authority(a: &[u8], b: &[u8]) -> bool {
+    fn without_default_port(a: &[u8]) -> &[u8] {
+        a.strip_suffix(b":80")
+            .or_else(|| a.strip_suffix(b":"))
+            .unwrap_or(a)
+    }
+    without_default_port(a).eq_ignore_ascii_case(without_default_port(b))
 }
 
 /// Strips optional whitespace from both ends of `v`: SP and HTAB only (OWS, RFC 9110 §5.6.3).
@@ -396,6 +480,77 @@ mod tests {
         // Not UTF-8: no text value, but the bytes are there.
         assert_eq!(head.header("x"), None);
         assert_eq!(head.header("y"), Some("é"));
+    }
+
+    fn target_and_host(raw: &str) -> Result<(String, Vec<String>), u16> {
+        match parse(raw) {
+            Ok(Parsed::Complete { head, .. }) => {
+                let hosts = head
+                    .header_values("host")
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .collect();
+                Ok((head.target, hosts))
+            }
+            Ok(Parsed::Partial) => panic!("partial"),
+            Err(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_host() {
+        let ok = |target: &str, host: &str, want: &str| {
+            let raw = format!("GET {target} HTTP/1.1\r\n{host}\r\n");
+            let (t, hosts) = target_and_host(&raw).unwrap_or_else(|s| panic!("{raw:?}: {s}"));
+            assert_eq!(t, want, "{raw:?}");
+            hosts
+        };
+        assert_eq!(ok("http://a.test:81/p?q=1", "", "/p?q=1"), ["a.test:81"]);
+        assert_eq!(ok("HTTP://a.test", "", "/"), ["a.test"]);
+        assert_eq!(ok("http://a.test?q", "", "/?q"), ["a.test"]);
+        assert_eq!(ok("http://[::1]:8080/x", "", "/x"), ["[::1]:8080"]);
+        // A Host naming the same authority is kept as the client sent it.
+        assert_eq!(ok("http://A.test/x", "Host: a.TEST\r\n", "/x"), ["a.TEST"]);
+        assert_eq!(
+            ok("http://a.test:80/x", "Host: a.test\r\n", "/x"),
+            ["a.test"]
+        );
+        assert_eq!(
+            ok("http://a.test/x", "Host: a.test:80\r\n", "/x"),
+            ["a.test:80"]
+        );
+        // Origin form is untouched.
+        assert_eq!(ok("/http://a/x", "Host: h\r\n", "/http://a/x"), ["h"]);
+        // OPTIONS of an empty path is about the server: the asterisk form (RFC 9112 §3.2.4).
+        let raw = "OPTIONS http://a.test HTTP/1.1\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "*");
+        let raw = "OPTIONS http://a.test/ HTTP/1.1\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "/");
+        // HTTP/1.0 takes the host from the target too.
+        let raw = "GET http://a.test/x HTTP/1.0\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().1, ["a.test"]);
+        // CONNECT's authority form, and targets that are no URL, are left to check_request.
+        let raw = "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "a.test:443");
+        let raw = "GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "a.test:80");
+
+        for bad in [
+            "GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\n\r\n",
+            "GET http://a.test:81/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n",
+            "GET https://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET ftp://a.test/x HTTP/1.1\r\n\r\n",
+            "GET http://u:p@a.test/x HTTP/1.1\r\n\r\n",
+            "GET http:///x HTTP/1.1\r\n\r\n",
+            "GET http://:80/x HTTP/1.1\r\n\r\n",
+            "GET http://a\"b/x HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(target_and_host(bad), Err(400), "{bad:?}");
+        }
+        let Err(r) = parse("GET https://a.test/ HTTP/1.1\r\n\r\n") else {
+            panic!("accepted");
+        };
+        assert!(r.reason.contains("https://"), "{}", r.reason);
     }
 
     #[test]
