@@ -882,10 +882,11 @@ impl Verdict {
             Reason::BodyTooLarge => (413, "request body too large"),
             Reason::RateLimited => (429, "rate limited"),
         };
-        match self.retry_after {
+        let refusal = match self.retry_after {
             Some(s) => Refusal::retry_after(status, text, s),
             None => Refusal::new(status, text),
-        }
+        };
+        refusal.coded(REASONS[self.reason as usize])
     }
 }
 
@@ -1250,6 +1251,8 @@ fn client_of(head: &RequestHead, trusted: &IpSet) -> IpAddr {
         .rev()
         .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
     for (_, value) in values {
+        // Bytes that are not UTF-8 become U+FFFD: such an entry is no address.
+        let value = String::from_utf8_lossy(value);
         for entry in value.rsplit(',') {
             let entry = entry.trim();
             if entry.is_empty() {
@@ -1399,7 +1402,7 @@ mod tests {
             http10: false,
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             client: ip(client),
         }

@@ -44,22 +44,43 @@ pub struct AccessEntry<'a> {
     pub backend: &'a str,
     /// Time from the request's arrival to the end of the response.
     pub duration: Duration,
-    /// Response body bytes sent.
+    /// Response body bytes the client took.
     pub bytes: u64,
+    /// Attempts made (more than one when the request was retried on another backend).
+    pub attempts: u32,
+    /// The backends tried, in order, joined by `>` (logged when there was more than one).
+    pub via: &'a str,
+    /// Why the balancer answered itself (a short code such as `queue_timeout`), if it did.
+    pub reason: Option<&'a str>,
+    /// The client left before it had taken the whole answer.
+    pub aborted: bool,
 }
 
 /// Writes the access-log line for `e` at info level on target `access`:
-/// `client method target status backend duration_ms bytes`.
+/// `client method target status backend duration bytes`, then what applies of
+/// `attempts=N via=a>b`, `reason=CODE` and `aborted`.
 pub fn access(e: &AccessEntry<'_>) {
+    let mut extra = String::new();
+    if e.attempts > 1 {
+        extra = format!(" attempts={} via={}", e.attempts, e.via);
+    }
+    if let Some(reason) = e.reason {
+        extra.push_str(" reason=");
+        extra.push_str(reason);
+    }
+    if e.aborted {
+        extra.push_str(" aborted");
+    }
     log::info!(
         target: "access",
-        "{} {} {} {} {} {:.1}ms {}",
+        "{} {} {} {} {} {:.1}ms {}{}",
         e.client,
         e.method,
         e.target,
         e.status,
         e.backend,
         e.duration.as_secs_f64() * 1000.0,
-        e.bytes
+        e.bytes,
+        extra
     );
 }

@@ -137,6 +137,12 @@ impl Pool {
         }
     }
 
+    /// True when some backend can take traffic now (healthy, breaker not open). Reserves
+    /// nothing: a pick may still find none.
+    pub fn any_available(&self) -> bool {
+        self.peers.lock().iter().any(|p| p.backend.is_available())
+    }
+
     /// The backends, in configured order.
     pub fn backends(&self) -> Vec<Arc<Backend>> {
         self.peers

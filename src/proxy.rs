@@ -5,9 +5,10 @@
 //! to the front end (`http/`).
 //!
 //! What it guarantees (RFC 9110 / 9112):
-//! - Transparency: method, request target (byte for byte), Host and end-to-end headers, repeated
-//!   headers, statuses and bodies pass through unchanged; redirects are not followed and bodies are
-//!   not decompressed.
+//! - Transparency: method, request target (byte for byte), Host and end-to-end headers (values
+//!   byte for byte, obs-text included), repeated headers, statuses and bodies pass through
+//!   unchanged; redirects are not followed and bodies are not decompressed. An absolute-form
+//!   target reaches this file already in origin form (`http::parse`); `OPTIONS *` is sent as is.
 //! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
 //!   are removed in both directions.
@@ -60,21 +61,42 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
         || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
 }
 
-/// Refuses what a load balancer does not forward: `CONNECT` (405), the asterisk form
-/// `OPTIONS *` and any target that is not a path (400). The front end has already checked the
-/// head's framing and `Host` (see `http::parse`).
+/// Refuses what a load balancer does not forward: `CONNECT` (405); a target that is neither a
+/// path nor `OPTIONS *` (400); a `Host` or `Authorization` value with bytes other than visible
+/// ASCII, SP and HTAB (400). The front end has already checked the head's framing and `Host`,
+/// and rewritten an absolute-form target to a path (see `http::parse`).
 pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return Err(Refusal::new(405, "CONNECT is not supported"));
     }
     if head.target == "*" {
-        // ureq cannot send the asterisk form; nginx refuses it too.
-        return Err(Refusal::new(400, "OPTIONS * is not supported"));
+        // The asterisk form is for OPTIONS only (RFC 9112 §3.2.4).
+        if head.method != "OPTIONS" {
+            return Err(Refusal::new(400, "the target * is only for OPTIONS"));
+        }
+    } else if !head.target.starts_with('/') {
+        return Err(Refusal::new(
+            400,
+            "request target must be a path or an http:// URL",
+        ));
     }
-    if !head.target.starts_with('/') {
-        return Err(Refusal::new(400, "request target must be a path"));
+    // obs-text passes through in other headers, but ureq sends a Host or an Authorization only
+    // when it is text; a host name has no such bytes anyway (RFC 3986 §3.2.2).
+    for name in ["host", "authorization"] {
+        if !head.header_values(name).all(is_visible_ascii) {
+            return Err(Refusal::new(
+                400,
+                format!("{name} header with bytes that are not ASCII"),
+            ));
+        }
     }
     Ok(())
+}
+
+/// True when `v` holds only visible ASCII, SP and HTAB: what a header value the HTTP library
+/// reads as text may hold.
+fn is_visible_ascii(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
@@ -83,38 +105,43 @@ pub fn check_request(head: &RequestHead) -> Result<(), Refusal> {
 /// because the front end has already answered it. The client's headers are borrowed from
 /// `head`, not copied: the HTTP library copies them once into the request it sends.
 pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
-    let connection: Vec<&str> = head.header_values("connection").collect();
+    // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
+    // them still count.
+    let connection: Vec<Cow<'_, str>> = head
+        .header_values("connection")
+        .map(String::from_utf8_lossy)
+        .collect();
     let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name, &mut connection.iter().copied())
+        if is_hop_by_hop(name, &mut connection.iter().map(|c| c.as_ref()))
             || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("content-length")
         {
             continue;
         }
-        out.push((name.into(), value.into()));
+        out.push((name.into(), value.as_slice().into()));
     }
     if let Framing::Length(n) = framing {
-        out.push(("Content-Length".into(), n.to_string().into()));
+        out.push(("Content-Length".into(), n.to_string().into_bytes().into()));
     }
-    let client = head.client.to_string();
-    let chain: Vec<&str> = head.header_values("x-forwarded-for").collect();
-    let xff = if chain.is_empty() {
-        client
-    } else {
-        format!("{}, {client}", chain.join(", "))
-    };
+    let mut xff: Vec<u8> = Vec::new();
+    for entry in head.header_values("x-forwarded-for") {
+        xff.extend_from_slice(entry);
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(head.client.to_string().as_bytes());
     out.push(("X-Forwarded-For".into(), xff.into()));
-    out.push(("X-Forwarded-Proto".into(), "http".into()));
-    if let Some(host) = head.header("host") {
+    out.push(("X-Forwarded-Proto".into(), b"http"[..].into()));
+    if let Some(host) = head.header_bytes("host") {
         out.push(("X-Forwarded-Host".into(), host.into()));
     }
     out
 }
 
-/// A header name and value, borrowed where they come unchanged from the client.
-pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, str>);
+/// A header name and value, borrowed where they come unchanged from the client. Values are
+/// bytes: obs-text passes through as received.
+pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
 
 /// The backend's response headers, kept as the HTTP library parsed them (nothing is copied);
 /// [`ResponseHeaders::end_to_end`] gives the ones the client should see.
@@ -203,6 +230,8 @@ pub struct Forwarded {
     pub in_flight: InFlight,
     /// Attempts made (1 when the first backend answered).
     pub attempts: u32,
+    /// The backends tried, in order, the one that answered last.
+    pub via: Vec<Arc<Backend>>,
 }
 
 impl Forwarded {
@@ -221,6 +250,8 @@ pub struct Failed {
     pub backend: Option<Arc<Backend>>,
     /// Attempts made.
     pub attempts: u32,
+    /// The backends tried, in order.
+    pub via: Vec<Arc<Backend>>,
     /// The client's request body could not be read completely (the client is gone or lied).
     pub client_fault: bool,
     /// Request body bytes read from the client.
@@ -269,11 +300,18 @@ impl Read for ClientBody<'_> {
 }
 
 impl ClientBody<'_> {
-    fn failure(&self, refusal: Refusal, backend: Option<Arc<Backend>>, attempts: u32) -> Failed {
+    fn failure(
+        &self,
+        refusal: Refusal,
+        backend: Option<Arc<Backend>>,
+        attempts: u32,
+        via: &mut Vec<Arc<Backend>>,
+    ) -> Failed {
         Failed {
             refusal,
             backend,
             attempts,
+            via: std::mem::take(via),
             client_fault: self.failed,
             body_read: self.read,
             body_done: self.done,
@@ -454,17 +492,22 @@ impl Proxy {
             done: framing == Framing::None,
         };
         let mut tried: Vec<u64> = Vec::new();
+        let mut via: Vec<Arc<Backend>> = Vec::new();
         let mut last: Option<(Refusal, Arc<Backend>)> = None;
         loop {
             let attempts = tried.len() as u32;
             let Some(backend) = self.pool.pick(&*self.availability, &tried) else {
                 let (refusal, backend) = match last {
                     Some((refusal, backend)) => (refusal, Some(backend)),
-                    None => (Refusal::retry_after(503, "no backend available", 1), None),
+                    None => {
+                        let refusal = Refusal::retry_after(503, "no backend available", 1);
+                        (refusal.coded("no_backend"), None)
+                    }
                 };
-                return Err(body.failure(refusal, backend, attempts));
+                return Err(body.failure(refusal, backend, attempts, &mut via));
             };
             tried.push(backend.id);
+            via.push(Arc::clone(&backend));
             let outcome = Outcome::pending(self, Arc::clone(&backend));
             let in_flight = backend.begin();
             let started = Instant::now();
@@ -488,24 +531,25 @@ impl Proxy {
                         body: answer.body,
                         in_flight,
                         attempts: attempts + 1,
+                        via,
                     });
                 }
                 Err(AttemptError::Invalid(refusal)) => {
                     // Nothing reached the backend and it is not to blame.
                     drop(in_flight);
-                    return Err(body.failure(refusal, None, attempts + 1));
+                    return Err(body.failure(refusal, None, attempts + 1, &mut via));
                 }
                 Err(e) => e,
             };
             if body.too_large {
-                let refusal = Refusal::new(413, "request body too large");
-                return Err(body.failure(refusal, Some(backend), attempts + 1));
+                let refusal = Refusal::new(413, "request body too large").coded("body_too_large");
+                return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
             if body.failed {
                 // The client broke off its own upload: not the backend's fault, and nothing
                 // to retry with.
-                let refusal = Refusal::new(400, "incomplete request body");
-                return Err(body.failure(refusal, Some(backend), attempts + 1));
+                let refusal = Refusal::new(400, "incomplete request body").coded("client_aborted");
+                return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
             backend.stats.failures.fetch_add(1, Relaxed);
             outcome.record(false, latency);
@@ -530,7 +574,7 @@ impl Proxy {
             );
             let may_retry = retryable && attempts < max_retries && self.budget.withdraw();
             if !may_retry {
-                return Err(body.failure(refusal, Some(backend), attempts + 1));
+                return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
             last = Some((refusal, backend));
         }
@@ -544,15 +588,17 @@ impl Proxy {
         headers: &[HeaderPair<'_>],
         body: &mut ClientBody<'_>,
     ) -> Result<Answer, AttemptError> {
-        // Given as a String, the URI is parsed in place rather than copied.
-        let uri = format!("{}{}", backend.url, head.target);
-        let mut builder = ureq::http::Request::builder()
-            .method(head.method.as_str())
-            .uri(uri);
+        let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
+        let builder = ureq::http::Request::builder().method(head.method.as_str());
+        let mut builder = if head.target == "*" {
+            builder.uri(asterisk_uri(&backend.url).map_err(malformed)?)
+        } else {
+            // Given as a String, the URI is parsed in place rather than copied.
+            builder.uri(format!("{}{}", backend.url, head.target))
+        };
         for (name, value) in headers {
             builder = builder.header(name.as_ref(), value.as_ref());
         }
-        let malformed = |_| AttemptError::Invalid(Refusal::new(400, "malformed request head"));
         let agent = self.agent(&backend.url);
         let response = match framing {
             Framing::None => agent.run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
@@ -630,30 +676,50 @@ impl Drop for Outcome<'_> {
     }
 }
 
+/// The URI for `OPTIONS *` to the backend at `url` (`http://host:port`). The http crate takes
+/// `*` as a path, and ureq sends a URI's path and query as the request target: the asterisk
+/// form goes out as the client sent it. (A string `http://host:port*` would not parse.)
+fn asterisk_uri(url: &str) -> Result<ureq::http::Uri, ureq::http::Error> {
+    let mut parts = url.parse::<ureq::http::Uri>()?.into_parts();
+    parts.path_and_query = Some(ureq::http::uri::PathAndQuery::from_static("*"));
+    Ok(ureq::http::Uri::from_parts(parts)?)
+}
+
 /// Maps a ureq error to what the client sees, and whether the request may have been sent.
 fn classify(error: ureq::Error) -> AttemptError {
     use io::ErrorKind::*;
     use ureq::Error as E;
     use ureq::Timeout as T;
     match error {
-        E::Timeout(T::Connect | T::Resolve) => {
-            AttemptError::NotSent(Refusal::new(504, "backend connect timed out"))
+        E::Timeout(T::Connect | T::Resolve) => AttemptError::NotSent(
+            Refusal::new(504, "backend connect timed out").coded("connect_timeout"),
+        ),
+        E::Timeout(_) => {
+            AttemptError::TimedOut(Refusal::new(504, "backend timed out").coded("backend_timeout"))
         }
-        E::Timeout(_) => AttemptError::TimedOut(Refusal::new(504, "backend timed out")),
         E::BadUri(_) | E::Http(_) => AttemptError::Invalid(Refusal::new(400, "malformed request")),
-        E::HostNotFound | E::ConnectionFailed => {
-            AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
-        }
+        E::HostNotFound => AttemptError::NotSent(
+            Refusal::new(502, "backend host name does not resolve").coded("backend_unresolved"),
+        ),
+        E::ConnectionFailed => AttemptError::NotSent(
+            Refusal::new(502, "backend unreachable").coded("backend_unreachable"),
+        ),
         E::Io(e)
             if matches!(
                 e.kind(),
                 ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
             ) =>
         {
-            AttemptError::NotSent(Refusal::new(502, "backend unreachable"))
+            AttemptError::NotSent(
+                Refusal::new(502, "backend unreachable").coded("backend_unreachable"),
+            )
         }
-        E::Io(_) => AttemptError::Sent(Refusal::new(502, "connection to backend failed")),
-        _ => AttemptError::Sent(Refusal::new(502, "invalid answer from backend")),
+        E::Io(_) => AttemptError::Sent(
+            Refusal::new(502, "connection to backend failed").coded("backend_failed"),
+        ),
+        _ => AttemptError::Sent(
+            Refusal::new(502, "invalid answer from backend").coded("backend_invalid"),
+        ),
     }
 }
 
@@ -668,23 +734,68 @@ mod tests {
             http10: false,
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
                 .collect(),
             client: "10.1.2.3".parse().unwrap(),
         }
     }
 
     #[test]
-    fn connect_asterisk_and_non_path_targets_are_refused() {
+    fn connect_and_targets_other_than_paths_and_options_asterisk_are_refused() {
         assert_eq!(check_request(&head("GET", &[("Host", "a")])), Ok(()));
         let status = |h: RequestHead| check_request(&h).unwrap_err().status;
         assert_eq!(status(head("CONNECT", &[("Host", "a")])), 405);
         let mut h = head("OPTIONS", &[("Host", "a")]);
         h.target = "*".into();
+        assert_eq!(check_request(&h), Ok(()));
+        h.method = "GET".into();
         assert_eq!(status(h), 400);
+        // The front end has rewritten an http:// target; anything else left is no path.
         let mut h = head("GET", &[("Host", "a")]);
-        h.target = "http://a/x".into();
+        h.target = "a:80".into();
         assert_eq!(status(h), 400);
+    }
+
+    #[test]
+    fn host_and_authorization_must_be_ascii_other_headers_need_not() {
+        let with = |name: &str, value: &[u8]| {
+            let mut h = head("GET", &[("Host", "a")]);
+            h.headers.push((name.into(), value.to_vec()));
+            h
+        };
+        assert_eq!(check_request(&with("X-Name", b"caf\xe9")), Ok(()));
+        assert_eq!(check_request(&with("X-Name", b"caf\xc3\xa9")), Ok(()));
+        assert_eq!(
+            check_request(&with("Authorization", b"Basic\tYQ==")),
+            Ok(())
+        );
+        for name in ["Authorization", "HOST"] {
+            let refused = check_request(&with(name, b"caf\xe9")).unwrap_err();
+            assert_eq!(refused.status, 400, "{name}");
+        }
+    }
+
+    #[test]
+    fn obs_text_values_reach_the_request_unchanged() {
+        let mut h = head("GET", &[("Host", "a")]);
+        h.headers
+            .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
+        let out = backend_request_headers(&h, Framing::None);
+        let (name, value) = &out[1];
+        assert_eq!(
+            (name.as_ref(), value.as_ref()),
+            ("X-Latin1", &b"caf\xe9 \xff"[..])
+        );
+        // What the HTTP library will send: the same bytes.
+        let sent = ureq::http::HeaderValue::from_bytes(value).unwrap();
+        assert_eq!(sent.as_bytes(), b"caf\xe9 \xff");
+    }
+
+    #[test]
+    fn the_asterisk_form_goes_out_as_an_asterisk() {
+        let uri = asterisk_uri("http://127.0.0.1:8081").unwrap();
+        assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:8081");
+        assert_eq!(uri.path_and_query().unwrap().as_str(), "*");
     }
 
     #[test]
@@ -717,9 +828,9 @@ mod tests {
                 "X-Forwarded-Host"
             ]
         );
-        assert_eq!(out[3].1, "192.0.2.1, 10.1.2.3");
-        assert_eq!(out[4].1, "http");
-        assert_eq!(out[5].1, "example.test");
+        assert_eq!(out[3].1.as_ref(), b"192.0.2.1, 10.1.2.3");
+        assert_eq!(out[4].1.as_ref(), b"http");
+        assert_eq!(out[5].1.as_ref(), b"example.test");
     }
 
     #[test]

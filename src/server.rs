@@ -2,7 +2,7 @@
 //! connection and a backend, read top to bottom.
 //!
 //! ```text
-//! poller thread   Balancing::admit   proxy::check_request (CONNECT, OPTIONS *)  → 405 / 400
+//! poller thread   Balancing::admit   proxy::check_request (CONNECT, targets)    → 405 / 400
 //!                                    filter.rs (allow/deny, bans, rules, rate)  → 403 / 405 / 413 / 414 / 429
 //! worker          Balancing::handle  proxy.forward: pick a backend, send, retry when safe
 //!                                    relay the answer (streamed), or our own 502 / 503 / 504
@@ -47,7 +47,15 @@ impl Handler for Balancing {
             self.metrics.record_rejection(Rejection::BadRequest);
             return Err(refusal);
         }
-        self.filter.check(head, framing, Instant::now())
+        self.filter.check(head, framing, Instant::now())?;
+        if framing != Framing::None && !self.proxy.pool().any_available() {
+            // Before the body is read, and before `100 Continue`: an upload no backend could
+            // take is refused before the client sends it.
+            self.metrics.record_rejection(Rejection::NoBackend);
+            let refusal = Refusal::retry_after(503, "no backend available", 1);
+            return Err(refusal.coded("no_backend"));
+        }
+        Ok(())
     }
 
     fn max_body(&self) -> Option<u64> {
@@ -60,8 +68,9 @@ impl Handler for Balancing {
         head: Option<&RequestHead>,
         refusal: &Refusal,
         why: Refused,
+        waited: Duration,
     ) {
-        self.metrics.record_response(refusal.status, Duration::ZERO);
+        self.metrics.record_response(refusal.status, waited);
         let rejection = match why {
             Refused::Malformed => Some(Rejection::BadRequest),
             Refused::HeadTimeout => Some(Rejection::HeadTimeout),
@@ -88,8 +97,12 @@ impl Handler for Balancing {
                 target: head.map_or("-", |h| &h.target),
                 status: refusal.status,
                 backend: "-",
-                duration: Duration::ZERO,
+                duration: waited,
                 bytes: refusal.reason.len() as u64 + 1,
+                attempts: 0,
+                via: "",
+                reason: Some(refusal.code),
+                aborted: false,
             });
         }
     }
@@ -100,12 +113,21 @@ impl Handler for Balancing {
         let result = self
             .proxy
             .forward(head, request.framing, &mut exchange.body(), max_body);
-        let (status, backend, bytes) = match result {
+        let (line, via) = match result {
             Ok(fwd) => {
                 self.metrics.record_retries(fwd.attempts.saturating_sub(1));
                 let backend = fwd.backend().name.clone();
-                let (status, bytes) = relay(exchange, fwd);
-                (status, backend, bytes)
+                let (attempts, via) = (fwd.attempts, names(&fwd.via));
+                let relayed = relay(exchange, fwd);
+                let line = Line {
+                    status: relayed.status,
+                    backend,
+                    bytes: relayed.bytes,
+                    attempts,
+                    reason: relayed.reason,
+                    aborted: relayed.aborted,
+                };
+                (line, via)
             }
             Err(failed) => {
                 self.metrics
@@ -117,32 +139,92 @@ impl Handler for Balancing {
                     self.filter.note_body_too_large();
                 }
                 exchange.refuse(&failed.refusal);
-                let backend = failed.backend.map_or("-".to_string(), |b| b.name.clone());
-                let bytes = failed.refusal.reason.len() as u64 + 1;
-                (failed.refusal.status, backend, bytes)
+                let line = Line {
+                    status: failed.refusal.status,
+                    backend: failed.backend.map_or("-".to_string(), |b| b.name.clone()),
+                    bytes: failed.refusal.reason.len() as u64 + 1,
+                    attempts: failed.attempts,
+                    reason: Some(failed.refusal.code),
+                    aborted: false,
+                };
+                (line, names(&failed.via))
             }
         };
         self.metrics
-            .record_response(status, request.received.elapsed());
-        if self.access_log.load(Relaxed) {
-            logging::access(&AccessEntry {
-                client: head.client,
-                method: &head.method,
-                target: &head.target,
-                status,
-                backend: &backend,
-                duration: request.received.elapsed(),
-                bytes,
-            });
+            .record_response(line.status, request.received.elapsed());
+        if !self.access_log.load(Relaxed) {
+            return;
         }
+        let untaken = exchange.untaken();
+        if untaken == 0 {
+            return line.log(head, &via, request.received.elapsed());
+        }
+        // The client has not taken all of the answer: the line is written when it has, or has
+        // left, so that it tells how much it took.
+        let (head, received) = (head.clone(), request.received);
+        exchange.when_delivered(Box::new(move |delivered| {
+            let line = Line {
+                bytes: line.bytes.saturating_sub(delivered.untaken),
+                aborted: line.aborted || !delivered.complete,
+                ..line
+            };
+            line.log(&head, &via, received.elapsed());
+        }));
     }
 }
 
-/// Sends the backend's answer to the client, streaming the body. Returns the status sent and
-/// the body bytes sent. A backend that fails before the first byte of its body gets the client
-/// a 502 instead; one that fails later leaves the client a cut-off answer on a closed
-/// connection, never one that looks complete.
-fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> (u16, u64) {
+/// The backends tried, `a>b`, when there was more than one (else empty).
+fn names(via: &[Arc<crate::backend::Backend>]) -> String {
+    if via.len() < 2 {
+        return String::new();
+    }
+    let names: Vec<&str> = via.iter().map(|b| b.name.as_str()).collect();
+    names.join(">")
+}
+
+/// What the access log says of one forwarded request, besides its head.
+struct Line {
+    status: u16,
+    backend: String,
+    bytes: u64,
+    attempts: u32,
+    reason: Option<&'static str>,
+    aborted: bool,
+}
+
+impl Line {
+    fn log(&self, head: &RequestHead, via: &str, duration: Duration) {
+        logging::access(&AccessEntry {
+            client: head.client,
+            method: &head.method,
+            target: &head.target,
+            status: self.status,
+            backend: &self.backend,
+            duration,
+            bytes: self.bytes,
+            attempts: self.attempts,
+            via,
+            reason: self.reason,
+            aborted: self.aborted,
+        });
+    }
+}
+
+/// How relaying an answer went.
+struct Relayed {
+    status: u16,
+    /// Body bytes written (into the socket, or into the connection's buffer).
+    bytes: u64,
+    /// Our own code when the balancer answered instead of the backend.
+    reason: Option<&'static str>,
+    /// The client left, or the backend's body broke off: the client has an incomplete answer.
+    aborted: bool,
+}
+
+/// Sends the backend's answer to the client, streaming the body. A backend that fails before
+/// the first byte of its body gets the client a 502 instead; one that fails later leaves the
+/// client a cut-off answer on a closed connection, never one that looks complete.
+fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> Relayed {
     let Forwarded {
         status,
         headers,
@@ -155,14 +237,24 @@ fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> (u16, u64) {
         inner: body,
         in_flight,
     };
+    let relayed = |bytes, reason, aborted| Relayed {
+        status,
+        bytes,
+        reason,
+        aborted,
+    };
     match exchange.respond(status, headers.end_to_end(), content_length, &mut source) {
-        Ok(bytes) => (status, bytes),
+        Ok(bytes) => relayed(bytes, None, false),
         Err(e) if e.source_failed && e.nothing_sent => {
             let backend = &source.in_flight.backend().name;
             log::warn!("backend {backend} failed before its body: {}", e.error);
-            let refusal = Refusal::new(502, "backend failed before sending its body");
+            let refusal =
+                Refusal::new(502, "backend failed before sending its body").coded("backend_failed");
             exchange.refuse(&refusal);
-            (502, 0)
+            Relayed {
+                status: 502,
+                ..relayed(refusal.reason.len() as u64 + 1, Some(refusal.code), false)
+            }
         }
         Err(e) if e.source_failed => {
             let backend = &source.in_flight.backend().name;
@@ -171,11 +263,11 @@ fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> (u16, u64) {
                 e.bytes,
                 e.error
             );
-            (status, e.bytes)
+            relayed(e.bytes, Some("backend_failed"), true)
         }
         Err(e) => {
             log::debug!("the client left after {} bytes: {}", e.bytes, e.error);
-            (status, e.bytes)
+            relayed(e.bytes, None, true)
         }
     }
 }

@@ -193,7 +193,10 @@ fn chunked_upload_of_20_mib_arrives_byte_exact_in_bounded_memory() {
     assert_eq!(r.text(), format!("{CHUNKED_UPLOAD} {sent}"));
     // Buffered whole, it reaches the backend with its length.
     let got = backend.only_request();
-    assert_eq!(got.header_values("content-length"), [CHUNKED_UPLOAD.to_string()]);
+    assert_eq!(
+        got.header_values("content-length"),
+        [CHUNKED_UPLOAD.to_string()]
+    );
     let peak = lb.peak_rss_kib();
     assert!(
         peak < RSS_BOUND_KIB,

@@ -10,8 +10,9 @@
 //! decodes to `hello world`.
 //!
 //! Strict where lenience has been a request-smuggling vector: every line ends in CRLF (a bare
-//! LF is an error), a size is 1 to 16 hex digits (no sign, no `0x`, no overflow), only spaces
-//! or tabs may stand between the size and `;`, and the data must be followed by exactly CRLF.
+//! LF is an error), a size is hex digits that fit 64 bits (leading zeros allowed, as RFC 9112
+//! §7.1's `1*HEXDIG` does; no sign, no `0x`, no overflow), only spaces or tabs may stand
+//! between the size and `;`, and the data must be followed by exactly CRLF.
 //! A size line over [`MAX_LINE`] bytes or trailers over [`MAX_TRAILERS`] bytes are errors too,
 //! so a client cannot make the balancer buffer without limit.
 
@@ -111,10 +112,12 @@ impl ChunkedDecoder {
 }
 
 /// Parses a chunk-size line (without its CRLF): hex digits, then optionally spaces or tabs
-/// and `;` extensions.
+/// and `;` extensions. Leading zeros do not count towards the 16 digits a 64-bit size has
+/// (the line's length is bounded by [`MAX_LINE`]).
 fn parse_size(line: &[u8]) -> io::Result<u64> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+    if digits == 0 || digits - zeros > 16 {
         return Err(invalid("bad chunk size"));
     }
     let rest = &line[digits..];
@@ -126,7 +129,10 @@ fn parse_size(line: &[u8]) -> io::Result<u64> {
     if line.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
         return Err(invalid("control character in a chunk extension"));
     }
-    let hex = std::str::from_utf8(&line[..digits]).map_err(|_| invalid("bad chunk size"))?;
+    let hex = std::str::from_utf8(&line[zeros..digits]).map_err(|_| invalid("bad chunk size"))?;
+    if hex.is_empty() {
+        return Ok(0);
+    }
     u64::from_str_radix(hex, 16).map_err(|_| invalid("bad chunk size"))
 }
 
@@ -285,6 +291,17 @@ mod tests {
         let mut d = ChunkedDecoder::new();
         let e = d.feed(b"5\r\nhelloXYZ", &mut |_| Ok(())).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn leading_zeros_do_not_count_towards_the_size_limit() {
+        let wire = b"0000000000000000000005\r\nhello\r\n00000000000000000000\r\n\r\n";
+        assert_eq!(decode(wire, 64).unwrap().0, b"hello");
+        assert_eq!(parse_size(b"00").unwrap(), 0);
+        assert_eq!(parse_size(b"0000ffffffffffffffff").unwrap(), u64::MAX);
+        // 17 significant digits overflow 64 bits, leading zeros or not.
+        assert!(parse_size(b"00010000000000000000").is_err());
+        assert!(parse_size(b"10000000000000000").is_err());
     }
 
     #[test]

@@ -19,14 +19,15 @@
 use std::io::{self, Read};
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
 use super::gauges::Gauges;
 use super::parse::{Framing, RequestHead};
-use super::spool::Spool;
+use super::spool::{Buffers, Spool};
 use super::write::{self, AnswerTo, BodyFraming, Refusal};
-use super::Request;
+use super::{OnDelivered, Request};
 
 /// Why an answer could not be sent whole.
 #[derive(Debug)]
@@ -82,9 +83,12 @@ pub struct Exchange<'a> {
     body: BodySource,
     to: AnswerTo,
     buf: &'a mut Vec<u8>,
-    out: Spool,
+    /// What the client has not taken yet; made on first need.
+    out: Option<Spool>,
+    buffers: &'a Arc<Buffers>,
     gauges: &'a Gauges,
     fate: Option<Fate>,
+    on_delivered: Option<OnDelivered>,
 }
 
 /// The request body: reads end at its end, `Ok(0)`. An early end from the client, a bad chunk
@@ -95,15 +99,15 @@ pub struct Body<'e, 'a> {
 
 impl<'a> Exchange<'a> {
     /// An exchange on `conn` for `request`. `body` is the body the poller buffered (`None` when
-    /// it is to be read from the client, as the request's framing says); `out` is the
-    /// connection's outgoing spool.
+    /// it is to be read from the client, as the request's framing says); what the client does
+    /// not take at once goes to a spool counted in `buffers`.
     pub(crate) fn new(
         conn: &'a mut Conn,
         request: &Request,
         body: Option<Spool>,
         keep_alive: bool,
         buf: &'a mut Vec<u8>,
-        out: Spool,
+        buffers: &'a Arc<Buffers>,
         gauges: &'a Gauges,
     ) -> Exchange<'a> {
         let (head, framing) = (&request.head, request.framing);
@@ -129,9 +133,11 @@ impl<'a> Exchange<'a> {
                 keep_alive: keep_alive && head.wants_keep_alive(),
             },
             buf,
-            out,
+            out: None,
+            buffers,
             gauges,
             fate: None,
+            on_delivered: None,
         }
     }
 
@@ -145,10 +151,23 @@ impl<'a> Exchange<'a> {
         self.fate.is_some()
     }
 
+    /// Bytes of the answer the client has not taken yet: the poller will finish them after
+    /// the handler returns.
+    pub fn untaken(&self) -> u64 {
+        self.out.as_ref().map_or(0, Spool::len)
+    }
+
+    /// Asks to be told how the answer ended once it has (see [`Delivered`]): what the client
+    /// has not taken yet may still be lost when it leaves.
+    pub fn when_delivered(&mut self, callback: OnDelivered) {
+        self.on_delivered = Some(callback);
+    }
+
     /// Ends the exchange: what the worker should do with the connection (`None` if nothing
-    /// was answered), and what of the answer the client has not taken yet.
-    pub(crate) fn finish(self) -> (Option<Fate>, Spool) {
-        (self.fate, self.out)
+    /// was answered), what of the answer the client has not taken yet, and who to tell when it
+    /// has.
+    pub(crate) fn finish(self) -> (Option<Fate>, Option<Spool>, Option<OnDelivered>) {
+        (self.fate, self.out, self.on_delivered)
     }
 
     /// What the answer is for: the connection may stay open only if the request body has been
@@ -193,12 +212,17 @@ impl<'a> Exchange<'a> {
     /// end the exchange.
     pub fn refuse(&mut self, refusal: &Refusal) {
         let (bytes, persistence) = write::refusal_bytes(refusal, self.answer_to());
-        let sent = send(self.conn, &mut self.out, self.gauges, &[&bytes]);
+        let sent = self.send(&[&bytes]);
         self.fate = Some(match sent {
             Ok(()) if persistence.keeps_open() => Fate::KeepAlive,
             Ok(()) => Fate::Close,
             Err(_) => Fate::Abort,
         });
+    }
+
+    /// [`send`] on this exchange's connection.
+    fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        send(self.conn, &mut self.out, self.buffers, self.gauges, parts)
     }
 
     /// Writes `head` and the body; see [`Exchange::respond`].
@@ -218,7 +242,8 @@ impl<'a> Exchange<'a> {
             // Let the source see its (empty) end, so that a backend connection behind it can go
             // back to its pool.
             let _ = body.read(&mut [0u8; 1]);
-            return send(self.conn, &mut self.out, self.gauges, &[head])
+            return self
+                .send(&[head])
                 .map(|()| 0)
                 .map_err(|e| failed(0, false, false, e));
         }
@@ -232,11 +257,10 @@ impl<'a> Exchange<'a> {
         let mut head_pending = true;
         let mut sent: u64 = 0;
         loop {
-            if !self.out.is_empty() {
+            if let Some(out) = self.out.as_mut().filter(|o| !o.is_empty()) {
                 // Offer the client what it has not taken yet, before more is added behind it.
                 let mut socket = self.conn.socket();
-                self.out
-                    .drain_into(&mut socket, self.buf)
+                out.drain_into(&mut socket, self.buf)
                     .map_err(|e| failed(sent, false, false, e))?;
             }
             let want = match total {
@@ -271,7 +295,7 @@ impl<'a> Exchange<'a> {
                     _ => b"",
                 };
                 let start: &[u8] = if head_pending { head } else { b"" };
-                send(self.conn, &mut self.out, self.gauges, &[start, last])
+                self.send(&[start, last])
                     .map_err(|e| failed(sent, false, false, e))?;
                 return Ok(sent);
             }
@@ -284,12 +308,8 @@ impl<'a> Exchange<'a> {
             };
             let start: &[u8] = if head_pending { head } else { b"" };
             let data = &self.buf[..n];
-            let result = send(
-                self.conn,
-                &mut self.out,
-                self.gauges,
-                &[start, prefix, data, suffix],
-            );
+            let parts = [start, prefix, data, suffix];
+            let result = send(self.conn, &mut self.out, self.buffers, self.gauges, &parts);
             result.map_err(|e| failed(sent, false, false, e))?;
             head_pending = false;
             sent += n as u64;
@@ -309,11 +329,18 @@ pub(crate) fn expects_continue(head: &RequestHead) -> bool {
 }
 
 /// Writes `parts` to the client without waiting: what the socket takes now goes at once (only
-/// when nothing older waits in `out`, to keep the order), the rest into `out`. When `out` is
-/// full, the worker waits for the client after all: it writes out what `out` holds, then the
-/// rest, each write waiting up to the client timeout.
-fn send(conn: &Conn, out: &mut Spool, gauges: &Gauges, parts: &[&[u8]]) -> io::Result<()> {
-    let mut skip = if out.is_empty() {
+/// when nothing older waits in `out`, to keep the order), the rest into `out`, a spool made on
+/// first need (most answers never need one). When `out` is full, the worker waits for the
+/// client after all: it writes out what `out` holds, then the rest, each write waiting up to
+/// the client timeout.
+fn send(
+    conn: &Conn,
+    out: &mut Option<Spool>,
+    buffers: &Arc<Buffers>,
+    gauges: &Gauges,
+    parts: &[&[u8]],
+) -> io::Result<()> {
+    let mut skip = if out.as_ref().is_none_or(Spool::is_empty) {
         conn.try_write_vectored(parts)?
     } else {
         0
@@ -325,6 +352,7 @@ fn send(conn: &Conn, out: &mut Spool, gauges: &Gauges, parts: &[&[u8]]) -> io::R
         }
         let rest = &part[skip..];
         skip = 0;
+        let out = out.get_or_insert_with(|| Spool::new(buffers));
         if out.push(rest).is_err() {
             gauges.backpressure.fetch_add(1, Relaxed);
             let mut scratch = [0u8; 16 << 10];

@@ -69,6 +69,52 @@ pub struct Request {
     pub received: Instant,
 }
 
+/// How an answer ended, told to the callback given to [`Exchange::when_delivered`]: at once
+/// when the worker wrote it all, or when the poller has finished writing what the client was
+/// slow to take (or has given up on the client).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The client took the whole answer.
+    pub complete: bool,
+    /// Bytes of the answer as written (head and chunk framing included) that the client did not
+    /// take.
+    pub untaken: u64,
+}
+
+/// A callback told how an answer ended (see [`Delivered`]).
+pub type OnDelivered = Box<dyn FnOnce(Delivered) + Send>;
+
+/// Calls an [`OnDelivered`] exactly once: with what is left untaken when it is dropped, so that
+/// no path that ends an answer can forget to tell.
+pub(crate) struct Notify {
+    callback: Option<OnDelivered>,
+    /// Bytes not taken by the client so far.
+    pub untaken: u64,
+    /// The connection failed or was given up: the answer is incomplete whatever is left.
+    pub failed: bool,
+}
+
+impl Notify {
+    pub(crate) fn new(callback: Option<OnDelivered>, untaken: u64) -> Notify {
+        Notify {
+            callback,
+            untaken,
+            failed: false,
+        }
+    }
+}
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            callback(Delivered {
+                complete: !self.failed && self.untaken == 0,
+                untaken: self.untaken,
+            });
+        }
+    }
+}
+
 /// Why the front end answered a request itself, for the [`Handler::refused`] counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -113,15 +159,17 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>);
 
     /// Told of every answer the front end gives by itself, and of every refusal by `admit`, for
-    /// counters and logs: the client, the request's head when it was parsed, the answer and
-    /// why. Default: nothing.
+    /// counters and logs: the client, the request's head when it was parsed, the answer, why,
+    /// and how long the client had waited for it (from the first byte of its request, or from
+    /// the end of its head for a queued request). Default: nothing.
     fn refused(
         &self,
         peer: SocketAddr,
         head: Option<&RequestHead>,
         refusal: &Refusal,
         why: Refused,
+        waited: Duration,
     ) {
-        let _ = (peer, head, refusal, why);
+        let _ = (peer, head, refusal, why, waited);
     }
 }

@@ -12,11 +12,17 @@
 //! - anything `httparse` rejects → 400: a NUL or other control character in a header value, a
 //!   bare CR, obsolete line folding (a header line starting with a space), a malformed request
 //!   line or header name; a version other than HTTP/1.0 and 1.1 → 505;
-//! - a header value that is not UTF-8 → 400 (the balancer's headers are strings);
 //! - no `Host`, or more than one, on HTTP/1.1 → 400 (RFC 9112 §3.2);
+//! - an absolute-form target (RFC 9112 §3.2.2) of a scheme other than `http`, with user info or
+//!   no host, or whose authority is not the `Host` sent with it → 400;
 //! - request smuggling shapes: both `Content-Length` and `Transfer-Encoding`, a transfer coding
 //!   other than a single `chunked`, `Transfer-Encoding` on HTTP/1.0, an invalid or conflicting
-//!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3).
+//!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3). These two headers are read as bytes with
+//!   only SP and HTAB as whitespace around values (RFC 9110 §5.6.3): a backend that trimmed
+//!   other (Unicode) whitespace would read `\u{3000}chunked` differently from one that did not.
+//!
+//! Header values are kept as bytes: obs-text (bytes 0x80 to 0xFF, e.g. Latin-1) is allowed in
+//! a field value (RFC 9110 §5.5) and passes through to the backend unchanged.
 
 use std::net::IpAddr;
 
@@ -29,38 +35,50 @@ use super::write::Refusal;
 pub struct RequestHead {
     /// Method, e.g. `GET`.
     pub method: String,
-    /// Request target exactly as the client sent it, e.g. `/a/b?x=1`.
+    /// Request target, e.g. `/a/b?x=1`: exactly as the client sent it, except that an
+    /// absolute-form target (`http://host/a/b?x=1`) is rewritten to its origin form, so that
+    /// filters, the access log and the backend all see the path.
     pub target: String,
     /// True for an HTTP/1.0 request.
     pub http10: bool,
-    /// Headers in the order received, repeated ones repeated.
-    pub headers: Vec<(String, String)>,
+    /// Headers in the order received, repeated ones repeated. Values are the bytes received
+    /// (without the whitespace around them), which may include obs-text (0x80 to 0xFF); use
+    /// [`RequestHead::header`] for a value as text.
+    pub headers: Vec<(String, Vec<u8>)>,
     /// The client's address (the TCP peer).
     pub client: IpAddr,
 }
 
 impl RequestHead {
-    /// All values of header `name` (case-insensitive), in order.
-    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    /// All values of header `name` (case-insensitive), in order, as the bytes received.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
     }
 
-    /// The first value of header `name`.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// The first value of header `name`, as the bytes received.
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of header `name` as text; `None` also when that value is not UTF-8
+    /// (Latin-1 obs-text, say): the headers the balancer reads as text (`Expect`,
+    /// `Authorization`) hold no such bytes when they are valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// True when a `Connection` header lists `token` (case-insensitive).
     pub fn connection_has(&self, token: &str) -> bool {
         self.header_values("connection")
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
     }
 
     /// True when the client lets the connection stay open after this exchange: HTTP/1.1
@@ -141,7 +159,7 @@ pub fn parse_head(
         // a time.
         let line_done = rest[..rest.len().min(limits.max_request_line + 2)].contains(&b'\n');
         if !line_done && rest.len() > limits.max_request_line + 1 {
-            return Err(Refusal::new(414, "request line too long"));
+            return Err(Refusal::new(414, "request line too long").coded("line_too_long"));
         }
         if buf.len() > limits.max_head {
             return Err(Refusal::new(431, "request head too large"));
@@ -160,21 +178,23 @@ pub fn parse_head(
     };
     let line = request_line_len(&buf[..len]);
     if line > limits.max_request_line {
-        return Err(Refusal::new(414, "request line too long"));
+        return Err(Refusal::new(414, "request line too long").coded("line_too_long"));
     }
-    let mut headers = Vec::with_capacity(request.headers.len());
-    for h in request.headers.iter() {
-        let value = std::str::from_utf8(h.value)
-            .map_err(|_| Refusal::new(400, "header value is not UTF-8"))?;
-        headers.push((h.name.to_string(), value.to_string()));
-    }
-    let head = RequestHead {
+    // httparse has refused control characters in values (all but HTAB) and trimmed the SP and
+    // HTAB around them; obs-text it allows, as RFC 9110 §5.5 does.
+    let headers = request
+        .headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
+    let mut head = RequestHead {
         method: request.method.unwrap_or_default().to_string(),
         target: request.path.unwrap_or_default().to_string(),
         http10: request.version == Some(0),
         headers,
         client,
     };
+    absolute_to_origin(&mut head)?;
     let framing = framing(&head)?;
     Ok(Parsed::Complete { head, framing, len })
 }
@@ -193,47 +213,147 @@ fn request_line_len(head: &[u8]) -> usize {
 fn refusal_for(e: httparse::Error) -> Refusal {
     use httparse::Error as E;
     match e {
-        E::TooManyHeaders => Refusal::new(431, "too many header fields"),
+        E::TooManyHeaders => Refusal::new(431, "too many header fields").coded("too_many_headers"),
         E::Version => Refusal::new(505, "HTTP version not supported"),
-        E::HeaderName => Refusal::new(400, "invalid header name or folded header line"),
-        E::HeaderValue => Refusal::new(400, "invalid character in a header value"),
-        E::NewLine => Refusal::new(400, "invalid line ending"),
-        E::Token => Refusal::new(400, "invalid method or request target"),
-        E::Status => Refusal::new(400, "malformed request line"),
+        E::HeaderName => {
+            Refusal::new(400, "invalid header name or folded header line").coded("bad_header")
+        }
+        E::HeaderValue => {
+            Refusal::new(400, "invalid character in a header value").coded("bad_header")
+        }
+        E::NewLine => Refusal::new(400, "invalid line ending").coded("bad_line_end"),
+        E::Token => Refusal::new(400, "invalid method or request target").coded("bad_request_line"),
+        E::Status => Refusal::new(400, "malformed request line").coded("bad_request_line"),
     }
+}
+
+/// Rewrites an absolute-form target (`http://host:port/path?q`, RFC 9112 §3.2.2, which a
+/// server must accept) to origin form (`/path?q`; `/` for an empty path), and makes its
+/// authority the request's `Host`: added when the client sent none, and a `Host` that names
+/// another authority is refused (RFC 9112 §3.2.2: a client sends the same in both). An
+/// `OPTIONS` of an empty path and no query becomes `OPTIONS *` (RFC 9112 §3.2.4). Targets
+/// that are not in absolute form, and `CONNECT`'s authority form, are left to
+/// `proxy::check_request`.
+fn absolute_to_origin(head: &mut RequestHead) -> Result<(), Refusal> {
+    let bad = |reason: String| Err(Refusal::new(400, reason).coded("bad_target"));
+    if head.target.starts_with('/') || head.method.eq_ignore_ascii_case("CONNECT") {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = head.target.split_once("://") else {
+        return Ok(());
+    };
+    let is_scheme = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return Ok(());
+    }
+    if !scheme.eq_ignore_ascii_case("http") {
+        // https:// would be a request meant for a TLS origin reaching us in clear text; others
+        // are not HTTP at all.
+        return bad(format!(
+            "unsupported scheme {scheme}:// in the request target"
+        ));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        // RFC 9110 §4.2.4: user info in an http URI is to be treated as an error.
+        return bad("user info in the request target".into());
+    }
+    if authority.is_empty() || authority.starts_with(':') {
+        return bad("no host in the request target".into());
+    }
+    if !authority
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    {
+        return bad("invalid host in the request target".into());
+    }
+    let hosts: Vec<&[u8]> = head.header_values("host").collect();
+    match hosts[..] {
+        [] => head
+            .headers
+            .insert(0, ("Host".to_string(), authority.as_bytes().to_vec())),
+        [host] if !same_authority(authority.as_bytes(), host) => {
+            return bad("Host header differs from the request target's host".into());
+        }
+        // One equal Host is kept as sent; several are refused by `framing`.
+        _ => {}
+    }
+    head.target = if path.is_empty() && head.method == "OPTIONS" {
+        "*".to_string()
+    } else if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    Ok(())
+}
+
+/// True when two authorities (`host[:port]`) name the same origin: the host compared without
+/// regard to case, and a port of 80 (or an empty one) the same as none (RFC 9110 §4.2.3).
+fn same_authority(a: &[u8], b: &[u8]) -> bool {
+    fn without_default_port(a: &[u8]) -> &[u8] {
+        a.strip_suffix(b":80")
+            .or_else(|| a.strip_suffix(b":"))
+            .unwrap_or(a)
+    }
+    without_default_port(a).eq_ignore_ascii_case(without_default_port(b))
+}
+
+/// Strips optional whitespace from both ends of `v`: SP and HTAB only (OWS, RFC 9110 §5.6.3).
+/// Any other byte, Unicode whitespace included, is part of the value.
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
+    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    &v[start..end]
+}
+
+/// A `Content-Length` list element: 1*DIGIT (RFC 9110 §8.6) that fits 64 bits.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// The body's framing, and the head rules that protect it: exactly one `Host` on HTTP/1.1, and
 /// no shape a proxy and a backend could read differently (request smuggling).
 pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
-    let bad = |reason: &str| Err(Refusal::new(400, reason));
+    let bad = |reason: &str, code| Err(Refusal::new(400, reason).coded(code));
     let hosts = head.header_values("host").count();
     if hosts > 1 || (hosts == 0 && !head.http10) {
-        return bad("exactly one Host header is required");
+        return bad("exactly one Host header is required", "bad_host");
     }
-    let te: Vec<&str> = head.header_values("transfer-encoding").collect();
-    let lengths: Vec<&str> = head.header_values("content-length").collect();
+    let te: Vec<&[u8]> = head.header_values("transfer-encoding").collect();
+    let lengths: Vec<&[u8]> = head.header_values("content-length").collect();
     if !te.is_empty() {
         if !lengths.is_empty() {
-            return bad("both Content-Length and Transfer-Encoding");
+            return bad("both Content-Length and Transfer-Encoding", "cl_te");
         }
-        if te.len() != 1 || !te[0].trim().eq_ignore_ascii_case("chunked") {
-            return bad("unsupported Transfer-Encoding");
+        if te.len() != 1 || !trim_ows(te[0]).eq_ignore_ascii_case(b"chunked") {
+            return bad("unsupported Transfer-Encoding", "bad_te");
         }
         if head.http10 {
-            return bad("Transfer-Encoding in an HTTP/1.0 request");
+            return bad("Transfer-Encoding in an HTTP/1.0 request", "te_http10");
         }
         return Ok(Framing::Chunked);
     }
     let mut length: Option<u64> = None;
-    for value in lengths.iter().flat_map(|v| v.split(',')) {
-        let v = value.trim();
-        let n = match v.parse::<u64>() {
-            Ok(n) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return bad("invalid Content-Length"),
+    for value in lengths.iter().flat_map(|v| v.split(|&b| b == b',')) {
+        let Some(n) = parse_length(trim_ows(value)) else {
+            return bad("invalid Content-Length", "bad_cl");
         };
         if length.is_some_and(|l| l != n) {
-            return bad("conflicting Content-Length values");
+            return bad("conflicting Content-Length values", "bad_cl");
         }
         length = Some(n);
     }
@@ -276,7 +396,7 @@ mod tests {
             ("GET", "/a?b=1")
         );
         assert!(!head.http10);
-        assert_eq!(head.header_values("X-A").collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(head.header_values("X-A").collect::<Vec<_>>(), [b"1", b"2"]);
         assert_eq!(framing, Framing::None);
         assert_eq!(&raw[len..], "BODY");
     }
@@ -341,11 +461,100 @@ mod tests {
             status("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n"),
             400
         );
-        let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\r\n\r\n";
-        let refused = parse_head(latin1, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default());
-        assert_eq!(refused.unwrap_err().status, 400);
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: x\r\nX: a\x7fb\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status("GET / HTTP/1.1\r\nHost: x\r\nX: a\x01b\r\n\r\n"),
+            400
+        );
         assert_eq!(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
         assert_eq!(status("G@T / HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn obs_text_values_are_kept_as_bytes() {
+        let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX: caf\xe9 \xff\r\nY:\t\xc3\xa9\t\r\n\r\n";
+        let parsed = parse_head(latin1, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default());
+        let Ok(Parsed::Complete { head, .. }) = parsed else {
+            panic!("{parsed:?}");
+        };
+        assert_eq!(head.header_bytes("x"), Some(&b"caf\xe9 \xff"[..]));
+        // Not UTF-8: no text value, but the bytes are there.
+        assert_eq!(head.header("x"), None);
+        assert_eq!(head.header("y"), Some("é"));
+    }
+
+    fn target_and_host(raw: &str) -> Result<(String, Vec<String>), u16> {
+        match parse(raw) {
+            Ok(Parsed::Complete { head, .. }) => {
+                let hosts = head
+                    .header_values("host")
+                    .map(|h| String::from_utf8_lossy(h).into_owned())
+                    .collect();
+                Ok((head.target, hosts))
+            }
+            Ok(Parsed::Partial) => panic!("partial"),
+            Err(r) => Err(r.status),
+        }
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form_with_its_host() {
+        let ok = |target: &str, host: &str, want: &str| {
+            let raw = format!("GET {target} HTTP/1.1\r\n{host}\r\n");
+            let (t, hosts) = target_and_host(&raw).unwrap_or_else(|s| panic!("{raw:?}: {s}"));
+            assert_eq!(t, want, "{raw:?}");
+            hosts
+        };
+        assert_eq!(ok("http://a.test:81/p?q=1", "", "/p?q=1"), ["a.test:81"]);
+        assert_eq!(ok("HTTP://a.test", "", "/"), ["a.test"]);
+        assert_eq!(ok("http://a.test?q", "", "/?q"), ["a.test"]);
+        assert_eq!(ok("http://[::1]:8080/x", "", "/x"), ["[::1]:8080"]);
+        // A Host naming the same authority is kept as the client sent it.
+        assert_eq!(ok("http://A.test/x", "Host: a.TEST\r\n", "/x"), ["a.TEST"]);
+        assert_eq!(
+            ok("http://a.test:80/x", "Host: a.test\r\n", "/x"),
+            ["a.test"]
+        );
+        assert_eq!(
+            ok("http://a.test/x", "Host: a.test:80\r\n", "/x"),
+            ["a.test:80"]
+        );
+        // Origin form is untouched.
+        assert_eq!(ok("/http://a/x", "Host: h\r\n", "/http://a/x"), ["h"]);
+        // OPTIONS of an empty path is about the server: the asterisk form (RFC 9112 §3.2.4).
+        let raw = "OPTIONS http://a.test HTTP/1.1\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "*");
+        let raw = "OPTIONS http://a.test/ HTTP/1.1\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "/");
+        // HTTP/1.0 takes the host from the target too.
+        let raw = "GET http://a.test/x HTTP/1.0\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().1, ["a.test"]);
+        // CONNECT's authority form, and targets that are no URL, are left to check_request.
+        let raw = "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "a.test:443");
+        let raw = "GET a.test:80 HTTP/1.1\r\nHost: a.test\r\n\r\n";
+        assert_eq!(target_and_host(raw).unwrap().0, "a.test:80");
+
+        for bad in [
+            "GET http://a.test/x HTTP/1.1\r\nHost: b.test\r\n\r\n",
+            "GET http://a.test:81/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n",
+            "GET https://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET ftp://a.test/x HTTP/1.1\r\n\r\n",
+            "GET http://u:p@a.test/x HTTP/1.1\r\n\r\n",
+            "GET http:///x HTTP/1.1\r\n\r\n",
+            "GET http://:80/x HTTP/1.1\r\n\r\n",
+            "GET http://a\"b/x HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(target_and_host(bad), Err(400), "{bad:?}");
+        }
+        let Err(r) = parse("GET https://a.test/ HTTP/1.1\r\n\r\n") else {
+            panic!("accepted");
+        };
+        assert!(r.reason.contains("https://"), "{}", r.reason);
     }
 
     #[test]
@@ -383,9 +592,35 @@ mod tests {
             "Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
             "Content-Length: 5\r\n",
             "Host: x\r\nHost: y\r\n",
+            "Host: x\r\nContent-Length: 5;ext\r\n",
+            "Host: x\r\nContent-Length: 5, 6\r\n",
+            "Host: x\r\nContent-Length: 5,\r\n",
+            "Host: x\r\nContent-Length: 18446744073709551616\r\n",
+            "Host: x\r\nTransfer-Encoding: xchunked\r\n",
+            "Host: x\r\nTransfer-Encoding: chunked, identity\r\n",
+            // Unicode whitespace is not OWS (RFC 9110 §5.6.3): str::trim would take it away.
+            "Host: x\r\nTransfer-Encoding: \u{3000}chunked\r\n",
+            "Host: x\r\nTransfer-Encoding: chunked\u{a0}\r\n",
+            "Host: x\r\nContent-Length: \u{200a}5\r\n",
+            "Host: x\r\nContent-Length: 5\u{85}\r\n",
+            "Host: x\r\nContent-Length: 5\u{85}, 5\r\n",
+            "Host: x\r\nContent-Length: \u{663}\r\n",
         ] {
             assert_eq!(f(bad, "1.1"), Err(400), "{bad:?}");
         }
+        // SP and HTAB are OWS, around a value and around list elements.
+        assert_eq!(
+            f("Host: x\r\nTransfer-Encoding:\tchunked \t\r\n", "1.1"),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 5 ,\t5\r\n", "1.1"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("Host: x\r\nContent-Length: 18446744073709551615\r\n", "1.1"),
+            Ok(Framing::Length(u64::MAX))
+        );
         assert_eq!(f("Transfer-Encoding: chunked\r\n", "1.0"), Err(400));
     }
 

@@ -44,7 +44,7 @@ use super::parse::{parse_head, Framing, Parsed};
 use super::server::{closing, queue_timeout, Job, Returned, Shared};
 use super::spool::{Full, Spool};
 use super::write::{self, AnswerTo, Refusal};
-use super::{Refused, Request, LINGER};
+use super::{Notify, Refused, Request, LINGER};
 
 /// How often timeouts are checked. 100 ms.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -119,7 +119,10 @@ impl Upload {
             }
         };
         used.map_err(|e| {
-            refused.unwrap_or_else(|| (Refusal::new(400, e.to_string()), Refused::Malformed))
+            refused.unwrap_or_else(|| {
+                let refusal = Refusal::new(400, e.to_string()).coded("bad_chunk");
+                (refusal, Refused::Malformed)
+            })
         })
     }
 }
@@ -127,16 +130,16 @@ impl Upload {
 /// Adds a piece of body to `spool`, within `max` bytes and the buffers' limits.
 fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, Refused)> {
     if spool.len() + piece.len() as u64 > max {
-        let refusal = Refusal::new(413, "request body too large");
+        let refusal = Refusal::new(413, "request body too large").coded("body_too_large");
         return Err((refusal, Refused::BodyTooLarge));
     }
     spool.push(piece).map_err(|full| match full {
         Full::FileLimit => (
-            Refusal::new(413, "request body larger than the buffers allow"),
+            Refusal::new(413, "request body larger than the buffers allow").coded("body_too_large"),
             Refused::BodyTooLarge,
         ),
         Full::TotalLimit | Full::Disk(_) => (
-            Refusal::retry_after(503, "no room to buffer the request body", 1),
+            Refusal::retry_after(503, "no room to buffer the request body", 1).coded("buffer_full"),
             Refused::NoBufferRoom,
         ),
     })
@@ -150,6 +153,8 @@ struct Flush {
     then: Fate,
     /// When the client last took a byte.
     progress: Instant,
+    /// Told how the answer ended when this is dropped.
+    notify: Notify,
 }
 
 /// The poller thread's state (see the module documentation).
@@ -417,28 +422,24 @@ impl PollerThread {
                     return self.idle(idx, conn);
                 }
                 Err(refusal) => {
-                    let why = Refused::Malformed;
-                    self.shared.handler.refused(conn.peer, None, &refusal, why);
+                    let since = conn.head_started;
+                    self.tell(&conn, None, &refusal, Refused::Malformed, since, now);
                     return self.refuse(idx, conn, &refusal, closing(None), now);
                 }
                 Ok(Parsed::Complete { head, framing, len }) => (head, framing, len),
             };
             conn.consume_unread(len);
             conn.scanned = 0;
-            conn.head_started = None;
+            let since = conn.head_started.take();
             if self.stopping {
-                let refusal = Refusal::retry_after(503, "shutting down", 1);
+                let refusal = Refusal::retry_after(503, "shutting down", 1).coded("shutting_down");
                 let why = Refused::ShuttingDown;
-                self.shared
-                    .handler
-                    .refused(conn.peer, Some(&head), &refusal, why);
+                self.tell(&conn, Some(&head), &refusal, why, since, now);
                 return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
             }
             if let Err(refusal) = self.shared.handler.admit(&head, framing) {
                 let why = Refused::Admission;
-                self.shared
-                    .handler
-                    .refused(conn.peer, Some(&head), &refusal, why);
+                self.tell(&conn, Some(&head), &refusal, why, since, now);
                 let to = AnswerTo {
                     keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
                     ..closing(Some(&head))
@@ -481,10 +482,10 @@ impl PollerThread {
                 } else {
                     "request body larger than the buffers allow"
                 };
-                let refusal = Refusal::new(413, reason);
+                let refusal = Refusal::new(413, reason).coded("body_too_large");
                 let head = Some(&request.head);
                 let why = Refused::BodyTooLarge;
-                self.shared.handler.refused(conn.peer, head, &refusal, why);
+                self.tell(&conn, head, &refusal, why, Some(request.received), now);
                 return self.refuse(idx, conn, &refusal, closing(head), now);
             }
         }
@@ -565,9 +566,7 @@ impl PollerThread {
         match up.take(data) {
             Err((refusal, why)) => {
                 let head = Some(&up.request.head);
-                self.shared
-                    .handler
-                    .refused(up.conn.peer, head, &refusal, why);
+                self.tell(&up.conn, head, &refusal, why, Some(up.started), now);
                 self.refuse(idx, up.conn, &refusal, closing(head), now);
                 None
             }
@@ -595,10 +594,14 @@ impl PollerThread {
     fn flush(&mut self, idx: usize, mut f: Box<Flush>, now: Instant) {
         let mut socket = f.conn.socket();
         match f.out.drain_into(&mut socket, &mut self.scratch) {
-            Err(_) => return self.close(idx, f.conn),
+            Err(_) => {
+                f.notify.failed = true;
+                return self.close(idx, f.conn);
+            }
             Ok(n) if n > 0 => f.progress = now,
             Ok(_) => {}
         }
+        f.notify.untaken = f.out.len();
         if f.out.is_empty() {
             let Flush { mut conn, then, .. } = *f;
             return match then {
@@ -610,6 +613,7 @@ impl PollerThread {
             };
         }
         if f.conn.rearm_writable().is_err() {
+            f.notify.failed = true;
             return self.close(idx, f.conn);
         }
         self.slots[idx] = Slot::Flushing(f);
@@ -663,12 +667,29 @@ impl PollerThread {
         let Job { conn, request, .. } = job;
         let refusal = match why {
             Refused::QueueTimeout => queue_timeout(),
-            Refused::QueueFull => Refusal::retry_after(503, "server busy", 1),
-            _ => Refusal::retry_after(503, "shutting down", 1),
+            Refused::QueueFull => Refusal::retry_after(503, "server busy", 1).coded("queue_full"),
+            _ => Refusal::retry_after(503, "shutting down", 1).coded("shutting_down"),
         };
         let head = Some(&request.head);
-        self.shared.handler.refused(conn.peer, head, &refusal, why);
+        self.tell(&conn, head, &refusal, why, Some(request.received), now);
         self.refuse(idx, conn, &refusal, closing(head), now);
+    }
+
+    /// Tells the handler of an answer the front end gives by itself, and how long the client
+    /// had waited for it (since `since`).
+    fn tell(
+        &self,
+        conn: &Conn,
+        head: Option<&super::RequestHead>,
+        refusal: &Refusal,
+        why: Refused,
+        since: Option<Instant>,
+        now: Instant,
+    ) {
+        let waited = since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.shared
+            .handler
+            .refused(conn.peer, head, refusal, why, waited);
     }
 
     /// Writes `refusal` (without waiting: a client that does not take a few hundred bytes is
@@ -784,12 +805,18 @@ impl PollerThread {
                         self.slots[idx] = Slot::Idle(conn);
                     }
                 }
-                Returned::Flush { conn, out, then } => {
+                Returned::Flush {
+                    conn,
+                    out,
+                    then,
+                    notify,
+                } => {
                     let f = Box::new(Flush {
                         conn,
                         out,
                         then,
                         progress: now,
+                        notify,
                     });
                     if event_waiting {
                         self.flush(idx, f, now);
@@ -838,21 +865,22 @@ impl PollerThread {
             }
             match self.take_slot(idx) {
                 Slot::Idle(conn) if conn.head_started.is_some() => {
-                    let refusal = Refusal::new(408, "request head not received in time");
-                    let why = Refused::HeadTimeout;
-                    self.shared.handler.refused(conn.peer, None, &refusal, why);
+                    let refusal = Refusal::new(408, "request head not received in time")
+                        .coded("head_timeout");
+                    let (why, since) = (Refused::HeadTimeout, conn.head_started);
+                    self.tell(&conn, None, &refusal, why, since, now);
                     self.refuse(idx, conn, &refusal, closing(None), now);
                 }
                 Slot::Body(up) => {
-                    let refusal = Refusal::new(408, "request body not received in time");
+                    let refusal = Refusal::new(408, "request body not received in time")
+                        .coded("body_timeout");
                     let head = Some(&up.request.head);
                     let why = Refused::BodyTimeout;
-                    self.shared
-                        .handler
-                        .refused(up.conn.peer, head, &refusal, why);
+                    self.tell(&up.conn, head, &refusal, why, Some(up.started), now);
                     self.refuse(idx, up.conn, &refusal, closing(head), now);
                 }
-                Slot::Flushing(f) => {
+                Slot::Flushing(mut f) => {
+                    f.notify.failed = true;
                     log::debug!(
                         "{} took nothing of its answer for {:?}: closed with {} bytes untaken",
                         f.conn.peer,

@@ -32,7 +32,7 @@ use super::limits::Limits;
 use super::poller::{self, PollerThread};
 use super::spool::{Buffers, Spool};
 use super::write::{self, AnswerTo, Refusal};
-use super::{Handler, Refused, Request};
+use super::{Handler, Notify, Refused, Request};
 
 /// A request queued for a worker, with its connection and, when the poller buffered it, its
 /// body.
@@ -54,6 +54,7 @@ pub(crate) enum Returned {
         conn: Box<Conn>,
         out: Spool,
         then: Fate,
+        notify: Notify,
     },
     /// Closed by the worker; the poller frees its slot (the key).
     Closed(usize),
@@ -260,22 +261,23 @@ fn work(queue: &Receiver<Box<Job>>, shared: &Shared) {
 
 /// Answers 503 to a request that waited too long for a worker, and closes its connection.
 pub(crate) fn queue_timeout() -> Refusal {
-    Refusal::retry_after(503, "no worker free in time (queue timeout)", 1)
+    Refusal::retry_after(503, "no worker free in time (queue timeout)", 1).coded("queue_timeout")
 }
 
 fn refuse_queued(shared: &Shared, conn: Box<Conn>, request: &Request) {
     let refusal = queue_timeout();
     let why = Refused::QueueTimeout;
+    let waited = request.received.elapsed();
     shared
         .handler
-        .refused(conn.peer, Some(&request.head), &refusal, why);
+        .refused(conn.peer, Some(&request.head), &refusal, why, waited);
     let (bytes, _) = write::refusal_bytes(&refusal, closing(Some(&request.head)));
     let fate = if conn.try_write_all(&bytes) {
         Fate::Close
     } else {
         Fate::Abort
     };
-    give_back(shared, conn, fate, None);
+    give_back(shared, conn, fate, None, None);
 }
 
 /// How a refusal that closes the connection is written for `head` (when it was parsed).
@@ -296,7 +298,6 @@ fn serve(
     buf: &mut Vec<u8>,
 ) {
     let keep_alive = !shared.stopping.load(Relaxed);
-    let out = Spool::new(&shared.buffers);
     let head = &request.head;
     let mut ex = Exchange::new(
         &mut conn,
@@ -304,7 +305,7 @@ fn serve(
         body,
         keep_alive,
         buf,
-        out,
+        &shared.buffers,
         &shared.gauges,
     );
     let handled = catch_unwind(AssertUnwindSafe(|| {
@@ -314,16 +315,25 @@ fn serve(
         log::error!("the handler panicked on {} {}", head.method, head.target);
     }
     if !ex.answered() {
-        ex.refuse(&Refusal::new(500, "internal error"));
+        ex.refuse(&Refusal::new(500, "internal error").coded("panic"));
     }
-    let (fate, out) = ex.finish();
-    give_back(shared, conn, fate.unwrap_or(Fate::Abort), Some(out));
+    let (fate, out, on_delivered) = ex.finish();
+    give_back(shared, conn, fate.unwrap_or(Fate::Abort), out, on_delivered);
 }
 
 /// Hands a connection back to the poller: to finish writing `out`, to wait for its next
-/// request, to linger before closing, or closed here.
-fn give_back(shared: &Shared, conn: Box<Conn>, fate: Fate, out: Option<Spool>) {
+/// request, to linger before closing, or closed here. `on_delivered` is told how the answer
+/// ended: now, or by the poller once it has written `out`.
+fn give_back(
+    shared: &Shared,
+    conn: Box<Conn>,
+    fate: Fate,
+    out: Option<Spool>,
+    on_delivered: Option<super::OnDelivered>,
+) {
     let out = out.filter(|o| !o.is_empty());
+    let mut notify = Notify::new(on_delivered, out.as_ref().map_or(0, Spool::len));
+    notify.failed = fate == Fate::Abort;
     let returned = match (fate, out) {
         (Fate::Abort, _) => {
             let key = conn.key;
@@ -331,7 +341,12 @@ fn give_back(shared: &Shared, conn: Box<Conn>, fate: Fate, out: Option<Spool>) {
             let _ = shared.returns.send(Returned::Closed(key));
             return;
         }
-        (then, Some(out)) => Returned::Flush { conn, out, then },
+        (then, Some(out)) => Returned::Flush {
+            conn,
+            out,
+            then,
+            notify,
+        },
         (Fate::KeepAlive, None) => Returned::Idle(conn),
         (Fate::Close, None) => {
             conn.shutdown_write();

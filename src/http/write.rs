@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 /// An answer the front end or the balancer gives itself: status, a short plain-text reason,
-/// maybe `Retry-After`.
+/// maybe `Retry-After`, and a short token for the access log (`reason=cl_te`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// HTTP status.
@@ -28,16 +28,44 @@ pub struct Refusal {
     pub reason: String,
     /// Seconds for a `Retry-After` header (429 and 503).
     pub retry_after: Option<u32>,
+    /// The reason as one lowercase word for logs and counters, e.g. `cl_te` or
+    /// `queue_timeout`. Default: one for the status (see [`Refusal::new`]).
+    pub code: &'static str,
 }
 
 impl Refusal {
-    /// A refusal without `Retry-After`.
+    /// A refusal without `Retry-After`, its code the status's: `bad_request` (400),
+    /// `forbidden` (403), `method` (405), `timeout` (408), `too_large` (413), `uri_too_long`
+    /// (414), `rate_limited` (429), `head_too_large` (431), `internal` (500), `bad_gateway`
+    /// (502), `unavailable` (503), `gateway_timeout` (504), `version` (505), else `refused`.
     pub fn new(status: u16, reason: impl Into<String>) -> Refusal {
+        let code = match status {
+            400 => "bad_request",
+            403 => "forbidden",
+            405 => "method",
+            408 => "timeout",
+            413 => "too_large",
+            414 => "uri_too_long",
+            429 => "rate_limited",
+            431 => "head_too_large",
+            500 => "internal",
+            502 => "bad_gateway",
+            503 => "unavailable",
+            504 => "gateway_timeout",
+            505 => "version",
+            _ => "refused",
+        };
         Refusal {
             status,
             reason: reason.into(),
             retry_after: None,
+            code,
         }
+    }
+
+    /// The same refusal with a more precise `code`.
+    pub fn coded(self, code: &'static str) -> Refusal {
+        Refusal { code, ..self }
     }
 
     /// A refusal with `Retry-After: seconds`.

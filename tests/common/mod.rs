@@ -1036,9 +1036,25 @@ impl LbProcess {
         config_lines: &[&str],
         nofile: Option<(u64, u64)>,
     ) -> LbProcess {
+        LbProcess::start(backends, config_lines, nofile, false)
+    }
+
+    /// [`LbProcess::spawn`] with the access log on, at `RUST_LOG=info`: its lines are in
+    /// [`LbProcess::stderr`].
+    pub fn spawn_logging(backends: &[String], config_lines: &[&str]) -> LbProcess {
+        LbProcess::start(backends, config_lines, None, true)
+    }
+
+    fn start(
+        backends: &[String],
+        config_lines: &[&str],
+        nofile: Option<(u64, u64)>,
+        access_log: bool,
+    ) -> LbProcess {
         let dir = TempDir::new("bin");
         let conf = dir.path().join("test.conf");
-        let mut text = String::from("health off\nslow_start off\naccess_log off\n");
+        let log = if access_log { "on" } else { "off" };
+        let mut text = format!("health off\nslow_start off\naccess_log {log}\n");
         for l in config_lines {
             text.push_str(l);
             text.push('\n');
@@ -1048,7 +1064,8 @@ impl LbProcess {
             .iter()
             .flat_map(|b| ["--backend".to_string(), b.clone()])
             .collect();
-        let (child, addr) = spawn_binary_with(dir.path(), &conf, &args, "warn", nofile);
+        let level = if access_log { "info" } else { "warn" };
+        let (child, addr) = spawn_binary_with(dir.path(), &conf, &args, level, nofile);
         LbProcess { child, addr, dir }
     }
 
@@ -1144,6 +1161,26 @@ impl LbProcess {
     /// What the process wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
+    }
+
+    /// Waits up to 10 s for an access-log line that contains every one of `parts`; returns it.
+    pub fn access_line(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.stderr();
+            let found = log
+                .lines()
+                .filter(|l| l.contains(" access: "))
+                .find(|l| parts.iter().all(|p| l.contains(p)));
+            if let Some(line) = found {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no access-log line with {parts:?} in:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
