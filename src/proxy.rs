@@ -230,7 +230,8 @@ pub struct Forwarded {
     pub in_flight: InFlight,
     /// Attempts made (1 when the first backend answered).
     pub attempts: u32,
-    /// The backends tried, in order, the one that answered last.
+    /// The backends tried, in order, the one that answered last, when there was more than one
+    /// attempt (else empty).
     pub via: Vec<Arc<Backend>>,
 }
 
@@ -250,7 +251,7 @@ pub struct Failed {
     pub backend: Option<Arc<Backend>>,
     /// Attempts made.
     pub attempts: u32,
-    /// The backends tried, in order.
+    /// The backends tried, in order, when there was more than one attempt (else empty).
     pub via: Vec<Arc<Backend>>,
     /// The client's request body could not be read completely (the client is gone or lied).
     pub client_fault: bool,
@@ -307,11 +308,17 @@ impl ClientBody<'_> {
         attempts: u32,
         via: &mut Vec<Arc<Backend>>,
     ) -> Failed {
+        let mut via = std::mem::take(via);
+        if let Some(b) = backend.as_ref().filter(|_| !via.is_empty()) {
+            if !via.last().is_some_and(|l| Arc::ptr_eq(l, b)) {
+                via.push(Arc::clone(b));
+            }
+        }
         Failed {
             refusal,
             backend,
             attempts,
-            via: std::mem::take(via),
+            via,
             client_fault: self.failed,
             body_read: self.read,
             body_done: self.done,
@@ -507,7 +514,6 @@ impl Proxy {
                 return Err(body.failure(refusal, backend, attempts, &mut via));
             };
             tried.push(backend.id);
-            via.push(Arc::clone(&backend));
             let outcome = Outcome::pending(self, Arc::clone(&backend));
             let in_flight = backend.begin();
             let started = Instant::now();
@@ -524,6 +530,9 @@ impl Proxy {
                         backend.stats.failures.fetch_add(1, Relaxed);
                     }
                     outcome.record(ok, latency);
+                    if !via.is_empty() {
+                        via.push(Arc::clone(&backend));
+                    }
                     return Ok(Forwarded {
                         status: answer.status,
                         headers: answer.headers,
@@ -576,6 +585,8 @@ impl Proxy {
             if !may_retry {
                 return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
+            // Only a retried request keeps the list, so that most requests allocate none.
+            via.push(Arc::clone(&backend));
             last = Some((refusal, backend));
         }
     }
