@@ -134,6 +134,9 @@ fn readiness(shared: &Shared) -> AdminResponse {
     if shared.draining.load(std::sync::atomic::Ordering::Relaxed) {
         return AdminResponse::text(503, "not ready: shutting down");
     }
+    if let Some((name, _)) = shared.threads.read().iter().find(|(_, alive)| !alive()) {
+        return AdminResponse::text(503, &format!("not ready: the {name} thread is not running"));
+    }
     let backends = shared.pool.backends();
     if backends.iter().any(|b| b.is_available()) {
         return AdminResponse::text(200, "ok");
@@ -209,6 +212,8 @@ pub struct View {
     pub front: crate::http::FrontStats,
     /// What the buffers between clients and workers hold.
     pub buffers: crate::http::BufferStats,
+    /// Panics caught (or fatal) since start, by thread kind.
+    pub panics: Vec<(&'static str, u64)>,
     /// `(status, count)` for every status sent.
     pub responses: Vec<(u16, u64)>,
     /// Cumulative request-duration buckets `(le seconds, count)`, the last one `+Inf`.
@@ -254,6 +259,7 @@ impl View {
             queue_depth: shared.queue_depth(),
             front: shared.front.stats(),
             buffers: shared.buffers.stats(),
+            panics: crate::supervise::panics(),
             responses: shared.metrics.responses_by_status(),
             duration_buckets,
             duration_sum,
@@ -335,6 +341,15 @@ pub fn status_json(v: &View) -> String {
         ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
         b.memory_bytes, b.file_bytes, b.spilled, b.full
     );
+    o.push_str(",\"thread_panics\":{");
+    for (i, (kind, n)) in v.panics.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        json_str(&mut o, kind);
+        let _ = write!(o, ":{n}");
+    }
+    o.push('}');
     let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
     let _ = write!(o, ",\"responses_total\":{total}");
     let _ = write!(o, ",\"retries\":{}", v.retries);
@@ -696,6 +711,15 @@ pub fn metrics_text(v: &View) -> String {
     }
     family(
         &mut o,
+        "lb_thread_panics_total",
+        "counter",
+        "Panics of long-lived threads, by kind (see supervise.rs: each survives or ends the process).",
+    );
+    for (kind, n) in &v.panics {
+        let _ = writeln!(o, "lb_thread_panics_total{{thread=\"{kind}\"}} {n}");
+    }
+    family(
+        &mut o,
         "lb_bans_active",
         "gauge",
         "Clients banned right now.",
@@ -766,6 +790,7 @@ mod tests {
                 file_bytes: 4096,
                 ..Default::default()
             },
+            panics: vec![("worker", 1)],
             responses: vec![(200, 5), (503, 1)],
             duration_buckets: vec![(0.1, 4), (f64::INFINITY, 6)],
             duration_sum: 0.25,
@@ -806,6 +831,7 @@ mod tests {
         assert_eq!(v["front"]["workers_busy"], 2);
         assert_eq!(v["front"]["answers_flushing"], 4);
         assert_eq!(v["buffers"]["file_bytes"], 4096);
+        assert_eq!(v["thread_panics"]["worker"], 1);
         assert_eq!(v["responses_total"], 6);
         assert_eq!(v["responses"]["503"], 1);
         assert_eq!(v["request_duration"]["count"], 6);
@@ -894,6 +920,14 @@ mod tests {
         let r = get(shared, "POST", "/status", None);
         assert_eq!(r.status, 405);
         assert!(r.headers.contains(&("Allow", "GET, HEAD".into())));
+
+        // Readiness follows the threads the balancer needs: one that is gone makes it 503.
+        assert_eq!(get(shared, "GET", "/health", None).status, 200);
+        shared.threads.write().push(("test", Box::new(|| false)));
+        let r = get(shared, "GET", "/health", None);
+        assert_eq!(r.status, 503);
+        assert!(String::from_utf8_lossy(&r.body).contains("the test thread is not running"));
+        shared.threads.write().pop();
 
         shared.config.write().admin_token = Some("s3cret".into());
         let r = get(shared, "GET", "/status", None);

@@ -29,6 +29,7 @@ pub mod resolver;
 pub mod retry;
 pub mod server;
 pub mod startup;
+pub mod supervise;
 pub mod transport;
 pub mod weights;
 pub mod yielding;
@@ -87,6 +88,9 @@ pub struct Shared {
     pub buffers: Arc<http::Buffers>,
     /// What the front end's workers and poller are doing.
     pub front: Arc<http::Gauges>,
+    /// The threads the balancer needs, each with a function that tells whether it runs: the
+    /// admin `/health` answers 503 while one does not.
+    pub threads: RwLock<Vec<(&'static str, supervise::Alive)>>,
     clock: Arc<dyn Clock>,
     next_id: AtomicU64,
     loader: Option<ConfigLoader>,
@@ -312,6 +316,7 @@ impl Balancer {
             queue_depth: RwLock::new(None),
             buffers: http::Buffers::new(config.buffers.clone()),
             front: Arc::new(http::Gauges::default()),
+            threads: RwLock::new(Vec::new()),
             clock: Arc::clone(&clock),
             next_id,
             loader,
@@ -334,6 +339,7 @@ impl Balancer {
             Arc::new(balancing),
         )?;
         *shared.queue_depth.write() = Some(front.queue_depth_fn());
+        shared.threads.write().push(("poller", front.alive_fn()));
         log::info!(
             "listening on {} with {} workers, up to {} connections",
             front.addr(),
@@ -373,6 +379,10 @@ impl Balancer {
         )
         .with_reload(Arc::clone(&shared) as Arc<dyn maintenance::Reload>);
         let maintenance = Maintenance::start(maintainer, clock)?;
+        shared
+            .threads
+            .write()
+            .push(("maintenance", maintenance.alive_fn()));
         Ok(Running {
             front,
             shared,

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
-use loadbalancer::{config, logging, startup, Balancer};
+use loadbalancer::{config, logging, startup, supervise, Balancer};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init();
+    supervise::inject_from_env();
     // Like nginx and HAProxy: the soft limit (often 1024) would cap the connections long before
     // the system does.
     match loadbalancer::http::limits::raise_descriptor_limit() {
@@ -111,13 +112,26 @@ fn main() -> ExitCode {
 
     let (events, next) = mpsc::channel();
     let forward = events.clone();
-    thread::spawn(move || {
-        for signal in signals.forever() {
-            if forward.send(Event::Signal(signal)).is_err() {
-                return;
+    let spawned = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            // Without this thread SIGTERM would not drain: a panic here ends the process.
+            let listened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for signal in signals.forever() {
+                    supervise::check_point(supervise::Thread::Signals);
+                    if forward.send(Event::Signal(signal)).is_err() {
+                        return;
+                    }
+                }
+            }));
+            if let Err(panic) = listened {
+                supervise::fatal(supervise::Thread::Signals, &*panic);
             }
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut running = Some(running);
     for event in next {
         match event {

@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,7 +22,9 @@ use crate::config::HealthConfig;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
+use crate::supervise::{self, Thread};
 use crate::weights;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// How often the maintenance thread wakes. 100 ms.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -163,7 +166,17 @@ impl Maintainer {
         let spawned = thread::Builder::new()
             .name(format!("check-{}", backend.name))
             .spawn(move || {
-                let _ = tx.send((id, health::probe(&agent, &url, timeout)));
+                // A check that panics still reports, as failed: its backend must not stay
+                // `checking`, never to be checked again.
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    supervise::check_point(Thread::HealthCheck);
+                    health::probe(&agent, &url, timeout)
+                }))
+                .unwrap_or_else(|panic| {
+                    supervise::survived(Thread::HealthCheck, "in a health check", &*panic);
+                    health::Outcome::Failed("the check panicked".into())
+                });
+                let _ = tx.send((id, outcome));
             });
         if let Err(e) = spawned {
             log::error!("cannot start a health check thread: {e}");
@@ -197,6 +210,16 @@ pub struct Maintenance {
     stop: Sender<()>,
     reload: Sender<()>,
     thread: Option<JoinHandle<()>>,
+    alive: Arc<AtomicBool>,
+}
+
+/// Sets its flag to false when dropped: at the end of the thread that holds it, however it ends.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
 }
 
 impl Maintenance {
@@ -204,10 +227,19 @@ impl Maintenance {
     pub fn start(mut maintainer: Maintainer, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let (stop, stopped) = bounded::<()>(1);
         let reload = maintainer.reload_tx.clone();
+        let alive = Arc::new(AtomicBool::new(true));
+        let flag = Alive(Arc::clone(&alive));
         let thread = thread::Builder::new()
             .name("maintenance".into())
             .spawn(move || loop {
-                maintainer.step(clock.now());
+                let _alive = &flag;
+                let stepped = catch_unwind(AssertUnwindSafe(|| {
+                    supervise::check_point(Thread::Maintenance);
+                    maintainer.step(clock.now())
+                }));
+                if let Err(panic) = stepped {
+                    supervise::survived(Thread::Maintenance, "in a maintenance tick", &*panic);
+                }
                 match stopped.recv_timeout(TICK) {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
@@ -217,7 +249,14 @@ impl Maintenance {
             stop,
             reload,
             thread: Some(thread),
+            alive,
         })
+    }
+
+    /// A function that tells whether the thread runs, for readiness.
+    pub fn alive_fn(&self) -> supervise::Alive {
+        let alive = Arc::clone(&self.alive);
+        Box::new(move || alive.load(Relaxed))
     }
 
     /// Asks for a reload at the next tick (SIGHUP). Several requests before it runs are one.

@@ -107,10 +107,18 @@ impl Notify {
 impl Drop for Notify {
     fn drop(&mut self) {
         if let Some(callback) = self.callback.take() {
-            callback(Delivered {
+            let delivered = Delivered {
                 complete: !self.failed && self.untaken == 0,
                 untaken: self.untaken,
-            });
+            };
+            // The callback is the handler's code, run on the poller or a worker: its panic is
+            // its own, not theirs.
+            let told =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(delivered)));
+            if let Err(panic) = told {
+                let kind = crate::supervise::Thread::Admission;
+                crate::supervise::survived(kind, "telling how an answer ended", &*panic);
+            }
         }
     }
 }

@@ -35,6 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::supervise::{self, Thread};
 use polling::{Event, Events};
 
 use super::chunked::ChunkedDecoder;
@@ -227,6 +230,7 @@ pub(crate) fn run(mut p: PollerThread) {
             log::error!("poller: {e}");
             std::thread::sleep(TICK);
         }
+        supervise::check_point(Thread::Poller);
         let now = Instant::now();
         p.take_returned(now);
         let awaited = p.shared.awaited.load(Relaxed);
@@ -437,7 +441,16 @@ impl PollerThread {
                 self.tell(&conn, Some(&head), &refusal, why, since, now);
                 return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
             }
-            if let Err(refusal) = self.shared.handler.admit(&head, framing) {
+            let handler = &self.shared.handler;
+            let admitted = catch_unwind(AssertUnwindSafe(|| {
+                supervise::check_point(Thread::Admission);
+                handler.admit(&head, framing)
+            }))
+            .unwrap_or_else(|panic| {
+                supervise::survived(Thread::Admission, "in the admission checks", &*panic);
+                Err(Refusal::new(500, "internal error").coded("panic"))
+            });
+            if let Err(refusal) = admitted {
                 let why = Refused::Admission;
                 self.tell(&conn, Some(&head), &refusal, why, since, now);
                 let to = AnswerTo {

@@ -23,6 +23,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+
+use crate::supervise::{self, Thread};
 use polling::Poller;
 
 use super::connection::Conn;
@@ -69,6 +71,8 @@ pub(crate) struct Shared {
     pub poller: Arc<Poller>,
     /// Graceful shutdown has begun.
     pub stopping: AtomicBool,
+    /// The poller thread runs (false once it has returned).
+    pub poller_alive: AtomicBool,
     /// The drain is over: the poller exits.
     pub finished: AtomicBool,
     /// Jobs taken from the channel so far (by workers, or by the poller for a queue timeout).
@@ -138,6 +142,7 @@ impl Server {
             gauges,
             poller,
             stopping: AtomicBool::new(false),
+            poller_alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
             taken: AtomicU64::new(0),
             awaited: AtomicUsize::new(0),
@@ -158,9 +163,17 @@ impl Server {
             .collect::<io::Result<Vec<_>>>()?;
         let state =
             PollerThread::new(listener, Arc::clone(&shared), jobs, queue.clone(), returned)?;
+        let alive = Arc::clone(&shared);
         let poller = thread::Builder::new()
             .name(format!("{name}-poller"))
-            .spawn(move || poller::run(state))?;
+            .spawn(move || {
+                // The poller's state is every connection's: after an unexpected panic it cannot
+                // be trusted, so the process ends and its supervisor starts a fresh one.
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| poller::run(state))) {
+                    supervise::fatal(Thread::Poller, &*panic);
+                }
+                alive.poller_alive.store(false, SeqCst);
+            })?;
         Ok(Server {
             addr,
             shared,
@@ -174,6 +187,13 @@ impl Server {
     /// The address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A function that tells whether the poller thread runs, for readiness: false if it has
+    /// ended while the server was not stopping.
+    pub fn alive_fn(&self) -> supervise::Alive {
+        let shared = Arc::clone(&self.shared);
+        Box::new(move || shared.poller_alive.load(SeqCst) || shared.stopping.load(SeqCst))
     }
 
     /// A function that tells how many requests wait for a worker, for status pages.
@@ -254,8 +274,16 @@ fn work(queue: &Receiver<Box<Job>>, shared: &Shared) {
             continue;
         }
         shared.gauges.workers_busy.fetch_add(1, Relaxed);
-        serve(shared, conn, request, body, &mut buf);
+        let key = conn.key;
+        let served = catch_unwind(AssertUnwindSafe(|| {
+            serve(shared, conn, request, body, &mut buf)
+        }));
         shared.gauges.workers_busy.fetch_sub(1, Relaxed);
+        if let Err(panic) = served {
+            // The connection was dropped (closed) in the unwinding: its slot is free again.
+            supervise::survived(Thread::Worker, "serving a request", &*panic);
+            let _ = shared.returns.send(Returned::Closed(key));
+        }
     }
 }
 
@@ -297,6 +325,7 @@ fn serve(
     body: Option<Spool>,
     buf: &mut Vec<u8>,
 ) {
+    supervise::check_point(Thread::Worker);
     let keep_alive = !shared.stopping.load(Relaxed);
     let head = &request.head;
     let mut ex = Exchange::new(
