@@ -20,10 +20,11 @@
 //!               poller: finishes the answer as the client takes it, then reads the next request
 //! ```
 //!
-//! Files: [`parse`] (heads and framing), [`limits`], [`chunked`] (request bodies), [`spool`]
-//! (the buffers between clients and workers), [`write`] (answers), [`gauges`], `connection.rs`
-//! (one socket and its buffer), `exchange.rs` (one request and its answer on a worker),
-//! `poller.rs` (the poller thread), `server.rs` (start, workers, shutdown).
+//! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
+//! `handoff.rs` (what passes between the poller and the workers), `worker.rs` (a worker
+//! thread), `exchange.rs` (one request and its answer on a worker), `connection.rs` (one socket
+//! and its buffer); [`parse`] (heads and framing), [`chunked`] (request bodies), [`spool`] (the
+//! buffers between clients and workers), [`write`] (answers), [`limits`], [`gauges`].
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
 //! follow a refused request are never read as a request. A closing connection is closed
@@ -36,11 +37,13 @@ mod exchange;
 #[cfg(test)]
 mod fuzz;
 pub mod gauges;
+mod handoff;
 pub mod limits;
 pub mod parse;
 mod poller;
 mod server;
 pub mod spool;
+mod worker;
 pub mod write;
 
 use std::net::SocketAddr;

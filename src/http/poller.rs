@@ -43,8 +43,8 @@ use polling::{Event, Events};
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
 use super::exchange::{expects_continue, Fate};
+use super::handoff::{closing, queue_timeout, Front, Job, Returned};
 use super::parse::{parse_head, Framing, Parsed};
-use super::server::{closing, queue_timeout, Job, Returned, Shared};
 use super::spool::{Full, Spool};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Notify, Refused, Request, LINGER};
@@ -162,7 +162,7 @@ struct Flush {
 
 /// The poller thread's state (see the module documentation).
 pub(crate) struct PollerThread {
-    shared: Arc<Shared>,
+    shared: Arc<Front>,
     listener: Option<TcpListener>,
     listener_armed: bool,
     accept_paused_until: Option<Instant>,
@@ -184,7 +184,7 @@ pub(crate) struct PollerThread {
 impl PollerThread {
     pub fn new(
         listener: TcpListener,
-        shared: Arc<Shared>,
+        shared: Arc<Front>,
         jobs: Sender<Box<Job>>,
         queue: Receiver<Box<Job>>,
         returned: Receiver<Returned>,
