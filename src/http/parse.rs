@@ -74,6 +74,19 @@ impl RequestHead {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The target's path: everything before `?` (`*` for `OPTIONS *`). The one place the
+    /// target is split: the filter, the admin pages and the access log all read it here.
+    pub fn path(&self) -> &str {
+        self.target
+            .split_once('?')
+            .map_or(self.target.as_str(), |(path, _)| path)
+    }
+
+    /// The target's query, after `?`, when there is one.
+    pub fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, query)| query)
+    }
+
     /// True when a `Connection` header lists `token` (case-insensitive).
     pub fn connection_has(&self, token: &str) -> bool {
         self.header_values("connection")

@@ -1,0 +1,212 @@
+//! The command line: flags, `--help`, `--version`, and how flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use super::words::{check_addr, pairs, parse_count, parse_duration, parse_on_off};
+use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
+
+/// What the command line asked for, besides the config.
+#[derive(Debug, Default)]
+pub struct Cli {
+    /// The merged configuration.
+    pub config: Config,
+    /// `--demo`: also start demo backends for the configured localhost ports.
+    pub demo: bool,
+    /// `--help` was given: print [`USAGE`] and exit.
+    pub help: bool,
+    /// `--version` was given: print the version and exit.
+    pub version: bool,
+    /// `--check` was given: print the effective configuration and exit without binding anything.
+    pub check: bool,
+    /// The backends are the built-in defaults (`localhost:8081..8083`): neither a config file
+    /// nor `--backend` named any. Worth a warning at start-up.
+    pub default_backends: bool,
+}
+
+/// The `--help` text: every option with its default.
+pub const USAGE: &str = "\
+loadbalancer: a synchronous HTTP/1.1 load balancer
+
+USAGE:
+    loadbalancer [OPTIONS]
+    loadbalancer --check [--config FILE] [OPTIONS]
+
+OPTIONS:
+    --config FILE            config file (default: ./loadbalancer.conf if it exists)
+    --listen ADDR            client-facing address (default 0.0.0.0:8080)
+    --backend URL[,weight=N] a backend, repeatable; replaces the file's backends
+                             (default http://localhost:8081..8083, weight 1);
+                             also --backend URL weight=N, as in the config file
+    --workers N              worker threads (default 64)
+    --queue N|off            most requests waiting for a worker before 503 at once
+                             (default off: one per connection; each waits up to
+                             `timeouts queue=`, default 5s)
+    --connect-timeout DUR    backend connect timeout (default 2s)
+    --response-timeout DUR   longest wait for a backend's answer; a timed-out request is
+                             not retried (default 30s; config: retries retry_timeouts=on)
+    --access-log on|off      one log line per request (default on)
+    --admin ADDR|off         dashboard, /status, /metrics, /health (default 127.0.0.1:9090)
+    --admin-token SECRET     token the admin listener requires (default none; needed off
+                             loopback)
+    --demo                   also run demo backends for localhost:8081.. backends
+    --check                  print the effective configuration and exit: 0 when valid,
+                             2 with file:line when not (binds nothing, like nginx -t)
+    --version                print the version
+    --help                   print this help
+
+Durations take ms, s, m or h (e.g. 500ms, 2s). Logging follows RUST_LOG (default info).
+Every setting, with the config file grammar, is documented in README.md.
+";
+
+/// The `--version` line: `loadbalancer X.Y.Z`.
+pub fn version() -> String {
+    format!("loadbalancer {}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Parses command-line arguments (without the program name) into a [`Cli`]. The config file
+/// (from `--config`, or `./loadbalancer.conf` when present) is read first, then flags override it.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Cli, ConfigError> {
+    parse_args_in(args, Path::new("."))
+}
+
+/// Flags that take a value.
+const VALUE_FLAGS: &[&str] = &[
+    "--config",
+    "--listen",
+    "--backend",
+    "--workers",
+    "--queue",
+    "--connect-timeout",
+    "--response-timeout",
+    "--access-log",
+    "--admin",
+    "--admin-token",
+];
+
+/// Parses a `--backend` value: the URL, then `weight=N` separated by a comma or blanks
+/// (`URL,weight=2`, `"URL weight=2"`).
+fn parse_backend_flag(value: &str) -> Result<BackendConfig, String> {
+    let mut parts = value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty());
+    let url = parts.next().unwrap_or_default();
+    let rest: Vec<&str> = parts.collect();
+    let mut weight = 1;
+    for (_, v) in pairs(&rest, &["weight"])? {
+        weight = parse_count(v, "weight", 1, 1000)? as u32;
+    }
+    BackendConfig::parse(url, weight)
+}
+
+/// [`parse_args`] with the directory in which the default config file is looked for.
+pub fn parse_args_in<I: IntoIterator<Item = String>>(
+    args: I,
+    dir: &Path,
+) -> Result<Cli, ConfigError> {
+    let flag_err = |flag: &str, message: String| ConfigError {
+        origin: flag.to_string(),
+        line: 0,
+        message,
+    };
+    let mut file: Option<PathBuf> = None;
+    let mut flags: Vec<(String, String)> = Vec::new();
+    let mut cli = Cli::default();
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "--help" | "-h" => cli.help = true,
+            "--version" | "-V" => cli.version = true,
+            "--check" => cli.check = true,
+            "--demo" => cli.demo = true,
+            flag if VALUE_FLAGS.contains(&flag) => {
+                let mut value = match inline {
+                    Some(v) => v,
+                    None => args
+                        .next()
+                        .ok_or_else(|| flag_err(&name, "needs a value".into()))?,
+                };
+                // `--backend URL weight=N`, as the config file writes it.
+                if name == "--backend" {
+                    while let Some(w) = args.next_if(|a| a.starts_with("weight=")) {
+                        value = format!("{value},{w}");
+                    }
+                }
+                if name == "--config" {
+                    file = Some(PathBuf::from(value));
+                } else {
+                    flags.push((name, value));
+                }
+            }
+            _ => return Err(flag_err(&arg, "unknown option (see --help)".to_string())),
+        }
+    }
+    if cli.help || cli.version {
+        // Answered without reading a config file, which may be broken.
+        return Ok(cli);
+    }
+    let default_file = dir.join(DEFAULT_CONFIG_FILE);
+    let (mut config, file_defaulted) = match file {
+        Some(f) => Config::read_noting_defaults(&f)?,
+        None if default_file.is_file() => Config::read_noting_defaults(&default_file)?,
+        None => (Config::default(), true),
+    };
+    let mut flag_backends = Vec::new();
+    for (name, value) in flags {
+        let e = |m: String| flag_err(&name, m);
+        match name.as_str() {
+            "--listen" => config.listen = check_addr(&value).map_err(e)?,
+            "--backend" => {
+                let b = parse_backend_flag(&value).map_err(e)?;
+                if flag_backends.iter().any(|x: &BackendConfig| x.url == b.url) {
+                    return Err(e(format!("backend {} is given twice", b.url)));
+                }
+                flag_backends.push(b);
+            }
+            "--workers" => {
+                config.workers = parse_count(&value, "workers", 1, 4096).map_err(e)? as usize
+            }
+            "--queue" => {
+                config.queue = if value == "off" {
+                    None
+                } else {
+                    Some(parse_count(&value, "queue", 1, 10_000_000).map_err(e)? as usize)
+                }
+            }
+            "--connect-timeout" | "--response-timeout" => {
+                let d = parse_duration(&value).map_err(e)?;
+                if d.is_zero() {
+                    return Err(e("must be more than zero".into()));
+                }
+                if name == "--connect-timeout" {
+                    config.connect_timeout = d
+                } else {
+                    config.response_timeout = d
+                }
+            }
+            "--access-log" => config.access_log = parse_on_off(&value, "access-log").map_err(e)?,
+            "--admin" => {
+                config.admin = if value == "off" {
+                    None
+                } else {
+                    Some(check_addr(&value).map_err(e)?)
+                }
+            }
+            "--admin-token" if value.is_empty() => return Err(e("must not be empty".into())),
+            "--admin-token" => config.admin_token = Some(value),
+            _ => unreachable!("flag list above"),
+        }
+    }
+    cli.default_backends = file_defaulted && flag_backends.is_empty();
+    if !flag_backends.is_empty() {
+        config.backends = flag_backends;
+    }
+    config
+        .validate()
+        .map_err(|m| flag_err("configuration", m))?;
+    cli.config = config;
+    Ok(cli)
+}

@@ -1,0 +1,355 @@
+//! Configuration: the line-based config file and the command-line flags, turned into one validated
+//! [`Config`].
+//!
+//! The file has one setting per line, `#` starts a comment, and a setting is a key followed by
+//! words, most of them `name=value` pairs (the same shape as HAProxy's and nginx's own files, so no
+//! parser dependency is needed):
+//!
+//! ```text
+//! listen    0.0.0.0:8080
+//! workers   64
+//! timeouts  connect=2s response=30s
+//! backend   http://localhost:8081 weight=5
+//! ```
+//!
+//! Every problem is reported as `file:line: problem` (see [`ConfigError`]). Flags override the file;
+//! `--backend` on the command line replaces the file's backends.
+
+//!
+//! Files: this one holds the settings themselves ([`Config`] and its parts) and the rules no
+//! single line can check; `words.rs` reads and writes durations, sizes and the like; `file.rs`
+//! is the file's grammar; `display.rs` writes a configuration back in it (`--check`); `cli.rs`
+//! reads the command line.
+
+mod cli;
+mod display;
+mod file;
+mod words;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::filter::FilterConfig;
+use crate::http::{BufferLimits, Limits};
+
+pub use cli::{parse_args, parse_args_in, version, Cli, USAGE};
+pub use display::HIDDEN_TOKEN;
+pub use words::{check_addr, format_duration, format_size, parse_duration, parse_size};
+pub(crate) use words::{pairs, parse_count};
+
+/// The config file read when `--config` is not given, if it exists in the working directory.
+pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";
+
+/// One backend as configured: where it is and its base weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// Base URL without a trailing slash, e.g. `http://localhost:8081`.
+    pub url: String,
+    /// Host part of the URL (a name or an IP literal; IPv6 without brackets).
+    pub host: String,
+    /// TCP port; 80 when the URL names none.
+    pub port: u16,
+    /// Base weight for the smooth weighted round-robin, 1..=1000. Default 1.
+    pub weight: u32,
+}
+
+impl BackendConfig {
+    /// Parses `http://host[:port]` plus a weight. Only plain `http` is supported: the balancer
+    /// terminates client connections and speaks HTTP/1.1 to backends on a trusted network.
+    pub fn parse(url: &str, weight: u32) -> Result<BackendConfig, String> {
+        if let Some(rest) = url.strip_prefix("https://") {
+            return Err(format!(
+                "backend URL {url:?}: TLS backends are not supported: use http://{rest} if the \
+                 backend also speaks plain HTTP, or put a TLS terminator in front of it (stunnel, \
+                 nginx) and list that terminator's http:// address"
+            ));
+        }
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("backend URL {url:?} must start with http://"))?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.is_empty() {
+            return Err(format!("backend URL {url:?} has no host"));
+        }
+        if authority.contains('/') || authority.contains('?') || authority.contains('#') {
+            return Err(format!(
+                "backend URL {url:?} must not have a path: requests keep their own path"
+            ));
+        }
+        if authority.contains('@') {
+            return Err(format!("backend URL {url:?} must not contain user info"));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("backend URL {url:?} has a bad host or port"))?;
+        if !(1..=1000).contains(&weight) {
+            return Err(format!("weight {weight} is out of range 1..1000"));
+        }
+        let url = if authority.starts_with('[') {
+            format!("http://[{host}]:{port}")
+        } else {
+            format!("http://{host}:{port}")
+        };
+        Ok(BackendConfig {
+            url,
+            host,
+            port,
+            weight,
+        })
+    }
+
+    /// `host:port`, the name used in logs, status and metrics.
+    pub fn name(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+}
+
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => 80,
+            None => return None,
+        };
+        return Some((host.to_string(), port));
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().ok()?),
+        None => (authority, 80),
+    };
+    let valid = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    (valid && port != 0).then(|| (host.to_string(), port))
+}
+
+/// Active health checks (`health` key). Defaults: HAProxy's `inter 2s rise 2 fall 3` with GET /health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Checks are on unless `health off`. Default on.
+    pub enabled: bool,
+    /// Path requested with GET. Default `/health`.
+    pub path: String,
+    /// Time between checks of one backend. Default 2 s.
+    pub interval: Duration,
+    /// A check slower than this fails. Default 1 s.
+    pub timeout: Duration,
+    /// Consecutive passes to become healthy. Default 2.
+    pub rise: u32,
+    /// Consecutive failures to become unhealthy. Default 3.
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            enabled: true,
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Circuit breaker (`breaker` key). Defaults: Envoy's `consecutive_5xx 5`, nginx's `fail_timeout 10s`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BreakerConfig {
+    /// Consecutive failures that open the breaker. Default 5.
+    pub failures: u32,
+    /// First open period; doubles on each re-open. Default 10 s.
+    pub cooldown: Duration,
+    /// Cap for the doubling cooldown. Default 5 min.
+    pub max_cooldown: Duration,
+    /// Backend statuses that count as failures, besides transport errors and timeouts.
+    /// Default 502, 503, 504.
+    pub failure_statuses: Vec<u16>,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            cooldown: Duration::from_secs(10),
+            max_cooldown: Duration::from_secs(300),
+            failure_statuses: vec![502, 503, 504],
+        }
+    }
+}
+
+/// The whole validated configuration. [`Config::default`] is what `cargo run` uses with no file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Where clients connect. Default `0.0.0.0:8080`.
+    pub listen: String,
+    /// Admin listener (dashboard, status, metrics); `None` when `admin off`. Default `127.0.0.1:9090`.
+    pub admin: Option<String>,
+    /// Bearer token the admin listener requires; mandatory when it is bound off loopback.
+    pub admin_token: Option<String>,
+    /// Worker threads that forward requests. Default 64.
+    pub workers: usize,
+    /// Time allowed to open a TCP connection to a backend. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Time allowed for a backend's response head, and between reads of its body. Default 30 s.
+    pub response_timeout: Duration,
+    /// Most requests waiting for a worker; beyond that, 503 at once. `None` (the default): one
+    /// per connection, so a request waits up to `queue_timeout` instead.
+    pub queue: Option<usize>,
+    /// Longest a client connection may wait for the first byte of a request (new or idle
+    /// keep-alive), and longest one read of a request body or one write of an answer may
+    /// stall. Default 60 s.
+    pub client_timeout: Duration,
+    /// Longest from the first byte of a request head to its end; slower gets 408. Default 10 s
+    /// (HAProxy `timeout http-request`).
+    pub head_timeout: Duration,
+    /// Longest a complete request waits for a worker; then 503. Default 5 s (HAProxy
+    /// `timeout queue`).
+    pub queue_timeout: Duration,
+    /// Longest from the end of a request's head to the end of its body while the poller
+    /// buffers it; slower gets 408. Default 60 s.
+    pub body_timeout: Duration,
+    /// `request_buffering on|off`: the poller reads each request body before a worker sees the
+    /// request (on, the default), or a worker streams it from the client (off: a slow client
+    /// then holds a worker). Like nginx's `proxy_request_buffering`.
+    pub request_buffering: bool,
+    /// `buffers memory= memory_total= temp_dir= temp_file= temp_total=`: what the buffers
+    /// between clients and workers may hold (see [`BufferLimits`]).
+    pub buffers: BufferLimits,
+    /// Longest request line; longer gets 414. Default 8 KiB.
+    pub max_request_line: usize,
+    /// Largest request head; larger gets 431. Default 16 KiB.
+    pub max_head: usize,
+    /// Most header fields in a request; more gets 431. Default 100.
+    pub max_headers: usize,
+    /// Most client connections at once; `None` derives it from the descriptor limit (see
+    /// [`crate::http::limits::default_max_connections`]).
+    pub max_connections: Option<usize>,
+    /// Extra attempts on other backends when that is safe. Default 2.
+    pub retries: u32,
+    /// Retries allowed as a percentage of requests. Default 20.
+    pub retry_budget_percent: u32,
+    /// `retries ... retry_timeouts=on`: retry an idempotent request on another backend after
+    /// one timed out holding it. Default off, so a client waits at most one response timeout
+    /// for an answer's head.
+    pub retry_timeouts: bool,
+    /// Active health checks.
+    pub health: HealthConfig,
+    /// Circuit breaker.
+    pub breaker: BreakerConfig,
+    /// Ramp-up time after a backend (re)joins; zero turns it off. Default 10 s.
+    pub slow_start: Duration,
+    /// One info line per request on the `access` log target. Default on.
+    pub access_log: bool,
+    /// How long a graceful shutdown waits for in-flight requests. Default 10 s.
+    pub drain_timeout: Duration,
+    /// The backends, in order. Default `localhost:8081..8083`, weight 1.
+    pub backends: Vec<BackendConfig>,
+    /// Request filtering (allow/deny, rate limits, bans, request rules). Default: none.
+    pub filter: FilterConfig,
+    /// The file this came from, if any (reloads read it again).
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let front = Limits::default();
+        Config {
+            listen: "0.0.0.0:8080".into(),
+            admin: Some("127.0.0.1:9090".into()),
+            admin_token: None,
+            workers: 64,
+            queue: None,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(30),
+            client_timeout: front.client_timeout,
+            head_timeout: front.head_timeout,
+            queue_timeout: front.queue_timeout,
+            body_timeout: front.body_timeout,
+            request_buffering: front.request_buffering,
+            buffers: BufferLimits::default(),
+            max_request_line: front.max_request_line,
+            max_head: front.max_head,
+            max_headers: front.max_headers,
+            max_connections: None,
+            retries: 2,
+            retry_budget_percent: 20,
+            retry_timeouts: false,
+            health: HealthConfig::default(),
+            breaker: BreakerConfig::default(),
+            slow_start: Duration::from_secs(10),
+            access_log: true,
+            drain_timeout: Duration::from_secs(10),
+            backends: (8081..=8083)
+                .map(|p| BackendConfig::parse(&format!("http://localhost:{p}"), 1).unwrap())
+                .collect(),
+            filter: FilterConfig::default(),
+            source: None,
+        }
+    }
+}
+
+/// A configuration problem, naming where it is: `file:line: problem`, or `--flag: problem`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `command line`.
+    pub origin: String,
+    /// 1-based line number in the file; 0 for flags and whole-file problems.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}: {}", self.origin, self.line, self.message)
+        } else {
+            write!(f, "{}: {}", self.origin, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Whole-config rules that no single line can check.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_request_line > self.max_head {
+            return Err(format!(
+                "limits: max_request_line ({}) must not be larger than max_head ({}): the request \
+                 line is part of the head",
+                format_size(self.max_request_line as u64),
+                format_size(self.max_head as u64)
+            ));
+        }
+        if let (Some(admin), None) = (&self.admin, &self.admin_token) {
+            let loopback = admin
+                .to_socket_addrs()
+                .map(|mut a| a.all(|a: SocketAddr| a.ip().is_loopback()))
+                .unwrap_or(false);
+            if !loopback {
+                return Err(format!(
+                    "admin listener {admin} is not on loopback, so it needs a token: admin {admin} token=SECRET in the config file, or --admin-token SECRET"
+                ));
+            }
+        }
+        if self.backends.is_empty() {
+            return Err("no backends configured".into());
+        }
+        if !self.buffers.temp_dir.is_dir() {
+            return Err(format!(
+                "buffers: temp_dir {} is not a directory",
+                self.buffers.temp_dir.display()
+            ));
+        }
+        self.filter.validate()?;
+        Ok(())
+    }
+}
