@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Vec::new()
     };
     let backends = cli.config.backends.clone();
-    let connect_timeout = cli.config.connect_timeout;
+    let connect_timeout = cli.config.timeouts.connect;
     // A reload reads the file again and applies the same flags on top, so flags keep winning.
     let loader: loadbalancer::ConfigLoader =
         Box::new(move || config::parse_args(args.clone()).map(|c| c.config));

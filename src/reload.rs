@@ -13,13 +13,44 @@ use crate::Config;
 
 pub(crate) fn proxy_settings(config: &Config) -> ProxySettings {
     ProxySettings {
-        connect_timeout: config.connect_timeout,
-        response_timeout: config.response_timeout,
-        retries: config.retries,
-        retry_timeouts: config.retry_timeouts,
+        connect_timeout: config.timeouts.connect,
+        response_timeout: config.timeouts.response,
+        retries: config.retries.count,
+        retry_timeouts: config.retries.on_timeout,
         failure_statuses: config.breaker.failure_statuses.clone(),
         idle_connections: config.workers.max(16),
-        max_request_head: config.max_head,
+        max_request_head: config.limits.max_head,
+    }
+}
+
+/// The settings a reload cannot change, because they shape sockets, threads and buffers
+/// made at start, with the words that name them: the one list of them. `new` keeps the running
+/// value of each, and a change is logged.
+fn keep_restart_only(new: &mut Config, current: &Config) {
+    macro_rules! keep {
+        ($($what:literal: $($field:ident).+;)*) => {$(
+            if new.$($field).+ != current.$($field).+ {
+                log::warn!(
+                    "reload: a change of {} needs a restart; keeping the running one",
+                    $what
+                );
+                new.$($field).+ = current.$($field).+.clone();
+            }
+        )*};
+    }
+    keep! {
+        "listen": listen;
+        "admin": admin;
+        "admin token=": admin_token;
+        "workers": workers;
+        "queue": queue;
+        "timeouts client=": timeouts.client;
+        "timeouts head=": timeouts.head;
+        "timeouts body=": timeouts.body;
+        "timeouts queue=": timeouts.queue;
+        "limits (the front end's: max_request_line=, max_head=, max_headers=, max_connections=)": limits;
+        "request_buffering": request_buffering;
+        "buffers": buffers;
     }
 }
 
@@ -43,67 +74,7 @@ impl Shared {
     pub fn apply(&self, mut new: Config) {
         let now = self.now();
         let mut current = self.config.write();
-        for (what, changed) in [
-            ("listen", new.listen != current.listen),
-            ("workers", new.workers != current.workers),
-            ("queue", new.queue != current.queue),
-            (
-                "timeouts client=, head=, body= or queue=",
-                (
-                    new.client_timeout,
-                    new.head_timeout,
-                    new.body_timeout,
-                    new.queue_timeout,
-                ) != (
-                    current.client_timeout,
-                    current.head_timeout,
-                    current.body_timeout,
-                    current.queue_timeout,
-                ),
-            ),
-            (
-                "request_buffering",
-                new.request_buffering != current.request_buffering,
-            ),
-            ("buffers", new.buffers != current.buffers),
-            (
-                "limits max_request_line=, max_head=, max_headers= or max_connections=",
-                (
-                    new.max_request_line,
-                    new.max_head,
-                    new.max_headers,
-                    new.max_connections,
-                ) != (
-                    current.max_request_line,
-                    current.max_head,
-                    current.max_headers,
-                    current.max_connections,
-                ),
-            ),
-            (
-                "admin",
-                new.admin != current.admin || new.admin_token != current.admin_token,
-            ),
-        ] {
-            if changed {
-                log::warn!("reload: a change of {what} needs a restart; keeping the running one");
-            }
-        }
-        new.listen = current.listen.clone();
-        new.workers = current.workers;
-        new.queue = current.queue;
-        new.client_timeout = current.client_timeout;
-        new.head_timeout = current.head_timeout;
-        new.queue_timeout = current.queue_timeout;
-        new.body_timeout = current.body_timeout;
-        new.request_buffering = current.request_buffering;
-        new.buffers = current.buffers.clone();
-        new.max_request_line = current.max_request_line;
-        new.max_head = current.max_head;
-        new.max_headers = current.max_headers;
-        new.max_connections = current.max_connections;
-        new.admin = current.admin.clone();
-        new.admin_token = current.admin_token.clone();
+        keep_restart_only(&mut new, &current);
 
         let old = self.pool.backends();
         let mut backends = Vec::with_capacity(new.backends.len());
@@ -145,7 +116,7 @@ impl Shared {
         // Give new backends their slow-start weight now rather than at the next tick.
         maintenance::update_weights(&self.pool.backends(), now, new.slow_start);
         self.proxy
-            .reconfigure(proxy_settings(&new), new.retry_budget_percent);
+            .reconfigure(proxy_settings(&new), new.retries.budget_percent);
         self.filter.reconfigure(new.filter.clone());
         self.access_log.store(new.access_log, Relaxed);
         *self.maintenance.write() = MaintenanceSettings {

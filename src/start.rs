@@ -66,7 +66,7 @@ impl Balancer {
             Arc::clone(&pool),
             resilience.clone(),
             resilience,
-            RetryBudget::new(config.retry_budget_percent),
+            RetryBudget::new(config.retries.budget_percent),
             proxy_settings(&config),
         ));
         let shared = Arc::new(Shared {
@@ -190,19 +190,20 @@ fn bind(addr: &str, what: &str) -> io::Result<TcpListener> {
     })
 }
 
-/// The front end's limits from `config`.
+/// The front end's limits from `config`: its timeouts, its head limits, how it buffers.
 pub fn front_limits(config: &Config) -> http::Limits {
+    let (t, l) = (&config.timeouts, &config.limits);
     http::Limits {
-        max_request_line: config.max_request_line,
-        max_head: config.max_head,
-        max_headers: config.max_headers,
-        head_timeout: config.head_timeout,
-        client_timeout: config.client_timeout,
-        queue_timeout: config.queue_timeout,
-        body_timeout: config.body_timeout,
+        max_request_line: l.max_request_line,
+        max_head: l.max_head,
+        max_headers: l.max_headers,
+        head_timeout: t.head,
+        client_timeout: t.client,
+        queue_timeout: t.queue,
+        body_timeout: t.body,
         request_buffering: config.request_buffering,
         max_queue: config.queue,
-        max_connections: config
+        max_connections: l
             .max_connections
             .unwrap_or_else(|| default_max_connections(descriptor_limit(), config.workers)),
     }

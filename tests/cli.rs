@@ -150,7 +150,7 @@ fn check_prints_the_effective_configuration_and_binds_nothing() {
     let printed = Config::parse(&stdout, "printed").expect("--check output parses");
     assert_eq!(printed.listen, listen);
     assert_eq!(printed.workers, 8);
-    assert!(printed.retry_timeouts);
+    assert!(printed.retries.on_timeout);
     assert_eq!(printed.filter.deny_paths, ["/.git"]);
     assert_eq!(printed.backends.len(), 1, "--backend replaces the file's");
     assert_eq!(

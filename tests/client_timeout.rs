@@ -29,7 +29,7 @@ fn read_until_closed(mut s: TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
 
 fn lb_with_client_timeout(backend: &Backend) -> Lb {
     Lb::start(&[(backend, 1)], |c| {
-        c.client_timeout = Duration::from_secs(1)
+        c.timeouts.client = Duration::from_secs(1)
     })
 }
 

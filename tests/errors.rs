@@ -52,7 +52,7 @@ fn gateway_timeout_when_the_backend_is_slower_than_the_response_timeout() {
         reply(out, 200, &[], b"too late")
     });
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.response_timeout = Duration::from_millis(300);
+        c.timeouts.response = Duration::from_millis(300);
         c.drain_timeout = Duration::from_millis(100);
     });
     let started = Instant::now();
@@ -254,7 +254,7 @@ fn an_incomplete_backend_head_is_a_bad_gateway() {
         out.write_all(b"HTTP/1.1 200 OK\r\nContent-Le")?;
         out.shutdown(Shutdown::Both)
     });
-    let lb = Lb::start(&[(&backend, 1)], |c| c.retries = 0);
+    let lb = Lb::start(&[(&backend, 1)], |c| c.retries.count = 0);
     let r = common::get(lb.addr, "/broken");
     assert_own_error(&r, 502);
 }

@@ -72,8 +72,8 @@ fn statuses(addr: SocketAddr, raw: &[u8]) -> Vec<u16> {
 fn mutated_requests_get_answers_or_a_close_never_a_hang_or_a_panic() {
     let backend = Backend::answering("ok");
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.head_timeout = Duration::from_secs(2);
-        c.client_timeout = Duration::from_secs(2);
+        c.timeouts.head = Duration::from_secs(2);
+        c.timeouts.client = Duration::from_secs(2);
     });
     let started = Instant::now();
     let mut cases = 0;

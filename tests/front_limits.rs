@@ -133,7 +133,7 @@ fn an_endless_header_is_refused_before_it_ends() {
 fn a_head_that_takes_too_long_gets_408() {
     let backend = Backend::answering("ok");
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.head_timeout = Duration::from_secs(1);
+        c.timeouts.head = Duration::from_secs(1);
     });
     let mut client = Client::connect(lb.addr);
     let started = Instant::now();
@@ -164,9 +164,9 @@ fn a_head_that_takes_too_long_gets_408() {
 fn limits_are_configurable() {
     let backend = Backend::answering("ok");
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.max_request_line = 256;
-        c.max_head = 1024;
-        c.max_headers = 5;
+        c.limits.max_request_line = 256;
+        c.limits.max_head = 1024;
+        c.limits.max_headers = 5;
     });
     let status = |raw: String| refused(&lb, raw.as_bytes()).0;
     let target = format!("/{}", "a".repeat(300));

@@ -122,7 +122,7 @@ fn slow_header_clients_are_closed_by_the_head_timeout_while_others_are_served() 
     }
     let backend = Backend::answering("ok");
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.head_timeout = Duration::from_secs(2);
+        c.timeouts.head = Duration::from_secs(2);
     });
     let started = Instant::now();
     let mut slow: Vec<TcpStream> = (0..SLOW)

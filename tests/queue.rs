@@ -144,7 +144,7 @@ fn a_request_waits_up_to_the_queue_timeout_then_gets_503() {
     // One worker, stuck on the held request: only the poller can answer the waiting one.
     let lb = Lb::start(&[(&backend, 1)], |c| {
         c.workers = 1;
-        c.queue_timeout = Duration::from_millis(500);
+        c.timeouts.queue = Duration::from_millis(500);
     });
     let (tx, rx) = mpsc::channel::<Report>();
     let send = |i: usize| send(lb.addr, i, &gate, &tx);

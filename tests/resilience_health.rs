@@ -319,7 +319,7 @@ fn all_backends_marked_down_by_health_checks_get_503_with_retry_after_at_once() 
     let nodes = [Node::start("a"), Node::start("b")];
     let mut config = config_for(&[(&nodes[0], 1), (&nodes[1], 1)]);
     fast_health(&mut config);
-    let connect_timeout = config.connect_timeout;
+    let connect_timeout = config.timeouts.connect;
     let lb = Lb::with_config(config);
     let r = common::get(lb.addr, "/before");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -370,7 +370,7 @@ fn all_backends_refusing_connections_answer_502_then_503_quickly() {
     // Health checks off: the balancer still tries the backends, and each refuses at once.
     let nodes = [Node::start("a"), Node::start("b")];
     let config = config_for(&[(&nodes[0], 1), (&nodes[1], 1)]);
-    let connect_timeout = config.connect_timeout;
+    let connect_timeout = config.timeouts.connect;
     for n in &nodes {
         n.kill();
     }

@@ -24,8 +24,8 @@ fn silent() -> Backend {
 /// picks the first backend first); returns the status, body and time taken.
 fn get_through(silent: &Backend, live: &Backend, retry_timeouts: bool) -> (u16, String, Duration) {
     let lb = Lb::start(&[(silent, 1), (live, 1)], |c| {
-        c.response_timeout = RESPONSE_TIMEOUT;
-        c.retry_timeouts = retry_timeouts;
+        c.timeouts.response = RESPONSE_TIMEOUT;
+        c.retries.on_timeout = retry_timeouts;
         c.drain_timeout = Duration::from_millis(100);
     });
     let started = Instant::now();

@@ -127,23 +127,29 @@ fn attack(lb: &Lb, n: usize, gets: usize, within: Duration) -> Duration {
             }
         })
     };
-    // Stalled readers: a 4 MiB answer each, of which they read nothing.
-    let readers: Vec<TcpStream> = (0..n)
-        .map(|_| {
+    wait_until(
+        "every slow upload buffering",
+        Duration::from_secs(60),
+        || stats(lb).0.bodies_buffering >= n,
+    );
+    // Stalled readers: a 4 MiB answer each, of which they read nothing. In batches: each answer
+    // takes a worker a moment to fetch, and on a busy machine a thousand at once would wait
+    // longer than `timeouts queue=` before the attack is even in place.
+    let mut readers: Vec<TcpStream> = Vec::new();
+    while readers.len() < n {
+        for _ in 0..25.min(n - readers.len()) {
             let mut s = small_window(lb.addr);
             s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
                 .unwrap();
-            s
-        })
-        .collect();
-    wait_until(
-        "every slow upload buffering and every stalled answer with the poller",
-        Duration::from_secs(60),
-        || {
-            let (front, _) = stats(lb);
-            front.bodies_buffering >= n && front.answers_flushing >= n
-        },
-    );
+            readers.push(s);
+        }
+        let opened = readers.len();
+        wait_until(
+            "the stalled answers with the poller",
+            Duration::from_secs(60),
+            || stats(lb).0.answers_flushing >= opened,
+        );
+    }
     let (front, buffers) = stats(lb);
     eprintln!(
         "{n} slow uploads and {n} stalled readers set up in {:?}: {front:?} {buffers:?}",
@@ -222,7 +228,7 @@ fn with_request_buffering_off_slow_uploads_hold_the_workers() {
     let lb = Lb::start(&[(&backend, 1)], |c| {
         c.workers = 4;
         c.request_buffering = false;
-        c.queue_timeout = Duration::from_millis(500);
+        c.timeouts.queue = Duration::from_millis(500);
     });
     let uploads: Vec<TcpStream> = (0..4)
         .map(|_| {
@@ -273,7 +279,7 @@ fn a_streamed_answer_reaches_the_client_piece_by_piece() {
 fn a_body_slower_than_the_body_timeout_gets_408() {
     let backend = backend();
     let lb = Lb::start(&[(&backend, 1)], |c| {
-        c.body_timeout = Duration::from_secs(1);
+        c.timeouts.body = Duration::from_secs(1);
     });
     let mut s = TcpStream::connect(lb.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

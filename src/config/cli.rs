@@ -182,9 +182,9 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                     return Err(e("must be more than zero".into()));
                 }
                 if name == "--connect-timeout" {
-                    config.connect_timeout = d
+                    config.timeouts.connect = d
                 } else {
-                    config.response_timeout = d
+                    config.timeouts.response = d
                 }
             }
             "--access-log" => config.access_log = parse_on_off(&value, "access-log").map_err(e)?,

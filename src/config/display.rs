@@ -30,22 +30,22 @@ impl fmt::Display for Config {
         writeln!(
             f,
             "timeouts      connect={} response={} client={} head={} body={} queue={}",
-            d(self.connect_timeout),
-            d(self.response_timeout),
-            d(self.client_timeout),
-            d(self.head_timeout),
-            d(self.body_timeout),
-            d(self.queue_timeout)
+            d(self.timeouts.connect),
+            d(self.timeouts.response),
+            d(self.timeouts.client),
+            d(self.timeouts.head),
+            d(self.timeouts.body),
+            d(self.timeouts.queue)
         )?;
         let mut limits = vec![
             format!(
                 "max_request_line={}",
-                format_size(self.max_request_line as u64)
+                format_size(self.limits.max_request_line as u64)
             ),
-            format!("max_head={}", format_size(self.max_head as u64)),
-            format!("max_headers={}", self.max_headers),
+            format!("max_head={}", format_size(self.limits.max_head as u64)),
+            format!("max_headers={}", self.limits.max_headers),
         ];
-        if let Some(n) = self.max_connections {
+        if let Some(n) = self.limits.max_connections {
             limits.push(format!("max_connections={n}"));
         }
         limits.extend(self.filter.limits_words());
@@ -53,9 +53,9 @@ impl fmt::Display for Config {
         writeln!(
             f,
             "retries       {} budget={}% retry_timeouts={}",
-            self.retries,
-            self.retry_budget_percent,
-            on_off(self.retry_timeouts)
+            self.retries.count,
+            self.retries.budget_percent,
+            on_off(self.retries.on_timeout)
         )?;
         let h = &self.health;
         if h.enabled {

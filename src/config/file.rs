@@ -61,15 +61,15 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                     return Err(format!("{k} timeout must be more than zero"));
                 }
                 match k {
-                    "connect" => config.connect_timeout = d,
-                    "response" => config.response_timeout = d,
-                    "head" => config.head_timeout = d,
-                    "body" => config.body_timeout = d,
-                    "queue" => config.queue_timeout = d,
+                    "connect" => config.timeouts.connect = d,
+                    "response" => config.timeouts.response = d,
+                    "head" => config.timeouts.head = d,
+                    "body" => config.timeouts.body = d,
+                    "queue" => config.timeouts.queue = d,
                     _ if d < Duration::from_secs(1) => {
                         return Err("client timeout must be at least 1s".into())
                     }
-                    _ => config.client_timeout = d,
+                    _ => config.timeouts.client = d,
                 }
             }
         }
@@ -88,14 +88,14 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
             for (k, v) in pairs(&front, &FRONT_LIMITS)? {
                 match k {
                     "max_request_line" => {
-                        config.max_request_line = parse_size_in(v, k, 256, 1 << 20)?
+                        config.limits.max_request_line = parse_size_in(v, k, 256, 1 << 20)?
                     }
-                    "max_head" => config.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
+                    "max_head" => config.limits.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
                     "max_headers" => {
-                        config.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize
+                        config.limits.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize
                     }
                     _ => {
-                        config.max_connections =
+                        config.limits.max_connections =
                             Some(parse_count(v, "max_connections", 1, 10_000_000)? as usize)
                     }
                 }
@@ -106,16 +106,16 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         }
         "retries" => {
             let (n, rest) = words.split_first().ok_or("retries takes a count")?;
-            config.retries = parse_count(n, "retries", 0, 10)? as u32;
+            config.retries.count = parse_count(n, "retries", 0, 10)? as u32;
             for (k, v) in pairs(rest, &["budget", "retry_timeouts"])? {
                 if k == "retry_timeouts" {
-                    config.retry_timeouts = parse_on_off(v, "retry_timeouts")?;
+                    config.retries.on_timeout = parse_on_off(v, "retry_timeouts")?;
                     continue;
                 }
                 let pct = v
                     .strip_suffix('%')
                     .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
-                config.retry_budget_percent = parse_count(pct, "budget", 0, 100)? as u32;
+                config.retries.budget_percent = parse_count(pct, "budget", 0, 100)? as u32;
             }
         }
         "health" => {

@@ -184,6 +184,55 @@ impl Default for BreakerConfig {
     }
 }
 
+/// The `timeouts` line: how long each wait may last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `connect=`: opening a TCP connection to a backend. Default 2 s.
+    pub connect: Duration,
+    /// `response=`: a backend's response head, and each read of its body. Default 30 s.
+    pub response: Duration,
+    /// `client=`: a connection waiting for the first byte of a request (new or idle keep-alive),
+    /// a request body pausing, a client taking nothing of an answer. Default 60 s.
+    pub client: Duration,
+    /// `head=`: from the first byte of a request head to its end; slower gets 408. Default 10 s
+    /// (HAProxy `timeout http-request`).
+    pub head: Duration,
+    /// `body=`: from the end of a request's head to the end of its body while the poller
+    /// buffers it; slower gets 408. Default 60 s.
+    pub body: Duration,
+    /// `queue=`: a complete request waiting for a worker; then 503. Default 5 s (HAProxy
+    /// `timeout queue`).
+    pub queue: Duration,
+}
+
+/// The front end's words of the `limits` line: how large a request head may be, and how many
+/// connections may be open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// `max_request_line=`: longer gets 414. Default 8 KiB.
+    pub max_request_line: usize,
+    /// `max_head=`: larger gets 431. Default 16 KiB.
+    pub max_head: usize,
+    /// `max_headers=`: more fields get 431. Default 100.
+    pub max_headers: usize,
+    /// `max_connections=`: most client connections at once; `None` derives it from the
+    /// descriptor limit (see [`crate::http::limits::default_max_connections`]).
+    pub max_connections: Option<usize>,
+}
+
+/// The `retries` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retries {
+    /// Extra attempts on other backends when that is safe. Default 2.
+    pub count: u32,
+    /// `budget=`: retries allowed as a percentage of requests. Default 20.
+    pub budget_percent: u32,
+    /// `retry_timeouts=on`: retry an idempotent request on another backend after one timed out
+    /// holding it. Default off, so a client waits at most one response timeout for an answer's
+    /// head.
+    pub on_timeout: bool,
+}
+
 /// The whole validated configuration. [`Config::default`] is what `cargo run` uses with no file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -195,26 +244,13 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// Worker threads that forward requests. Default 64.
     pub workers: usize,
-    /// Time allowed to open a TCP connection to a backend. Default 2 s.
-    pub connect_timeout: Duration,
-    /// Time allowed for a backend's response head, and between reads of its body. Default 30 s.
-    pub response_timeout: Duration,
     /// Most requests waiting for a worker; beyond that, 503 at once. `None` (the default): one
-    /// per connection, so a request waits up to `queue_timeout` instead.
+    /// per connection, so a request waits up to `timeouts queue=` instead.
     pub queue: Option<usize>,
-    /// Longest a client connection may wait for the first byte of a request (new or idle
-    /// keep-alive), and longest one read of a request body or one write of an answer may
-    /// stall. Default 60 s.
-    pub client_timeout: Duration,
-    /// Longest from the first byte of a request head to its end; slower gets 408. Default 10 s
-    /// (HAProxy `timeout http-request`).
-    pub head_timeout: Duration,
-    /// Longest a complete request waits for a worker; then 503. Default 5 s (HAProxy
-    /// `timeout queue`).
-    pub queue_timeout: Duration,
-    /// Longest from the end of a request's head to the end of its body while the poller
-    /// buffers it; slower gets 408. Default 60 s.
-    pub body_timeout: Duration,
+    /// The `timeouts` line.
+    pub timeouts: Timeouts,
+    /// The front end's part of the `limits` line (the filter's part is in [`Config::filter`]).
+    pub limits: HeadLimits,
     /// `request_buffering on|off`: the poller reads each request body before a worker sees the
     /// request (on, the default), or a worker streams it from the client (off: a slow client
     /// then holds a worker). Like nginx's `proxy_request_buffering`.
@@ -222,23 +258,8 @@ pub struct Config {
     /// `buffers memory= memory_total= temp_dir= temp_file= temp_total=`: what the buffers
     /// between clients and workers may hold (see [`BufferLimits`]).
     pub buffers: BufferLimits,
-    /// Longest request line; longer gets 414. Default 8 KiB.
-    pub max_request_line: usize,
-    /// Largest request head; larger gets 431. Default 16 KiB.
-    pub max_head: usize,
-    /// Most header fields in a request; more gets 431. Default 100.
-    pub max_headers: usize,
-    /// Most client connections at once; `None` derives it from the descriptor limit (see
-    /// [`crate::http::limits::default_max_connections`]).
-    pub max_connections: Option<usize>,
-    /// Extra attempts on other backends when that is safe. Default 2.
-    pub retries: u32,
-    /// Retries allowed as a percentage of requests. Default 20.
-    pub retry_budget_percent: u32,
-    /// `retries ... retry_timeouts=on`: retry an idempotent request on another backend after
-    /// one timed out holding it. Default off, so a client waits at most one response timeout
-    /// for an answer's head.
-    pub retry_timeouts: bool,
+    /// The `retries` line.
+    pub retries: Retries,
     /// Active health checks.
     pub health: HealthConfig,
     /// Circuit breaker.
@@ -266,21 +287,27 @@ impl Default for Config {
             admin_token: None,
             workers: 64,
             queue: None,
-            connect_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(30),
-            client_timeout: front.client_timeout,
-            head_timeout: front.head_timeout,
-            queue_timeout: front.queue_timeout,
-            body_timeout: front.body_timeout,
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                response: Duration::from_secs(30),
+                client: front.client_timeout,
+                head: front.head_timeout,
+                body: front.body_timeout,
+                queue: front.queue_timeout,
+            },
+            limits: HeadLimits {
+                max_request_line: front.max_request_line,
+                max_head: front.max_head,
+                max_headers: front.max_headers,
+                max_connections: None,
+            },
             request_buffering: front.request_buffering,
             buffers: BufferLimits::default(),
-            max_request_line: front.max_request_line,
-            max_head: front.max_head,
-            max_headers: front.max_headers,
-            max_connections: None,
-            retries: 2,
-            retry_budget_percent: 20,
-            retry_timeouts: false,
+            retries: Retries {
+                count: 2,
+                budget_percent: 20,
+                on_timeout: false,
+            },
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),
@@ -321,12 +348,13 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Whole-config rules that no single line can check.
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_request_line > self.max_head {
+        let limits = &self.limits;
+        if limits.max_request_line > limits.max_head {
             return Err(format!(
                 "limits: max_request_line ({}) must not be larger than max_head ({}): the request \
                  line is part of the head",
-                format_size(self.max_request_line as u64),
-                format_size(self.max_head as u64)
+                format_size(limits.max_request_line as u64),
+                format_size(limits.max_head as u64)
             ));
         }
         if let (Some(admin), None) = (&self.admin, &self.admin_token) {

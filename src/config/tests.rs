@@ -13,8 +13,8 @@ fn defaults_match_design() {
     assert_eq!(c.admin.as_deref(), Some("127.0.0.1:9090"));
     assert_eq!(c.backends.len(), 3);
     assert_eq!(c.backends[0].url, "http://localhost:8081");
-    assert_eq!(c.connect_timeout, Duration::from_secs(2));
-    assert_eq!(c.response_timeout, Duration::from_secs(30));
+    assert_eq!(c.timeouts.connect, Duration::from_secs(2));
+    assert_eq!(c.timeouts.response, Duration::from_secs(30));
     assert_eq!((c.health.rise, c.health.fall), (2, 3));
     assert_eq!(c.breaker.failures, 5);
 }
@@ -39,7 +39,7 @@ backend   http://localhost:8082 weight=5
     assert_eq!(c.backends.len(), 2);
     assert_eq!(c.backends[1].weight, 5);
     assert_eq!(c.breaker.max_cooldown, Duration::from_secs(300));
-    assert_eq!(c.retry_budget_percent, 20);
+    assert_eq!(c.retries.budget_percent, 20);
 }
 
 #[test]
@@ -134,10 +134,10 @@ fn args(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn retry_timeouts_is_off_by_default_and_set_on_the_retries_line() {
-    assert!(!Config::default().retry_timeouts);
+    assert!(!Config::default().retries.on_timeout);
     let c = Config::parse("retries 2 budget=20% retry_timeouts=on\n", "x").unwrap();
-    assert!(c.retry_timeouts);
-    assert_eq!(c.retry_budget_percent, 20);
+    assert!(c.retries.on_timeout);
+    assert_eq!(c.retries.budget_percent, 20);
     assert!(err("retries 2 retry_timeouts=yes\n").contains("retry_timeouts must be on or off"));
 }
 
