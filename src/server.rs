@@ -288,7 +288,7 @@ impl Read for Counted {
     }
 }
 
-/// The admin listener's handler: the dashboard, `/status` and `/metrics` (see `admin.rs`).
+/// The admin listener's handler: the dashboard, `/status` and `/metrics` (see `admin/`).
 pub struct AdminPages {
     /// What the pages show.
     pub shared: Arc<Shared>,
