@@ -25,12 +25,10 @@ pub mod metrics;
 pub mod percent;
 pub mod pool;
 pub mod proxy;
-pub mod resolver;
 pub mod retry;
 pub mod server;
 pub mod startup;
 pub mod supervise;
-pub mod transport;
 pub mod weights;
 pub mod yielding;
 
@@ -41,6 +39,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::Config;
+// Compatibility: the backend transport and name cache now live in `proxy/` (the upstream side of
+// forwarding); these paths keep code written against `crate::resolver` and `crate::transport`
+// compiling.
+pub use proxy::{resolver, transport};
 
 use parking_lot::{Mutex, RwLock};
 

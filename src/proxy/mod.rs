@@ -23,6 +23,9 @@
 //!   retried (unless [`ProxySettings::retry_timeouts`]): the response timeout is then the longest
 //!   a client waits for the answer's head, as with HAProxy's `timeout server`.
 
+pub mod resolver;
+pub mod transport;
+
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
@@ -35,9 +38,9 @@ use parking_lot::RwLock;
 use crate::backend::{Backend, InFlight};
 use crate::http::{Framing, Refusal, RequestHead};
 use crate::pool::{Availability, Pool};
-use crate::resolver::CachingResolver;
 use crate::retry::RetryBudget;
-use crate::transport::BackendConnector;
+use resolver::CachingResolver;
+use transport::BackendConnector;
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
