@@ -12,6 +12,7 @@
 //! thread and a worker pool) and [`server`] connects the two.
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod breaker;
 pub mod clock;
