@@ -1,14 +1,15 @@
 //! Forwarding one request: the HTTP rules a proxy must keep, retries, and error mapping.
 //!
-//! This file works on the front end's parsed request head ([`RequestHead`]) and plain
+//! This folder works on the front end's parsed request head ([`RequestHead`]) and plain
 //! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` connects it
-//! to the front end (`http/`).
+//! to the front end (`http/`). What a request may not be at all (`CONNECT`, a target that is not
+//! a path) was refused before, at admission (`admission.rs`).
 //!
 //! What it guarantees (RFC 9110 / 9112):
 //! - Transparency: method, request target (byte for byte), Host and end-to-end headers (values
 //!   byte for byte, obs-text included), repeated headers, statuses and bodies pass through
 //!   unchanged; redirects are not followed and bodies are not decompressed. An absolute-form
-//!   target reaches this file already in origin form (`http::parse`); `OPTIONS *` is sent as is.
+//!   target reaches the proxy already in origin form (`http::parse`); `OPTIONS *` is sent as is.
 //! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
 //!   are removed in both directions.
@@ -22,141 +23,44 @@
 //! - A backend that took the request and did not answer within the response timeout is not
 //!   retried (unless [`ProxySettings::retry_timeouts`]): the response timeout is then the longest
 //!   a client waits for the answer's head, as with HAProxy's `timeout server`.
+//!
+//! This file is [`Proxy::forward`], read top to bottom: pick a backend, attempt, record how it
+//! went, retry on another backend when that is safe. Beside it: `headers.rs` (hop-by-hop and
+//! `X-Forwarded-*`), `client_body.rs` (the client's body, and whose fault a broken upload is),
+//! `outcome.rs` (what an attempt and a forward end in), and the upstream side: `upstream.rs`
+//! (one ureq agent per backend), `transport.rs` (the TCP connector) and `resolver.rs` (the name
+//! cache).
 
+mod client_body;
+mod headers;
+mod outcome;
 pub mod resolver;
 pub mod transport;
+mod upstream;
+
+pub use headers::{backend_request_headers, HeaderPair, ResponseHeaders};
+pub use outcome::{Failed, Forwarded};
 
 // Compatibility: `check_request` runs at admission, on the poller, and so lives in
 // `admission.rs`; this path keeps code written against `proxy::check_request` compiling.
 #[doc(no_inline)]
 pub use crate::admission::check_request;
 
-use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Read};
+use std::collections::HashSet;
+use std::io::Read;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::backend::{Backend, InFlight};
+use crate::backend::Backend;
 use crate::http::{Framing, Refusal, RequestHead};
 use crate::pool::{Availability, Pool};
 use crate::retry::RetryBudget;
-use resolver::CachingResolver;
-use transport::BackendConnector;
-
-/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Headers the balancer sets itself on the way to the backend.
-const SET_BY_PROXY: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
-
-/// True when `name` must not be forwarded, given the `Connection` header values of the message.
-fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
-}
-
-/// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
-/// proxy sets, plus `X-Forwarded-For` (the client's chain with `client` appended),
-/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
-/// because the front end has already answered it. The client's headers are borrowed from
-/// `head`, not copied: the HTTP library copies them once into the request it sends.
-pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
-    // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
-    // them still count.
-    let connection: Vec<Cow<'_, str>> = head
-        .header_values("connection")
-        .map(String::from_utf8_lossy)
-        .collect();
-    let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
-    for (name, value) in &head.headers {
-        if is_hop_by_hop(name, &mut connection.iter().map(|c| c.as_ref()))
-            || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("content-length")
-        {
-            continue;
-        }
-        out.push((name.into(), value.as_slice().into()));
-    }
-    if let Framing::Length(n) = framing {
-        out.push(("Content-Length".into(), n.to_string().into_bytes().into()));
-    }
-    let mut xff: Vec<u8> = Vec::new();
-    for entry in head.header_values("x-forwarded-for") {
-        xff.extend_from_slice(entry);
-        xff.extend_from_slice(b", ");
-    }
-    xff.extend_from_slice(head.client.to_string().as_bytes());
-    out.push(("X-Forwarded-For".into(), xff.into()));
-    out.push(("X-Forwarded-Proto".into(), b"http"[..].into()));
-    if let Some(host) = head.header_bytes("host") {
-        out.push(("X-Forwarded-Host".into(), host.into()));
-    }
-    out
-}
-
-/// A header name and value, borrowed where they come unchanged from the client. Values are
-/// bytes: obs-text passes through as received.
-pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
-
-/// The backend's response headers, kept as the HTTP library parsed them (nothing is copied);
-/// [`ResponseHeaders::end_to_end`] gives the ones the client should see.
-pub struct ResponseHeaders {
-    map: ureq::http::HeaderMap,
-    /// The header names the backend's `Connection` headers list: hop-by-hop too.
-    connection: Vec<String>,
-}
-
-impl ResponseHeaders {
-    /// Wraps a backend's headers.
-    pub fn new(map: ureq::http::HeaderMap) -> Self {
-        let connection = map
-            .get_all("connection")
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        ResponseHeaders { map, connection }
-    }
-
-    /// The headers to pass on, repeated ones repeated: all but the hop-by-hop ones and
-    /// `Content-Length`, which reaches the client through the front end's own framing.
-    pub fn end_to_end(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.map
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_bytes()))
-            .filter(|(k, _)| {
-                *k != "content-length"
-                    && !is_hop_by_hop(k, &mut self.connection.iter().map(String::as_str))
-            })
-    }
-
-    /// All values of `name`, as received.
-    fn values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
-        self.map.get_all(name).into_iter().map(|v| v.as_bytes())
-    }
-}
-
-/// Methods that may be sent twice (RFC 9110 §9.2.2).
-pub fn is_idempotent(method: &str) -> bool {
-    matches!(
-        method,
-        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
-    )
-}
+use client_body::ClientBody;
+use outcome::{classify, Answer, AttemptError};
+use upstream::{AgentCache, AgentSettings};
 
 /// Learns how each attempt went: the seam where health, breaker and weights plug in.
 pub trait Observer: Send + Sync {
@@ -186,194 +90,26 @@ pub struct ProxySettings {
     pub max_request_head: usize,
 }
 
-/// A backend's answer, ready to be relayed. The body streams from the backend.
-pub struct Forwarded {
-    /// The backend's status.
-    pub status: u16,
-    /// The backend's headers; [`ResponseHeaders::end_to_end`] gives the ones to pass on.
-    pub headers: ResponseHeaders,
-    /// The body's length when the backend declared one.
-    pub content_length: Option<u64>,
-    /// The body.
-    pub body: Box<dyn Read + Send>,
-    /// Keeps the backend's in-flight gauge until the body has been relayed.
-    pub in_flight: InFlight,
-    /// Attempts made (1 when the first backend answered).
-    pub attempts: u32,
-    /// The backends tried, in order, the one that answered last, when there was more than one
-    /// attempt (else empty).
-    pub via: Vec<Arc<Backend>>,
-}
-
-impl Forwarded {
-    /// The backend that answered.
-    pub fn backend(&self) -> &Arc<Backend> {
-        self.in_flight.backend()
-    }
-}
-
-/// A failed forward: what to tell the client, and which backend failed last (if any).
-#[derive(Debug)]
-pub struct Failed {
-    /// What the client gets.
-    pub refusal: Refusal,
-    /// The backend of the last attempt.
-    pub backend: Option<Arc<Backend>>,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The backends tried, in order, when there was more than one attempt (else empty).
-    pub via: Vec<Arc<Backend>>,
-    /// The client's request body could not be read completely (the client is gone or lied).
-    pub client_fault: bool,
-    /// Request body bytes read from the client.
-    pub body_read: u64,
-    /// The request body was read to its end (or there was none).
-    pub body_done: bool,
-}
-
-/// Reads the client's body for ureq while remembering whether anything was read and whether the
-/// client failed, so that a client's error is never blamed on a backend.
-struct ClientBody<'a> {
-    inner: &'a mut dyn Read,
-    read: u64,
-    expected: Option<u64>,
-    limit: Option<u64>,
-    failed: bool,
-    too_large: bool,
-    done: bool,
-}
-
-impl Read for ClientBody<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.limit.is_some_and(|l| self.read > l) {
-            self.too_large = true;
-            return Err(io::Error::other("request body over the size limit"));
-        }
-        match self.inner.read(buf) {
-            Ok(0) if self.expected.is_some_and(|e| self.read < e) && !buf.is_empty() => {
-                self.failed = true;
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed before sending the whole body",
-                ))
-            }
-            Ok(n) => {
-                self.read += n as u64;
-                self.done |= n == 0 && !buf.is_empty();
-                Ok(n)
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
+impl ProxySettings {
+    /// The settings the ureq agents are made with.
+    fn agents(&self) -> AgentSettings {
+        AgentSettings {
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+            idle_connections: self.idle_connections,
+            max_request_head: self.max_request_head,
         }
     }
-}
-
-impl ClientBody<'_> {
-    fn failure(
-        &self,
-        refusal: Refusal,
-        backend: Option<Arc<Backend>>,
-        attempts: u32,
-        via: &mut Vec<Arc<Backend>>,
-    ) -> Failed {
-        let mut via = std::mem::take(via);
-        if let Some(b) = backend.as_ref().filter(|_| !via.is_empty()) {
-            if !via.last().is_some_and(|l| Arc::ptr_eq(l, b)) {
-                via.push(Arc::clone(b));
-            }
-        }
-        Failed {
-            refusal,
-            backend,
-            attempts,
-            via,
-            client_fault: self.failed,
-            body_read: self.read,
-            body_done: self.done,
-        }
-    }
-}
-
-/// A backend's answer to one attempt.
-struct Answer {
-    status: u16,
-    headers: ResponseHeaders,
-    content_length: Option<u64>,
-    body: Box<dyn Read + Send>,
-}
-
-/// How an attempt failed.
-enum AttemptError {
-    /// The request itself cannot be sent (a target or header the HTTP library refuses): the
-    /// client's fault, not the backend's.
-    Invalid(Refusal),
-    /// The request never reached the backend (resolve or connect failed): safe to retry.
-    NotSent(Refusal),
-    /// The request may have reached the backend.
-    Sent(Refusal),
-    /// The request was sent and the backend did not answer in time: retried only when
-    /// [`ProxySettings::retry_timeouts`] is on, as the time is already spent.
-    TimedOut(Refusal),
 }
 
 /// Forwards requests over pooled ureq agents shared by all workers, one agent per backend.
 pub struct Proxy {
-    agents: RwLock<Agents>,
+    agents: AgentCache,
     pool: Arc<Pool>,
     availability: Arc<dyn Availability>,
     observer: Arc<dyn Observer>,
     budget: RetryBudget,
     settings: RwLock<ProxySettings>,
-}
-
-/// One ureq agent (and so one connection pool) per backend URL.
-///
-/// A single agent would do, but ureq's pool looks for a connection, and trims itself after each
-/// request, by comparing every idle connection's host with each host it holds: with 3 backends
-/// and 64 workers callgrind put 15 % of the balancer's instructions there. One pool per backend
-/// holds one host.
-struct Agents {
-    /// What the agents were made for; a change makes new ones.
-    made_for: (Duration, Duration, usize, usize),
-    by_url: HashMap<String, ureq::Agent>,
-}
-
-fn agent_settings(settings: &ProxySettings) -> (Duration, Duration, usize, usize) {
-    (
-        settings.connect_timeout,
-        settings.response_timeout,
-        settings.idle_connections,
-        settings.max_request_head,
-    )
-}
-
-/// The transparent ureq agent for `settings`.
-fn new_agent(settings: &ProxySettings) -> ureq::Agent {
-    let config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent(ureq::config::AutoHeaderValue::None)
-        .accept(ureq::config::AutoHeaderValue::None)
-        .accept_encoding(ureq::config::AutoHeaderValue::None)
-        .allow_non_standard_methods(true)
-        .timeout_connect(Some(settings.connect_timeout))
-        .timeout_recv_response(Some(settings.response_timeout))
-        .timeout_per_read(Some(settings.response_timeout))
-        .max_idle_connections(settings.idle_connections)
-        .max_idle_connections_per_host(settings.idle_connections)
-        .max_idle_age(Duration::from_secs(15))
-        .max_response_header_size(64 * 1024)
-        // Each connection to a backend holds these two buffers, zeroed (so resident) once
-        // used. ureq's defaults (128 KiB each) cost 256 KiB per pooled connection: with 64
-        // workers that was 20 MiB of the balancer's memory. The input buffer must hold the
-        // largest response head (64 KiB), the output buffer the largest request head with the
-        // forwarding headers.
-        .input_buffer_size(64 * 1024)
-        .output_buffer_size((settings.max_request_head + 8 * 1024).max(32 * 1024))
-        .build();
-    ureq::Agent::with_parts(config, BackendConnector, CachingResolver::default())
 }
 
 impl Proxy {
@@ -387,10 +123,7 @@ impl Proxy {
         settings: ProxySettings,
     ) -> Proxy {
         Proxy {
-            agents: RwLock::new(Agents {
-                made_for: agent_settings(&settings),
-                by_url: HashMap::new(),
-            }),
+            agents: AgentCache::new(settings.agents()),
             pool,
             availability,
             observer,
@@ -404,38 +137,10 @@ impl Proxy {
     /// finish on the old ones. Agents of backends no longer in the pool are dropped.
     pub fn reconfigure(&self, settings: ProxySettings, retry_budget_percent: u32) {
         let mut current = self.settings.write();
-        {
-            let mut agents = self.agents.write();
-            let made_for = agent_settings(&settings);
-            if agents.made_for != made_for {
-                agents.made_for = made_for;
-                agents.by_url.clear();
-            }
-            let urls: HashSet<String> =
-                self.pool.backends().iter().map(|b| b.url.clone()).collect();
-            agents.by_url.retain(|url, _| urls.contains(url));
-        }
+        let urls: HashSet<String> = self.pool.backends().iter().map(|b| b.url.clone()).collect();
+        self.agents.reconfigure(settings.agents(), &urls);
         *current = settings;
         self.budget.set_percent(retry_budget_percent);
-    }
-
-    /// The agent for the backend at `url`, made on first use.
-    fn agent(&self, url: &str) -> ureq::Agent {
-        if let Some(agent) = self.agents.read().by_url.get(url) {
-            return agent.clone();
-        }
-        let settings = self.settings.read().clone();
-        let mut agents = self.agents.write();
-        if agents.made_for != agent_settings(&settings) {
-            // A reload replaced the settings since we read them: use a one-off agent rather
-            // than keep one made from the old settings.
-            return new_agent(&settings);
-        }
-        agents
-            .by_url
-            .entry(url.to_string())
-            .or_insert_with(|| new_agent(&settings))
-            .clone()
     }
 
     /// The pool this proxy picks from.
@@ -444,8 +149,8 @@ impl Proxy {
     }
 
     /// Forwards one request, retrying on other backends when that is safe. `framing` is the
-    /// body's framing as the front end parsed it; `body` is the client's body stream; a body longer than `max_body` is
-    /// cut off and answered with 413.
+    /// body's framing as the front end parsed it; `body` is the client's body stream; a body
+    /// longer than `max_body` is cut off and answered with 413.
     pub fn forward(
         &self,
         head: &RequestHead,
@@ -455,19 +160,7 @@ impl Proxy {
     ) -> Result<Forwarded, Failed> {
         self.budget.deposit();
         let headers = backend_request_headers(head, framing);
-        let expected = match framing {
-            Framing::Length(n) => Some(n),
-            _ => None,
-        };
-        let mut body = ClientBody {
-            inner: body,
-            read: 0,
-            expected,
-            limit: max_body,
-            failed: false,
-            too_large: false,
-            done: framing == Framing::None,
-        };
+        let mut body = ClientBody::new(body, framing, max_body);
         let mut tried: Vec<u64> = Vec::new();
         let mut via: Vec<Arc<Backend>> = Vec::new();
         let mut last: Option<(Refusal, Arc<Backend>)> = None;
@@ -484,7 +177,7 @@ impl Proxy {
                 return Err(body.failure(refusal, backend, attempts, &mut via));
             };
             tried.push(backend.id);
-            let outcome = Outcome::pending(self, Arc::clone(&backend));
+            let verdict = Verdict::pending(self, Arc::clone(&backend));
             let in_flight = backend.begin();
             let started = Instant::now();
             let result = self.attempt(&backend, head, framing, &headers, &mut body);
@@ -499,7 +192,7 @@ impl Proxy {
                     if !ok {
                         backend.stats.failures.fetch_add(1, Relaxed);
                     }
-                    outcome.record(ok, latency);
+                    verdict.record(ok, latency);
                     if !via.is_empty() {
                         via.push(Arc::clone(&backend));
                     }
@@ -531,7 +224,7 @@ impl Proxy {
                 return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
             backend.stats.failures.fetch_add(1, Relaxed);
-            outcome.record(false, latency);
+            verdict.record(false, latency);
             drop(in_flight);
             let (max_retries, retry_timeouts) = {
                 let settings = self.settings.read();
@@ -561,6 +254,7 @@ impl Proxy {
         }
     }
 
+    /// Sends the request to `backend` once and reads its answer's head.
     fn attempt(
         &self,
         backend: &Backend,
@@ -619,13 +313,18 @@ impl Proxy {
             body: Box::new(body.into_reader()),
         })
     }
+
+    /// The agent for the backend at `url`, made on first use.
+    fn agent(&self, url: &str) -> ureq::Agent {
+        self.agents.get(url, || self.settings.read().agents())
+    }
 }
 
-/// One attempt's outcome, owed to the [`Observer`]. An attempt that ends without one (the
+/// The verdict on one attempt, owed to the [`Observer`]. An attempt that ends without one (the
 /// request was invalid, or its client broke off the upload: nothing says how the backend is)
 /// gives back, when dropped, the half-open trial slot its pick took, so that a breaker can never
 /// be left waiting for a trial that will not come.
-struct Outcome<'p> {
+struct Verdict<'p> {
     proxy: &'p Proxy,
     backend: Arc<Backend>,
     /// The pick took the backend's half-open trial slot.
@@ -633,9 +332,9 @@ struct Outcome<'p> {
     recorded: bool,
 }
 
-impl<'p> Outcome<'p> {
-    fn pending(proxy: &'p Proxy, backend: Arc<Backend>) -> Outcome<'p> {
-        Outcome {
+impl<'p> Verdict<'p> {
+    fn pending(proxy: &'p Proxy, backend: Arc<Backend>) -> Verdict<'p> {
+        Verdict {
             proxy,
             trial: backend.in_trial(),
             backend,
@@ -649,12 +348,20 @@ impl<'p> Outcome<'p> {
     }
 }
 
-impl Drop for Outcome<'_> {
+impl Drop for Verdict<'_> {
     fn drop(&mut self) {
         if !self.recorded && self.trial {
             self.proxy.availability.release(&self.backend);
         }
     }
+}
+
+/// Methods that may be sent twice (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+    )
 }
 
 /// The URI for `OPTIONS *` to the backend at `url` (`http://host:port`). The http crate takes
@@ -666,144 +373,17 @@ fn asterisk_uri(url: &str) -> Result<ureq::http::Uri, ureq::http::Error> {
     Ok(ureq::http::Uri::from_parts(parts)?)
 }
 
-/// Maps a ureq error to what the client sees, and whether the request may have been sent.
-fn classify(error: ureq::Error) -> AttemptError {
-    use io::ErrorKind::*;
-    use ureq::Error as E;
-    use ureq::Timeout as T;
-    match error {
-        E::Timeout(T::Connect | T::Resolve) => AttemptError::NotSent(
-            Refusal::new(504, "backend connect timed out").coded("connect_timeout"),
-        ),
-        E::Timeout(_) => {
-            AttemptError::TimedOut(Refusal::new(504, "backend timed out").coded("backend_timeout"))
-        }
-        E::BadUri(_) | E::Http(_) => AttemptError::Invalid(Refusal::new(400, "malformed request")),
-        E::HostNotFound => AttemptError::NotSent(
-            Refusal::new(502, "backend host name does not resolve").coded("backend_unresolved"),
-        ),
-        E::ConnectionFailed => AttemptError::NotSent(
-            Refusal::new(502, "backend unreachable").coded("backend_unreachable"),
-        ),
-        E::Io(e)
-            if matches!(
-                e.kind(),
-                ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
-            ) =>
-        {
-            AttemptError::NotSent(
-                Refusal::new(502, "backend unreachable").coded("backend_unreachable"),
-            )
-        }
-        E::Io(_) => AttemptError::Sent(
-            Refusal::new(502, "connection to backend failed").coded("backend_failed"),
-        ),
-        _ => AttemptError::Sent(
-            Refusal::new(502, "invalid answer from backend").coded("backend_invalid"),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::headers::tests::head;
     use super::*;
-
-    fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
-        RequestHead {
-            method: method.into(),
-            target: "/x?y=1".into(),
-            http10: false,
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            client: "10.1.2.3".parse().unwrap(),
-        }
-    }
-
-    #[test]
-    fn obs_text_values_reach_the_request_unchanged() {
-        let mut h = head("GET", &[("Host", "a")]);
-        h.headers
-            .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
-        let out = backend_request_headers(&h, Framing::None);
-        let (name, value) = &out[1];
-        assert_eq!(
-            (name.as_ref(), value.as_ref()),
-            ("X-Latin1", &b"caf\xe9 \xff"[..])
-        );
-        // What the HTTP library will send: the same bytes.
-        let sent = ureq::http::HeaderValue::from_bytes(value).unwrap();
-        assert_eq!(sent.as_bytes(), b"caf\xe9 \xff");
-    }
+    use std::io;
 
     #[test]
     fn the_asterisk_form_goes_out_as_an_asterisk() {
         let uri = asterisk_uri("http://127.0.0.1:8081").unwrap();
         assert_eq!(uri.authority().unwrap().as_str(), "127.0.0.1:8081");
         assert_eq!(uri.path_and_query().unwrap().as_str(), "*");
-    }
-
-    #[test]
-    fn request_headers_drop_hop_by_hop_and_add_forwarded() {
-        let h = head(
-            "GET",
-            &[
-                ("Host", "example.test"),
-                ("Connection", "keep-alive, X-Secret"),
-                ("X-Secret", "1"),
-                ("Keep-Alive", "timeout=5"),
-                ("TE", "trailers"),
-                ("Proxy-Authorization", "x"),
-                ("Cookie", "a=1"),
-                ("Cookie", "b=2"),
-                ("X-Forwarded-For", "192.0.2.1"),
-                ("X-Forwarded-Proto", "https"),
-            ],
-        );
-        let out = backend_request_headers(&h, Framing::None);
-        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
-        assert_eq!(
-            names,
-            [
-                "Host",
-                "Cookie",
-                "Cookie",
-                "X-Forwarded-For",
-                "X-Forwarded-Proto",
-                "X-Forwarded-Host"
-            ]
-        );
-        assert_eq!(out[3].1.as_ref(), b"192.0.2.1, 10.1.2.3");
-        assert_eq!(out[4].1.as_ref(), b"http");
-        assert_eq!(out[5].1.as_ref(), b"example.test");
-    }
-
-    #[test]
-    fn response_headers_drop_hop_by_hop() {
-        let mut map = ureq::http::HeaderMap::new();
-        for (k, v) in [
-            ("content-type", "text/plain"),
-            ("connection", "close, x-hop"),
-            ("x-hop", "1"),
-            ("transfer-encoding", "chunked"),
-            ("content-length", "5"),
-            ("set-cookie", "a=1"),
-            ("set-cookie", "b=2"),
-            ("upgrade", "h2c"),
-        ] {
-            map.append(k, v.parse().unwrap());
-        }
-        let headers = ResponseHeaders::new(map);
-        let out: Vec<(&str, &[u8])> = headers.end_to_end().collect();
-        assert_eq!(
-            out,
-            [
-                ("content-type", &b"text/plain"[..]),
-                ("set-cookie", b"a=1"),
-                ("set-cookie", b"b=2")
-            ]
-        );
     }
 
     #[test]
@@ -845,7 +425,7 @@ mod tests {
             settings(2000),
         );
         let urls = |p: &Proxy| {
-            let mut v: Vec<String> = p.agents.read().by_url.keys().cloned().collect();
+            let mut v: Vec<String> = p.agents.urls();
             v.sort();
             v
         };
