@@ -12,6 +12,7 @@
 //! thread and a worker pool) and [`server`] connects the two.
 
 pub mod admin;
+pub mod admission;
 pub mod backend;
 pub mod breaker;
 pub mod clock;
@@ -26,17 +27,17 @@ pub mod percent;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
-pub mod resolver;
 pub mod retry;
 pub mod server;
 pub mod start;
 pub mod startup;
 pub mod state;
 pub mod supervise;
-pub mod transport;
 pub mod weights;
 pub mod yielding;
 
 pub use config::Config;
 pub use start::{Balancer, ConfigLoader, Running};
 pub use state::Shared;
+// Compatibility: the backend transport and name cache now live in `proxy/`.
+pub use proxy::{resolver, transport};

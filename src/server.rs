@@ -2,7 +2,7 @@
 //! connection and a backend, read top to bottom.
 //!
 //! ```text
-//! poller thread   Balancing::admit   proxy::check_request (CONNECT, targets)    → 405 / 400
+//! poller thread   Balancing::admit   admission.rs (CONNECT, targets, Host)      → 405 / 400
 //!                                    filter.rs (allow/deny, bans, rules, rate)  → 403 / 405 / 413 / 414 / 429
 //! worker          Balancing::handle  proxy.forward: pick a backend, send, retry when safe
 //!                                    relay the answer (streamed), or our own 502 / 503 / 504
@@ -21,12 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminRequest, AdminResponse};
+use crate::admission::check_request;
 use crate::backend::InFlight;
 use crate::filter::Filter;
 use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
 use crate::logging::{self, AccessEntry};
 use crate::metrics::{Metrics, Rejection};
-use crate::proxy::{check_request, Forwarded, Proxy};
+use crate::proxy::{Forwarded, Proxy};
 use crate::Shared;
 
 /// The balancer's request handler (see the module documentation).
@@ -288,7 +289,7 @@ impl Read for Counted {
     }
 }
 
-/// The admin listener's handler: the dashboard, `/status` and `/metrics` (see `admin.rs`).
+/// The admin listener's handler: the dashboard, `/status` and `/metrics` (see `admin/`).
 pub struct AdminPages {
     /// What the pages show.
     pub shared: Arc<Shared>,

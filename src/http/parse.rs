@@ -246,7 +246,7 @@ fn refusal_for(e: httparse::Error) -> Refusal {
 /// another authority is refused (RFC 9112 §3.2.2: a client sends the same in both). An
 /// `OPTIONS` of an empty path and no query becomes `OPTIONS *` (RFC 9112 §3.2.4). Targets
 /// that are not in absolute form, and `CONNECT`'s authority form, are left to
-/// `proxy::check_request`.
+/// `admission::check_request`.
 fn absolute_to_origin(head: &mut RequestHead) -> Result<(), Refusal> {
     let bad = |reason: String| Err(Refusal::new(400, reason).coded("bad_target"));
     if head.target.starts_with('/') || head.method.eq_ignore_ascii_case("CONNECT") {

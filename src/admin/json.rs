@@ -1,0 +1,207 @@
+//! `/status`: the [`View`] as one JSON document, written by hand (no serialisation dependency).
+//! Strings are escaped by [`json_str`], numbers by [`json_f64`].
+
+use std::fmt::Write as _;
+
+use super::view::{round, View};
+
+/// Appends `s` as a JSON string literal: quotes, backslashes and control characters escaped;
+/// `<`, `>` and `&` too, so the text stays inert even if someone pastes it into HTML.
+pub fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c < ' ' || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends a JSON number, or `null` when `x` is not finite (JSON has no NaN or infinity).
+pub fn json_f64(out: &mut String, x: f64) {
+    if x.is_finite() {
+        let _ = write!(out, "{x}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// The `/status` document. Field names are stable; see the README's "/status fields".
+pub fn status_json(v: &View) -> String {
+    let mut o = String::with_capacity(1024 + 512 * v.backends.len());
+    o.push_str("{\"uptime_s\":");
+    json_f64(&mut o, round(v.uptime.as_secs_f64(), 3));
+    o.push_str(",\"requests_per_s\":");
+    json_f64(&mut o, round(v.requests_per_s, 3));
+    let _ = write!(o, ",\"queue_depth\":{}", v.queue_depth);
+    let (f, b) = (&v.front, &v.buffers);
+    let _ = write!(
+        o,
+        ",\"front\":{{\"workers_busy\":{},\"bodies_buffering\":{},\"answers_flushing\":{},\
+         \"backpressure_waits\":{},\"stalled_readers_closed\":{}}}",
+        f.workers_busy,
+        f.bodies_buffering,
+        f.answers_flushing,
+        f.backpressure_waits,
+        f.stalled_readers_closed
+    );
+    let _ = write!(
+        o,
+        ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
+        b.memory_bytes, b.file_bytes, b.spilled, b.full
+    );
+    o.push_str(",\"thread_panics\":{");
+    for (i, (kind, n)) in v.panics.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        json_str(&mut o, kind);
+        let _ = write!(o, ":{n}");
+    }
+    o.push('}');
+    let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
+    let _ = write!(o, ",\"responses_total\":{total}");
+    let _ = write!(o, ",\"retries\":{}", v.retries);
+    o.push_str(",\"responses\":{");
+    for (i, (code, n)) in v.responses.iter().enumerate() {
+        let _ = write!(o, "{}\"{code}\":{n}", if i > 0 { "," } else { "" });
+    }
+    o.push_str("},\"request_duration\":{");
+    let _ = write!(o, "\"count\":{},\"sum_s\":", v.duration_count);
+    json_f64(&mut o, round(v.duration_sum, 6));
+    o.push_str(",\"mean_ms\":");
+    if v.duration_count > 0 {
+        json_f64(
+            &mut o,
+            round(v.duration_sum * 1000.0 / v.duration_count as f64, 3),
+        );
+    } else {
+        o.push_str("null");
+    }
+    o.push_str("},\"rejections\":");
+    json_counts(&mut o, &v.rejections);
+    o.push_str(",\"filter\":{\"refused\":");
+    json_counts(&mut o, &v.refused);
+    o.push_str(",\"bans\":[");
+    for (i, (ip, left)) in v.bans.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        o.push_str("{\"client\":");
+        json_str(&mut o, &ip.to_string());
+        let _ = write!(o, ",\"seconds_left\":{left}}}");
+    }
+    o.push_str("]},\"backends\":[");
+    for (i, (b, share)) in v.backends.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let _ = write!(o, "{{\"id\":{},\"name\":", b.id);
+        json_str(&mut o, &b.name);
+        o.push_str(",\"url\":");
+        json_str(&mut o, &b.url);
+        o.push_str(",\"state\":");
+        json_str(&mut o, b.state);
+        let _ = write!(o, ",\"healthy\":{},\"breaker\":", b.healthy);
+        json_str(&mut o, b.breaker);
+        let _ = write!(o, ",\"weight\":{},\"effective_weight\":", b.weight);
+        json_f64(&mut o, round(b.effective_weight, 3));
+        o.push_str(",\"latency_ms\":");
+        match b.latency_ms {
+            Some(ms) => json_f64(&mut o, round(ms, 3)),
+            None => o.push_str("null"),
+        }
+        o.push_str(",\"failure_rate\":");
+        json_f64(&mut o, round(b.failure_rate, 4));
+        let _ = write!(
+            o,
+            ",\"in_flight\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\"share\":",
+            b.in_flight, b.requests, b.failures, b.bytes_out
+        );
+        json_f64(&mut o, round(*share, 4));
+        o.push_str(",\"last_error\":");
+        match &b.last_error {
+            Some(e) => json_str(&mut o, e),
+            None => o.push_str("null"),
+        }
+        o.push('}');
+    }
+    o.push_str("]}\n");
+    o
+}
+
+/// Appends `{"label":count,...}`.
+fn json_counts(o: &mut String, counts: &[(&str, u64)]) {
+    o.push('{');
+    for (i, (label, n)) in counts.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        json_str(o, label);
+        let _ = write!(o, ":{n}");
+    }
+    o.push('}');
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::admin::view::fixtures::view;
+
+    /// Parses `s`, failing the test with the text when it is not JSON.
+    pub(in crate::admin) fn json(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("invalid JSON ({e}): {s}"))
+    }
+
+    #[test]
+    fn json_strings_and_numbers_are_escaped() {
+        let mut s = String::new();
+        json_str(&mut s, "q\"b\\n\n\t\u{0}<é>\u{2028}");
+        assert_eq!(s, r#""q\"b\\n\n\t\u0000\u003cé\u003e\u2028""#);
+        assert_eq!(json(&s), "q\"b\\n\n\t\u{0}<é>\u{2028}");
+        for (x, text) in [
+            (f64::NAN, "null"),
+            (f64::INFINITY, "null"),
+            (1.0, "1"),
+            (0.25, "0.25"),
+        ] {
+            let mut s = String::new();
+            json_f64(&mut s, x);
+            assert_eq!(s, text);
+        }
+    }
+
+    #[test]
+    fn status_json_is_valid_and_complete() {
+        let text = status_json(&view());
+        let v = json(&text);
+        assert_eq!(v["uptime_s"], 1.5);
+        assert!(v["requests_per_s"].is_null(), "NaN becomes null");
+        assert_eq!(v["queue_depth"], 3);
+        assert_eq!(v["front"]["workers_busy"], 2);
+        assert_eq!(v["front"]["answers_flushing"], 4);
+        assert_eq!(v["buffers"]["file_bytes"], 4096);
+        assert_eq!(v["thread_panics"]["worker"], 1);
+        assert_eq!(v["responses_total"], 6);
+        assert_eq!(v["responses"]["503"], 1);
+        assert_eq!(v["request_duration"]["count"], 6);
+        assert_eq!(v["rejections"]["queue_timeout"], 2);
+        assert_eq!(v["filter"]["refused"]["denied"], 1);
+        assert_eq!(v["filter"]["bans"][0]["client"], "192.0.2.7");
+        assert_eq!(v["filter"]["bans"][0]["seconds_left"], 12);
+        let b = &v["backends"][0];
+        assert_eq!(b["name"], "a\"b\\c\nd:1");
+        assert_eq!(b["last_error"], "health check: \"bad\"\n\u{1}<x>");
+        assert!(b["latency_ms"].is_null() && b["share"].is_null());
+        assert_eq!(b["effective_weight"], 1.5);
+        assert_eq!(b["requests"], 10);
+    }
+}

@@ -1,0 +1,339 @@
+//! `/metrics`: the [`View`] in the Prometheus text format 0.0.4, written by hand. Label values
+//! are escaped by [`label_value`]; the metric names are listed in the README's "Metrics" section.
+
+use std::fmt::Write as _;
+
+use super::view::{round, View};
+use crate::backend::Snapshot;
+
+/// Escapes a label value for the Prometheus text format: backslash, double quote and newline.
+pub fn label_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A sample value in Prometheus' float syntax (`+Inf`, `-Inf`, `NaN` for the special values).
+fn prom_f64(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".into()
+    } else if x == f64::INFINITY {
+        "+Inf".into()
+    } else if x == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{x}")
+    }
+}
+
+/// One sample per `(reason, count)`, labelled `reason`.
+fn by_reason(o: &mut String, name: &str, counts: &[(&'static str, u64)]) {
+    for (reason, n) in counts {
+        let _ = writeln!(o, "{name}{{reason=\"{}\"}} {n}", label_value(reason));
+    }
+}
+
+/// Writes `# HELP` and `# TYPE` for one family.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// The `/metrics` page. Metric names are listed in the README's "Metrics" section.
+///
+/// `lb_backend_breaker_state` is one gauge per backend: 0 closed, 1 open, 2 half-open.
+pub fn metrics_text(v: &View) -> String {
+    let mut o = String::with_capacity(4096 + 1024 * v.backends.len());
+    let labels: Vec<String> = v
+        .backends
+        .iter()
+        .map(|(b, _)| format!("backend=\"{}\"", label_value(&b.name)))
+        .collect();
+    let per_backend = |o: &mut String,
+                       name: &str,
+                       kind: &str,
+                       help: &str,
+                       value: &dyn Fn(&Snapshot) -> Option<String>| {
+        family(o, name, kind, help);
+        for ((b, _), l) in v.backends.iter().zip(&labels) {
+            if let Some(x) = value(b) {
+                let _ = writeln!(o, "{name}{{{l}}} {x}");
+            }
+        }
+    };
+    per_backend(
+        &mut o,
+        "lb_backend_requests_total",
+        "counter",
+        "Attempts sent to the backend (a retry counts once per backend tried).",
+        &|b| Some(b.requests.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_failures_total",
+        "counter",
+        "Attempts that failed: transport error, timeout, or a failure status (502/503/504).",
+        &|b| Some(b.failures.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_in_flight",
+        "gauge",
+        "Requests being forwarded to the backend right now.",
+        &|b| Some(b.in_flight.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_bytes_out_total",
+        "counter",
+        "Response body bytes relayed from the backend to clients.",
+        &|b| Some(b.bytes_out.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_weight",
+        "gauge",
+        "Configured weight.",
+        &|b| Some(b.weight.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_effective_weight",
+        "gauge",
+        "Weight the balancer uses now, in units of the configured weight (latency, failures and slow start lower it).",
+        &|b| Some(prom_f64(b.effective_weight)),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_latency_ewma_seconds",
+        "gauge",
+        "Moving average of the time to the response head; absent until measured.",
+        &|b| b.latency_ms.map(|ms| prom_f64(ms / 1000.0)),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_failure_rate",
+        "gauge",
+        "Moving average of the share of attempts that failed, 0 to 1.",
+        &|b| Some(prom_f64(b.failure_rate)),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_healthy",
+        "gauge",
+        "1 when health checks pass (or are off), 0 otherwise.",
+        &|b| Some(u8::from(b.healthy).to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_breaker_state",
+        "gauge",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+        &|b| {
+            Some(
+                match b.breaker {
+                    "closed" => "0",
+                    "open" => "1",
+                    _ => "2",
+                }
+                .to_string(),
+            )
+        },
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_share",
+        "gauge",
+        "Share of the attempts over the last minute that went to the backend, 0 to 1.",
+        &|b| {
+            v.backends
+                .iter()
+                .find(|(s, _)| s.id == b.id)
+                .map(|(_, share)| prom_f64(*share))
+        },
+    );
+
+    family(
+        &mut o,
+        "lb_responses_total",
+        "counter",
+        "Responses sent to clients, by status code.",
+    );
+    for (code, n) in &v.responses {
+        let _ = writeln!(o, "lb_responses_total{{code=\"{code}\"}} {n}");
+    }
+    family(
+        &mut o,
+        "lb_request_duration_seconds",
+        "histogram",
+        "Time from a request's arrival to the end of its response.",
+    );
+    for (le, n) in &v.duration_buckets {
+        let _ = writeln!(
+            o,
+            "lb_request_duration_seconds_bucket{{le=\"{}\"}} {n}",
+            prom_f64(*le)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "lb_request_duration_seconds_sum {}",
+        prom_f64(v.duration_sum)
+    );
+    let _ = writeln!(o, "lb_request_duration_seconds_count {}", v.duration_count);
+    family(
+        &mut o,
+        "lb_retries_total",
+        "counter",
+        "Extra attempts made on another backend.",
+    );
+    let _ = writeln!(o, "lb_retries_total {}", v.retries);
+    family(
+        &mut o,
+        "lb_rejections_total",
+        "counter",
+        "Requests the balancer answered itself without asking a backend, by reason.",
+    );
+    by_reason(&mut o, "lb_rejections_total", &v.rejections);
+    family(
+        &mut o,
+        "lb_filtered_total",
+        "counter",
+        "Requests refused by the filter (deny/allow lists, rate limits, bans, request rules), by reason.",
+    );
+    by_reason(&mut o, "lb_filtered_total", &v.refused);
+    family(
+        &mut o,
+        "lb_queue_depth",
+        "gauge",
+        "Requests waiting for a worker.",
+    );
+    let _ = writeln!(o, "lb_queue_depth {}", v.queue_depth);
+    family(
+        &mut o,
+        "lb_workers_busy",
+        "gauge",
+        "Workers answering a request now (the rest wait for one).",
+    );
+    let _ = writeln!(o, "lb_workers_busy {}", v.front.workers_busy);
+    family(
+        &mut o,
+        "lb_slow_client_connections",
+        "gauge",
+        "Connections waiting on a client, not on a worker: request bodies being buffered (upload), answers being finished (download).",
+    );
+    let _ = writeln!(
+        o,
+        "lb_slow_client_connections{{waiting=\"upload\"}} {}",
+        v.front.bodies_buffering
+    );
+    let _ = writeln!(
+        o,
+        "lb_slow_client_connections{{waiting=\"download\"}} {}",
+        v.front.answers_flushing
+    );
+    family(
+        &mut o,
+        "lb_buffer_bytes",
+        "gauge",
+        "Bytes held for slow clients, in memory and in temporary files.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_buffer_bytes{{in=\"memory\"}} {}",
+        v.buffers.memory_bytes
+    );
+    let _ = writeln!(o, "lb_buffer_bytes{{in=\"file\"}} {}", v.buffers.file_bytes);
+    for (name, help, value) in [
+        (
+            "lb_buffer_spills_total",
+            "Times a buffer went on into a temporary file.",
+            v.buffers.spilled,
+        ),
+        (
+            "lb_buffer_full_total",
+            "Times a buffer was full (buffers temp_file= or temp_total= reached, or the disk failed).",
+            v.buffers.full,
+        ),
+        (
+            "lb_backpressure_waits_total",
+            "Times a worker waited for a client because the buffers were full.",
+            v.front.backpressure_waits,
+        ),
+        (
+            "lb_stalled_readers_closed_total",
+            "Clients closed for taking nothing of an answer within timeouts client=.",
+            v.front.stalled_readers_closed,
+        ),
+    ] {
+        family(&mut o, name, "counter", help);
+        let _ = writeln!(o, "{name} {value}");
+    }
+    family(
+        &mut o,
+        "lb_thread_panics_total",
+        "counter",
+        "Panics of long-lived threads, by kind (see supervise.rs: each survives or ends the process).",
+    );
+    for (kind, n) in &v.panics {
+        let _ = writeln!(o, "lb_thread_panics_total{{thread=\"{kind}\"}} {n}");
+    }
+    family(
+        &mut o,
+        "lb_bans_active",
+        "gauge",
+        "Clients banned right now.",
+    );
+    let _ = writeln!(o, "lb_bans_active {}", v.bans.len());
+    family(
+        &mut o,
+        "lb_requests_per_second",
+        "gauge",
+        "Attempts per second over the last minute.",
+    );
+    let _ = writeln!(o, "lb_requests_per_second {}", prom_f64(v.requests_per_s));
+    family(
+        &mut o,
+        "lb_uptime_seconds",
+        "gauge",
+        "Seconds since the balancer started.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_uptime_seconds {}",
+        prom_f64(round(v.uptime.as_secs_f64(), 3))
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::view::fixtures::view;
+
+    #[test]
+    fn metrics_escape_labels_and_end_histograms_with_inf() {
+        let text = metrics_text(&view());
+        assert!(text.contains("lb_backend_requests_total{backend=\"a\\\"b\\\\c\\nd:1\"} 10\n"));
+        assert!(
+            !text.contains("lb_backend_latency_ewma_seconds{"),
+            "absent until measured"
+        );
+        assert!(text.contains("lb_backend_share{backend=\"a\\\"b\\\\c\\nd:1\"} +Inf\n"));
+        assert!(text.contains("lb_request_duration_seconds_bucket{le=\"+Inf\"} 6\n"));
+        assert!(text.contains("lb_request_duration_seconds_count 6\n"));
+        assert!(text.contains("lb_responses_total{code=\"503\"} 1\n"));
+        assert!(text.contains("lb_bans_active 1\n"));
+        assert!(text.contains("lb_requests_per_second NaN\n"));
+        assert!(text.contains("# TYPE lb_request_duration_seconds histogram\n"));
+        assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}

@@ -1,0 +1,208 @@
+//! The header rules of forwarding: hop-by-hop headers (RFC 9110 §7.6.1), which belong to one
+//! connection, are removed in both directions; `X-Forwarded-For`, `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` tell the backend whom it answers; every other header passes through, values
+//! byte for byte.
+
+use std::borrow::Cow;
+
+use crate::http::{Framing, RequestHead};
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Headers the balancer sets itself on the way to the backend.
+const SET_BY_PROXY: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// True when `name` must not be forwarded, given the `Connection` header values of the message.
+fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>) -> bool {
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
+}
+
+/// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
+/// proxy sets, plus `X-Forwarded-For` (the client's chain with `client` appended),
+/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
+/// because the front end has already answered it. The client's headers are borrowed from
+/// `head`, not copied: the HTTP library copies them once into the request it sends.
+pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
+    // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
+    // them still count.
+    let connection: Vec<Cow<'_, str>> = head
+        .header_values("connection")
+        .map(String::from_utf8_lossy)
+        .collect();
+    let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
+    for (name, value) in &head.headers {
+        if is_hop_by_hop(name, &mut connection.iter().map(|c| c.as_ref()))
+            || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        out.push((name.into(), value.as_slice().into()));
+    }
+    if let Framing::Length(n) = framing {
+        out.push(("Content-Length".into(), n.to_string().into_bytes().into()));
+    }
+    let mut xff: Vec<u8> = Vec::new();
+    for entry in head.header_values("x-forwarded-for") {
+        xff.extend_from_slice(entry);
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(head.client.to_string().as_bytes());
+    out.push(("X-Forwarded-For".into(), xff.into()));
+    out.push(("X-Forwarded-Proto".into(), b"http"[..].into()));
+    if let Some(host) = head.header_bytes("host") {
+        out.push(("X-Forwarded-Host".into(), host.into()));
+    }
+    out
+}
+
+/// A header name and value, borrowed where they come unchanged from the client. Values are
+/// bytes: obs-text passes through as received.
+pub type HeaderPair<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
+
+/// The backend's response headers, kept as the HTTP library parsed them (nothing is copied);
+/// [`ResponseHeaders::end_to_end`] gives the ones the client should see.
+pub struct ResponseHeaders {
+    map: ureq::http::HeaderMap,
+    /// The header names the backend's `Connection` headers list: hop-by-hop too.
+    connection: Vec<String>,
+}
+
+impl ResponseHeaders {
+    /// Wraps a backend's headers.
+    pub fn new(map: ureq::http::HeaderMap) -> Self {
+        let connection = map
+            .get_all("connection")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        ResponseHeaders { map, connection }
+    }
+
+    /// The headers to pass on, repeated ones repeated: all but the hop-by-hop ones and
+    /// `Content-Length`, which reaches the client through the front end's own framing.
+    pub fn end_to_end(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.map
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_bytes()))
+            .filter(|(k, _)| {
+                *k != "content-length"
+                    && !is_hop_by_hop(k, &mut self.connection.iter().map(String::as_str))
+            })
+    }
+
+    /// All values of `name`, as received.
+    pub(super) fn values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
+        self.map.get_all(name).into_iter().map(|v| v.as_bytes())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    /// A request head as the front end hands it over: target `/x?y=1`, client 10.1.2.3.
+    pub(in crate::proxy) fn head(method: &str, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead {
+            method: method.into(),
+            target: "/x?y=1".into(),
+            http10: false,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            client: "10.1.2.3".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn obs_text_values_reach_the_request_unchanged() {
+        let mut h = head("GET", &[("Host", "a")]);
+        h.headers
+            .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
+        let out = backend_request_headers(&h, Framing::None);
+        let (name, value) = &out[1];
+        assert_eq!(
+            (name.as_ref(), value.as_ref()),
+            ("X-Latin1", &b"caf\xe9 \xff"[..])
+        );
+        // What the HTTP library will send: the same bytes.
+        let sent = ureq::http::HeaderValue::from_bytes(value).unwrap();
+        assert_eq!(sent.as_bytes(), b"caf\xe9 \xff");
+    }
+
+    #[test]
+    fn request_headers_drop_hop_by_hop_and_add_forwarded() {
+        let h = head(
+            "GET",
+            &[
+                ("Host", "example.test"),
+                ("Connection", "keep-alive, X-Secret"),
+                ("X-Secret", "1"),
+                ("Keep-Alive", "timeout=5"),
+                ("TE", "trailers"),
+                ("Proxy-Authorization", "x"),
+                ("Cookie", "a=1"),
+                ("Cookie", "b=2"),
+                ("X-Forwarded-For", "192.0.2.1"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+        );
+        let out = backend_request_headers(&h, Framing::None);
+        let names: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
+        assert_eq!(
+            names,
+            [
+                "Host",
+                "Cookie",
+                "Cookie",
+                "X-Forwarded-For",
+                "X-Forwarded-Proto",
+                "X-Forwarded-Host"
+            ]
+        );
+        assert_eq!(out[3].1.as_ref(), b"192.0.2.1, 10.1.2.3");
+        assert_eq!(out[4].1.as_ref(), b"http");
+        assert_eq!(out[5].1.as_ref(), b"example.test");
+    }
+
+    #[test]
+    fn response_headers_drop_hop_by_hop() {
+        let mut map = ureq::http::HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "text/plain"),
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "5"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("upgrade", "h2c"),
+        ] {
+            map.append(k, v.parse().unwrap());
+        }
+        let headers = ResponseHeaders::new(map);
+        let out: Vec<(&str, &[u8])> = headers.end_to_end().collect();
+        assert_eq!(
+            out,
+            [
+                ("content-type", &b"text/plain"[..]),
+                ("set-cookie", b"a=1"),
+                ("set-cookie", b"b=2")
+            ]
+        );
+    }
+}
