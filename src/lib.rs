@@ -12,27 +12,27 @@
 //! thread and a worker pool) and [`server`] connects the two.
 
 pub mod admin;
-pub mod backend;
-pub mod breaker;
+pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod filter;
-pub mod health;
 pub mod http;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod percent;
-pub mod pool;
 pub mod proxy;
 pub mod resolver;
-pub mod retry;
 pub mod server;
 pub mod startup;
 pub mod supervise;
 pub mod transport;
-pub mod weights;
 pub mod yielding;
+
+// The paths these modules had before they moved into `balance/`, so that code written against
+// them keeps compiling.
+pub use balance::selection as pool;
+pub use balance::{backend, breaker, health, retry, weights};
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};

@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::Backend;
+use super::backend::Backend;
 
 /// Decides whether a backend may take a request right now. The pool asks it during a pick, under
 /// the pool's lock, so it must be cheap and must not take the pool's lock itself.

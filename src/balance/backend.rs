@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::breaker::{self, Breaker};
+use super::breaker::{self, Breaker};
+use super::health::{self, Health};
+use super::selection::Availability;
+use super::weights::{self, Ewma, Inputs, FAILURE_ALPHA, LATENCY_ALPHA};
 use crate::clock::Clock;
 use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
-use crate::health::{self, Health};
-use crate::pool::Availability;
 use crate::proxy::Observer;
-use crate::weights::{self, Ewma, Inputs, FAILURE_ALPHA, LATENCY_ALPHA};
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
 /// `Arc`.
