@@ -7,7 +7,7 @@
 //! running.shutdown();
 //! ```
 //!
-//! See `DESIGN.md`'s module map: [`config`] reads settings, [`pool`] picks backends by smooth
+//! See `DESIGN.md`'s module map: [`config`] reads settings, [`balance`] picks backends by smooth
 //! weighted round-robin, [`proxy`] forwards one request, [`http`] is the front end (a poller
 //! thread and a worker pool) and [`server`] connects the two.
 
@@ -31,8 +31,21 @@ pub mod yielding;
 
 // The paths these modules had before they moved into `balance/`, so that code written against
 // them keeps compiling.
-pub use balance::selection as pool;
-pub use balance::{backend, breaker, health, retry, weights};
+pub use balance::{breaker, health, retry, weights};
+
+/// One backend under its former path: [`balance::backend`], and the [`balance::resilience`]
+/// adapter that lived beside it.
+pub mod backend {
+    pub use crate::balance::backend::*;
+    pub use crate::balance::resilience::Resilience;
+}
+
+/// The server pool under its former path: [`balance::selection`], and the
+/// [`Availability`](balance::Availability) seam it defined.
+pub mod pool {
+    pub use crate::balance::selection::*;
+    pub use crate::balance::{AlwaysAvailable, Availability};
+}
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -44,15 +57,16 @@ pub use config::Config;
 
 use parking_lot::{Mutex, RwLock};
 
-use backend::{Backend, Resilience};
+use balance::backend::Backend;
+use balance::resilience::Resilience;
+use balance::retry::RetryBudget;
+use balance::selection::Pool;
 use clock::{Clock, SystemClock};
 use filter::Filter;
 use http::limits::{default_max_connections, descriptor_limit};
 use maintenance::{Maintainer, Maintenance, MaintenanceSettings};
 use metrics::Metrics;
-use pool::Pool;
 use proxy::{Proxy, ProxySettings};
-use retry::RetryBudget;
 use server::{AdminPages, Balancing, ADMIN_WORKERS};
 
 /// Starts balancers.

@@ -32,6 +32,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
+/// Defined in `balance/` beside the backends whose state it feeds; re-exported here, where the
+/// proxy calls it.
+pub use crate::balance::Observer;
+
 use crate::backend::{Backend, InFlight};
 use crate::http::{Framing, Refusal, RequestHead};
 use crate::pool::{Availability, Pool};
@@ -186,13 +190,6 @@ pub fn is_idempotent(method: &str) -> bool {
         method,
         "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
     )
-}
-
-/// Learns how each attempt went: the seam where health, breaker and weights plug in.
-pub trait Observer: Send + Sync {
-    /// Called once per attempt, when the backend's answer head arrived or the attempt failed.
-    /// `latency` is the time to the response head.
-    fn record(&self, backend: &Backend, success: bool, latency: Duration);
 }
 
 /// Forwarding settings (from [`crate::Config`]).

@@ -13,11 +13,8 @@ use parking_lot::Mutex;
 
 use super::breaker::{self, Breaker};
 use super::health::{self, Health};
-use super::selection::Availability;
 use super::weights::{self, Ewma, Inputs, FAILURE_ALPHA, LATENCY_ALPHA};
-use crate::clock::Clock;
 use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
-use crate::proxy::Observer;
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
 /// `Arc`.
@@ -450,36 +447,6 @@ impl Drop for InFlight {
     }
 }
 
-/// Connects the pool and the proxy to the backends' own state: a backend is available when it
-/// [admits](Backend::admit) a request, and every attempt's outcome is
-/// [recorded](Backend::record) with the clock's time.
-pub struct Resilience {
-    clock: Arc<dyn Clock>,
-}
-
-impl Resilience {
-    /// Resilience driven by `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> Resilience {
-        Resilience { clock }
-    }
-}
-
-impl Availability for Resilience {
-    fn admit(&self, backend: &Backend) -> bool {
-        backend.admit()
-    }
-
-    fn release(&self, backend: &Backend) {
-        backend.release_trial();
-    }
-}
-
-impl Observer for Resilience {
-    fn record(&self, backend: &Backend, success: bool, latency: Duration) {
-        backend.record(success, latency, self.clock.now());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,28 +472,6 @@ mod tests {
         assert!(b.admit() && b.admit());
         let s = b.snapshot(t0 + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(s.state, "slow-start");
-    }
-
-    #[test]
-    fn resilience_records_with_its_clock() {
-        use crate::clock::ManualClock;
-        let clock = Arc::new(ManualClock::new());
-        let r = Resilience::new(clock.clone());
-        let b = backend();
-        for _ in 0..5 {
-            assert!(r.admit(&b));
-            r.record(&b, false, Duration::from_millis(3));
-        }
-        assert!(!r.admit(&b), "open for the 10 s cooldown");
-        clock.advance(Duration::from_millis(9_999));
-        b.tick(clock.now());
-        assert!(!r.admit(&b));
-        clock.advance(Duration::from_millis(1));
-        b.tick(clock.now());
-        assert!(r.admit(&b), "half-open exactly at 10 s");
-        r.record(&b, true, Duration::from_millis(3));
-        let s = b.snapshot(clock.now(), Duration::from_secs(10));
-        assert_eq!((s.breaker, s.state), ("closed", "slow-start"));
     }
 
     #[test]

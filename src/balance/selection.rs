@@ -32,30 +32,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::backend::Backend;
-
-/// Decides whether a backend may take a request right now. The pool asks it during a pick, under
-/// the pool's lock, so it must be cheap and must not take the pool's lock itself.
-pub trait Availability: Send + Sync {
-    /// True when `backend` may be picked. May reserve something (a half-open trial slot) when it
-    /// says yes.
-    fn admit(&self, backend: &Backend) -> bool;
-
-    /// Gives back what [`Availability::admit`] reserved, for an attempt that ended with no
-    /// outcome to record (nothing reached the backend). Default: nothing was reserved.
-    fn release(&self, backend: &Backend) {
-        let _ = backend;
-    }
-}
-
-/// Every backend is always available: the foundation's default before health checks exist.
-#[derive(Debug, Default)]
-pub struct AlwaysAvailable;
-
-impl Availability for AlwaysAvailable {
-    fn admit(&self, _: &Backend) -> bool {
-        true
-    }
-}
+use super::Availability;
 
 #[derive(Debug)]
 struct Peer {
@@ -173,6 +150,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::AlwaysAvailable;
     use crate::config::BackendConfig;
 
     fn sequence(weights: &[u32], n: usize) -> String {
