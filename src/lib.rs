@@ -13,31 +13,43 @@
 
 pub mod admin;
 pub mod admission;
-pub mod backend;
-pub mod breaker;
+pub mod balance;
 pub mod clock;
 pub mod config;
 pub mod filter;
-pub mod health;
 pub mod http;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
 pub mod percent;
-pub mod pool;
 pub mod proxy;
 pub mod reload;
-pub mod retry;
 pub mod server;
 pub mod start;
 pub mod startup;
 pub mod state;
 pub mod supervise;
-pub mod weights;
 pub mod yielding;
 
 pub use config::Config;
 pub use start::{Balancer, ConfigLoader, Running};
 pub use state::Shared;
-// Compatibility: the backend transport and name cache now live in `proxy/`.
+
+// The paths these modules had before they moved into `balance/` and `proxy/`, so that code
+// written against them keeps compiling.
+pub use balance::{breaker, health, retry, weights};
 pub use proxy::{resolver, transport};
+
+/// One backend under its former path: [`balance::backend`], and the [`balance::resilience`]
+/// adapter that lived beside it.
+pub mod backend {
+    pub use crate::balance::backend::*;
+    pub use crate::balance::resilience::Resilience;
+}
+
+/// The server pool under its former path: [`balance::selection`], and the
+/// [`Availability`](balance::Availability) seam it defined.
+pub mod pool {
+    pub use crate::balance::selection::*;
+    pub use crate::balance::{AlwaysAvailable, Availability};
+}

@@ -62,12 +62,9 @@ use client_body::ClientBody;
 use outcome::{classify, Answer, AttemptError};
 use upstream::{AgentCache, AgentSettings};
 
-/// Learns how each attempt went: the seam where health, breaker and weights plug in.
-pub trait Observer: Send + Sync {
-    /// Called once per attempt, when the backend's answer head arrived or the attempt failed.
-    /// `latency` is the time to the response head.
-    fn record(&self, backend: &Backend, success: bool, latency: Duration);
-}
+/// Defined in `balance/` beside the backends whose state it feeds; re-exported here, where the
+/// proxy calls it.
+pub use crate::balance::Observer;
 
 /// Forwarding settings (from [`crate::Config`]).
 #[derive(Clone, Debug)]

@@ -25,37 +25,15 @@
 //! The weight used is each backend's *effective* weight, which the maintenance thread lowers and
 //! raises (slow start, latency, failures) around the configured one. Backends that are not
 //! available (unhealthy, breaker open) are skipped, and so are the ones a retry has already
-//! tried; their `current` is left alone so they rejoin where they were.
+//! tried; their `current` is left alone so they rejoin where they were. Which backends are
+//! available is not decided here but by the [`Availability`] the caller passes.
 
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::backend::Backend;
-
-/// Decides whether a backend may take a request right now. The pool asks it during a pick, under
-/// the pool's lock, so it must be cheap and must not take the pool's lock itself.
-pub trait Availability: Send + Sync {
-    /// True when `backend` may be picked. May reserve something (a half-open trial slot) when it
-    /// says yes.
-    fn admit(&self, backend: &Backend) -> bool;
-
-    /// Gives back what [`Availability::admit`] reserved, for an attempt that ended with no
-    /// outcome to record (nothing reached the backend). Default: nothing was reserved.
-    fn release(&self, backend: &Backend) {
-        let _ = backend;
-    }
-}
-
-/// Every backend is always available: the foundation's default before health checks exist.
-#[derive(Debug, Default)]
-pub struct AlwaysAvailable;
-
-impl Availability for AlwaysAvailable {
-    fn admit(&self, _: &Backend) -> bool {
-        true
-    }
-}
+use super::backend::Backend;
+use super::Availability;
 
 #[derive(Debug)]
 struct Peer {
@@ -72,6 +50,10 @@ pub struct Pool {
 /// One step of nginx's smooth weighted round-robin over `(weight, current)` pairs, where a
 /// weight of zero means "skip". Returns the chosen index, or `None` when every weight is zero.
 /// See the module documentation for a worked example.
+///
+/// This is the loop of nginx's `ngx_http_upstream_get_peer` (`ngx_http_upstream_round_robin.c`),
+/// the whole algorithm; a zero weight stands for nginx's checks of peers that are down or were
+/// already tried.
 pub fn smooth_wrr_step(peers: &mut [(u32, i64)]) -> Option<usize> {
     let mut total: i64 = 0;
     let mut best: Option<usize> = None;
@@ -82,6 +64,7 @@ pub fn smooth_wrr_step(peers: &mut [(u32, i64)]) -> Option<usize> {
         }
         peers[i].1 = current + i64::from(weight);
         total += i64::from(weight);
+        // Strictly greater: on a tie the first one stays, as in nginx.
         if best.is_none_or(|b| peers[i].1 > peers[b].1) {
             best = Some(i);
         }
@@ -110,9 +93,7 @@ impl Pool {
     /// not in `skip`. `None` when no backend qualifies.
     pub fn pick(&self, availability: &dyn Availability, skip: &[u64]) -> Option<Arc<Backend>> {
         let mut peers = self.peers.lock();
-        // Candidates are weighed before anything is reserved, so that a half-open backend's
-        // single trial slot is only taken when it actually wins the pick.
-        let mut scratch: Vec<(u32, i64)> = peers
+        let mut weighed: Vec<(u32, i64)> = peers
             .iter()
             .map(|p| {
                 let w = if skip.contains(&p.backend.id) {
@@ -123,17 +104,19 @@ impl Pool {
                 (w, p.current)
             })
             .collect();
+        // The step runs on a copy and only the winner is asked whether it is available, so that
+        // a half-open backend's single trial slot is only taken when it actually wins the pick.
         loop {
-            let chosen = smooth_wrr_step(&mut scratch.clone())?;
+            let mut after = weighed.clone();
+            let chosen = smooth_wrr_step(&mut after)?;
             if availability.admit(&peers[chosen].backend) {
-                smooth_wrr_step(&mut scratch);
-                for (peer, (_, current)) in peers.iter_mut().zip(&scratch) {
+                for (peer, (_, current)) in peers.iter_mut().zip(&after) {
                     peer.current = *current;
                 }
                 return Some(Arc::clone(&peers[chosen].backend));
             }
             // Not admitted: leave it out of this pick and weigh the rest again.
-            scratch[chosen].0 = 0;
+            weighed[chosen].0 = 0;
         }
     }
 
@@ -173,6 +156,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::AlwaysAvailable;
     use crate::config::BackendConfig;
 
     fn sequence(weights: &[u32], n: usize) -> String {

@@ -20,7 +20,9 @@
 //! again last 10 s.
 //!
 //! The state machine is pure: every method takes `now`, so tests drive it with exact instants.
+//! [`Mirror`] copies its state into atomics, so that a pick can read it without a lock.
 
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::BreakerConfig;
@@ -40,6 +42,17 @@ pub enum State {
         /// A trial request is in flight.
         trial: bool,
     },
+}
+
+impl State {
+    /// `closed`, `open` or `half-open`, as status pages and metrics show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open { .. } => "open",
+            State::HalfOpen { .. } => "half-open",
+        }
+    }
 }
 
 /// A state change, reported once so it can be logged once.
@@ -180,6 +193,61 @@ impl Breaker {
     }
 }
 
+/// A breaker's state where a pick can read it without the lock that guards the [`Breaker`]: the
+/// owner copies the breaker here after every change, under that lock. A pick then takes the lock
+/// only for a half-open breaker (to take the trial slot), and a success while all is well takes
+/// none. Starts closed with no failure, like [`Breaker::new`].
+#[derive(Debug, Default)]
+pub struct Mirror {
+    /// [`CLOSED`], [`OPEN`] or [`HALF_OPEN`].
+    state: AtomicU8,
+    /// The breaker's consecutive failures.
+    failures: AtomicU32,
+}
+
+const CLOSED: u8 = 0;
+const OPEN: u8 = 1;
+const HALF_OPEN: u8 = 2;
+
+impl Mirror {
+    /// Copies `breaker`'s state and failure count.
+    pub fn update(&self, breaker: &Breaker) {
+        let state = match breaker.state() {
+            State::Closed => CLOSED,
+            State::Open { .. } => OPEN,
+            State::HalfOpen { .. } => HALF_OPEN,
+        };
+        self.state.store(state, Relaxed);
+        self.failures.store(breaker.failures(), Relaxed);
+    }
+
+    /// What a pick can decide from the mirror alone: `Some(true)` when closed, `Some(false)` when
+    /// open, `None` when half-open: only [`Breaker::admit`], under the lock, may hand out the
+    /// single trial slot.
+    pub fn admits(&self) -> Option<bool> {
+        match self.state.load(Relaxed) {
+            CLOSED => Some(true),
+            OPEN => Some(false),
+            _ => None,
+        }
+    }
+
+    /// True while the breaker is open.
+    pub fn is_open(&self) -> bool {
+        self.state.load(Relaxed) == OPEN
+    }
+
+    /// True while the breaker is half-open.
+    pub fn is_half_open(&self) -> bool {
+        self.state.load(Relaxed) == HALF_OPEN
+    }
+
+    /// Closed with no failure counted: a success would change nothing, so it needs no lock.
+    pub fn is_quiet(&self) -> bool {
+        self.state.load(Relaxed) == CLOSED && self.failures.load(Relaxed) == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +326,29 @@ mod tests {
                 until: until + 10 * S
             }
         );
+    }
+
+    #[test]
+    fn the_mirror_follows_the_breaker() {
+        let (mut b, t0) = breaker();
+        let m = Mirror::default();
+        m.update(&b);
+        assert_eq!(m.admits(), Some(true));
+        assert!(m.is_quiet());
+        b.on_failure(t0);
+        m.update(&b);
+        assert_eq!(m.admits(), Some(true));
+        assert!(!m.is_quiet(), "a failure is counted");
+        for _ in 0..4 {
+            b.on_failure(t0);
+        }
+        m.update(&b);
+        assert_eq!(m.admits(), Some(false));
+        assert!(m.is_open());
+        b.tick(t0 + 10 * S);
+        m.update(&b);
+        assert_eq!(m.admits(), None, "only the breaker hands out the trial");
+        assert!(m.is_half_open());
     }
 
     #[test]

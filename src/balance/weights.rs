@@ -25,8 +25,14 @@
 //! failed a quarter of its requests, 0.072 × (1 − 0.25)² = 0.041 is under the 5 % floor, so it
 //! keeps 5. A backend that has
 //! just come back with slow start 10 s has 25 after 2.5 s, and its full 100 after 10 s.
+//!
+//! Where the inputs come from: workers add each attempt's outcome to the backend's
+//! [`TickSamples`] (atomics, no lock); once per tick the maintenance thread folds them into the
+//! backend's [`Measurements`] (the two EWMAs and when slow start began) and computes the
+//! effective weight with [`effective_weight`].
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Effective weights are the configured weight times this, so factors below 1 stay whole numbers.
 pub const SCALE: u32 = 100;
@@ -115,6 +121,139 @@ pub fn effective_weight(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Du
     ((full * factor.max(MIN_FACTOR)).round() as u32).max(1)
 }
 
+/// One backend's outcomes during the current tick, summed without a lock by the workers.
+#[derive(Debug, Default)]
+pub struct TickSamples {
+    /// Sum of successful attempts' latencies, in microseconds.
+    latency_us: AtomicU64,
+    /// Successful attempts.
+    ok: AtomicU64,
+    /// Failed attempts.
+    failed: AtomicU64,
+}
+
+/// One tick's outcomes, as [`TickSamples::take`] hands them over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Sum of successful attempts' latencies, in microseconds.
+    pub latency_us: u64,
+    /// Successful attempts.
+    pub ok: u64,
+    /// Failed attempts.
+    pub failed: u64,
+}
+
+impl Tick {
+    /// True when the tick saw no attempt.
+    pub fn is_empty(&self) -> bool {
+        self.ok + self.failed == 0
+    }
+}
+
+impl TickSamples {
+    /// Counts a successful attempt whose answer head came after `latency`.
+    pub fn success(&self, latency: Duration) {
+        let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_us.fetch_add(us, Relaxed);
+        self.ok.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a failed attempt.
+    pub fn failure(&self) {
+        self.failed.fetch_add(1, Relaxed);
+    }
+
+    /// Takes the tick's outcomes and starts a new tick.
+    pub fn take(&self) -> Tick {
+        Tick {
+            latency_us: self.latency_us.swap(0, Relaxed),
+            ok: self.ok.swap(0, Relaxed),
+            failed: self.failed.swap(0, Relaxed),
+        }
+    }
+
+    /// The mean latency of this tick's successes so far, in ms: what status shows before a tick
+    /// has been folded into the average.
+    pub fn mean_latency_ms(&self) -> Option<f64> {
+        let ok = self.ok.load(Relaxed);
+        let sum = self.latency_us.load(Relaxed);
+        (ok > 0).then(|| sum as f64 / 1000.0 / ok as f64)
+    }
+}
+
+/// What the formula knows about one backend between ticks: its latency and failure-rate averages,
+/// and when its slow start began. Starts unmeasured and not ramping.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Measurements {
+    latency: Ewma,
+    failure_rate: Ewma,
+    /// When the backend last (re)joined, while slow start may still be ramping it.
+    joined: Option<Instant>,
+}
+
+impl Measurements {
+    /// Folds one tick's outcomes into the averages, each as one sample: the mean latency of its
+    /// successes and the share of its attempts that failed. Averaging per tick first keeps one
+    /// stall (a descheduled worker, a GC pause) among many fast answers from moving the average
+    /// much, so backends that perform alike stay alike; a backend that is really slower moves it
+    /// tick after tick. A tick without attempts changes nothing.
+    pub fn fold(&mut self, tick: Tick) {
+        if tick.is_empty() {
+            return;
+        }
+        if tick.ok > 0 {
+            let mean_ms = tick.latency_us as f64 / 1000.0 / tick.ok as f64;
+            self.latency.add(mean_ms, LATENCY_ALPHA);
+        }
+        let failed = tick.failed as f64 / (tick.ok + tick.failed) as f64;
+        self.failure_rate.add(failed, FAILURE_ALPHA);
+    }
+
+    /// The inputs of the formula at `now` for a backend of configured `weight`. A ramp that has
+    /// lasted `slow_start` is over and is forgotten.
+    pub fn inputs(&mut self, weight: u32, now: Instant, slow_start: Duration) -> Inputs {
+        let since_join = self.joined.map(|j| now.saturating_duration_since(j));
+        if since_join.is_some_and(|s| s >= slow_start) {
+            self.joined = None;
+        }
+        Inputs {
+            weight,
+            latency_ms: self.latency.get(),
+            failure_rate: self.failure_rate(),
+            since_join: since_join.filter(|s| *s < slow_start),
+        }
+    }
+
+    /// Starts slow start at `now`.
+    pub fn join(&mut self, now: Instant) {
+        self.joined = Some(now);
+    }
+
+    /// Forgets the failure average: the failures it counted are over (a breaker closed again).
+    pub fn forget_failures(&mut self) {
+        self.failure_rate = Ewma::default();
+    }
+
+    /// Forgets both averages and starts slow start at `now`: the backend is back after being
+    /// down, and what was measured before describes a backend that no longer is.
+    pub fn restart(&mut self, now: Instant) {
+        *self = Measurements {
+            joined: Some(now),
+            ..Measurements::default()
+        };
+    }
+
+    /// The latency average in ms, if measured.
+    pub fn latency_ms(&self) -> Option<f64> {
+        self.latency.get()
+    }
+
+    /// The failure-rate average, 0..=1; 0 until measured.
+    pub fn failure_rate(&self) -> f64 {
+        self.failure_rate.get().unwrap_or(0.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +318,38 @@ mod tests {
         assert_eq!(f(10_000), 1.0);
         assert_eq!(slow_start_factor(Some(Duration::ZERO), Duration::ZERO), 1.0);
         assert_eq!(slow_start_factor(None, RAMP), 1.0);
+    }
+
+    #[test]
+    fn a_tick_is_one_sample_and_a_restart_ramps() {
+        let samples = TickSamples::default();
+        let mut m = Measurements::default();
+        m.fold(samples.take());
+        assert_eq!(m, Measurements::default(), "an empty tick changes nothing");
+        samples.success(Duration::from_millis(2));
+        samples.success(Duration::from_millis(4));
+        samples.failure();
+        samples.failure();
+        assert_eq!(samples.mean_latency_ms(), Some(3.0));
+        m.fold(samples.take());
+        assert_eq!((m.latency_ms(), m.failure_rate()), (Some(3.0), 0.5));
+        assert!(samples.take().is_empty());
+        let t0 = Instant::now();
+        m.restart(t0);
+        let half = m.inputs(2, t0 + RAMP / 2, RAMP);
+        let expected = Inputs {
+            weight: 2,
+            latency_ms: None,
+            failure_rate: 0.0,
+            since_join: Some(RAMP / 2),
+        };
+        assert_eq!(half, expected);
+        assert_eq!(m.inputs(2, t0 + RAMP, RAMP).since_join, None);
+        assert_eq!(
+            m.inputs(2, t0, RAMP).since_join,
+            None,
+            "a ramp over is over"
+        );
     }
 
     #[test]

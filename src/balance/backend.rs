@@ -1,23 +1,31 @@
-//! One backend: its address, its configured weight, live counters that workers update without a
-//! lock, and its resilience state (health, breaker, latency and failure averages, slow start).
+//! One backend: who it is (id, name, URL), its configured and effective weight, its counters,
+//! and the state that the breaker, health checks and dynamic weights keep about it.
+//!
+//! Each concept's state and rules live in that concept's file: the [`Breaker`] and its lock-free
+//! [`Mirror`] in `breaker.rs`, [`Health`] in `health.rs`, the [`TickSamples`] and
+//! [`Measurements`] behind the effective weight in `weights.rs`. What is left here is what ties
+//! them together, under one lock so that a status page sees them consistent:
+//!
+//! - a breaker that closes again (its trial succeeded) starts slow start and forgets the failure
+//!   average;
+//! - health checks that see the backend come back reset its breaker, forget its averages and
+//!   start slow start;
+//! - either one can say why the backend is out (`last_error`, shown on the status page).
 //!
 //! The hot path stays cheap: a pick reads two atomics (`healthy`, breaker closed) and only takes
-//! the backend's lock when the breaker is not closed. Workers take the lock once per attempt to
-//! record its outcome. Every state change is logged once, here, with its reason.
+//! the backend's lock when the breaker is not closed; a success while all is well takes no lock
+//! either. Every state change is logged once, here, with its reason.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::breaker::{self, Breaker};
-use crate::clock::Clock;
+use super::breaker::{self, Breaker, Mirror};
+use super::health::{self, Health};
+use super::weights::{self, Inputs, Measurements, TickSamples};
 use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
-use crate::health::{self, Health};
-use crate::pool::Availability;
-use crate::proxy::Observer;
-use crate::weights::{self, Ewma, Inputs, FAILURE_ALPHA, LATENCY_ALPHA};
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
 /// `Arc`.
@@ -33,55 +41,24 @@ pub struct Backend {
     weight: AtomicU32,
     /// The weight the smooth WRR uses now, in units of [`weights::SCALE`].
     effective_weight: AtomicU32,
-    /// Mirror of the health state for lock-free picks.
-    healthy: AtomicBool,
-    /// Mirror of the breaker state for lock-free picks: [`CLOSED`], [`OPEN`] or [`HALF_OPEN`].
-    breaker_state: AtomicU8,
     /// Counters and gauges for status and metrics.
     pub stats: BackendStats,
+    /// Mirror of the health state for lock-free picks.
+    healthy: AtomicBool,
+    /// Mirror of the breaker for lock-free picks and successes.
+    breaker: Mirror,
     /// This tick's outcomes, summed without a lock by the workers and folded into the averages
     /// by the maintenance thread (see [`Backend::fold_tick`]).
     tick: TickSamples,
-    /// Mirror of the breaker's consecutive failure count: while it is 0 and the breaker is
-    /// closed, a success changes nothing in `live`, so workers need not take the lock.
-    consecutive_failures: AtomicU32,
     live: Mutex<Live>,
 }
 
-/// Outcomes of the current tick.
-#[derive(Debug, Default)]
-struct TickSamples {
-    /// Sum of successful attempts' latencies, in microseconds.
-    latency_us: AtomicU64,
-    /// Successful attempts.
-    ok: AtomicU64,
-    /// Failed attempts.
-    failed: AtomicU64,
-}
-
-impl TickSamples {
-    /// Takes the tick's `(latency sum µs, ok, failed)` and starts a new tick.
-    fn take(&self) -> (u64, u64, u64) {
-        (
-            self.latency_us.swap(0, Relaxed),
-            self.ok.swap(0, Relaxed),
-            self.failed.swap(0, Relaxed),
-        )
-    }
-}
-
-const CLOSED: u8 = 0;
-const OPEN: u8 = 1;
-const HALF_OPEN: u8 = 2;
-
+/// What the backend's lock guards.
 #[derive(Debug)]
 struct Live {
     breaker: Breaker,
     health: Health,
-    latency: Ewma,
-    failure_rate: Ewma,
-    /// When the backend last (re)joined, while slow start may still be ramping it.
-    joined: Option<Instant>,
+    measured: Measurements,
     /// Why the backend is out, for status.
     last_error: Option<String>,
 }
@@ -159,17 +136,14 @@ impl Backend {
             url: config.url.clone(),
             weight: AtomicU32::new(config.weight),
             effective_weight: AtomicU32::new(config.weight * weights::SCALE),
-            healthy: AtomicBool::new(true),
-            breaker_state: AtomicU8::new(CLOSED),
             stats: BackendStats::default(),
+            healthy: AtomicBool::new(true),
+            breaker: Mirror::default(),
             tick: TickSamples::default(),
-            consecutive_failures: AtomicU32::new(0),
             live: Mutex::new(Live {
                 breaker: Breaker::new(breaker.clone()),
                 health: Health::new(health.rise, health.fall),
-                latency: Ewma::default(),
-                failure_rate: Ewma::default(),
-                joined: None,
+                measured: Measurements::default(),
                 last_error: None,
             }),
         }
@@ -208,21 +182,17 @@ impl Backend {
         if !self.healthy.load(Relaxed) {
             return false;
         }
-        match self.breaker_state.load(Relaxed) {
-            CLOSED => true,
-            OPEN => false,
-            _ => {
-                let mut live = self.live.lock();
-                let admitted = live.breaker.admit();
-                self.mirror_breaker(&live.breaker);
-                admitted
-            }
-        }
+        self.breaker.admits().unwrap_or_else(|| {
+            let mut live = self.live.lock();
+            let admitted = live.breaker.admit();
+            self.breaker.update(&live.breaker);
+            admitted
+        })
     }
 
     /// True while the breaker is half-open: a request admitted now holds the trial slot.
     pub fn in_trial(&self) -> bool {
-        self.breaker_state.load(Relaxed) == HALF_OPEN
+        self.breaker.is_half_open()
     }
 
     /// Gives back the half-open trial slot an attempt took but never used (see
@@ -230,32 +200,19 @@ impl Backend {
     pub fn release_trial(&self) {
         let mut live = self.live.lock();
         live.breaker.release_trial();
-        self.mirror_breaker(&live.breaker);
-    }
-
-    fn mirror_breaker(&self, breaker: &Breaker) {
-        let s = match breaker.state() {
-            breaker::State::Closed => CLOSED,
-            breaker::State::Open { .. } => OPEN,
-            breaker::State::HalfOpen { .. } => HALF_OPEN,
-        };
-        self.breaker_state.store(s, Relaxed);
+        self.breaker.update(&live.breaker);
     }
 
     /// Records one attempt's outcome: latency and failure averages, and the breaker. The common
     /// case, a success while all is well, takes no lock.
     pub fn record(&self, success: bool, latency: Duration, now: Instant) {
         if success {
-            let us = latency.as_micros().min(u128::from(u64::MAX)) as u64;
-            self.tick.latency_us.fetch_add(us, Relaxed);
-            self.tick.ok.fetch_add(1, Relaxed);
-            let all_well = self.breaker_state.load(Relaxed) == CLOSED
-                && self.consecutive_failures.load(Relaxed) == 0;
-            if all_well {
+            self.tick.success(latency);
+            if self.breaker.is_quiet() {
                 return;
             }
         } else {
-            self.tick.failed.fetch_add(1, Relaxed);
+            self.tick.failure();
         }
         let mut live = self.live.lock();
         let failures_before = live.breaker.failures();
@@ -277,8 +234,8 @@ impl Backend {
                 failures_before + 1
             ),
             Some(breaker::Transition::Closed) => {
-                live.joined = Some(now);
-                live.failure_rate = Ewma::default();
+                live.measured.join(now);
+                live.measured.forget_failures();
                 log::info!(
                     "backend {}: breaker closed: trial request succeeded",
                     self.name
@@ -286,9 +243,7 @@ impl Backend {
             }
             Some(breaker::Transition::HalfOpened) | None => {}
         }
-        self.consecutive_failures
-            .store(live.breaker.failures(), Relaxed);
-        self.mirror_breaker(&live.breaker);
+        self.breaker.update(&live.breaker);
     }
 
     /// Records one health check result.
@@ -312,12 +267,9 @@ impl Backend {
                 // Fresh evidence that the backend is back: forget the breaker's backoff and
                 // the old averages, and ramp it up.
                 live.breaker.reset();
-                self.consecutive_failures.store(0, Relaxed);
-                self.mirror_breaker(&live.breaker);
-                live.latency = Ewma::default();
-                live.failure_rate = Ewma::default();
+                self.breaker.update(&live.breaker);
+                live.measured.restart(now);
                 self.tick.take();
-                live.joined = Some(now);
                 live.last_error = None;
                 log::info!("backend {}: healthy again, slow start begins", self.name);
             }
@@ -334,12 +286,12 @@ impl Backend {
                 self.name
             );
         }
-        self.mirror_breaker(&live.breaker);
+        self.breaker.update(&live.breaker);
     }
 
     /// Starts slow start now (a backend added by a reload).
     pub fn join(&self, now: Instant) {
-        self.live.lock().joined = Some(now);
+        self.live.lock().measured.join(now);
     }
 
     /// Applies new breaker and health settings (reload), keeping state.
@@ -350,54 +302,34 @@ impl Backend {
         live.health.set_thresholds(health.rise, health.fall);
     }
 
-    /// Folds the last tick's outcomes into the averages, each as one sample: the mean latency of
-    /// its successes and the share of its attempts that failed. Averaging per tick first keeps
-    /// one stall (a descheduled worker, a GC pause) among many fast answers from moving the
-    /// average much, so backends that perform alike stay alike; a backend that is really slower
-    /// moves it tick after tick. The maintenance thread calls this once per tick.
+    /// Folds the last tick's outcomes into the averages (see [`Measurements::fold`]). The
+    /// maintenance thread calls this once per tick.
     pub fn fold_tick(&self) {
-        let (latency_us, ok, failed) = self.tick.take();
-        if ok + failed == 0 {
-            return;
+        let tick = self.tick.take();
+        // An idle backend's tick has nothing to fold: no need for the lock.
+        if !tick.is_empty() {
+            self.live.lock().measured.fold(tick);
         }
-        let mut live = self.live.lock();
-        if ok > 0 {
-            live.latency
-                .add(latency_us as f64 / 1000.0 / ok as f64, LATENCY_ALPHA);
-        }
-        live.failure_rate
-            .add(failed as f64 / (ok + failed) as f64, FAILURE_ALPHA);
     }
 
     /// The inputs of the weight formula now.
     pub fn weight_inputs(&self, now: Instant, slow_start: Duration) -> Inputs {
-        let mut live = self.live.lock();
-        let since_join = live.joined.map(|j| now.saturating_duration_since(j));
-        if since_join.is_some_and(|s| s >= slow_start) {
-            live.joined = None;
-        }
-        Inputs {
-            weight: self.weight(),
-            latency_ms: live.latency.get(),
-            failure_rate: live.failure_rate.get().unwrap_or(0.0),
-            since_join: since_join.filter(|s| *s < slow_start),
-        }
+        self.live
+            .lock()
+            .measured
+            .inputs(self.weight(), now, slow_start)
     }
 
     /// True when the backend can take traffic (healthy, breaker not open).
     pub fn is_available(&self) -> bool {
-        self.is_healthy() && self.breaker_state.load(Relaxed) != OPEN
+        self.is_healthy() && !self.breaker.is_open()
     }
 
     /// A consistent view for status and metrics.
     pub fn snapshot(&self, now: Instant, slow_start: Duration) -> Snapshot {
         let inputs = self.weight_inputs(now, slow_start);
         let live = self.live.lock();
-        let breaker = match live.breaker.state() {
-            breaker::State::Closed => "closed",
-            breaker::State::Open { .. } => "open",
-            breaker::State::HalfOpen { .. } => "half-open",
-        };
+        let breaker = live.breaker.state().name();
         let healthy = live.health.is_healthy();
         let state = if !healthy {
             "unhealthy"
@@ -418,12 +350,11 @@ impl Backend {
             weight: self.weight(),
             effective_weight: f64::from(self.effective_weight()) / f64::from(weights::SCALE),
             // Before the first tick has folded them in, show the samples taken so far.
-            latency_ms: live.latency.get().or_else(|| {
-                let ok = self.tick.ok.load(Relaxed);
-                let sum = self.tick.latency_us.load(Relaxed);
-                (ok > 0).then(|| sum as f64 / 1000.0 / ok as f64)
-            }),
-            failure_rate: live.failure_rate.get().unwrap_or(0.0),
+            latency_ms: live
+                .measured
+                .latency_ms()
+                .or_else(|| self.tick.mean_latency_ms()),
+            failure_rate: live.measured.failure_rate(),
             in_flight: self.stats.in_flight.load(Relaxed),
             requests: self.stats.requests.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),
@@ -433,7 +364,8 @@ impl Backend {
     }
 }
 
-/// Keeps a backend's in-flight gauge up while a request is being forwarded.
+/// Keeps a backend's in-flight gauge up while a request is being forwarded. It lives beside the
+/// counter it keeps: [`Backend::begin`] makes it.
 #[derive(Debug)]
 pub struct InFlight(Arc<Backend>);
 
@@ -447,36 +379,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.stats.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
-/// Connects the pool and the proxy to the backends' own state: a backend is available when it
-/// [admits](Backend::admit) a request, and every attempt's outcome is
-/// [recorded](Backend::record) with the clock's time.
-pub struct Resilience {
-    clock: Arc<dyn Clock>,
-}
-
-impl Resilience {
-    /// Resilience driven by `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> Resilience {
-        Resilience { clock }
-    }
-}
-
-impl Availability for Resilience {
-    fn admit(&self, backend: &Backend) -> bool {
-        backend.admit()
-    }
-
-    fn release(&self, backend: &Backend) {
-        backend.release_trial();
-    }
-}
-
-impl Observer for Resilience {
-    fn record(&self, backend: &Backend, success: bool, latency: Duration) {
-        backend.record(success, latency, self.clock.now());
     }
 }
 
@@ -505,28 +407,6 @@ mod tests {
         assert!(b.admit() && b.admit());
         let s = b.snapshot(t0 + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(s.state, "slow-start");
-    }
-
-    #[test]
-    fn resilience_records_with_its_clock() {
-        use crate::clock::ManualClock;
-        let clock = Arc::new(ManualClock::new());
-        let r = Resilience::new(clock.clone());
-        let b = backend();
-        for _ in 0..5 {
-            assert!(r.admit(&b));
-            r.record(&b, false, Duration::from_millis(3));
-        }
-        assert!(!r.admit(&b), "open for the 10 s cooldown");
-        clock.advance(Duration::from_millis(9_999));
-        b.tick(clock.now());
-        assert!(!r.admit(&b));
-        clock.advance(Duration::from_millis(1));
-        b.tick(clock.now());
-        assert!(r.admit(&b), "half-open exactly at 10 s");
-        r.record(&b, true, Duration::from_millis(3));
-        let s = b.snapshot(clock.now(), Duration::from_secs(10));
-        assert_eq!((s.breaker, s.state), ("closed", "slow-start"));
     }
 
     #[test]
