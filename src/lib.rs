@@ -34,22 +34,3 @@ pub mod yielding;
 pub use config::Config;
 pub use start::{Balancer, ConfigLoader, Running};
 pub use state::Shared;
-
-// The paths these modules had before they moved into `balance/` and `proxy/`, so that code
-// written against them keeps compiling.
-pub use balance::{breaker, health, retry, weights};
-pub use proxy::{resolver, transport};
-
-/// One backend under its former path: [`balance::backend`], and the [`balance::resilience`]
-/// adapter that lived beside it.
-pub mod backend {
-    pub use crate::balance::backend::*;
-    pub use crate::balance::resilience::Resilience;
-}
-
-/// The server pool under its former path: [`balance::selection`], and the
-/// [`Availability`](balance::Availability) seam it defined.
-pub mod pool {
-    pub use crate::balance::selection::*;
-    pub use crate::balance::{AlwaysAvailable, Availability};
-}

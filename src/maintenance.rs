@@ -16,14 +16,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 
-use crate::backend::Backend;
+use crate::balance::backend::Backend;
 use crate::clock::Clock;
 use crate::config::HealthConfig;
-use crate::health;
+use crate::balance::health;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::balance::selection::Pool;
 use crate::supervise::{self, Thread};
-use crate::weights;
+use crate::balance::weights;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// How often the maintenance thread wakes. 100 ms.

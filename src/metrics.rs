@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::backend::Backend;
+use crate::balance::backend::Backend;
 
 /// Upper bounds (seconds) of the request-duration histogram buckets, Prometheus style
 /// (`le`); a last `+Inf` bucket is implied.

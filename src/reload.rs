@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::backend::Backend;
+use crate::balance::backend::Backend;
 use crate::maintenance::{self, MaintenanceSettings};
 use crate::proxy::ProxySettings;
 use crate::state::Shared;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminRequest, AdminResponse};
 use crate::admission::check_request;
-use crate::backend::InFlight;
+use crate::balance::backend::InFlight;
 use crate::filter::Filter;
 use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
 use crate::logging::{self, AccessEntry};
@@ -175,7 +175,7 @@ impl Handler for Balancing {
 }
 
 /// The backends tried, `a>b`, when there was more than one (else empty).
-fn names(via: &[Arc<crate::backend::Backend>]) -> String {
+fn names(via: &[Arc<crate::balance::backend::Backend>]) -> String {
     if via.len() < 2 {
         return String::new();
     }

@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::backend::{Backend, Resilience};
+use crate::balance::backend::Backend;
+use crate::balance::resilience::Resilience;
 use crate::clock::{Clock, SystemClock};
 use crate::filter::Filter;
 use crate::http::limits::{default_max_connections, descriptor_limit};
 use crate::maintenance::{self, Maintainer, Maintenance, MaintenanceSettings};
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::balance::selection::Pool;
 use crate::proxy::Proxy;
 use crate::reload::proxy_settings;
-use crate::retry::RetryBudget;
+use crate::balance::retry::RetryBudget;
 use crate::server::{AdminPages, Balancing, ADMIN_WORKERS};
 use crate::state::Shared;
 use crate::{config, http, Config};

@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::filter::Filter;
 use crate::maintenance::MaintenanceSettings;
 use crate::metrics::Metrics;
-use crate::pool::Pool;
+use crate::balance::selection::Pool;
 use crate::proxy::Proxy;
 use crate::{http, supervise, Config, ConfigLoader};
 

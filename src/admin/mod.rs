@@ -8,7 +8,7 @@
 //! `/status`). Without it the answer is `401` with `WWW-Authenticate: Bearer`.
 //!
 //! Every answer is built from one [`View`] taken at the moment of the request: backend
-//! snapshots ([`crate::backend::Snapshot`]), balancer-wide counters ([`crate::metrics::Metrics`])
+//! snapshots ([`crate::balance::backend::Snapshot`]), balancer-wide counters ([`crate::metrics::Metrics`])
 //! and the filter's counters and bans. JSON and the Prometheus text are written by hand (no
 //! serialisation dependency): see [`json_str`] and [`label_value`] for the escaping rules.
 //!

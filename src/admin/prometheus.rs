@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::view::{round, View};
-use crate::backend::Snapshot;
+use crate::balance::backend::Snapshot;
 
 /// Escapes a label value for the Prometheus text format: backslash, double quote and newline.
 pub fn label_value(s: &str) -> String {

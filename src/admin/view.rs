@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::backend::Snapshot;
+use crate::balance::backend::Snapshot;
 use crate::Shared;
 
 /// Everything the admin pages show, taken at one moment.

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use super::outcome::Failed;
-use crate::backend::Backend;
+use crate::balance::backend::Backend;
 use crate::http::{Framing, Refusal};
 
 /// Reads the client's body for ureq while remembering whether anything was read and whether the

@@ -54,10 +54,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
 
-use crate::backend::Backend;
+use crate::balance::backend::Backend;
 use crate::http::{Framing, Refusal, RequestHead};
-use crate::pool::{Availability, Pool};
-use crate::retry::RetryBudget;
+use crate::balance::{selection::Pool, Availability};
+use crate::balance::retry::RetryBudget;
 use client_body::ClientBody;
 use outcome::{classify, Answer, AttemptError};
 use upstream::{AgentCache, AgentSettings};
@@ -416,7 +416,7 @@ mod tests {
         let pool = Arc::new(Pool::new(vec![Arc::clone(&a), Arc::clone(&b)]));
         let proxy = Proxy::new(
             Arc::clone(&pool),
-            Arc::new(crate::pool::AlwaysAvailable),
+            Arc::new(crate::balance::AlwaysAvailable),
             Arc::new(Ignore),
             RetryBudget::new(20),
             settings(2000),
@@ -460,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_client_leaving_mid_upload_gives_the_half_open_trial_back() {
-        use crate::backend::Resilience;
+        use crate::balance::resilience::Resilience;
         use crate::clock::{Clock, ManualClock};
         // A backend that reads the request's head, then waits for a body that never comes whole.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

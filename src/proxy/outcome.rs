@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use super::headers::ResponseHeaders;
-use crate::backend::{Backend, InFlight};
+use crate::balance::backend::{Backend, InFlight};
 use crate::http::Refusal;
 
 /// A backend's answer, ready to be relayed. The body streams from the backend.
