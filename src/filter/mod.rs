@@ -52,11 +52,10 @@
 //! clients, so the cost per request is amortised O(1). The ban table, when full of live bans,
 //! ends the ban that would end soonest to make room for a new one.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -64,6 +63,16 @@ use parking_lot::Mutex;
 
 use crate::config::{pairs, parse_count, parse_duration, parse_size};
 use crate::http::{Framing, Refusal, RequestHead};
+
+mod cidr;
+mod client;
+mod path;
+
+pub use cidr::Cidr;
+
+use cidr::IpSet;
+use client::client_of;
+use path::{normalize_path, path_of, segment_prefix};
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
@@ -77,163 +86,6 @@ const MAX_RATE: u64 = 1_000_000;
 
 /// Largest `limits max_clients=`.
 const MAX_CLIENTS_LIMIT: u64 = 100_000_000;
-
-/// Lists with at most this many ranges are scanned; longer ones are grouped into hash sets.
-const SMALL_SET: usize = 16;
-
-// ---------------------------------------------------------------------------------------------
-// Addresses and ranges
-// ---------------------------------------------------------------------------------------------
-
-/// An address range (`10.0.0.0/8`, `2001:db8::/32`) or one address (a full-length prefix),
-/// parsed once into integers. IPv4 ranges match IPv4 clients (including IPv4-mapped IPv6 ones);
-/// IPv6 ranges match IPv6 clients.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Cidr {
-    v6: bool,
-    net: u128,
-    prefix: u8,
-}
-
-/// The address as `(is IPv6, bits)`, IPv4-mapped IPv6 addresses turned into IPv4.
-fn ip_bits(ip: IpAddr) -> (bool, u128) {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => (false, u32::from(a) as u128),
-        IpAddr::V6(a) => (true, u128::from(a)),
-    }
-}
-
-fn width(v6: bool) -> u8 {
-    if v6 {
-        128
-    } else {
-        32
-    }
-}
-
-/// The network mask of `prefix` bits in an address of `width` bits.
-fn mask(v6: bool, prefix: u8) -> u128 {
-    let w = width(v6) as u32;
-    if prefix == 0 {
-        return 0;
-    }
-    let all = u128::MAX >> (128 - w);
-    all & (u128::MAX << (w - prefix as u32))
-}
-
-impl Cidr {
-    /// Parses `ADDR` or `ADDR/PREFIX` (IPv4 or IPv6). Host bits must be zero, so a typo like
-    /// `10.0.0.1/8` is caught instead of silently meaning `10.0.0.0/8`.
-    pub fn parse(s: &str) -> Result<Cidr, String> {
-        let bad = || format!("bad address or range {s:?}");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let ip: IpAddr = addr.parse().map_err(|_| bad())?;
-        let (mut v6, mut net) = match ip {
-            IpAddr::V4(a) => (false, u32::from(a) as u128),
-            IpAddr::V6(a) => (true, u128::from(a)),
-        };
-        let mut prefix = match prefix {
-            None => width(v6),
-            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().map_err(|_| bad())?
-            }
-            Some(_) => return Err(bad()),
-        };
-        if prefix > width(v6) {
-            return Err(bad());
-        }
-        // `::ffff:10.0.0.0/104` is the IPv4 range 10.0.0.0/8.
-        if let IpAddr::V6(a) = ip {
-            if let (Some(v4), true) = (a.to_ipv4_mapped(), prefix >= 96) {
-                (v6, net, prefix) = (false, u32::from(v4) as u128, prefix - 96);
-            }
-        }
-        let m = mask(v6, prefix);
-        if net & !m != 0 {
-            let fixed = Cidr {
-                v6,
-                net: net & m,
-                prefix,
-            };
-            return Err(format!(
-                "{s:?} has bits set after the /{prefix} prefix; did you mean {fixed}?"
-            ));
-        }
-        Ok(Cidr { v6, net, prefix })
-    }
-
-    /// True when `ip` is in this range.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let (v6, bits) = ip_bits(ip);
-        v6 == self.v6 && bits & mask(v6, self.prefix) == self.net
-    }
-
-    fn contains_bits(&self, v6: bool, bits: u128) -> bool {
-        v6 == self.v6 && bits & mask(v6, self.prefix) == self.net
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ip: IpAddr = if self.v6 {
-            Ipv6Addr::from(self.net).into()
-        } else {
-            Ipv4Addr::from(self.net as u32).into()
-        };
-        write!(f, "{ip}/{}", self.prefix)
-    }
-}
-
-/// A compiled list of ranges: scanned when short, grouped by prefix length into hash sets when
-/// long (one probe per distinct prefix length).
-#[derive(Debug, Default)]
-struct IpSet {
-    small: Vec<Cidr>,
-    /// `(is IPv6, prefix, networks)`, longest prefixes first.
-    groups: Vec<(bool, u8, HashSet<u128>)>,
-}
-
-impl IpSet {
-    fn new(list: &[Cidr]) -> IpSet {
-        if list.len() <= SMALL_SET {
-            return IpSet {
-                small: list.to_vec(),
-                groups: Vec::new(),
-            };
-        }
-        let mut by_prefix: BTreeMap<(bool, u8), HashSet<u128>> = BTreeMap::new();
-        for c in list {
-            by_prefix.entry((c.v6, c.prefix)).or_default().insert(c.net);
-        }
-        IpSet {
-            small: Vec::new(),
-            groups: by_prefix
-                .into_iter()
-                .rev()
-                .map(|((v6, p), set)| (v6, p, set))
-                .collect(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.small.is_empty() && self.groups.is_empty()
-    }
-
-    fn contains(&self, ip: IpAddr) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        let (v6, bits) = ip_bits(ip);
-        self.small.iter().any(|c| c.contains_bits(v6, bits))
-            || self
-                .groups
-                .iter()
-                .any(|(fam, p, set)| *fam == v6 && set.contains(&(bits & mask(v6, *p))))
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Settings
@@ -1235,108 +1087,8 @@ impl Inner {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Helpers: client identity, paths, formatting
+// Helpers: formatting
 // ---------------------------------------------------------------------------------------------
-
-/// The client a request is from (see the module documentation), as its canonical address.
-fn client_of(head: &RequestHead, trusted: &IpSet) -> IpAddr {
-    let peer = head.client.to_canonical();
-    if trusted.is_empty() || !trusted.contains(peer) {
-        return peer;
-    }
-    let mut client = peer;
-    let values = head
-        .headers
-        .iter()
-        .rev()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"));
-    for (_, value) in values {
-        // Bytes that are not UTF-8 become U+FFFD: such an entry is no address.
-        let value = String::from_utf8_lossy(value);
-        for entry in value.rsplit(',') {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let Some(ip) = parse_forwarded_addr(entry) else {
-                return client;
-            };
-            client = ip.to_canonical();
-            if !trusted.contains(client) {
-                return client;
-            }
-        }
-    }
-    client
-}
-
-/// One `X-Forwarded-For` entry: `1.2.3.4`, `2001:db8::1`, `[2001:db8::1]`, or with a port.
-fn parse_forwarded_addr(s: &str) -> Option<IpAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    if let Some(inner) = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-        return inner.parse().ok();
-    }
-    s.parse::<SocketAddr>().ok().map(|a| a.ip())
-}
-
-/// The path part of a request target: before `?` or `#`; for an absolute-form target
-/// (`http://host/p`), the part after the authority.
-fn path_of(target: &str) -> &str {
-    let mut t = target;
-    for scheme in ["http://", "https://"] {
-        if t.len() >= scheme.len() && t[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let rest = &t[scheme.len()..];
-            t = rest.find('/').map_or("/", |i| &rest[i..]);
-            break;
-        }
-    }
-    let end = t.find(['?', '#']).unwrap_or(t.len());
-    &t[..end]
-}
-
-/// The path as a backend would see it, for prefix matching: `%XX` escapes decoded, `\` read as
-/// `/`, empty and `.` segments dropped, `..` segments applied. So `/%2egit/config`,
-/// `//.git/config` and `/x/../.git/config` all match `deny_path /.git`. Paths that need none of
-/// this (the usual case) are borrowed, not copied.
-fn normalize_path(path: &str) -> Cow<'_, [u8]> {
-    let b = path.as_bytes();
-    let plain = !b.contains(&b'%')
-        && !b.contains(&b'\\')
-        && path.split('/').skip(1).all(|seg| seg != "." && seg != "..")
-        && !path.contains("//");
-    if plain {
-        return Cow::Borrowed(b);
-    }
-    let decoded = crate::percent::decode(b, |c| if c == b'\\' { b'/' } else { c });
-    let mut segments: Vec<&[u8]> = Vec::new();
-    for seg in decoded.split(|c| *c == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut out = Vec::with_capacity(decoded.len() + 1);
-    for s in &segments {
-        out.push(b'/');
-        out.extend_from_slice(s);
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    Cow::Owned(out)
-}
-
-/// True when `prefix` matches `path` on whole segments: `/admin` matches `/admin` and
-/// `/admin/x`, not `/administrator`; `/` matches everything.
-fn segment_prefix(path: &[u8], prefix: &[u8]) -> bool {
-    path.starts_with(prefix)
-        && (path.len() == prefix.len() || prefix.ends_with(b"/") || path[prefix.len()] == b'/')
-}
 
 /// Whole seconds, rounded up.
 fn ceil_secs(d: Duration) -> u64 {
@@ -1376,26 +1128,36 @@ fn fmt_utc(t: SystemTime) -> String {
     )
 }
 
+/// Helpers shared by the tests of this module and its files: requests, config lines, answers.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
+pub(crate) mod testing {
+    use std::net::IpAddr;
+    use std::time::{Duration, Instant};
 
-    fn ip(s: &str) -> IpAddr {
+    use super::{Filter, FilterConfig};
+    use crate::config::Config;
+    use crate::http::{Framing, RequestHead};
+
+    pub(crate) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn cfg(text: &str) -> FilterConfig {
+    pub(crate) fn cfg(text: &str) -> FilterConfig {
         Config::parse(text, "t")
             .unwrap_or_else(|e| panic!("{e}"))
             .filter
     }
 
-    fn err(text: &str) -> String {
+    pub(crate) fn err(text: &str) -> String {
         Config::parse(text, "lb.conf").unwrap_err().to_string()
     }
 
-    fn req(client: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> RequestHead {
+    pub(crate) fn req(
+        client: &str,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> RequestHead {
         RequestHead {
             method: method.into(),
             target: target.into(),
@@ -1408,12 +1170,12 @@ mod tests {
         }
     }
 
-    fn get(client: &str, target: &str) -> RequestHead {
+    pub(crate) fn get(client: &str, target: &str) -> RequestHead {
         req(client, "GET", target, &[])
     }
 
     /// The status of checking `head` (200 when allowed) and its Retry-After.
-    fn status(
+    pub(crate) fn status(
         f: &Filter,
         head: &RequestHead,
         framing: Framing,
@@ -1425,11 +1187,11 @@ mod tests {
         }
     }
 
-    fn code(f: &Filter, head: &RequestHead, now: Instant) -> u16 {
+    pub(crate) fn code(f: &Filter, head: &RequestHead, now: Instant) -> u16 {
         status(f, head, Framing::None, now).0
     }
 
-    fn refused(f: &Filter, now: Instant, reason: &str) -> u64 {
+    pub(crate) fn refused(f: &Filter, now: Instant, reason: &str) -> u64 {
         f.stats(now)
             .refused
             .iter()
@@ -1438,104 +1200,16 @@ mod tests {
             .1
     }
 
-    fn ms(n: u64) -> Duration {
+    pub(crate) fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
+}
 
-    // ---- ranges -------------------------------------------------------------------------------
-
-    #[test]
-    fn cidr_matching_v4_v6_and_edges() {
-        let c = Cidr::parse("10.0.0.0/8").unwrap();
-        assert!(c.contains(ip("10.255.1.2")));
-        assert!(!c.contains(ip("11.0.0.0")));
-        assert!(!c.contains(ip("9.255.255.255")));
-        // IPv4-mapped IPv6 clients are their IPv4 address
-        assert!(c.contains(ip("::ffff:10.1.2.3")));
-        assert!(!c.contains(ip("::ffff:11.1.2.3")));
-        // /0 matches its whole family, and only it
-        let all4 = Cidr::parse("0.0.0.0/0").unwrap();
-        assert!(all4.contains(ip("255.255.255.255")) && all4.contains(ip("0.0.0.0")));
-        assert!(!all4.contains(ip("2001:db8::1")));
-        let all6 = Cidr::parse("::/0").unwrap();
-        assert!(all6.contains(ip("2001:db8::1")) && all6.contains(ip("::1")));
-        assert!(!all6.contains(ip("10.0.0.1")));
-        // /32 and a bare address are one address
-        let one = Cidr::parse("192.0.2.7/32").unwrap();
-        assert_eq!(one, Cidr::parse("192.0.2.7").unwrap());
-        assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.6")));
-        assert!(one.contains(ip("::ffff:192.0.2.7")));
-        // IPv6
-        let doc = Cidr::parse("2001:db8::/32").unwrap();
-        assert!(doc.contains(ip("2001:db8:ffff::1")));
-        assert!(!doc.contains(ip("2001:db9::1")));
-        let host = Cidr::parse("2001:db8::7/128").unwrap();
-        assert_eq!(host, Cidr::parse("2001:db8::7").unwrap());
-        assert!(host.contains(ip("2001:db8::7")) && !host.contains(ip("2001:db8::8")));
-        // an IPv4-mapped range is the IPv4 range
-        assert_eq!(
-            Cidr::parse("::ffff:10.0.0.0/104").unwrap(),
-            Cidr::parse("10.0.0.0/8").unwrap()
-        );
-        assert_eq!(Cidr::parse("10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(
-            Cidr::parse("2001:db8::/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
-    }
-
-    #[test]
-    fn cidr_errors() {
-        for bad in [
-            "10.0.0.0/33",
-            "::/129",
-            "10.0.0/8",
-            "10.0.0.0/",
-            "10.0.0.0/x",
-            "10.0.0.0/-1",
-            "10.0.0.0/08x",
-            "host.example",
-            "",
-        ] {
-            assert_eq!(
-                Cidr::parse(bad).unwrap_err(),
-                format!("bad address or range {bad:?}"),
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            Cidr::parse("10.0.0.1/8").unwrap_err(),
-            "\"10.0.0.1/8\" has bits set after the /8 prefix; did you mean 10.0.0.0/8?"
-        );
-    }
-
-    #[test]
-    fn long_lists_are_grouped_and_agree_with_a_scan() {
-        let mut list: Vec<Cidr> = (0..200u32)
-            .map(|i| {
-                let prefix = 8 + (i % 25) as u8;
-                let bits = (i.wrapping_mul(2_654_435_761)) as u128 & mask(false, prefix);
-                Cidr {
-                    v6: false,
-                    net: bits,
-                    prefix,
-                }
-            })
-            .collect();
-        list.push(Cidr::parse("2001:db8::/48").unwrap());
-        let set = IpSet::new(&list);
-        assert!(set.small.is_empty() && !set.groups.is_empty());
-        for i in 0..5000u32 {
-            let a = IpAddr::from(Ipv4Addr::from(i.wrapping_mul(40_503).rotate_left(i % 32)));
-            assert_eq!(set.contains(a), list.iter().any(|c| c.contains(a)), "{a}");
-        }
-        for c in &list[..50] {
-            let a: IpAddr = Ipv4Addr::from(c.net as u32).into();
-            assert!(set.contains(a));
-        }
-        assert!(set.contains(ip("2001:db8:0:1::1")));
-        assert!(!set.contains(ip("2001:db8:1::1")));
-    }
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+    use std::net::Ipv4Addr;
 
     // ---- config -------------------------------------------------------------------------------
 
@@ -1685,143 +1359,7 @@ deny_path   /.git /admin
         assert!(s.bans.is_empty());
     }
 
-    // ---- client identity ----------------------------------------------------------------------
-
-    #[test]
-    fn forwarded_for_is_trusted_only_from_trusted_proxies() {
-        let trusted =
-            IpSet::new(&cfg("trusted_proxies 10.0.0.0/8 2001:db8::/32\n").trusted_proxies);
-        let xff = |peer: &str, values: &[&str]| {
-            let headers: Vec<(&str, &str)> =
-                values.iter().map(|v| ("X-Forwarded-For", *v)).collect();
-            client_of(&req(peer, "GET", "/", &headers), &trusted)
-        };
-        // an untrusted peer's header is ignored
-        assert_eq!(xff("203.0.113.9", &["1.1.1.1"]), ip("203.0.113.9"));
-        // a trusted peer without the header is the client
-        assert_eq!(xff("10.0.0.1", &[]), ip("10.0.0.1"));
-        // right-most address that is not a trusted proxy
-        assert_eq!(
-            xff("10.0.0.1", &["6.6.6.6, 1.1.1.1, 10.0.0.2"]),
-            ip("1.1.1.1")
-        );
-        // repeated header lines are one list, in order
-        assert_eq!(
-            xff("10.0.0.1", &["6.6.6.6, 1.1.1.1", "10.0.0.2"]),
-            ip("1.1.1.1")
-        );
-        assert_eq!(
-            xff("10.0.0.1", &["6.6.6.6", "1.1.1.1 ,10.9.9.9"]),
-            ip("1.1.1.1")
-        );
-        // all trusted: the left-most
-        assert_eq!(xff("10.0.0.1", &["10.0.0.3, 10.0.0.2"]), ip("10.0.0.3"));
-        // garbage stops the walk at the last good address
-        assert_eq!(
-            xff("10.0.0.1", &["1.1.1.1, unknown, 10.0.0.2"]),
-            ip("10.0.0.2")
-        );
-        assert_eq!(xff("10.0.0.1", &["nonsense"]), ip("10.0.0.1"));
-        // ports, brackets, IPv6, mapped addresses, empty entries
-        assert_eq!(xff("10.0.0.1", &["1.1.1.1:4711"]), ip("1.1.1.1"));
-        assert_eq!(xff("10.0.0.1", &["[2001:db9::1]:80"]), ip("2001:db9::1"));
-        assert_eq!(xff("10.0.0.1", &["[2001:db9::1]"]), ip("2001:db9::1"));
-        assert_eq!(
-            xff("2001:db8::5", &["2001:db9::1, 2001:db8::6"]),
-            ip("2001:db9::1")
-        );
-        assert_eq!(xff("::ffff:10.0.0.1", &["::ffff:1.1.1.1"]), ip("1.1.1.1"));
-        assert_eq!(xff("10.0.0.1", &["1.1.1.1, , 10.0.0.2,"]), ip("1.1.1.1"));
-        // no trusted proxies: the peer, canonical
-        assert_eq!(
-            client_of(
-                &req(
-                    "::ffff:1.2.3.4",
-                    "GET",
-                    "/",
-                    &[("X-Forwarded-For", "5.5.5.5")]
-                ),
-                &IpSet::default()
-            ),
-            ip("1.2.3.4")
-        );
-    }
-
-    #[test]
-    fn deny_and_allow_use_the_forwarded_client() {
-        let f = Filter::new(cfg(
-            "trusted_proxies 127.0.0.1/32\ndeny 198.51.100.0/24\nallow 127.0.0.0/8 198.51.100.0/24 203.0.113.0/24\n",
-        ));
-        let t = Instant::now();
-        let via = |x: &str| req("127.0.0.1", "GET", "/", &[("X-Forwarded-For", x)]);
-        assert_eq!(code(&f, &via("203.0.113.5"), t), 200);
-        assert_eq!(code(&f, &via("198.51.100.5"), t), 403); // denied, though also allowed
-        assert_eq!(code(&f, &via("192.0.2.1"), t), 403); // not allowed
-        assert_eq!(code(&f, &get("127.0.0.2", "/"), t), 200);
-        assert_eq!(code(&f, &get("::ffff:127.0.0.2", "/"), t), 200);
-        assert_eq!(code(&f, &get("::1", "/"), t), 403);
-        // an untrusted peer cannot claim an allowed address
-        let spoof = req("192.0.2.1", "GET", "/", &[("X-Forwarded-For", "127.0.0.1")]);
-        assert_eq!(code(&f, &spoof, t), 403);
-        assert_eq!(refused(&f, t, "denied"), 4);
-        assert_eq!(
-            f.check(&spoof, Framing::None, t).unwrap_err().reason,
-            "access denied"
-        );
-    }
-
     // ---- request rules ------------------------------------------------------------------------
-
-    #[test]
-    fn deny_path_matches_whole_segments_of_the_decoded_path() {
-        let f = Filter::new(cfg("deny_path /.git /admin\n"));
-        let t = Instant::now();
-        for (target, want) in [
-            ("/admin", 403),
-            ("/admin/", 403),
-            ("/admin/x", 403),
-            ("/admin?x=1", 403),
-            ("/admin#frag", 403),
-            ("/administrator", 200),
-            ("/adminx/y", 200),
-            ("/x/admin", 200),
-            ("/?q=/admin", 200),
-            ("/.git/config", 403),
-            ("/.github/x", 200),
-            ("/%2egit/config", 403),
-            ("/%2Egit/config", 403),
-            ("/%61dmin", 403),
-            ("//admin", 403),
-            ("/./admin", 403),
-            ("/x/../admin/y", 403),
-            ("/x/%2e%2e/admin", 403),
-            ("/..\\admin", 403),
-            ("/a%zzdmin", 200),
-            ("/admin%", 200),
-            ("http://example.com/admin/x?y", 403),
-            ("HTTP://example.com", 200),
-            ("/", 200),
-        ] {
-            assert_eq!(code(&f, &get("10.0.0.1", target), t), want, "{target}");
-        }
-        let all = Filter::new(cfg("deny_path /\n"));
-        assert_eq!(code(&all, &get("10.0.0.1", "/anything"), t), 403);
-        assert_eq!(code(&all, &get("10.0.0.1", "/"), t), 403);
-    }
-
-    #[test]
-    fn normalized_paths() {
-        let n = |p: &str| String::from_utf8(normalize_path(p).into_owned()).unwrap();
-        assert!(matches!(normalize_path("/a/b.c/d"), Cow::Borrowed(_)));
-        assert_eq!(n("/a//b/./c/../d"), "/a/b/d");
-        assert_eq!(n("/../.."), "/");
-        assert_eq!(n("/a%2Fb"), "/a/b");
-        assert_eq!(n("/a%"), "/a%");
-        assert_eq!(n("/a%4"), "/a%4");
-        assert_eq!(path_of("/a/b?c#d"), "/a/b");
-        assert_eq!(path_of("http://h:1/p?q"), "/p");
-        assert_eq!(path_of("*"), "*");
-    }
 
     #[test]
     fn methods_targets_and_bodies() {
