@@ -54,7 +54,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -67,12 +66,17 @@ use crate::http::{Framing, Refusal, RequestHead};
 mod cidr;
 mod client;
 mod path;
+mod stats;
+mod table;
 
 pub use cidr::Cidr;
+pub use stats::FilterStats;
 
 use cidr::IpSet;
 use client::client_of;
 use path::{normalize_path, path_of, segment_prefix};
+use stats::{ceil_secs, Reason, Refused};
+use table::Table;
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
@@ -478,132 +482,6 @@ impl fmt::Display for FilterConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Stats
-// ---------------------------------------------------------------------------------------------
-
-/// Why a request was refused, in check order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reason {
-    Denied,
-    Banned,
-    Method,
-    TargetTooLong,
-    Path,
-    BodyTooLarge,
-    RateLimited,
-}
-
-/// Reason names as [`FilterStats::refused`] reports them, indexed by [`Reason`].
-const REASONS: [&str; 7] = [
-    "denied",
-    "banned",
-    "method",
-    "target_too_long",
-    "path",
-    "body_too_large",
-    "rate_limited",
-];
-
-/// Counters of filtered requests, for status and metrics.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FilterStats {
-    /// Requests refused, by reason (`denied`, `banned`, `method`, `target_too_long`, `path`,
-    /// `body_too_large`, `rate_limited`), every reason listed, in check order.
-    pub refused: Vec<(&'static str, u64)>,
-    /// Clients banned right now, with seconds left (rounded up), by address.
-    pub bans: Vec<(IpAddr, u64)>,
-    /// Entries in the client tables (token buckets + rate-limit hit windows) right now.
-    pub tracked: usize,
-    /// Bans started since the filter was created.
-    pub bans_started: u64,
-}
-
-// ---------------------------------------------------------------------------------------------
-// Bounded client tables
-// ---------------------------------------------------------------------------------------------
-
-/// A client table with a size cap.
-///
-/// **What happens at the cap.** Nothing is done until an insert finds the table full. Then one
-/// sweep runs: first it drops every *idle* entry, one that carries no information any more (a
-/// token bucket that has refilled completely; a hit window whose last hit is older than the
-/// window). If that frees less than an eighth of the table, the least recently active entries
-/// (bucket: the one nearest to full; hit window: the oldest last hit) are dropped too, until an
-/// eighth is free. A dropped client starts again with a full bucket and a clean hit count, the
-/// same as a client never seen, so eviction can only make the filter more lenient, never refuse
-/// someone wrongly.
-///
-/// **Cost.** A sweep is O(cap) and leaves at least cap/8 free slots, so it runs at most once per
-/// cap/8 new clients: amortised O(1) per request. Requests from clients already in the table never
-/// sweep. The table never holds more than `cap` entries (a HashMap's capacity is not given back,
-/// so memory stays at the high-water mark, which is bounded by the cap).
-#[derive(Debug)]
-struct Table<K, V> {
-    map: HashMap<K, V>,
-    cap: usize,
-    /// Sweeps run so far (tests check the amortisation).
-    sweeps: u64,
-}
-
-impl<K: Eq + Hash, V> Table<K, V> {
-    fn new(cap: usize) -> Self {
-        Table {
-            map: HashMap::new(),
-            cap: cap.max(1),
-            sweeps: 0,
-        }
-    }
-
-    /// Inserts a new entry, sweeping first when the table is full.
-    fn insert(
-        &mut self,
-        key: K,
-        value: V,
-        idle: impl Fn(&V) -> bool,
-        age: impl Fn(&V) -> Option<Instant>,
-    ) -> &mut V {
-        if self.map.len() >= self.cap {
-            self.sweeps += 1;
-            self.map.retain(|_, v| !idle(v));
-            self.shrink(age);
-        }
-        self.map.entry(key).or_insert(value)
-    }
-
-    /// Drops the entries with the smallest `age` until at most `cap - max(cap/8, 1)` are left.
-    fn shrink(&mut self, age: impl Fn(&V) -> Option<Instant>) {
-        let target = self.cap - (self.cap / 8).max(1);
-        if self.map.len() <= target {
-            return;
-        }
-        let drop = self.map.len() - target;
-        let mut ages: Vec<Option<Instant>> = self.map.values().map(&age).collect();
-        let cutoff = *ages.select_nth_unstable(drop - 1).1;
-        let older = ages.iter().filter(|a| **a < cutoff).count();
-        let mut equal_to_drop = drop - older;
-        self.map.retain(|_, v| {
-            let a = age(v);
-            if a < cutoff {
-                false
-            } else if a == cutoff && equal_to_drop > 0 {
-                equal_to_drop -= 1;
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    /// Applies a new cap; an over-full table is cut down at once.
-    fn set_cap(&mut self, cap: usize, age: impl Fn(&V) -> Option<Instant>) {
-        self.cap = cap.max(1);
-        if self.map.len() > self.cap {
-            self.shrink(age);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The filter
 // ---------------------------------------------------------------------------------------------
 
@@ -725,20 +603,12 @@ impl Verdict {
     }
 
     fn refusal(self) -> Refusal {
-        let (status, text) = match self.reason {
-            Reason::Denied => (403, "access denied"),
-            Reason::Banned => (403, "banned"),
-            Reason::Method => (405, "method not allowed"),
-            Reason::TargetTooLong => (414, "request target too long"),
-            Reason::Path => (403, "path not allowed"),
-            Reason::BodyTooLarge => (413, "request body too large"),
-            Reason::RateLimited => (429, "rate limited"),
-        };
+        let (status, text) = self.reason.answer();
         let refusal = match self.retry_after {
             Some(s) => Refusal::retry_after(status, text, s),
             None => Refusal::new(status, text),
         };
-        refusal.coded(REASONS[self.reason as usize])
+        refusal.coded(self.reason.name())
     }
 }
 
@@ -767,7 +637,7 @@ pub struct Filter {
     active: AtomicBool,
     /// `max_body` for the streaming check, `u64::MAX` for none (read by every worker).
     max_body: AtomicU64,
-    refused: [AtomicU64; REASONS.len()],
+    refused: Refused,
     inner: Mutex<Inner>,
 }
 
@@ -873,13 +743,13 @@ impl Filter {
             verdict
         };
         verdict.map_err(|v| {
-            self.refused[v.reason as usize].fetch_add(1, Ordering::Relaxed);
+            self.refused.count(v.reason);
             log::debug!(
                 "refused {} {} from {}: {}",
                 head.method,
                 head.target,
                 head.client,
-                REASONS[v.reason as usize]
+                v.reason.name()
             );
             v.refusal()
         })
@@ -896,7 +766,7 @@ impl Filter {
     /// Counts a body refused with 413 while streaming (a chunked body that grew past
     /// [`Filter::max_body`]), so [`FilterStats`] shows it under `body_too_large`.
     pub fn note_body_too_large(&self) {
-        self.refused[Reason::BodyTooLarge as usize].fetch_add(1, Ordering::Relaxed);
+        self.refused.count(Reason::BodyTooLarge);
     }
 
     /// Counters and bans for status and metrics. Also notices (and logs) bans that have ended.
@@ -911,11 +781,7 @@ impl Filter {
             .collect();
         bans.sort();
         FilterStats {
-            refused: REASONS
-                .iter()
-                .zip(&self.refused)
-                .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
-                .collect(),
+            refused: self.refused.by_reason(),
             bans,
             tracked: inner.buckets.map.len() + inner.hits.map.len(),
             bans_started: inner.bans_started,
@@ -1089,11 +955,6 @@ impl Inner {
 // ---------------------------------------------------------------------------------------------
 // Helpers: formatting
 // ---------------------------------------------------------------------------------------------
-
-/// Whole seconds, rounded up.
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
 
 /// `10m`, `90s`, `1500ms`: the largest unit that divides the duration.
 fn fmt_duration(d: Duration) -> String {
@@ -1676,87 +1537,7 @@ rate_limit rate=1/m burst=3 path=/api/v2
         assert!(!f.active.load(Ordering::Relaxed));
     }
 
-    // ---- bounded tables -----------------------------------------------------------------------
-
-    #[test]
-    fn client_tables_never_exceed_the_cap() {
-        let f = Filter::new(cfg("limits max_clients=64\nrate_limit rate=1/s burst=5\nban after=3 window=1m duration=1m\n"));
-        let t = Instant::now();
-        let client = |i: u32| Ipv4Addr::from(0x0a00_0000 + i).to_string();
-        // 10 000 distinct clients at one instant: none is idle, so the oldest go
-        for i in 0..10_000u32 {
-            assert_eq!(code(&f, &get(&client(i), "/"), t + ms(i as u64 / 100)), 200);
-            let inner = f.inner.lock();
-            assert!(inner.buckets.map.len() <= 64, "{}", inner.buckets.map.len());
-        }
-        {
-            let inner = f.inner.lock();
-            // amortised: a sweep frees an eighth, so at most one sweep per 8 new clients
-            assert!(
-                inner.buckets.sweeps <= 10_000 / 8 + 1,
-                "{}",
-                inner.buckets.sweeps
-            );
-            // the survivors are the most recent clients
-            assert!(inner.buckets.map.contains_key(&(ip(&client(9_999)), 0)));
-            assert!(!inner.buckets.map.contains_key(&(ip(&client(0)), 0)));
-        }
-        // a dropped client starts again with a full bucket
-        for _ in 0..5 {
-            assert_eq!(code(&f, &get(&client(0), "/"), t + ms(100)), 200);
-        }
-        assert_eq!(code(&f, &get(&client(0), "/"), t + ms(100)), 429);
-        // hit windows are capped too
-        for i in 0..2_000u32 {
-            let h = get(&client(20_000 + i), "/");
-            for _ in 0..6 {
-                code(&f, &h, t + ms(200));
-            }
-            let inner = f.inner.lock();
-            assert!(inner.hits.map.len() <= 64 && inner.buckets.map.len() <= 64);
-        }
-        assert!(f.stats(t + ms(200)).tracked <= 128);
-    }
-
-    #[test]
-    fn idle_entries_are_swept_first() {
-        let f = Filter::new(cfg(
-            "limits max_clients=100\nrate_limit rate=10/s burst=10\n",
-        ));
-        let t = Instant::now();
-        // 99 clients use one token each and become idle (full again) after 100ms
-        for i in 0..99u32 {
-            code(&f, &get(&Ipv4Addr::from(i).to_string(), "/"), t);
-        }
-        // one busy client whose bucket is still draining
-        let busy = get("192.0.2.1", "/");
-        for _ in 0..10 {
-            assert_eq!(code(&f, &busy, t + ms(150)), 200);
-        }
-        // a newcomer finds the table full: the 99 idle ones go, the busy one stays
-        code(&f, &get("192.0.2.2", "/"), t + ms(200));
-        let inner = f.inner.lock();
-        assert_eq!(inner.buckets.sweeps, 1);
-        assert_eq!(inner.buckets.map.len(), 2);
-        assert!(inner.buckets.map.contains_key(&(ip("192.0.2.1"), 0)));
-    }
-
-    #[test]
-    fn shrinking_the_cap_on_reload_cuts_the_tables() {
-        let f = Filter::new(cfg("rate_limit rate=1/s\n"));
-        let t = Instant::now();
-        for i in 0..1000u32 {
-            code(
-                &f,
-                &get(&Ipv4Addr::from(i).to_string(), "/"),
-                t + ms(i as u64),
-            );
-        }
-        f.reconfigure(cfg("rate_limit rate=1/s\nlimits max_clients=10\n"));
-        let inner = f.inner.lock();
-        assert!(inner.buckets.map.len() <= 10);
-        assert!(inner.buckets.map.contains_key(&(ip("0.0.3.231"), 0)));
-    }
+    // ---- bounded tables ---------------------------------------------------------------------
 
     #[test]
     fn the_ban_table_is_capped() {
@@ -1792,7 +1573,5 @@ rate_limit rate=1/m burst=3 path=/api/v2
         assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(fmt_duration(Duration::from_secs(90)), "90s");
         assert_eq!(fmt_duration(ms(1500)), "1500ms");
-        assert_eq!(ceil_secs(ms(1)), 1);
-        assert_eq!(ceil_secs(ms(2000)), 2);
     }
 }
