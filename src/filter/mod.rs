@@ -52,31 +52,32 @@
 //! clients, so the cost per request is amortised O(1). The ban table, when full of live bans,
 //! ends the ban that would end soonest to make room for a new one.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use crate::config::{pairs, parse_count, parse_duration, parse_size};
 use crate::http::{Framing, Refusal, RequestHead};
 
+mod bans;
 mod cidr;
 mod client;
 mod path;
+mod rate_limit;
 mod stats;
 mod table;
 
 pub use cidr::Cidr;
 pub use stats::FilterStats;
 
+use bans::Bans;
 use cidr::IpSet;
 use client::client_of;
 use path::{normalize_path, path_of, segment_prefix};
+use rate_limit::{Buckets, RateRules};
 use stats::{ceil_secs, Reason, Refused};
-use table::Table;
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
@@ -485,43 +486,6 @@ impl fmt::Display for FilterConfig {
 // The filter
 // ---------------------------------------------------------------------------------------------
 
-/// A compiled rate rule: a token bucket kept as a "theoretical arrival time" (GCRA).
-///
-/// A bucket of `burst` tokens refilling one token per `interval` is equivalent to remembering one
-/// instant per client, `tat`: the time at which the bucket will be full again. A request at `now`
-/// is allowed when `max(tat, now) + interval - now <= burst * interval` (there is a token), and
-/// then moves `tat` on by one interval. When refused, a token is available after
-/// `max(tat, now) + interval - burst * interval - now`: that, rounded up to whole seconds and at
-/// least 1, is the Retry-After. One `Instant` per client, exact integer arithmetic.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    interval: Duration,
-    /// `burst * interval`.
-    depth: Duration,
-}
-
-impl Bucket {
-    fn new(limit: &RateLimit) -> Bucket {
-        let interval = limit.rate.interval();
-        Bucket {
-            interval,
-            depth: interval.saturating_mul(limit.burst.min(u32::MAX as u64) as u32),
-        }
-    }
-
-    /// Takes a token from the bucket whose state is `tat`, or says how long until one is there.
-    fn take(&self, tat: &mut Instant, now: Instant) -> Result<(), Duration> {
-        let next = (*tat).max(now) + self.interval;
-        let debt = next.saturating_duration_since(now);
-        if debt <= self.depth {
-            *tat = next;
-            Ok(())
-        } else {
-            Err(debt - self.depth)
-        }
-    }
-}
-
 /// The settings compiled for checking.
 #[derive(Debug)]
 struct Rules {
@@ -533,23 +497,12 @@ struct Rules {
     max_target: Option<u64>,
     deny_paths: Vec<String>,
     max_body: Option<u64>,
-    /// The general rate rule and its bucket id.
-    general: Option<(u32, Bucket)>,
-    /// Path rules, longest prefix first, with their bucket ids.
-    by_path: Vec<(String, u32, Bucket)>,
+    rate: RateRules,
     ban: Option<BanConfig>,
-    max_clients: usize,
 }
 
 impl Rules {
     fn new(c: &FilterConfig) -> Rules {
-        let mut by_path: Vec<(String, u32, Bucket)> = c
-            .rate_limits
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| Some((r.path.clone()?, i as u32, Bucket::new(r))))
-            .collect();
-        by_path.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.len()));
         Rules {
             filters: !c.filters_nothing(),
             deny: IpSet::new(&c.deny),
@@ -559,31 +512,13 @@ impl Rules {
             max_target: c.max_target,
             deny_paths: c.deny_paths.clone(),
             max_body: c.max_body,
-            general: c
-                .rate_limits
-                .iter()
-                .position(|r| r.path.is_none())
-                .map(|i| (i as u32, Bucket::new(&c.rate_limits[i]))),
-            by_path,
+            rate: RateRules::new(&c.rate_limits),
             ban: c.ban,
-            max_clients: c.max_clients,
         }
     }
 
     fn needs_path(&self) -> bool {
-        !self.deny_paths.is_empty() || !self.by_path.is_empty()
-    }
-
-    /// The rate rule for `path`: the longest matching path prefix, else the general rule.
-    fn bucket_for(&self, path: Option<&[u8]>) -> Option<(u32, Bucket)> {
-        if let Some(path) = path {
-            for (prefix, id, bucket) in &self.by_path {
-                if segment_prefix(path, prefix.as_bytes()) {
-                    return Some((*id, *bucket));
-                }
-            }
-        }
-        self.general
+        !self.deny_paths.is_empty() || self.rate.has_path_rules()
     }
 }
 
@@ -617,16 +552,10 @@ impl Verdict {
 struct Inner {
     config: FilterConfig,
     rules: Rules,
-    /// Token buckets by (client, rate rule id); the value is the bucket's `tat` ([`Bucket`]).
-    buckets: Table<(IpAddr, u32), Instant>,
-    /// Times of each client's recent rate-limit refusals, oldest first, at most `after + 1`.
-    hits: Table<IpAddr, VecDeque<Instant>>,
-    /// Banned clients and when their ban ends.
-    bans: HashMap<IpAddr, Instant>,
-    /// The earliest ban end (a sweep of `bans` is due then).
-    next_ban_end: Option<Instant>,
-    bans_started: u64,
-    bans_ended: u64,
+    /// Token buckets by (client, rate rule id).
+    buckets: Buckets,
+    /// Rate-limit hit windows and bans.
+    bans: Bans,
 }
 
 /// The filter's live state (client tables, bans) and its current settings.
@@ -659,12 +588,8 @@ impl Filter {
             max_body: AtomicU64::new(config.max_body.unwrap_or(u64::MAX)),
             refused: Default::default(),
             inner: Mutex::new(Inner {
-                buckets: Table::new(config.max_clients),
-                hits: Table::new(config.max_clients),
-                bans: HashMap::new(),
-                next_ban_end: None,
-                bans_started: 0,
-                bans_ended: 0,
+                buckets: Buckets::new(config.max_clients),
+                bans: Bans::new(config.max_clients),
                 rules,
                 config,
             }),
@@ -679,41 +604,21 @@ impl Filter {
         if let Err(e) = config.validate() {
             log::warn!("filter: {e}");
         }
-        let mut inner = self.inner.lock();
-        let old: Vec<Option<&String>> = inner
-            .config
-            .rate_limits
-            .iter()
-            .map(|r| r.path.as_ref())
-            .collect();
-        let new: Vec<Option<&String>> =
-            config.rate_limits.iter().map(|r| r.path.as_ref()).collect();
-        if old != new {
-            let remap: Vec<Option<u32>> = old
-                .iter()
-                .map(|p| new.iter().position(|q| q == p).map(|i| i as u32))
-                .collect();
-            let buckets = std::mem::take(&mut inner.buckets.map);
-            inner.buckets.map = buckets
-                .into_iter()
-                .filter_map(|((ip, id), tat)| {
-                    let id = remap.get(id as usize).copied().flatten()?;
-                    Some(((ip, id), tat))
-                })
-                .collect();
-        }
-        if config.ban.is_none() {
-            inner.hits.map.clear();
-        }
-        inner.buckets.set_cap(config.max_clients, |tat| Some(*tat));
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         inner
-            .hits
-            .set_cap(config.max_clients, |q| q.back().copied());
+            .buckets
+            .follow_rules(&inner.config.rate_limits, &config.rate_limits);
+        if config.ban.is_none() {
+            inner.bans.forget_hits();
+        }
+        inner.buckets.set_max_clients(config.max_clients);
+        inner.bans.set_max_clients(config.max_clients);
         inner.rules = Rules::new(&config);
         inner.config = config;
         self.max_body
             .store(inner.config.max_body.unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.update_active(&inner);
+        self.update_active(inner);
     }
 
     /// The settings in force.
@@ -772,19 +677,13 @@ impl Filter {
     /// Counters and bans for status and metrics. Also notices (and logs) bans that have ended.
     pub fn stats(&self, now: Instant) -> FilterStats {
         let mut inner = self.inner.lock();
-        inner.expire_bans(now);
+        inner.bans.expire(now);
         self.update_active(&inner);
-        let mut bans: Vec<(IpAddr, u64)> = inner
-            .bans
-            .iter()
-            .map(|(ip, until)| (*ip, ceil_secs(until.saturating_duration_since(now))))
-            .collect();
-        bans.sort();
         FilterStats {
             refused: self.refused.by_reason(),
-            bans,
-            tracked: inner.buckets.map.len() + inner.hits.map.len(),
-            bans_started: inner.bans_started,
+            bans: inner.bans.seconds_left(now),
+            tracked: inner.buckets.map.len() + inner.bans.hits.map.len(),
+            bans_started: inner.bans.started,
         }
     }
 }
@@ -799,13 +698,9 @@ impl Inner {
             return Err(Verdict::of(Reason::Denied));
         }
         // 2. ban
-        if !self.bans.is_empty() {
-            self.expire_bans(now);
-            if self.bans.contains_key(&client) {
-                return Err(Verdict::of(Reason::Banned));
-            }
+        if self.bans.is_banned(client, now) {
+            return Err(Verdict::of(Reason::Banned));
         }
-        let rules = &self.rules;
         // 3. method
         if rules
             .methods
@@ -841,27 +736,19 @@ impl Inner {
             }
         }
         // 7. rate limit
-        let Some((id, bucket)) = rules.bucket_for(path.as_deref()) else {
+        let Some(rule) = rules.rate.bucket_for(path.as_deref()) else {
             return Ok(());
         };
-        let ban = rules.ban;
-        let key = (client, id);
-        let taken = match self.buckets.map.get_mut(&key) {
-            Some(tat) => bucket.take(tat, now),
-            None => {
-                let tat = self
-                    .buckets
-                    .insert(key, now, |tat| *tat <= now, |tat| Some(*tat));
-                bucket.take(tat, now)
-            }
-        };
-        let wait = match taken {
+        let wait = match self.buckets.take(client, rule, now) {
             Ok(()) => return Ok(()),
             Err(wait) => wait,
         };
-        if let Some(ban) = ban {
-            if self.note_hit(client, now, &ban) {
-                self.start_ban(client, now, &ban);
+        if let Some(ban) = rules.ban {
+            if self.bans.note_hit(client, now, &ban) {
+                self.bans.start(client, now, &ban);
+                // Dropping the client's buckets frees memory; after the ban it starts with a
+                // full bucket.
+                self.buckets.forget(client, &self.rules.rate);
                 return Err(Verdict::of(Reason::Banned));
             }
         }
@@ -870,123 +757,6 @@ impl Inner {
             retry_after: Some(ceil_secs(wait).clamp(1, u32::MAX as u64) as u32),
         })
     }
-
-    /// Records a rate-limit refusal of `client`; true when it is the one too many.
-    fn note_hit(&mut self, client: IpAddr, now: Instant, ban: &BanConfig) -> bool {
-        let window = ban.window;
-        let in_window = |t: &Instant| now.saturating_duration_since(*t) < window;
-        let record = |hits: &mut VecDeque<Instant>| {
-            while hits.front().is_some_and(|t| !in_window(t)) {
-                hits.pop_front();
-            }
-            hits.push_back(now);
-            hits.len()
-        };
-        let count = match self.hits.map.get_mut(&client) {
-            Some(h) => record(h),
-            None => record(self.hits.insert(
-                client,
-                VecDeque::with_capacity(ban.after as usize + 1),
-                |h| !h.back().is_some_and(in_window),
-                |h| h.back().copied(),
-            )),
-        };
-        if count > ban.after as usize {
-            self.hits.map.remove(&client);
-            return true;
-        }
-        false
-    }
-
-    fn start_ban(&mut self, client: IpAddr, now: Instant, ban: &BanConfig) {
-        let cap = self.rules.max_clients.max(1);
-        if self.bans.len() >= cap {
-            self.expire_bans(now);
-        }
-        while self.bans.len() >= cap {
-            // Full of live bans: the one ending soonest makes room (O(bans), only at the cap).
-            let Some((&ip, _)) = self.bans.iter().min_by_key(|(_, until)| **until) else {
-                break;
-            };
-            self.bans.remove(&ip);
-            self.bans_ended += 1;
-            log::info!("ban of {ip} ended early: the ban table is full ({cap} entries)");
-        }
-        let until = now + ban.duration;
-        self.bans.insert(client, until);
-        self.next_ban_end = Some(self.next_ban_end.map_or(until, |t| t.min(until)));
-        self.bans_started += 1;
-        // Dropping the client's buckets (one per rate rule, not a table scan) frees memory;
-        // after the ban it starts with a full bucket.
-        let ids = self.rules.general.iter().map(|(id, _)| *id);
-        for id in ids.chain(self.rules.by_path.iter().map(|(_, id, _)| *id)) {
-            self.buckets.map.remove(&(client, id));
-        }
-        let wall = SystemTime::now() + ban.duration;
-        log::warn!(
-            "banned {client} for {} (until {}): rate-limited {} times within {}",
-            fmt_duration(ban.duration),
-            fmt_utc(wall),
-            ban.after as u64 + 1,
-            fmt_duration(ban.window)
-        );
-    }
-
-    /// Removes bans that have ended, logging each once. Cheap unless one is due.
-    fn expire_bans(&mut self, now: Instant) {
-        if self.next_ban_end.is_none_or(|t| t > now) {
-            return;
-        }
-        let mut ended = 0;
-        self.bans.retain(|ip, until| {
-            if *until <= now {
-                log::info!("ban of {ip} ended");
-                ended += 1;
-                false
-            } else {
-                true
-            }
-        });
-        self.bans_ended += ended;
-        self.next_ban_end = self.bans.values().min().copied();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Helpers: formatting
-// ---------------------------------------------------------------------------------------------
-
-/// `10m`, `90s`, `1500ms`: the largest unit that divides the duration.
-fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
-        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
-}
-
-/// `2023-11-14T22:13:20Z`, for log lines.
-fn fmt_utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 /// Helpers shared by the tests of this module and its files: requests, config lines, answers.
@@ -1070,7 +840,6 @@ pub(crate) mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-    use std::net::Ipv4Addr;
 
     // ---- config -------------------------------------------------------------------------------
 
@@ -1308,270 +1077,5 @@ deny_path /admin
             ]
         );
         assert_eq!(s.bans, vec![(ip("10.0.0.1"), 60)]);
-    }
-
-    // ---- rate limits --------------------------------------------------------------------------
-
-    #[test]
-    fn token_bucket_burst_refill_and_retry_after() {
-        let f = Filter::new(cfg("rate_limit rate=2/s burst=3\n"));
-        let t = Instant::now();
-        let a = get("10.0.0.1", "/");
-        for _ in 0..3 {
-            assert_eq!(status(&f, &a, Framing::None, t), (200, None));
-        }
-        // the bucket is empty; a token comes back every 500ms
-        assert_eq!(status(&f, &a, Framing::None, t), (429, Some(1)));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(499)), (429, Some(1)));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(500)), (200, None));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(500)).0, 429);
-        // a quiet client refills, but never beyond the burst
-        let later = t + Duration::from_secs(60);
-        for _ in 0..3 {
-            assert_eq!(code(&f, &a, later), 200);
-        }
-        assert_eq!(code(&f, &a, later), 429);
-        // another client has its own bucket
-        assert_eq!(code(&f, &get("10.0.0.2", "/"), later), 200);
-        // a refused request does not push the next token further away
-        let t2 = later + ms(200);
-        assert_eq!(code(&f, &a, t2), 429);
-        assert_eq!(code(&f, &a, later + ms(500)), 200);
-        assert_eq!(
-            f.check(&a, Framing::None, later + ms(500))
-                .unwrap_err()
-                .reason,
-            "rate limited"
-        );
-        assert_eq!(refused(&f, later, "rate_limited"), 6);
-    }
-
-    #[test]
-    fn retry_after_is_whole_seconds_rounded_up() {
-        let f = Filter::new(cfg("rate_limit rate=10/m burst=1\n"));
-        let t = Instant::now();
-        let a = get("10.0.0.1", "/");
-        assert_eq!(code(&f, &a, t), 200);
-        assert_eq!(status(&f, &a, Framing::None, t).1, Some(6));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(1)).1, Some(6));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(1000)).1, Some(5));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(5500)).1, Some(1));
-        assert_eq!(status(&f, &a, Framing::None, t + ms(5999)).1, Some(1));
-        assert_eq!(code(&f, &a, t + ms(6000)), 200);
-        let slow = Filter::new(cfg("rate_limit rate=1/m burst=2\n"));
-        assert_eq!(code(&slow, &a, t), 200);
-        assert_eq!(code(&slow, &a, t), 200);
-        assert_eq!(status(&slow, &a, Framing::None, t).1, Some(60));
-    }
-
-    #[test]
-    fn path_rules_use_their_own_bucket_longest_prefix_first() {
-        let f = Filter::new(cfg("\
-rate_limit rate=100/s burst=100
-rate_limit rate=1/m burst=1 path=/login
-rate_limit rate=1/m burst=2 path=/api
-rate_limit rate=1/m burst=3 path=/api/v2
-"));
-        let t = Instant::now();
-        let c = |target: &str| code(&f, &get("10.0.0.1", target), t);
-        assert_eq!(c("/login"), 200);
-        assert_eq!(c("/login/again?x"), 429); // same bucket as /login
-        assert_eq!(c("/loginx"), 200); // general bucket
-        assert_eq!(c("/"), 200);
-        // /api/v2 (3) wins over /api (2) for its requests
-        assert_eq!(
-            (c("/api/v2/a"), c("/api/v2/b"), c("/api/v2/c")),
-            (200, 200, 200)
-        );
-        assert_eq!(c("/api/v2/d"), 429);
-        assert_eq!((c("/api/v1"), c("/api")), (200, 200));
-        assert_eq!(c("/api/v1"), 429);
-        // another client is unaffected
-        assert_eq!(code(&f, &get("10.0.0.2", "/login"), t), 200);
-    }
-
-    #[test]
-    fn path_rule_without_general_rule_limits_only_that_path() {
-        let f = Filter::new(cfg("rate_limit rate=1/m burst=1 path=/login\n"));
-        let t = Instant::now();
-        for _ in 0..10 {
-            assert_eq!(code(&f, &get("10.0.0.1", "/"), t), 200);
-        }
-        assert_eq!(code(&f, &get("10.0.0.1", "/login"), t), 200);
-        assert_eq!(code(&f, &get("10.0.0.1", "/login"), t), 429);
-    }
-
-    // ---- bans ---------------------------------------------------------------------------------
-
-    #[test]
-    fn bans_count_refusals_within_the_window_and_expire() {
-        let f = Filter::new(cfg(
-            "rate_limit rate=1/s burst=1\nban after=2 window=10s duration=1m\n",
-        ));
-        let t = Instant::now();
-        let a = get("10.0.0.1", "/");
-        assert_eq!(code(&f, &a, t), 200);
-        assert_eq!(code(&f, &a, t), 429); // 1st refusal
-        assert_eq!(code(&f, &a, t + ms(100)), 429); // 2nd
-        assert_eq!(code(&f, &a, t + ms(200)), 403); // 3rd: more than 2, banned
-        let r = f.check(&a, Framing::None, t + ms(300)).unwrap_err();
-        assert_eq!(
-            (r.status, r.reason.as_str(), r.retry_after),
-            (403, "banned", None)
-        );
-        // the banned client's bucket is gone; others are not affected
-        assert!(!f
-            .inner
-            .lock()
-            .buckets
-            .map
-            .contains_key(&(ip("10.0.0.1"), 0)));
-        assert_eq!(code(&f, &get("10.0.0.2", "/"), t + ms(300)), 200);
-        let s = f.stats(t + ms(30_000));
-        assert_eq!(s.bans, vec![(ip("10.0.0.1"), 31)]);
-        assert_eq!(s.bans_started, 1);
-        // still banned just before the end, then free with a full bucket
-        assert_eq!(code(&f, &a, t + ms(60_199)), 403);
-        assert_eq!(code(&f, &a, t + ms(60_200)), 200);
-        assert!(f.stats(t + ms(60_200)).bans.is_empty());
-        assert_eq!(f.inner.lock().bans_ended, 1);
-        // the end was noticed once: later stats and checks do not see it again
-        f.stats(t + ms(70_000));
-        assert_eq!(code(&f, &a, t + ms(70_000)), 200);
-        assert_eq!(f.inner.lock().bans_ended, 1);
-        assert_eq!(refused(&f, t, "banned"), 3);
-        assert_eq!(refused(&f, t, "rate_limited"), 2);
-    }
-
-    #[test]
-    fn refusals_spread_wider_than_the_window_never_ban() {
-        let f = Filter::new(cfg(
-            "rate_limit rate=1/s burst=1\nban after=2 window=10s duration=1m\n",
-        ));
-        let t = Instant::now();
-        let a = get("10.0.0.1", "/");
-        for i in 0..20u64 {
-            let at = t + Duration::from_secs(i * 5);
-            assert_eq!(code(&f, &a, at), 200, "round {i}");
-            assert_eq!(code(&f, &a, at), 429, "round {i}");
-        }
-        assert_eq!(f.stats(t + Duration::from_secs(100)).bans_started, 0);
-        // but three within 10 s do
-        let at = t + Duration::from_secs(200);
-        assert_eq!(code(&f, &a, at), 200);
-        assert_eq!(code(&f, &a, at), 429);
-        assert_eq!(code(&f, &a, at + ms(9_000)), 200);
-        assert_eq!(code(&f, &a, at + ms(9_000)), 429);
-        assert_eq!(code(&f, &a, at + ms(9_999)), 403);
-    }
-
-    #[test]
-    fn bans_of_clients_that_never_return_are_noticed_by_stats_and_other_checks() {
-        let f = Filter::new(cfg(
-            "rate_limit rate=1/m burst=1\nban after=1 window=1m duration=10s\n",
-        ));
-        let t = Instant::now();
-        for c in ["10.0.0.1", "10.0.0.2"] {
-            for _ in 0..3 {
-                code(&f, &get(c, "/"), t);
-            }
-        }
-        assert_eq!(f.stats(t).bans.len(), 2);
-        // another client's check notices the ends
-        assert_eq!(code(&f, &get("10.0.0.3", "/"), t + ms(10_000)), 200);
-        assert_eq!(f.inner.lock().bans.len(), 0);
-        assert_eq!(f.inner.lock().bans_ended, 2);
-        assert!(f.stats(t + ms(20_000)).bans.is_empty());
-        assert_eq!(f.inner.lock().bans_ended, 2);
-    }
-
-    #[test]
-    fn bans_survive_reconfigure_even_without_settings() {
-        let f = Filter::new(cfg(
-            "rate_limit rate=1/m burst=1\nban after=1 window=1m duration=1m\n",
-        ));
-        let t = Instant::now();
-        let a = get("10.0.0.1", "/");
-        code(&f, &a, t);
-        code(&f, &a, t);
-        assert_eq!(code(&f, &a, t), 403);
-        f.reconfigure(cfg(
-            "rate_limit rate=100/s\nban after=50 window=1m duration=1h\n",
-        ));
-        assert_eq!(code(&f, &a, t + ms(1)), 403);
-        f.reconfigure(FilterConfig::default());
-        assert!(
-            f.active.load(Ordering::Relaxed),
-            "a live ban keeps the filter active"
-        );
-        assert_eq!(code(&f, &a, t + ms(2)), 403);
-        assert_eq!(f.stats(t + ms(2)).bans.len(), 1);
-        // when the ban ends, nothing is left to check
-        assert_eq!(code(&f, &a, t + ms(60_000)), 200);
-        assert!(!f.active.load(Ordering::Relaxed));
-        assert!(f.stats(t + ms(60_000)).bans.is_empty());
-    }
-
-    #[test]
-    fn reconfigure_keeps_buckets_by_path_and_updates_limits() {
-        let f = Filter::new(cfg(
-            "rate_limit rate=1/m burst=1 path=/login\nrate_limit rate=1/m burst=1\n",
-        ));
-        let t = Instant::now();
-        let login = get("10.0.0.1", "/login");
-        let root = get("10.0.0.1", "/");
-        assert_eq!((code(&f, &login, t), code(&f, &root, t)), (200, 200));
-        // the lines swap places and a new rule arrives: each bucket stays with its rule
-        f.reconfigure(cfg(
-            "rate_limit rate=1/m burst=1\nrate_limit rate=1/m burst=1 path=/api\nrate_limit rate=1/m burst=1 path=/login\nlimits max_body=5B\n",
-        ));
-        assert_eq!((code(&f, &login, t), code(&f, &root, t)), (429, 429));
-        assert_eq!(code(&f, &get("10.0.0.1", "/api"), t), 200);
-        assert_eq!(f.max_body(), Some(5));
-        // a removed rule's buckets go
-        f.reconfigure(cfg("rate_limit rate=1/m burst=1 path=/api\n"));
-        assert_eq!(f.inner.lock().buckets.map.len(), 1);
-        assert_eq!(code(&f, &root, t), 200);
-        f.reconfigure(FilterConfig::default());
-        assert_eq!(f.max_body(), None);
-        assert!(!f.active.load(Ordering::Relaxed));
-    }
-
-    // ---- bounded tables ---------------------------------------------------------------------
-
-    #[test]
-    fn the_ban_table_is_capped() {
-        let f = Filter::new(cfg("limits max_clients=4\nrate_limit rate=1/m burst=1\nban after=1 window=1m duration=1h\n"));
-        let t = Instant::now();
-        for i in 0..10u32 {
-            let h = get(&Ipv4Addr::from(i).to_string(), "/");
-            for _ in 0..3 {
-                code(&f, &h, t + ms(i as u64));
-            }
-        }
-        let s = f.stats(t + ms(10));
-        assert_eq!(s.bans.len(), 4);
-        assert_eq!(s.bans_started, 10);
-        // the ones ending soonest made room: the last four are banned
-        assert_eq!(s.bans[0].0, ip("0.0.0.6"));
-    }
-
-    // ---- formatting ---------------------------------------------------------------------------
-
-    #[test]
-    fn formatting() {
-        assert_eq!(fmt_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            fmt_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(
-            fmt_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
-        assert_eq!(fmt_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
-        assert_eq!(fmt_duration(Duration::from_secs(90)), "90s");
-        assert_eq!(fmt_duration(ms(1500)), "1500ms");
     }
 }

@@ -144,7 +144,7 @@ mod tests {
                 code(&f, &h, t + ms(200));
             }
             let inner = f.inner.lock();
-            assert!(inner.hits.map.len() <= 64 && inner.buckets.map.len() <= 64);
+            assert!(inner.bans.hits.map.len() <= 64 && inner.buckets.map.len() <= 64);
         }
         assert!(f.stats(t + ms(200)).tracked <= 128);
     }
