@@ -23,9 +23,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::config::BanConfig;
 use super::stats::ceil_secs;
 use super::table::Table;
-use super::BanConfig;
 
 /// The hit windows and the ban table.
 #[derive(Debug)]

@@ -53,9 +53,9 @@ use std::cmp::Reverse;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use super::config::RateLimit;
 use super::path::segment_prefix;
 use super::table::Table;
-use super::RateLimit;
 
 /// A compiled rate rule: a token bucket kept as a "theoretical arrival time" (GCRA, see the
 /// module documentation). The state, `tat`, is kept per client in [`Buckets`].
