@@ -1,20 +1,14 @@
 //! Request filtering on the poller thread, before a request takes a worker: allow/deny lists,
 //! per-client rate limits, automatic bans, and request rules (method, path, target length, body
-//! size).
+//! size). A refused request costs the balancer almost nothing: no worker, no backend.
 //!
-//! # Who is the client
-//!
-//! Every rule is about the *client address*: the TCP peer (`head.client`), unless the peer is in
-//! `trusted_proxies`. Then `X-Forwarded-For` is believed, read from the right (the entries
-//! appended last, by the proxies nearest to us): the client is the right-most address that is not
-//! itself a trusted proxy. If every entry is a trusted proxy, the left-most one is the client; an
-//! entry that is not an address stops the walk and the last good address is the client. A peer
-//! that is not trusted cannot escape a rule by sending its own `X-Forwarded-For`.
-//! IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`) are treated as the IPv4 address they carry.
+//! Every rule is about the *client address*: the TCP peer, or, behind `trusted_proxies`, the
+//! address they report in `X-Forwarded-For` (client.rs says which one and why).
 //!
 //! # Order of checks
 //!
-//! Cheapest and most decisive first; the first rule that refuses answers:
+//! [`Filter::check`] runs for every request. Cheapest and most decisive first; the first rule
+//! that refuses answers:
 //!
 //! | step | rule | answer | counted as |
 //! | --- | --- | --- | --- |
@@ -37,20 +31,27 @@
 //! a rate limit, does one `HashMap` lookup. Address lists are parsed once at config time into
 //! `(network, prefix)` integers; long lists are grouped by prefix length into hash sets so a
 //! lookup costs one hash probe per distinct prefix length. Refusals allocate their answer after
-//! the lock is released.
+//! the lock is released. Every client table is bounded by `limits max_clients=` (default
+//! [`DEFAULT_MAX_CLIENTS`]), so a flood of new addresses cannot grow memory without limit.
 //!
-//! # Bounded memory
+//! # Reading order
 //!
-//! Each client table (token buckets, rate-limit hit windows, bans) holds at most
-//! `limits max_clients=N` entries (default [`DEFAULT_MAX_CLIENTS`]). Nothing is done until an
-//! insert finds a table full; then one sweep drops the entries that carry no information any
-//! more (a bucket that has refilled completely, a hit window whose last hit is older than the
-//! window) and, if that frees less than an eighth of the table, the least recently active ones
-//! until an eighth is free. A dropped client starts again with a full bucket and a clean hit
-//! count, exactly like a client never seen: eviction can only make the filter more lenient,
-//! never refuse anyone wrongly. A sweep is O(cap) and happens at most once per cap/8 new
-//! clients, so the cost per request is amortised O(1). The ban table, when full of live bans,
-//! ends the ban that would end soonest to make room for a new one.
+//! 1. This file: [`Filter`], its settings compiled into `Rules`, and `Inner::check`, the seven
+//!    steps above in order.
+//! 2. `config.rs`: the filtering keys of the config file, their defaults and checks; what
+//!    [`FilterConfig`] holds.
+//! 3. `client.rs`: which address is the client's; `cidr.rs`: how it is matched against the
+//!    `deny`, `allow` and `trusted_proxies` lists.
+//! 4. `path.rs`: the path as a backend would read it, matched on whole segments (`deny_path`,
+//!    `rate_limit path=`).
+//! 5. `rate_limit.rs`: the token bucket kept as one instant per client (GCRA), with a worked
+//!    example; `bans.rs`: clients that keep hitting the rate limit.
+//! 6. `table.rs`: the bounded per-client tables and what they drop when full.
+//! 7. `stats.rs`: the refusal reasons and the counters behind `/status` and `/metrics`.
+//!
+//! Dependencies go one way: this file uses the others; `config.rs` is the grammar, the only file
+//! here that uses `crate::config`; the other files take their settings from `config.rs` and never
+//! read a config line.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -81,17 +82,16 @@ use path::{normalize_path, path_of, segment_prefix};
 use rate_limit::{Buckets, RateRules};
 use stats::{ceil_secs, Reason, Refused};
 
-// ---------------------------------------------------------------------------------------------
-// The filter
-// ---------------------------------------------------------------------------------------------
-
-/// The settings compiled for checking.
+/// The settings compiled for checking: address lists as [`IpSet`]s, rate rules with their
+/// buckets. Built once per (re)configuration, read by every check.
 #[derive(Debug)]
 struct Rules {
+    /// False when the settings refuse nothing ([`FilterConfig::filters_nothing`]).
     filters: bool,
     deny: IpSet,
     allow: IpSet,
     trusted: IpSet,
+    /// `deny_method`, upper case.
     methods: Vec<String>,
     max_target: Option<u64>,
     deny_paths: Vec<String>,
@@ -165,6 +165,7 @@ pub struct Filter {
     active: AtomicBool,
     /// `max_body` for the streaming check, `u64::MAX` for none (read by every worker).
     max_body: AtomicU64,
+    /// Requests refused, by reason: counted outside the lock.
     refused: Refused,
     inner: Mutex<Inner>,
 }
@@ -232,8 +233,8 @@ impl Filter {
         }
     }
 
-    /// Decides whether a request may go on. `head.client` is the TCP peer; see the module
-    /// documentation for who the client is and the order of the checks.
+    /// Decides whether a request may go on. `head.client` is the TCP peer (client.rs tells who
+    /// the client is); see the module documentation for the order of the checks.
     pub fn check(&self, head: &RequestHead, framing: Framing, now: Instant) -> Result<(), Refusal> {
         if !self.active.load(Ordering::Acquire) {
             return Ok(());
@@ -288,6 +289,8 @@ impl Filter {
 }
 
 impl Inner {
+    /// The checks, in the order of the module documentation's table: the first that refuses
+    /// decides.
     fn check(&mut self, head: &RequestHead, framing: Framing, now: Instant) -> Result<(), Verdict> {
         let rules = &self.rules;
         let client = client_of(head, &rules.trusted);
@@ -347,7 +350,7 @@ impl Inner {
                 self.bans.start(client, now, &ban);
                 // Dropping the client's buckets frees memory; after the ban it starts with a
                 // full bucket.
-                self.buckets.forget(client, &self.rules.rate);
+                self.buckets.forget(client, &rules.rate);
                 return Err(Verdict::of(Reason::Banned));
             }
         }
@@ -360,20 +363,20 @@ impl Inner {
 
 /// Helpers shared by the tests of this module and its files: requests, config lines, answers.
 #[cfg(test)]
-pub(crate) mod testing {
+mod testing {
     use std::net::IpAddr;
     use std::time::{Duration, Instant};
 
     use super::{Filter, FilterConfig};
     use crate::http::{Framing, RequestHead};
 
-    pub(crate) fn ip(s: &str) -> IpAddr {
+    pub(super) fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
     /// Filtering settings from config lines (`key words...`, one per line), read the way the
     /// config file reads them: [`FilterConfig::apply_line`], then [`FilterConfig::validate`].
-    pub(crate) fn cfg(text: &str) -> FilterConfig {
+    pub(super) fn cfg(text: &str) -> FilterConfig {
         let mut config = FilterConfig::default();
         for line in text.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
@@ -387,7 +390,7 @@ pub(crate) mod testing {
         config
     }
 
-    pub(crate) fn req(
+    pub(super) fn req(
         client: &str,
         method: &str,
         target: &str,
@@ -405,12 +408,12 @@ pub(crate) mod testing {
         }
     }
 
-    pub(crate) fn get(client: &str, target: &str) -> RequestHead {
+    pub(super) fn get(client: &str, target: &str) -> RequestHead {
         req(client, "GET", target, &[])
     }
 
     /// The status of checking `head` (200 when allowed) and its Retry-After.
-    pub(crate) fn status(
+    pub(super) fn status(
         f: &Filter,
         head: &RequestHead,
         framing: Framing,
@@ -422,11 +425,11 @@ pub(crate) mod testing {
         }
     }
 
-    pub(crate) fn code(f: &Filter, head: &RequestHead, now: Instant) -> u16 {
+    pub(super) fn code(f: &Filter, head: &RequestHead, now: Instant) -> u16 {
         status(f, head, Framing::None, now).0
     }
 
-    pub(crate) fn refused(f: &Filter, now: Instant, reason: &str) -> u64 {
+    pub(super) fn refused(f: &Filter, now: Instant, reason: &str) -> u64 {
         f.stats(now)
             .refused
             .iter()
@@ -435,7 +438,7 @@ pub(crate) mod testing {
             .1
     }
 
-    pub(crate) fn ms(n: u64) -> Duration {
+    pub(super) fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 }
