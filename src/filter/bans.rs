@@ -13,9 +13,10 @@
 //! - **The ban table**: banned clients and when their ban ends. When it is full of live bans, the
 //!   ban that would end soonest ends early to make room (logged).
 //!
-//! Ends are noticed lazily: the earliest end is remembered, so until then a check costs one
-//! compare; the first check or `/status` after it removes the bans that have ended and logs each
-//! once. Bans outlive a reload, even one that removes the `ban` line: a ban runs to its end.
+//! Ends are noticed lazily: the earliest end is remembered, so until then looking for ended bans
+//! costs one compare; the first check or `/status` after it removes the bans that have ended and
+//! logs each once. Bans outlive a reload, even one that removes the `ban` line: a ban runs to
+//! its end.
 //!
 //! [`MAX_BAN_AFTER`]: super::MAX_BAN_AFTER
 

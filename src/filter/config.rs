@@ -22,7 +22,9 @@
 //! so the grammar can move next to the rest of the config as one file.
 //!
 //! Everything is checked here, once, when the file is read: a range with host bits set, a path
-//! with `..` segments, two general rate limits. What reaches the runtime is valid.
+//! with `..` segments, two general rate limits, a `ban` without a `rate_limit`. The runtime
+//! trusts what it is given (a `FilterConfig` built by hand is validated again by `Filter::new`,
+//! which logs what is wrong).
 
 use std::fmt;
 use std::time::Duration;
