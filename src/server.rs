@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! poller thread   Balancing::admit   admission.rs (CONNECT, targets, Host)      → 405 / 400
-//!                                    filter.rs (allow/deny, bans, rules, rate)  → 403 / 405 / 413 / 414 / 429
+//!                                    filter/ (allow/deny, bans, rules, rate)    → 403 / 405 / 413 / 414 / 429
 //! worker          Balancing::handle  proxy.forward: pick a backend, send, retry when safe
 //!                                    relay the answer (streamed), or our own 502 / 503 / 504
 //!                                    metrics, access log
