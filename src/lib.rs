@@ -32,5 +32,5 @@ pub mod supervise;
 pub mod yielding;
 
 pub use config::Config;
-pub use start::{Balancer, ConfigLoader, Running};
-pub use state::Shared;
+pub use start::{Balancer, Running};
+pub use state::{ConfigLoader, Shared};

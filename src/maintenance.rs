@@ -17,13 +17,13 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::RwLock;
 
 use crate::balance::backend::Backend;
+use crate::balance::health;
+use crate::balance::selection::Pool;
+use crate::balance::weights;
 use crate::clock::Clock;
 use crate::config::HealthConfig;
-use crate::balance::health;
 use crate::metrics::Metrics;
-use crate::balance::selection::Pool;
 use crate::supervise::{self, Thread};
-use crate::balance::weights;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// How often the maintenance thread wakes. 100 ms.

@@ -10,26 +10,22 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::balance::backend::Backend;
 use crate::balance::resilience::Resilience;
+use crate::balance::retry::RetryBudget;
+use crate::balance::selection::Pool;
 use crate::clock::{Clock, SystemClock};
 use crate::filter::Filter;
 use crate::http::limits::{default_max_connections, descriptor_limit};
 use crate::maintenance::{self, Maintainer, Maintenance, MaintenanceSettings};
 use crate::metrics::Metrics;
-use crate::balance::selection::Pool;
 use crate::proxy::Proxy;
 use crate::reload::proxy_settings;
-use crate::balance::retry::RetryBudget;
 use crate::server::{AdminPages, Balancing, ADMIN_WORKERS};
-use crate::state::Shared;
-use crate::{config, http, Config};
+use crate::state::{ConfigLoader, Shared};
+use crate::{http, Config};
 
 /// Starts balancers.
 #[derive(Debug)]
 pub struct Balancer;
-
-/// Produces a fresh [`Config`] for a reload: the command line re-reads its file and re-applies
-/// its flags; a library user's balancer re-reads `config.source`.
-pub type ConfigLoader = Box<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
 
 impl Balancer {
     /// Binds the listener and starts the workers for `config`. Returns once the balancer accepts

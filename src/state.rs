@@ -8,13 +8,17 @@ use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::balance::selection::Pool;
 use crate::clock::Clock;
 use crate::filter::Filter;
 use crate::maintenance::MaintenanceSettings;
 use crate::metrics::Metrics;
-use crate::balance::selection::Pool;
 use crate::proxy::Proxy;
-use crate::{http, supervise, Config, ConfigLoader};
+use crate::{config, http, supervise, Config};
+
+/// Produces a fresh [`Config`] for a reload: the command line re-reads its file and re-applies
+/// its flags; a library user's balancer re-reads `config.source`.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, config::ConfigError> + Send + Sync>;
 
 /// The state every part of a running balancer shares: what the admin pages show and what a
 /// reload changes.

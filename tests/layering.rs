@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Items the crate root re-exports, and the module each comes from.
 const ROOT_ITEMS: &[(&str, &str)] = &[
     ("Config", "config"),
-    ("ConfigLoader", "start"),
+    ("ConfigLoader", "state"),
     ("Balancer", "start"),
     ("Running", "start"),
     ("Shared", "state"),
@@ -33,7 +33,9 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
     for entry in std::fs::read_dir(&src).unwrap().flatten() {
         let path = entry.path();
         let name = path.file_stem().unwrap().to_string_lossy().to_string();
-        if matches!(name.as_str(), "lib" | "main") || (path.is_file() && path.extension().is_none_or(|e| e != "rs")) {
+        if matches!(name.as_str(), "lib" | "main")
+            || (path.is_file() && path.extension().is_none_or(|e| e != "rs"))
+        {
             continue;
         }
         let mut files = Vec::new();
@@ -44,7 +46,15 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
         }
         let uses = modules.entry(name.clone()).or_default();
         for file in files {
+            // Unit tests may start a whole balancer: what they import is no layering.
+            if file.file_name().is_some_and(|f| f == "tests.rs") {
+                continue;
+            }
             let text = std::fs::read_to_string(&file).unwrap();
+            let text = match text.find("#[cfg(test)]\nmod tests {") {
+                Some(at) => text[..at].to_string(),
+                None => text,
+            };
             for (at, _) in text.match_indices("crate::") {
                 let rest = &text[at + "crate::".len()..];
                 let word: String = rest
@@ -130,14 +140,22 @@ fn top_level_modules_import_each_other_without_a_circle() {
                 continue;
             }
             if uses.iter().all(|u| layer.contains_key(u.as_str())) {
-                let l = uses.iter().map(|u| layer[u.as_str()] + 1).max().unwrap_or(0);
+                let l = uses
+                    .iter()
+                    .map(|u| layer[u.as_str()] + 1)
+                    .max()
+                    .unwrap_or(0);
                 layer.insert(module, l);
             }
         }
     }
     let top = layer.values().max().copied().unwrap_or(0);
     for l in 0..=top {
-        let names: Vec<&str> = layer.iter().filter(|(_, n)| **n == l).map(|(m, _)| *m).collect();
+        let names: Vec<&str> = layer
+            .iter()
+            .filter(|(_, n)| **n == l)
+            .map(|(m, _)| *m)
+            .collect();
         println!("layer {l}: {}", names.join(", "));
     }
 }

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::filter;
 use super::words::{check_addr, pairs, parse_count, parse_duration, parse_on_off, parse_size_in};
 use super::{BackendConfig, Config, ConfigError};
-use crate::filter;
 
 /// Applies one settings line (`key words...`) to `config`. Shared by the file parser and the
 /// tests; `seen` catches keys given twice.

@@ -21,9 +21,11 @@
 //! is the file's grammar; `display.rs` writes a configuration back in it (`--check`); `cli.rs`
 //! reads the command line.
 
+pub mod cidr;
 mod cli;
 mod display;
 mod file;
+pub mod filter;
 mod words;
 
 #[cfg(test)]
@@ -34,13 +36,12 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::filter::FilterConfig;
 use crate::http::{BufferLimits, Limits};
+use filter::FilterConfig;
 
 pub use cli::{parse_args, parse_args_in, version, Cli, USAGE};
 pub use display::HIDDEN_TOKEN;
 pub use words::{check_addr, format_duration, format_size, parse_duration, parse_size};
-pub(crate) use words::{pairs, parse_count};
 
 /// The config file read when `--config` is not given, if it exists in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "loadbalancer.conf";

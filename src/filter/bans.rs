@@ -22,11 +22,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::config::BanConfig;
 use super::stats::ceil_secs;
 use super::table::Table;
+use crate::config::filter::BanConfig;
+use crate::config::format_duration;
 
 /// The hit windows and the ban table.
 #[derive(Debug)]
@@ -133,10 +134,10 @@ impl Bans {
         let wall = SystemTime::now() + ban.duration;
         log::warn!(
             "banned {client} for {} (until {}): rate-limited {} times within {}",
-            fmt_duration(ban.duration),
+            format_duration(ban.duration),
             fmt_utc(wall),
             ban.after as u64 + 1,
-            fmt_duration(ban.window)
+            format_duration(ban.window)
         );
     }
 
@@ -183,17 +184,6 @@ impl Bans {
     }
 }
 
-/// `10m`, `90s`, `1500ms`: the largest unit that divides the duration.
-fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        _ if ms > 0 && ms.is_multiple_of(3_600_000) => format!("{}h", ms / 3_600_000),
-        _ if ms > 0 && ms.is_multiple_of(60_000) => format!("{}m", ms / 60_000),
-        _ if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
-        _ => format!("{ms}ms"),
-    }
-}
-
 /// `2023-11-14T22:13:20Z`, for log lines.
 fn fmt_utc(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -224,6 +214,7 @@ mod tests {
     use crate::http::Framing;
     use std::net::Ipv4Addr;
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     #[test]
     fn bans_count_refusals_within_the_window_and_expire() {
@@ -362,9 +353,9 @@ mod tests {
             fmt_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"
         );
-        assert_eq!(fmt_duration(Duration::from_secs(600)), "10m");
-        assert_eq!(fmt_duration(Duration::from_secs(7200)), "2h");
-        assert_eq!(fmt_duration(Duration::from_secs(90)), "90s");
-        assert_eq!(fmt_duration(ms(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(ms(1500)), "1500ms");
     }
 }

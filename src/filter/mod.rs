@@ -38,8 +38,8 @@
 //!
 //! 1. This file: [`Filter`], its settings compiled into `Rules`, and `Inner::check`, the seven
 //!    steps above in order.
-//! 2. `config.rs`: the filtering keys of the config file, their defaults and checks; what
-//!    [`FilterConfig`] holds.
+//! 2. `config/filter.rs` (in the config folder, with the rest of the file's grammar): the
+//!    filtering keys, their defaults and checks; what [`FilterConfig`] holds.
 //! 3. `client.rs`: which address is the client's; `cidr.rs`: how it is matched against the
 //!    `deny`, `allow` and `trusted_proxies` lists.
 //! 4. `path.rs`: the path as a backend would read it, matched on whole segments (`deny_path`,
@@ -49,9 +49,8 @@
 //! 6. `table.rs`: the bounded per-client tables and what they drop when full.
 //! 7. `stats.rs`: the refusal reasons and the counters behind `/status` and `/metrics`.
 //!
-//! Dependencies go one way: this file uses the others; `config.rs` is the grammar, the only file
-//! here that uses `crate::config`; the other files take their settings from `config.rs` and never
-//! read a config line.
+//! Dependencies go one way: this file uses the others, and the settings come from the config
+//! (`crate::config::filter`), which never imports the filter.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -63,17 +62,14 @@ use crate::http::{Framing, Refusal, RequestHead};
 mod bans;
 mod cidr;
 mod client;
-mod config;
 mod path;
 mod rate_limit;
 mod stats;
 mod table;
 
-pub use cidr::Cidr;
-pub use config::{
-    BanConfig, FilterConfig, Rate, RateLimit, DEFAULT_MAX_CLIENTS, KEYS, MAX_BAN_AFTER, REPEATABLE,
-};
 pub use stats::FilterStats;
+
+use crate::config::filter::{BanConfig, FilterConfig};
 
 use bans::Bans;
 use cidr::IpSet;

@@ -53,9 +53,9 @@ use std::cmp::Reverse;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::config::RateLimit;
 use super::path::segment_prefix;
 use super::table::Table;
+use crate::config::filter::RateLimit;
 
 /// A compiled rate rule: a token bucket kept as a "theoretical arrival time" (GCRA, see the
 /// module documentation). The state, `tat`, is kept per client in [`Buckets`].
@@ -209,8 +209,9 @@ impl Buckets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::filter::{FilterConfig, Rate, RateLimit};
     use crate::filter::testing::{cfg, code, get, ms, refused, status};
-    use crate::filter::{Filter, FilterConfig, Rate, RateLimit};
+    use crate::filter::Filter;
     use crate::http::Framing;
     use std::sync::atomic::Ordering;
 

@@ -55,9 +55,9 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use crate::balance::backend::Backend;
-use crate::http::{Framing, Refusal, RequestHead};
-use crate::balance::{selection::Pool, Availability};
 use crate::balance::retry::RetryBudget;
+use crate::balance::{selection::Pool, Availability};
+use crate::http::{Framing, Refusal, RequestHead};
 use client_body::ClientBody;
 use outcome::{classify, Answer, AttemptError};
 use upstream::{AgentCache, AgentSettings};

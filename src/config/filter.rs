@@ -30,7 +30,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::cidr::Cidr;
-use crate::config::{format_duration, format_size, pairs, parse_count, parse_duration, parse_size};
+use super::words::{format_duration, format_size, pairs, parse_count, parse_duration, parse_size};
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
