@@ -32,7 +32,7 @@
 //! `(network, prefix)` integers; long lists are grouped by prefix length into hash sets so a
 //! lookup costs one hash probe per distinct prefix length. Refusals allocate their answer after
 //! the lock is released. Every client table is bounded by `limits max_clients=` (default
-//! [`DEFAULT_MAX_CLIENTS`]), so a flood of new addresses cannot grow memory without limit.
+//! [`crate::config::filter::DEFAULT_MAX_CLIENTS`]), so a flood of new addresses cannot grow memory without limit.
 //!
 //! # Reading order
 //!

@@ -157,7 +157,7 @@ impl<'a> Exchange<'a> {
         self.out.as_ref().map_or(0, Spool::len)
     }
 
-    /// Asks to be told how the answer ended once it has (see [`Delivered`]): what the client
+    /// Asks to be told how the answer ended once it has (see [`Delivered`](super::Delivered)): what the client
     /// has not taken yet may still be lost when it leaves.
     pub fn when_delivered(&mut self, callback: OnDelivered) {
         self.on_delivered = Some(callback);

@@ -24,7 +24,7 @@
 //! `handoff.rs` (what passes between the poller and the workers), `worker.rs` (a worker
 //! thread), `exchange.rs` (one request and its answer on a worker), `connection.rs` (one socket
 //! and its buffer); [`parse`] (heads and framing), [`chunked`] (request bodies), [`spool`] (the
-//! buffers between clients and workers), [`write`] (answers), [`limits`], [`gauges`].
+//! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
 //! follow a refused request are never read as a request. A closing connection is closed
@@ -53,7 +53,7 @@ pub use exchange::{Body, Exchange, SendError};
 pub use gauges::{FrontStats, Gauges};
 pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
-pub use server::{bind, Server};
+pub use server::{bind, Server, BACKLOG};
 pub use spool::{BufferLimits, BufferStats, Buffers};
 pub use write::Refusal;
 
