@@ -303,7 +303,8 @@ impl Handler for AdminPages {
         let head = &request.head;
         let req = AdminRequest {
             method: head.method.clone(),
-            target: head.target.clone(),
+            path: head.path().to_string(),
+            query: head.query().unwrap_or_default().to_string(),
             authorization: head.header("authorization").map(str::to_string),
         };
         let answer = catch_unwind(AssertUnwindSafe(|| admin::handle(&self.shared, &req)))

@@ -53,8 +53,10 @@ const DASHBOARD_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
 pub struct AdminRequest {
     /// Method.
     pub method: String,
-    /// Request target (path and query).
-    pub target: String,
+    /// The target's path ([`RequestHead::path`](crate::http::RequestHead::path)).
+    pub path: String,
+    /// The target's query, `""` when there is none.
+    pub query: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
 }
@@ -100,10 +102,7 @@ impl AdminResponse {
 
 /// Answers one admin request from the balancer's shared state.
 pub fn handle(shared: &Shared, request: &AdminRequest) -> AdminResponse {
-    let (path, query) = match request.target.split_once('?') {
-        Some((p, q)) => (p, q),
-        None => (request.target.as_str(), ""),
-    };
+    let (path, query) = (request.path.as_str(), request.query.as_str());
     // Readiness probes (a load balancer in front, systemd, Kubernetes) seldom carry a secret,
     // and the answer reveals no more than "ready or not", so /health needs no token.
     if path == "/health" && (request.method == "GET" || request.method == "HEAD") {
@@ -152,7 +151,8 @@ mod tests {
             shared,
             &AdminRequest {
                 method: method.into(),
-                target: target.into(),
+                path: target.split_once('?').map_or(target, |(p, _)| p).into(),
+                query: target.split_once('?').map_or("", |(_, q)| q).into(),
                 authorization: auth.map(str::to_string),
             },
         )

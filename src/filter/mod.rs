@@ -74,7 +74,7 @@ use crate::config::filter::{BanConfig, FilterConfig};
 use bans::Bans;
 use cidr::IpSet;
 use client::client_of;
-use path::{normalize_path, path_of, segment_prefix};
+use path::{normalize_path, segment_prefix};
 use rate_limit::{Buckets, RateRules};
 use stats::{ceil_secs, Reason, Refused};
 
@@ -315,9 +315,7 @@ impl Inner {
             return Err(Verdict::of(Reason::TargetTooLong));
         }
         // 5. path
-        let path = rules
-            .needs_path()
-            .then(|| normalize_path(path_of(&head.target)));
+        let path = rules.needs_path().then(|| normalize_path(head.path()));
         if let Some(path) = &path {
             if rules
                 .deny_paths

@@ -74,17 +74,18 @@ impl RequestHead {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// The target's path: everything before `?` (`*` for `OPTIONS *`). The one place the
-    /// target is split: the filter, the admin pages and the access log all read it here.
+    /// The target's path: everything before `?` or `#` (`*` for `OPTIONS *`). The one place
+    /// the target is split: the filter and the admin pages read it here. (An absolute-form
+    /// target was rewritten to its path when the head was parsed.)
     pub fn path(&self) -> &str {
-        self.target
-            .split_once('?')
-            .map_or(self.target.as_str(), |(path, _)| path)
+        let end = self.target.find(['?', '#']).unwrap_or(self.target.len());
+        &self.target[..end]
     }
 
-    /// The target's query, after `?`, when there is one.
+    /// The target's query, after `?` and before any `#`, when there is one.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, query)| query)
+        let (_, rest) = self.target.split_once('?')?;
+        Some(rest.split('#').next().unwrap_or(rest))
     }
 
     /// True when a `Connection` header lists `token` (case-insensitive).
