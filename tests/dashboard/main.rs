@@ -1,0 +1,6 @@
+//! The dashboard in a real browser (headless Chromium), one test binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod browser;

@@ -1,0 +1,12 @@
+//! Operating the balancer, one test binary: the admin listener (`/status`, `/metrics`, tokens),
+//! the command line, start-up messages, graceful shutdown and configuration reload.
+//! `cargo test --test operations reload::` runs one module.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin;
+mod cli;
+mod reload;
+mod shutdown;
+mod startup;
