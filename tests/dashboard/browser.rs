@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, reply, wait_until, Backend, Client, Lb, TempDir};
+use crate::support::{self, wait_until, Backend, Client, Lb, TempDir};
 use loadbalancer::Config;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -163,21 +163,6 @@ fn number(row: &str, name: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{name} is not a number: {text:?} in {row}"))
 }
 
-/// A backend answering `name`, whose `/health` fails while `healthy` is false, after `delay`.
-fn backend(name: &'static str, healthy: Arc<AtomicBool>, delay: Duration) -> Backend {
-    Backend::start(move |req, out| {
-        if req.target == "/health" {
-            let ok = healthy.load(SeqCst);
-            return reply(out, if ok { 200 } else { 503 }, &[], b"health\n");
-        }
-        thread::sleep(delay);
-        if req.target.starts_with("/missing") {
-            return reply(out, 404, &[], b"not here\n");
-        }
-        reply(out, 200, &[("Content-Type", "text/plain")], name.as_bytes())
-    })
-}
-
 fn tweak(c: &mut Config) {
     c.admin = Some("127.0.0.1:0".into());
     c.health.enabled = true;
@@ -218,11 +203,10 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
     if !have_chromium("the_dashboard_shows_live_backend_rows_in_a_real_browser") {
         return;
     }
-    let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(true))).collect();
     let backends = [
-        backend("a", Arc::clone(&flags[0]), Duration::ZERO),
-        backend("b", Arc::clone(&flags[1]), Duration::ZERO),
-        backend("c", Arc::clone(&flags[2]), Duration::ZERO),
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
     ];
     let names: Vec<String> = backends.iter().map(|b| b.addr().to_string()).collect();
     let lb = Lb::start(
@@ -260,7 +244,7 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
     );
 
     // C's health check fails: once /status says so, a fresh page shows it.
-    flags[2].store(false, SeqCst);
+    backends[2].set_healthy(false);
     wait_until("c unhealthy", Duration::from_secs(5), || {
         state_of(&status(admin), &names[2]) == "unhealthy"
     });
@@ -297,10 +281,12 @@ fn screenshot() {
     if std::env::var("UPDATE_SCREENSHOT").as_deref() != Ok("1") || !have_chromium("screenshot") {
         return;
     }
-    let flags: Vec<Arc<AtomicBool>> = (0..3).map(|_| Arc::new(AtomicBool::new(true))).collect();
-    let fast = backend("fast", Arc::clone(&flags[0]), Duration::from_millis(2));
-    let slow = backend("slow", Arc::clone(&flags[1]), Duration::from_millis(60));
-    let down = backend("down", Arc::clone(&flags[2]), Duration::from_millis(2));
+    let fast = Backend::named("fast");
+    fast.set_delay(Duration::from_millis(2));
+    let slow = Backend::named("slow");
+    slow.set_delay(Duration::from_millis(60));
+    let down = Backend::named("down");
+    down.set_delay(Duration::from_millis(2));
     let lb = Lb::start(&[(&fast, 2), (&slow, 1), (&down, 1)], |c| {
         tweak(c);
         c.workers = 16;
@@ -323,7 +309,7 @@ fn screenshot() {
     wait_until("some traffic", Duration::from_secs(10), || {
         status(admin)["responses_total"].as_u64().unwrap() >= 300
     });
-    flags[2].store(false, SeqCst);
+    down.set_healthy(false);
     wait_until("down unhealthy", Duration::from_secs(5), || {
         state_of(&status(admin), &down.addr().to_string()) == "unhealthy"
     });

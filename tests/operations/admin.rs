@@ -10,18 +10,6 @@ use std::time::Duration;
 use crate::support::{self, reply, wait_until, Backend, Client, Headers, Lb, Response};
 use loadbalancer::{Balancer, Config};
 
-/// A backend that answers `name` to everything except `/health`, which answers 200 while
-/// `healthy` holds and 503 otherwise.
-fn backend(name: &'static str, healthy: Arc<AtomicBool>) -> Backend {
-    Backend::start(move |req, out| {
-        if req.target == "/health" {
-            let ok = healthy.load(SeqCst);
-            return reply(out, if ok { 200 } else { 503 }, &[], b"health\n");
-        }
-        reply(out, 200, &[("Content-Type", "text/plain")], name.as_bytes())
-    })
-}
-
 fn admin_on(c: &mut Config) {
     c.admin = Some("127.0.0.1:0".into());
 }
@@ -73,10 +61,8 @@ fn backend_json<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json
 
 #[test]
 fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
-    let a_ok = Arc::new(AtomicBool::new(true));
-    let b_ok = Arc::new(AtomicBool::new(true));
-    let a = backend("a", Arc::clone(&a_ok));
-    let b = backend("b", Arc::clone(&b_ok));
+    let a = Backend::named("a");
+    let b = Backend::named("b");
     let lb = Lb::start(&[(&a, 1), (&b, 1)], |c| {
         admin_on(c);
         fast_health(c);
@@ -127,7 +113,7 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     assert_eq!(total, 10, "every request counted once: {s}");
 
     // B's health check starts failing: /status shows it unhealthy, with the reason.
-    b_ok.store(false, SeqCst);
+    b.set_healthy(false);
     let b_name = b.addr().to_string();
     wait_until("b unhealthy in /status", Duration::from_secs(5), || {
         backend_json(&status(addr), &b_name)["state"] == "unhealthy"
@@ -148,7 +134,7 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     );
 
     // And back.
-    b_ok.store(true, SeqCst);
+    b.set_healthy(true);
     wait_until("b healthy again", Duration::from_secs(5), || {
         backend_json(&status(addr), &b_name)["healthy"] == true
     });
@@ -411,9 +397,8 @@ fn metrics(addr: SocketAddr) -> HashMap<String, Family> {
 
 #[test]
 fn metrics_are_valid_prometheus_text_and_counters_grow_with_traffic() {
-    let up = Arc::new(AtomicBool::new(true));
-    let a = backend("a", Arc::clone(&up));
-    let b = backend("b", Arc::clone(&up));
+    let a = Backend::named("a");
+    let b = Backend::named("b");
     let lb = Lb::start(&[(&a, 1), (&b, 3)], admin_on);
     let addr = admin_addr(&lb);
     let (na, nb) = (a.addr().to_string(), b.addr().to_string());
@@ -524,8 +509,7 @@ fn the_parser_refuses_malformed_exposition() {
 
 #[test]
 fn a_token_is_required_when_configured() {
-    let up = Arc::new(AtomicBool::new(true));
-    let a = backend("a", up);
+    let a = Backend::named("a");
     let lb = Lb::start(&[(&a, 1)], |c| {
         admin_on(c);
         c.admin_token = Some("s3cret".into());
@@ -634,8 +618,7 @@ fn routes_methods_and_the_dashboard_page() {
 
 #[test]
 fn health_tells_whether_the_balancer_can_serve_and_needs_no_token() {
-    let up = Arc::new(AtomicBool::new(true));
-    let a = backend("a", Arc::clone(&up));
+    let a = Backend::named("a");
     let lb = Lb::start(&[(&a, 1)], |c| {
         admin_on(c);
         fast_health(c);
@@ -648,7 +631,7 @@ fn health_tells_whether_the_balancer_can_serve_and_needs_no_token() {
     // The exemption is for /health alone.
     assert_eq!(admin(addr, "GET", "/status", "").status, 401);
 
-    up.store(false, SeqCst);
+    a.set_healthy(false);
     wait_until(
         "/health to answer 503 once the only backend is down",
         Duration::from_secs(10),
@@ -658,7 +641,7 @@ fn health_tells_whether_the_balancer_can_serve_and_needs_no_token() {
     assert!(r.text().contains("none of the 1 backends"), "{}", r.text());
     assert!(!r.text().contains("s3cret"));
 
-    up.store(true, SeqCst);
+    a.set_healthy(true);
     wait_until(
         "/health to answer 200 again once the backend is back",
         Duration::from_secs(10),

@@ -9,8 +9,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
-use crate::support::node::{call, config_for, get, note, serial, LogCapture, Node, Session};
-use crate::support::Lb;
+use crate::support::{note, serial, test_config, Backend, Lb, LogCapture, Session};
 
 /// One backend of three answers 503 to everything; a sequential client sends 200 GETs. With a
 /// cooldown far longer than the test, the breaker never turns half-open, so exactly the N
@@ -19,9 +18,13 @@ use crate::support::Lb;
 fn eject_after(failures: Option<u32>) {
     let logs = LogCapture::install();
     let mark = logs.mark();
-    let nodes = [Node::start("a"), Node::start("b"), Node::start("c")];
-    nodes[1].ctl.fail_503.store(true, SeqCst);
-    let mut config = config_for(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    let nodes = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    nodes[1].set_failing(true);
+    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
     if let Some(n) = failures {
         config.breaker.failures = n;
     }
@@ -35,8 +38,9 @@ fn eject_after(failures: Option<u32>) {
     let mut opened_after: Option<usize> = None;
     let mut answers = [0usize; 3];
     for i in 0..200 {
-        let r =
-            get(&mut session, &format!("/e/{i}")).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let r = session
+            .get(&format!("/e/{i}"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         if r.status == 200 {
             let k = ["a", "b", "c"].iter().position(|x| x.as_bytes() == r.body);
             answers[k.expect("answer from a node")] += 1;
@@ -53,7 +57,7 @@ fn eject_after(failures: Option<u32>) {
          {opened_after:?}; b received {} requests; answers a/b/c {answers:?}; b state {} breaker {}",
         errors.len(),
         errors.iter().map(|(i, s, _)| (*i, *s)).collect::<Vec<_>>(),
-        nodes[1].requests(),
+        nodes[1].count_except_health(),
         s.state,
         s.breaker
     ));
@@ -77,7 +81,7 @@ fn eject_after(failures: Option<u32>) {
     );
     assert_eq!(s.breaker, "open", "{s:?}");
     assert_eq!(
-        nodes[1].requests() as usize,
+        nodes[1].count_except_health(),
         errors.len(),
         "b gets nothing once ejected"
     );
@@ -108,28 +112,28 @@ const POST: &str = "POST /orders HTTP/1.1\r\nHost: lb.test\r\nContent-Type: text
 #[test]
 fn a_post_whose_backend_drops_the_connection_after_the_body_is_not_retried() {
     let _serial = serial();
-    let dropping = Node::start("dropping");
-    dropping.ctl.drop_after_body.store(true, SeqCst);
-    let live = Node::start("live");
+    let dropping = Backend::named("dropping");
+    dropping.set_dropping(true);
+    let live = Backend::named("live");
     // Equal weights, a fresh pool: the first pick is the first backend.
-    let lb = Lb::with_config(config_for(&[(&dropping, 1), (&live, 1)]));
+    let lb = Lb::with_config(test_config(&[(&dropping, 1), (&live, 1)]));
     let mut session = Session::new(lb.addr);
-    let r = call(&mut session, POST).expect("an answer");
+    let r = session.call(POST).expect("an answer");
     note(format!(
         "POST to a backend that drops after the body: {} {:?}; dropping saw {:?}, live saw {:?}",
         r.status,
         r.text(),
-        dropping.ctl.seen.lock().unwrap(),
-        live.ctl.seen.lock().unwrap()
+        dropping.seen(),
+        live.seen()
     ));
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(
-        dropping.requests(),
+        dropping.count_except_health(),
         1,
         "the POST reached the first backend once"
     );
     assert_eq!(
-        live.requests(),
+        live.count_except_health(),
         0,
         "the POST was not sent again to the other backend"
     );
@@ -138,35 +142,38 @@ fn a_post_whose_backend_drops_the_connection_after_the_body_is_not_retried() {
 #[test]
 fn a_get_whose_backend_drops_the_connection_is_retried_on_another() {
     let _serial = serial();
-    let dropping = Node::start("dropping");
-    dropping.ctl.drop_after_body.store(true, SeqCst);
-    let live = Node::start("live");
-    let lb = Lb::with_config(config_for(&[(&dropping, 1), (&live, 1)]));
-    let r = get(&mut Session::new(lb.addr), "/idempotent").expect("an answer");
+    let dropping = Backend::named("dropping");
+    dropping.set_dropping(true);
+    let live = Backend::named("live");
+    let lb = Lb::with_config(test_config(&[(&dropping, 1), (&live, 1)]));
+    let r = Session::new(lb.addr).get("/idempotent").expect("an answer");
     assert_eq!((r.status, r.text().as_str()), (200, "live"));
-    assert_eq!((dropping.requests(), live.requests()), (1, 1));
+    assert_eq!(
+        (dropping.count_except_health(), live.count_except_health()),
+        (1, 1)
+    );
 }
 
 #[test]
 fn a_post_whose_backend_refuses_the_connection_is_retried_on_another() {
     let _serial = serial();
-    let dead = Node::start("dead");
+    let dead = Backend::named("dead");
     dead.kill();
-    let live = Node::start("live");
-    let lb = Lb::with_config(config_for(&[(&dead, 1), (&live, 1)]));
+    let live = Backend::named("live");
+    let lb = Lb::with_config(test_config(&[(&dead, 1), (&live, 1)]));
     let mut session = Session::new(lb.addr);
     let started = Instant::now();
-    let r = call(&mut session, POST).expect("an answer");
+    let r = session.call(POST).expect("an answer");
     note(format!(
         "POST to a refusing backend: {} {:?} in {:?}; live saw {:?}",
         r.status,
         r.text(),
         started.elapsed(),
-        live.ctl.seen.lock().unwrap()
+        live.seen()
     ));
     assert_eq!((r.status, r.text().as_str()), (200, "live"));
     assert_eq!(
-        *live.ctl.seen.lock().unwrap(),
+        live.seen(),
         ["POST /orders"],
         "the live backend got the POST once"
     );

@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::node::{config_for, get, note, poll, serial, LogCapture, Node, Session};
-use crate::support::{self, Headers, Lb};
+use crate::support::{
+    self, note, poll, serial, test_config, Backend, Headers, Lb, LogCapture, Session,
+};
 use loadbalancer::Config;
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -30,8 +31,12 @@ fn killing_one_of_three_backends_fails_no_request_opens_its_breaker_and_health_m
     let _serial = serial();
     let logs = LogCapture::install();
     let mark = logs.mark();
-    let nodes = [Node::start("a"), Node::start("b"), Node::start("c")];
-    let mut config = config_for(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    let nodes = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
     fast_health(&mut config);
     let failures_to_open = config.breaker.failures;
     assert_eq!(failures_to_open, 5, "the default breaker threshold");
@@ -42,10 +47,9 @@ fn killing_one_of_three_backends_fails_no_request_opens_its_breaker_and_health_m
     let mut session = Session::new(lb.addr);
     let mut failed: Vec<String> = Vec::new();
     let mut answered = [0u64; 3];
-    let mut send = |i: u64, failed: &mut Vec<String>, answered: &mut [u64; 3]| match get(
-        &mut session,
-        &format!("/k/{i}"),
-    ) {
+    let mut send = |i: u64, failed: &mut Vec<String>, answered: &mut [u64; 3]| match session
+        .get(&format!("/k/{i}"))
+    {
         Ok(r) if r.status == 200 => {
             let k = ["a", "b", "c"].iter().position(|n| n.as_bytes() == r.body);
             answered[k.expect("answer from a node")] += 1;
@@ -154,8 +158,12 @@ fn a_restarted_backend_is_back_within_interval_times_rise_and_ramps_up_by_slow_s
     let logs = LogCapture::install();
     let mark = logs.mark();
     const SLOW_START: Duration = Duration::from_secs(2);
-    let nodes = [Node::start("a"), Node::start("b"), Node::start("c")];
-    let mut config = config_for(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    let nodes = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
     fast_health(&mut config);
     config.slow_start = SLOW_START;
     let lb = Lb::with_config(config);
@@ -168,8 +176,9 @@ fn a_restarted_backend_is_back_within_interval_times_rise_and_ramps_up_by_slow_s
     };
     let mut session = Session::new(lb.addr);
     let mut request = |i: u64| {
-        let r =
-            get(&mut session, &format!("/r/{i}")).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        let r = session
+            .get(&format!("/r/{i}"))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
         who(&r)
     };
@@ -313,20 +322,18 @@ fn a_restarted_backend_is_back_within_interval_times_rise_and_ramps_up_by_slow_s
 #[test]
 fn all_backends_marked_down_by_health_checks_get_503_with_retry_after_at_once() {
     let _serial = serial();
-    let nodes = [Node::start("a"), Node::start("b")];
-    let mut config = config_for(&[(&nodes[0], 1), (&nodes[1], 1)]);
+    let nodes = [Backend::named("a"), Backend::named("b")];
+    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1)]);
     fast_health(&mut config);
     let connect_timeout = config.connect_timeout;
     let lb = Lb::with_config(config);
     let r = support::get(lb.addr, "/before");
     assert_eq!(r.status, 200, "{}", r.text());
-    let before = nodes[0].requests() + nodes[1].requests();
+    let before = nodes[0].count_except_health() + nodes[1].count_except_health();
 
     // Both keep listening and would answer requests; only their health checks fail.
     for n in &nodes {
-        n.ctl
-            .health_bad
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        n.set_healthy(false);
     }
     let backends = lb.running().pool().backends();
     let (_, took) = poll("both marked down", Duration::from_secs(5), || {
@@ -355,7 +362,7 @@ fn all_backends_marked_down_by_health_checks_get_503_with_retry_after_at_once() 
         "all unhealthy: marked down after {took:?}; 503 + Retry-After in {timings:?}"
     ));
     assert_eq!(
-        nodes[0].requests() + nodes[1].requests(),
+        nodes[0].count_except_health() + nodes[1].count_except_health(),
         before,
         "no request reached a backend marked down"
     );
@@ -365,8 +372,8 @@ fn all_backends_marked_down_by_health_checks_get_503_with_retry_after_at_once() 
 fn all_backends_refusing_connections_answer_502_then_503_quickly() {
     let _serial = serial();
     // Health checks off: the balancer still tries the backends, and each refuses at once.
-    let nodes = [Node::start("a"), Node::start("b")];
-    let config = config_for(&[(&nodes[0], 1), (&nodes[1], 1)]);
+    let nodes = [Backend::named("a"), Backend::named("b")];
+    let config = test_config(&[(&nodes[0], 1), (&nodes[1], 1)]);
     let connect_timeout = config.connect_timeout;
     for n in &nodes {
         n.kill();

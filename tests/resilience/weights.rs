@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::node::{config_for, get, note, poll, serial, Node, Session, Traffic};
-use crate::support::Lb;
+use crate::support::{note, poll, serial, test_config, Backend, Lb, Session, Traffic};
 
 /// Answers in the sliding window.
 const WINDOW: usize = 300;
@@ -19,8 +18,12 @@ const WINDOW: usize = 300;
 #[test]
 fn a_backend_50ms_slower_loses_its_share_within_5s_and_regains_it_within_15s() {
     let _serial = serial();
-    let nodes = [Node::start("a"), Node::start("b"), Node::start("c")];
-    let lb = Lb::with_config(config_for(&[
+    let nodes = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    let lb = Lb::with_config(test_config(&[
         (&nodes[0], 1),
         (&nodes[1], 1),
         (&nodes[2], 1),
@@ -34,7 +37,7 @@ fn a_backend_50ms_slower_loses_its_share_within_5s_and_regains_it_within_15s() {
     });
 
     // b turns 50 ms slower.
-    nodes[1].ctl.delay_ms.store(50, SeqCst);
+    nodes[1].set_delay(Duration::from_millis(50));
     let slowed = Instant::now();
     let mut low_weight = u32::MAX;
     let (share_slow, fell_in) = poll("b's share below 15 %", Duration::from_secs(20), || {
@@ -55,7 +58,7 @@ fn a_backend_50ms_slower_loses_its_share_within_5s_and_regains_it_within_15s() {
     let slow_snapshot = b.snapshot(Instant::now(), Duration::ZERO);
 
     // b is fast again.
-    nodes[1].ctl.delay_ms.store(0, SeqCst);
+    nodes[1].set_delay(Duration::from_millis(0));
     let recovered = Instant::now();
     let (share_fast, back_in) = poll("b's share back to 30 %", Duration::from_secs(30), || {
         traffic.share(1).filter(|s| *s >= 0.30)
@@ -113,8 +116,12 @@ fn alike_backends_under_concurrent_load_split_exactly_3_2_1() {
     let _serial = serial();
     const CLIENTS: usize = 6;
     const EACH: usize = 100;
-    let nodes = Arc::new([Node::start("a"), Node::start("b"), Node::start("c")]);
-    let lb = Lb::with_config(config_for(&[
+    let nodes = Arc::new([
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ]);
+    let lb = Lb::with_config(test_config(&[
         (&nodes[0], 3),
         (&nodes[1], 2),
         (&nodes[2], 1),
@@ -157,7 +164,8 @@ fn alike_backends_under_concurrent_load_split_exactly_3_2_1() {
                 let mut session = Session::new(addr);
                 let mut counts = [0usize; 3];
                 for i in 0..EACH {
-                    let r = get(&mut session, &format!("/w/{c}/{i}"))
+                    let r = session
+                        .get(&format!("/w/{c}/{i}"))
                         .unwrap_or_else(|e| panic!("client {c} request {i}: {e}"));
                     assert_eq!(r.status, 200, "client {c} request {i}: {}", r.text());
                     let k = ["a", "b", "c"]
@@ -179,7 +187,7 @@ fn alike_backends_under_concurrent_load_split_exactly_3_2_1() {
     let took = started.elapsed();
     done.store(true, SeqCst);
     let departures = monitor.join().unwrap();
-    let at_backends: Vec<u64> = nodes.iter().map(|n| n.requests()).collect();
+    let at_backends: Vec<usize> = nodes.iter().map(|n| n.count_except_health()).collect();
     let weights: Vec<u32> = lb
         .running()
         .pool()

@@ -172,3 +172,55 @@ pub fn get(addr: SocketAddr, target: &str) -> Response {
         "GET {target} HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n"
     ))
 }
+
+/// A keep-alive client that reconnects when the balancer closes the connection after an answer.
+/// A request that gets no answer at all is an `Err`.
+pub struct Session {
+    addr: SocketAddr,
+    client: Option<Client>,
+}
+
+impl Session {
+    pub fn new(addr: SocketAddr) -> Session {
+        Session { addr, client: None }
+    }
+
+    /// Sends one request and returns the response with its body, or why none came.
+    pub fn call(&mut self, raw: &str) -> Result<Response, String> {
+        let method = raw.split(' ').next().unwrap_or_default().to_string();
+        let addr = self.addr;
+        let client = self.client.get_or_insert_with(|| Client::connect(addr));
+        if let Err(e) = client.writer().write_all(raw.as_bytes()) {
+            self.client = None;
+            return Err(format!("write error: {e}"));
+        }
+        let mut body = Vec::new();
+        let result = client.try_read_response_into(&method, &mut |p| body.extend_from_slice(p));
+        match result {
+            Ok(Some(mut r)) => {
+                r.body = body;
+                let closing = r
+                    .header_values("connection")
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case("close"));
+                if closing || !matches!(r.end, BodyEnd::Complete(_)) {
+                    self.client = None;
+                }
+                Ok(r)
+            }
+            Ok(None) => {
+                self.client = None;
+                Err("connection closed without an answer".into())
+            }
+            Err(e) => {
+                self.client = None;
+                Err(format!("read error: {e}"))
+            }
+        }
+    }
+
+    /// `GET target`.
+    pub fn get(&mut self, target: &str) -> Result<Response, String> {
+        self.call(&format!("GET {target} HTTP/1.1\r\nHost: lb.test\r\n\r\n"))
+    }
+}

@@ -2,7 +2,9 @@
 //! `#[path = "../support/mod.rs"] mod support;`, and its test modules `use crate::support::...`.
 //!
 //! - [`Backend`] (backend.rs): the one programmable HTTP/1.1 test backend on a raw
-//!   `TcpListener`. It records every request and answers with a handler's raw bytes.
+//!   `TcpListener`. It records every request and answers with a handler's raw bytes;
+//!   [`Backend::named`] answers its name and is steered at run time (health, delay, 503s,
+//!   dropped connections); any backend can be killed and restarted on its port.
 //! - [`Client`] (client.rs): writes raw request bytes over a `TcpStream` and parses the answer
 //!   itself (status, headers with repeats, body by `Content-Length` or chunked decoding),
 //!   reporting a body cut short instead of hiding it.
@@ -11,6 +13,8 @@
 //!   side ever holds a large body in memory.
 //! - [`Lb`] (balancer.rs) runs the balancer in-process on `127.0.0.1:0`; [`LbProcess`]
 //!   (process.rs) runs the built binary.
+//! - [`Traffic`], [`poll`], [`serial`], [`LogCapture`] (traffic.rs): continuous load and what
+//!   the resilience tests measure with.
 //!
 //! Everything binds loopback only, and every wait polls against a deadline.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
@@ -19,8 +23,8 @@ mod backend;
 mod balancer;
 mod client;
 mod data;
-pub mod node;
 mod process;
+mod traffic;
 mod wire;
 
 pub use backend::*;
@@ -28,6 +32,7 @@ pub use balancer::*;
 pub use client::*;
 pub use data::*;
 pub use process::*;
+pub use traffic::*;
 pub use wire::*;
 
 use std::io;
