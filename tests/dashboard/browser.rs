@@ -10,7 +10,6 @@
 //! tests/screenshots/dashboard.png, the README's picture.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -18,7 +17,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, wait_until, Backend, Client, Lb, TempDir};
+use crate::support::{
+    self, admin_on, admin_status, fast_health, listed, wait_until, Backend, Lb, TempDir,
+};
 use loadbalancer::Config;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -164,29 +165,12 @@ fn number(row: &str, name: &str) -> u64 {
 }
 
 fn tweak(c: &mut Config) {
-    c.admin = Some("127.0.0.1:0".into());
-    c.health.enabled = true;
-    c.health.interval = Duration::from_millis(100);
-    // Generous timeout and two failures to fall: a busy machine (Chromium is heavy) must not
-    // make a healthy backend look down.
-    c.health.timeout = Duration::from_secs(1);
-    c.health.fall = 2;
-    c.health.rise = 1;
-}
-
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let r = Client::connect(addr)
-        .request("GET /status HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n");
-    assert_eq!(r.status, 200);
-    serde_json::from_slice(&r.body).expect("JSON")
+    admin_on(c);
+    fast_health(c);
 }
 
 fn state_of(status: &serde_json::Value, name: &str) -> String {
-    status["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["name"] == name)
+    listed(status, name)
         .map(|b| b["state"].as_str().unwrap().to_string())
         .unwrap_or_default()
 }
@@ -217,7 +201,7 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
     send(&lb, 40, "/");
     let url = format!("http://{admin}/");
 
-    let s = status(admin);
+    let s = admin_status(admin);
     let dom = dump_dom(&url);
     assert!(!dom.contains("loading…"), "the rows were rendered");
     assert!(
@@ -246,7 +230,7 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
     // C's health check fails: once /status says so, a fresh page shows it.
     backends[2].set_healthy(false);
     wait_until("c unhealthy", Duration::from_secs(5), || {
-        state_of(&status(admin), &names[2]) == "unhealthy"
+        state_of(&admin_status(admin), &names[2]) == "unhealthy"
     });
     let dom = dump_dom(&url);
     let r = row(&dom, &names[2]);
@@ -307,14 +291,14 @@ fn screenshot() {
         })
         .collect();
     wait_until("some traffic", Duration::from_secs(10), || {
-        status(admin)["responses_total"].as_u64().unwrap() >= 300
+        admin_status(admin)["responses_total"].as_u64().unwrap() >= 300
     });
     down.set_healthy(false);
     wait_until("down unhealthy", Duration::from_secs(5), || {
-        state_of(&status(admin), &down.addr().to_string()) == "unhealthy"
+        state_of(&admin_status(admin), &down.addr().to_string()) == "unhealthy"
     });
     wait_until("slow loses weight", Duration::from_secs(10), || {
-        let s = status(admin);
+        let s = admin_status(admin);
         s["backends"][1]["effective_weight"].as_f64().unwrap() < 0.5
     });
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/dashboard.png");

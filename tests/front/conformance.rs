@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{self, reply, Backend, Client, Headers, Lb, Received};
+use crate::support::{self, dead_backend_url, reply, Backend, Client, Headers, Lb, Received};
 
 /// What becomes of the client's connection after the answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -503,11 +503,7 @@ fn refusals_the_balancer_can_decide_come_before_100_continue() {
     }
     // With no backend to take it, 503 before the body too.
     let dead = Lb::start(&[(&backend, 1)], |c| {
-        c.backends[0] = loadbalancer::config::BackendConfig::parse(
-            &format!("http://127.0.0.1:{}", support::free_port()),
-            1,
-        )
-        .unwrap();
+        c.backends[0] = loadbalancer::config::BackendConfig::parse(&dead_backend_url(), 1).unwrap();
         c.health.enabled = true;
         c.health.interval = Duration::from_millis(100);
         c.health.timeout = Duration::from_millis(100);

@@ -7,22 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{self, reply, wait_until, Backend, Client, Headers, Lb, Response};
+use crate::support::{
+    self, admin_on, admin_status, fast_health, listed, reply, wait_until, Backend, Client, Headers,
+    Lb, Response,
+};
 use loadbalancer::{Balancer, Config};
-
-fn admin_on(c: &mut Config) {
-    c.admin = Some("127.0.0.1:0".into());
-}
-
-fn fast_health(c: &mut Config) {
-    c.health.enabled = true;
-    c.health.interval = Duration::from_millis(100);
-    // A generous timeout and two failures to fall, so a busy machine cannot make a healthy
-    // backend look down; a backend answering 503 still falls within about 200 ms.
-    c.health.timeout = Duration::from_secs(1);
-    c.health.fall = 2;
-    c.health.rise = 1;
-}
 
 fn admin_addr(lb: &Lb) -> SocketAddr {
     lb.running().admin_addr().expect("admin listener runs")
@@ -35,14 +24,6 @@ fn admin(addr: SocketAddr, method: &str, target: &str, extra: &str) -> Response 
     ))
 }
 
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let r = admin(addr, "GET", "/status", "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", r.text()))
-}
-
 fn send_traffic(lb: &Lb, n: usize) {
     for _ in 0..n {
         let r = support::get(lb.addr, "/work");
@@ -51,12 +32,7 @@ fn send_traffic(lb: &Lb, n: usize) {
 }
 
 fn backend_json<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["backends"]
-        .as_array()
-        .expect("backends array")
-        .iter()
-        .find(|b| b["name"] == name)
-        .unwrap_or_else(|| panic!("no backend {name} in {status}"))
+    listed(status, name).unwrap_or_else(|| panic!("no backend {name} in {status}"))
 }
 
 #[test]
@@ -74,9 +50,9 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     // A worker counts a response after it has finished sending it, so the client can read the
     // last one a moment before it is counted.
     support::wait_until("10 responses counted", Duration::from_secs(5), || {
-        status(addr)["responses_total"].as_u64() >= Some(10)
+        admin_status(addr)["responses_total"].as_u64() >= Some(10)
     });
-    let s = status(addr);
+    let s = admin_status(addr);
     for field in ["uptime_s", "requests_per_s", "queue_depth", "retries"] {
         assert!(s[field].is_number(), "{field} in {s}");
     }
@@ -116,9 +92,9 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     b.set_healthy(false);
     let b_name = b.addr().to_string();
     wait_until("b unhealthy in /status", Duration::from_secs(5), || {
-        backend_json(&status(addr), &b_name)["state"] == "unhealthy"
+        backend_json(&admin_status(addr), &b_name)["state"] == "unhealthy"
     });
-    let s = status(addr);
+    let s = admin_status(addr);
     let listed = backend_json(&s, &b_name);
     assert_eq!(listed["healthy"], false);
     assert!(
@@ -136,7 +112,7 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     // And back.
     b.set_healthy(true);
     wait_until("b healthy again", Duration::from_secs(5), || {
-        backend_json(&status(addr), &b_name)["healthy"] == true
+        backend_json(&admin_status(addr), &b_name)["healthy"] == true
     });
 }
 

@@ -5,14 +5,13 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::support::{self, wait_until, Backend, Client, Lb, TempDir};
+use crate::support::{self, admin_status, wait_until, Backend, Lb, LbProcess, TempDir};
 use loadbalancer::Config;
 
 /// Settings every test config starts with: no health checks, a quiet log, few workers.
@@ -174,95 +173,19 @@ fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).unwrap() + 1
 }
 
-// ---------------------------------------------------------------------------------------------
-// The binary
-// ---------------------------------------------------------------------------------------------
-
-/// The `loadbalancer` binary with `--config FILE --listen 127.0.0.1:PORT --admin off` and
-/// `RUST_LOG=info`, its stderr in a file. Killed on drop if still running.
-struct LbBinary {
-    child: Child,
-    addr: SocketAddr,
-    conf: PathBuf,
-    dir: TempDir,
-}
-
-impl LbBinary {
-    fn spawn(conf_text: &str) -> LbBinary {
-        let dir = TempDir::new("reload");
-        let conf = dir.path().join("test.conf");
-        write_config(&conf, conf_text, Mtime::Keep);
-        let (child, addr) = support::spawn_binary(dir.path(), &conf, &[], "info");
-        LbBinary {
-            child,
-            addr,
-            conf,
-            dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
-    }
-
-    /// Waits until stderr contains `needle` at least `times` times.
-    fn wait_log(&self, needle: &str, times: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.stderr().matches(needle).count() < times {
-            assert!(
-                Instant::now() < deadline,
-                "no {needle:?} (x{times}) in the log:\n{}",
-                self.stderr()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    fn terminate(mut self) {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit {status}: {}", self.stderr());
-                return;
-            }
-            assert!(Instant::now() < deadline, "still running after SIGTERM");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for LbBinary {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     let a = Backend::answering("A");
     let b = Backend::answering("B");
     let c = Backend::answering("C");
     let extra = "slow_start off\n";
-    let lb = LbBinary::spawn(&config_text(extra, &[&a, &b]));
+    let mut lb = LbProcess::with_config_file(&config_text(extra, &[&a, &b]), &[], "info");
     let traffic = Traffic::start(lb.addr);
     traffic.wait_more(20);
     assert_eq!(c.count(), 0);
 
     // 1. Add C and send SIGHUP. The file's mtime is kept, so only the signal can reload it.
-    write_config(&lb.conf, &config_text(extra, &[&a, &b, &c]), Mtime::Keep);
+    write_config(&lb.conf(), &config_text(extra, &[&a, &b, &c]), Mtime::Keep);
     lb.signal("HUP");
     wait_until("traffic at C after SIGHUP", Duration::from_secs(5), || {
         c.count() > 0
@@ -271,7 +194,7 @@ fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     lb.wait_log(&format!("backend {} added", c.addr()), 1);
 
     // 2. Remove A by editing the file only: the watch reloads it.
-    write_config(&lb.conf, &config_text(extra, &[&b, &c]), Mtime::Bump);
+    write_config(&lb.conf(), &config_text(extra, &[&b, &c]), Mtime::Bump);
     lb.wait_log(&format!("backend {} removed", a.addr()), 1);
     lb.wait_log("reloading the configuration: the config file changed", 1);
     // The client is sequential: once a request that started after the removal has finished,
@@ -287,7 +210,7 @@ fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     //    with the configuration it had.
     let invalid = config_text(extra, &[&b, &c]).replace("workers 8", "workers zero");
     let bad_line = line_of(&invalid, "workers zero");
-    write_config(&lb.conf, &invalid, Mtime::Bump);
+    write_config(&lb.conf(), &invalid, Mtime::Bump);
     let located = format!("test.conf:{bad_line}: workers");
     lb.wait_log(&located, 1);
     lb.wait_log("reload refused, the running configuration stays", 1);
@@ -297,7 +220,7 @@ fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     assert_eq!(a.count(), a_after, "the refused file changed nothing");
 
     // 4. A valid file again, with A back.
-    write_config(&lb.conf, &config_text(extra, &[&a, &b, &c]), Mtime::Bump);
+    write_config(&lb.conf(), &config_text(extra, &[&a, &b, &c]), Mtime::Bump);
     wait_until("A back in rotation", Duration::from_secs(5), || {
         a.count() > a_after
     });
@@ -307,27 +230,18 @@ fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     assert!(total >= 150, "only {total} requests");
     let log = lb.stderr();
     assert!(!log.contains("panicked"), "{log}");
-    lb.terminate();
+    lb.signal("TERM");
+    let status = lb.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "exit {status}: {}", lb.stderr());
 }
 
 // ---------------------------------------------------------------------------------------------
 // In-process
 // ---------------------------------------------------------------------------------------------
 
-fn status(addr: SocketAddr) -> serde_json::Value {
-    let r = Client::connect(addr)
-        .request("GET /status HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n");
-    assert_eq!(r.status, 200);
-    serde_json::from_slice(&r.body).expect("JSON")
-}
-
+/// `b`'s entry in a `/status` document, if listed.
 fn listed(status: &serde_json::Value, b: &Backend) -> Option<serde_json::Value> {
-    status["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["url"] == b.url().as_str())
-        .cloned()
+    support::listed(status, &b.lb_name()).cloned()
 }
 
 #[test]
@@ -341,7 +255,7 @@ fn in_process_reloads_via_request_reload_apply_and_the_watch() {
     write_config(&path, &config_text(extra, &[&a, &b]), Mtime::Keep);
     let lb = Lb::with_config(Config::from_file(&path).expect("valid file"));
     let admin = lb.running().admin_addr().expect("admin on");
-    let a_id = listed(&status(admin), &a).expect("A listed")["id"].clone();
+    let a_id = listed(&admin_status(admin), &a).expect("A listed")["id"].clone();
     let traffic = Traffic::start(lb.addr);
     traffic.wait_more(20);
 
@@ -349,20 +263,20 @@ fn in_process_reloads_via_request_reload_apply_and_the_watch() {
     write_config(&path, &config_text(extra, &[&a, &b, &c]), Mtime::Keep);
     lb.running().request_reload();
     wait_until("C listed", Duration::from_secs(5), || {
-        listed(&status(admin), &c).is_some()
+        listed(&admin_status(admin), &c).is_some()
     });
-    let joined = listed(&status(admin), &c).unwrap();
+    let joined = listed(&admin_status(admin), &c).unwrap();
     assert_eq!(joined["state"], "slow-start", "{joined}");
     // The maintenance thread recomputes effective weights right after a reload it runs.
     wait_until("C ramping up", Duration::from_secs(1), || {
-        listed(&status(admin), &c).unwrap()["effective_weight"]
+        listed(&admin_status(admin), &c).unwrap()["effective_weight"]
             .as_f64()
             .unwrap()
             < 1.0
     });
     wait_until("traffic at C", Duration::from_secs(5), || c.count() > 0);
     wait_until("C at full weight", Duration::from_secs(6), || {
-        listed(&status(admin), &c).unwrap()["state"] == "healthy"
+        listed(&admin_status(admin), &c).unwrap()["state"] == "healthy"
     });
 
     // 2. A leaves on apply(): at once, as far as new requests go.
@@ -373,7 +287,7 @@ fn in_process_reloads_via_request_reload_apply_and_the_watch() {
     let a_after = a.count();
     traffic.wait_more(60);
     assert_eq!(a.count(), a_after, "A got requests after its removal");
-    assert!(listed(&status(admin), &a).is_none());
+    assert!(listed(&admin_status(admin), &a).is_none());
 
     // 3. An invalid file is refused with its file:line, and nothing changes.
     let invalid = config_text(extra, &[&b]).replace("workers 8", "workers zero");
@@ -386,15 +300,15 @@ fn in_process_reloads_via_request_reload_apply_and_the_watch() {
     let located = format!("{}:{}:", path.display(), line_of(&invalid, "workers zero"));
     assert!(err.starts_with(&located), "{err} (expected {located}...)");
     assert!(err.contains("workers"), "{err}");
-    assert!(listed(&status(admin), &c).is_some(), "C still there");
+    assert!(listed(&admin_status(admin), &c).is_some(), "C still there");
     traffic.wait_more(20);
 
     // 4. A valid file again, picked up by the watch alone: A comes back as a new backend.
     write_config(&path, &config_text(extra, &[&a, &b, &c]), Mtime::Bump);
     wait_until("A back", Duration::from_secs(5), || {
-        listed(&status(admin), &a).is_some()
+        listed(&admin_status(admin), &a).is_some()
     });
-    let back = listed(&status(admin), &a).unwrap();
+    let back = listed(&admin_status(admin), &a).unwrap();
     assert_ne!(back["id"], a_id, "a re-added backend starts afresh");
     wait_until("traffic at A again", Duration::from_secs(5), || {
         a.count() > a_after

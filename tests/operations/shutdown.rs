@@ -84,15 +84,6 @@ fn sigint_on_an_idle_balancer_exits_zero_at_once() {
     assert!(support::refuses_connections(lb.addr));
 }
 
-/// A backend that holds every request until the balancer closes the connection.
-fn holding() -> Backend {
-    Backend::start(|_, out| {
-        use std::io::Read;
-        let _ = out.read(&mut [0u8; 1]);
-        Ok(())
-    })
-}
-
 /// Sends one request on its own thread, so it is in flight while the test goes on.
 fn request_in_background(addr: std::net::SocketAddr) {
     thread::spawn(move || {
@@ -102,7 +93,7 @@ fn request_in_background(addr: std::net::SocketAddr) {
 
 #[test]
 fn a_drain_cut_off_by_its_timeout_still_exits_zero_with_a_warning() {
-    let backend = holding();
+    let backend = Backend::silent();
     let mut lb = LbProcess::spawn(&[backend.url()], &["drain_timeout 500ms"]);
     request_in_background(lb.addr);
     wait_until(
@@ -122,7 +113,7 @@ fn a_drain_cut_off_by_its_timeout_still_exits_zero_with_a_warning() {
 
 #[test]
 fn a_second_sigint_during_the_drain_exits_at_once_with_130() {
-    let backend = holding();
+    let backend = Backend::silent();
     let mut lb = LbProcess::spawn(&[backend.url()], &["drain_timeout 60s"]);
     let addr = lb.addr;
     request_in_background(addr);

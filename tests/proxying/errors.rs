@@ -3,20 +3,14 @@
 //! complete-looking response, when a backend dies mid-body.
 
 use std::io::Write;
-use std::net::{Shutdown, TcpListener};
+use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, reply, write_chunk, Backend, BodyEnd, Client, Headers, Lb, Response};
+use crate::support::{
+    self, dead_backend_url, reply, write_chunk, Backend, BodyEnd, Client, Headers, Lb, Response,
+};
 use loadbalancer::config::BackendConfig;
-
-/// A URL on loopback where nothing listens: bind a port, then release it.
-fn dead_backend_url() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    drop(l);
-    url
-}
 
 fn assert_own_error(r: &Response, status: u16) {
     assert_eq!(r.status, status, "{}", r.text());

@@ -2,21 +2,11 @@
 //! the request and stays silent gets the client a 504 after one response timeout, and the request
 //! is not sent to another backend, unless `retries ... retry_timeouts=on` asks for that.
 
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, Backend, Lb};
 
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A backend that reads the request and never answers; its handler returns when the balancer
-/// gives up and closes the connection.
-fn silent() -> Backend {
-    Backend::start(|_, out| {
-        let _ = out.read(&mut [0u8; 1]);
-        Ok(())
-    })
-}
 
 /// Sends one GET through a balancer over `[silent, answering]` (a fresh pool with equal weights
 /// picks the first backend first); returns the status, body and time taken.
@@ -33,7 +23,7 @@ fn get_through(silent: &Backend, live: &Backend, retry_timeouts: bool) -> (u16, 
 
 #[test]
 fn a_silent_backend_gets_the_client_a_504_after_one_response_timeout_without_retry() {
-    let (silent, live) = (silent(), Backend::answering("live"));
+    let (silent, live) = (Backend::silent(), Backend::answering("live"));
     let (status, body, took) = get_through(&silent, &live, false);
     assert_eq!(status, 504, "{body}");
     assert!(
@@ -50,7 +40,7 @@ fn a_silent_backend_gets_the_client_a_504_after_one_response_timeout_without_ret
 
 #[test]
 fn retry_timeouts_on_sends_the_request_to_another_backend_after_a_timeout() {
-    let (silent, live) = (silent(), Backend::answering("live"));
+    let (silent, live) = (Backend::silent(), Backend::answering("live"));
     let (status, body, took) = get_through(&silent, &live, true);
     assert_eq!((status, body.as_str()), (200, "live"));
     assert!(

@@ -9,22 +9,13 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    self, note, poll, serial, test_config, Backend, Headers, Lb, LogCapture, Session,
+    self, health_checks, note, poll, serial, test_config, Backend, Headers, Lb, LogCapture, Session,
 };
-use loadbalancer::Config;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 const RISE: u32 = 2;
 const FALL: u32 = 3;
-
-/// Health checks on, fast: interval 200 ms, timeout 200 ms, rise 2, fall 3.
-fn fast_health(c: &mut Config) {
-    c.health.enabled = true;
-    c.health.interval = INTERVAL;
-    c.health.timeout = Duration::from_millis(200);
-    c.health.rise = RISE;
-    c.health.fall = FALL;
-}
+const TIMEOUT: Duration = Duration::from_millis(200);
 
 #[test]
 fn killing_one_of_three_backends_fails_no_request_opens_its_breaker_and_health_marks_it_down() {
@@ -37,7 +28,7 @@ fn killing_one_of_three_backends_fails_no_request_opens_its_breaker_and_health_m
         Backend::named("c"),
     ];
     let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
-    fast_health(&mut config);
+    health_checks(&mut config, INTERVAL, TIMEOUT, RISE, FALL);
     let failures_to_open = config.breaker.failures;
     assert_eq!(failures_to_open, 5, "the default breaker threshold");
     let lb = Lb::with_config(config);
@@ -164,7 +155,7 @@ fn a_restarted_backend_is_back_within_interval_times_rise_and_ramps_up_by_slow_s
         Backend::named("c"),
     ];
     let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
-    fast_health(&mut config);
+    health_checks(&mut config, INTERVAL, TIMEOUT, RISE, FALL);
     config.slow_start = SLOW_START;
     let lb = Lb::with_config(config);
     let b = lb.running().pool().backends()[1].clone();
@@ -324,7 +315,7 @@ fn all_backends_marked_down_by_health_checks_get_503_with_retry_after_at_once() 
     let _serial = serial();
     let nodes = [Backend::named("a"), Backend::named("b")];
     let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1)]);
-    fast_health(&mut config);
+    health_checks(&mut config, INTERVAL, TIMEOUT, RISE, FALL);
     let connect_timeout = config.connect_timeout;
     let lb = Lb::with_config(config);
     let r = support::get(lb.addr, "/before");

@@ -1,4 +1,4 @@
-//! The balancer, in-process.
+//! The balancer, in-process, its test configurations, and its admin listener's `/status`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use loadbalancer::config::BackendConfig;
 use loadbalancer::{Balancer, Config, Running};
 
-use super::Backend;
+use super::{free_port, Backend, Client, Headers};
 
 /// A balancer running in the test process; shut down (drained) on drop.
 pub struct Lb {
@@ -32,6 +32,52 @@ pub fn test_config(backends: &[(&Backend, u32)]) -> Config {
     };
     config.health.enabled = false;
     config
+}
+
+/// The admin listener on, on `127.0.0.1:0`.
+pub fn admin_on(c: &mut Config) {
+    c.admin = Some("127.0.0.1:0".into());
+}
+
+/// Health checks on: every `interval`, each with `timeout`; `rise` passes in a row bring a
+/// backend back, `fall` failures in a row mark it down.
+pub fn health_checks(c: &mut Config, interval: Duration, timeout: Duration, rise: u32, fall: u32) {
+    c.health.enabled = true;
+    c.health.interval = interval;
+    c.health.timeout = timeout;
+    c.health.rise = rise;
+    c.health.fall = fall;
+}
+
+/// Health checks every 100 ms, for tests that watch a backend go down and come back. A generous
+/// timeout (1 s) and two failures to fall, so that a busy machine (Chromium is heavy) cannot make
+/// a healthy backend look down; a backend answering 503 still falls within about 200 ms.
+pub fn fast_health(c: &mut Config) {
+    health_checks(c, Duration::from_millis(100), Duration::from_secs(1), 1, 2);
+}
+
+/// A backend URL on loopback where nothing listens (a port bound, then released).
+pub fn dead_backend_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+/// `GET /status` on the admin listener at `addr`: 200, JSON, parsed.
+pub fn admin_status(addr: SocketAddr) -> serde_json::Value {
+    let r = Client::connect(addr)
+        .request("GET /status HTTP/1.1\r\nHost: admin.test\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("/status is not JSON ({e}): {}", r.text()))
+}
+
+/// The entry of the backend named `name` (`host:port`) in a `/status` document, if listed.
+pub fn listed<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["backends"]
+        .as_array()
+        .expect("backends array")
+        .iter()
+        .find(|b| b["name"] == name)
 }
 
 impl Lb {

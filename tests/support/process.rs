@@ -67,21 +67,11 @@ pub struct LbProcess {
 }
 
 /// Starts the balancer binary in `dir` with `--config conf`, `--listen 127.0.0.1:PORT` on a free
-/// port, `--admin off` and `extra` flags, stderr to `dir/stderr`, and waits until it accepts
-/// connections. A start that fails (most likely the port was taken between choosing and binding
-/// it) is retried on another port, five times at most.
-pub fn spawn_binary(
-    dir: &Path,
-    conf: &Path,
-    extra: &[String],
-    rust_log: &str,
-) -> (Child, SocketAddr) {
-    spawn_binary_with(dir, conf, extra, rust_log, None)
-}
-
-/// [`spawn_binary`], with the child's descriptor limit set to `nofile` (soft, hard) when given,
-/// as `ulimit -Sn` and `ulimit -Hn` would.
-pub fn spawn_binary_with(
+/// port, `--admin off` and `extra` flags, stderr to `dir/stderr`, and the child's descriptor limit
+/// set to `nofile` (soft, hard) when given, as `ulimit -Sn` and `ulimit -Hn` would. Waits until
+/// it accepts connections. A start that fails (most likely the port was taken between choosing
+/// and binding it) is retried on another port, five times at most.
+fn spawn_binary(
     dir: &Path,
     conf: &Path,
     extra: &[String],
@@ -171,22 +161,44 @@ impl LbProcess {
         nofile: Option<(u64, u64)>,
         access_log: bool,
     ) -> LbProcess {
-        let dir = TempDir::new("bin");
-        let conf = dir.path().join("test.conf");
         let log = if access_log { "on" } else { "off" };
         let mut text = format!("health off\nslow_start off\naccess_log {log}\n");
         for l in config_lines {
             text.push_str(l);
             text.push('\n');
         }
-        std::fs::write(&conf, text).unwrap();
         let args: Vec<String> = backends
             .iter()
             .flat_map(|b| ["--backend".to_string(), b.clone()])
             .collect();
         let level = if access_log { "info" } else { "warn" };
-        let (child, addr) = spawn_binary_with(dir.path(), &conf, &args, level, nofile);
+        LbProcess::launch(&text, &args, level, nofile)
+    }
+
+    /// Starts the binary with `--config` on a file of exactly `text` ([`LbProcess::conf`], in an
+    /// empty working directory), `--listen 127.0.0.1:PORT`, `--admin off` and `extra` flags, at
+    /// `RUST_LOG=rust_log`. Returns once it accepts connections.
+    pub fn with_config_file(text: &str, extra: &[&str], rust_log: &str) -> LbProcess {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        LbProcess::launch(text, &extra, rust_log, None)
+    }
+
+    fn launch(
+        text: &str,
+        args: &[String],
+        rust_log: &str,
+        nofile: Option<(u64, u64)>,
+    ) -> LbProcess {
+        let dir = TempDir::new("bin");
+        let conf = dir.path().join("test.conf");
+        std::fs::write(&conf, text).unwrap();
+        let (child, addr) = spawn_binary(dir.path(), &conf, args, rust_log, nofile);
         LbProcess { child, addr, dir }
+    }
+
+    /// The config file the process was started with (`test.conf`).
+    pub fn conf(&self) -> PathBuf {
+        self.dir.path().join("test.conf")
     }
 
     pub fn pid(&self) -> u32 {
@@ -283,6 +295,11 @@ impl LbProcess {
         std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default()
     }
 
+    /// Waits until stderr contains `needle` `times` times; returns the first line with it.
+    pub fn wait_log(&self, needle: &str, times: usize) -> String {
+        wait_for_line(&self.dir.path().join("stderr"), needle, times)
+    }
+
     /// Waits up to 10 s for an access-log line that contains every one of `parts`; returns it.
     pub fn access_line(&self, parts: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -343,4 +360,25 @@ pub fn run_binary(args: &[&str], dir: &Path, timeout: Duration) -> (ExitStatus, 
         std::fs::read_to_string(out_path).unwrap(),
         std::fs::read_to_string(err_path).unwrap(),
     )
+}
+
+/// Waits up to 20 s until the file at `path` (a log as it grows) contains `needle` `times` times;
+/// returns the first line with it.
+pub fn wait_for_line(path: &Path, needle: &str, times: usize) -> String {
+    let read = || std::fs::read_to_string(path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while read().matches(needle).count() < times {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} (x{times}) in {} after 20 s:\n{}",
+            path.display(),
+            read()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    read()
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_string()
 }
