@@ -6,8 +6,9 @@
 //! (`.ci/run` sets it) and are skipped otherwise, each with a `SKIPPED dashboard::browser::NAME`
 //! line that `cargo test` shows.
 //!
-//! `UPDATE_SCREENSHOT=1 cargo test --test dashboard screenshot` rewrites
-//! tests/screenshots/dashboard.png, the README's picture.
+//! `screenshot` takes the README's picture on every run and checks what it shows;
+//! `UPDATE_SCREENSHOT=1 cargo test --test dashboard screenshot` also rewrites
+//! tests/screenshots/dashboard.png with it.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::png::{self, rgb};
 use crate::support::{
     self, admin_on, admin_status, fast_health, listed, wait_until, Backend, Lb, TempDir,
 };
@@ -258,11 +260,18 @@ fn the_dashboard_passes_its_token_on_to_status() {
     assert_eq!(number(row(&dom, &a.addr().to_string()), "requests"), 3);
 }
 
-/// Rewrites tests/screenshots/dashboard.png when `UPDATE_SCREENSHOT=1`: three backends, one
-/// slow (so its effective weight drops), one failing its health checks, some traffic.
+/// The size of the screenshot, as asked of Chromium.
+const SHOT_SIZE: (usize, usize) = (1200, 800);
+
+/// The README's picture, taken on every run: three backends, one slow (so its effective weight
+/// drops), one failing its health checks, some traffic. The picture must have the size asked
+/// for and show the dashboard drawn with its data: the page's dark header, the green dot that
+/// says the page reached `/status`, the tinted row of a backend that is down, and the many
+/// colours of text (a blank or error page has a handful). `UPDATE_SCREENSHOT=1` also writes it
+/// to tests/screenshots/dashboard.png.
 #[test]
 fn screenshot() {
-    if std::env::var("UPDATE_SCREENSHOT").as_deref() != Ok("1") || !have_chromium("screenshot") {
+    if !have_chromium("screenshot") {
         return;
     }
     let fast = Backend::named("fast");
@@ -301,15 +310,13 @@ fn screenshot() {
         let s = admin_status(admin);
         s["backends"][1]["effective_weight"].as_f64().unwrap() < 0.5
     });
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/dashboard.png");
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let dir = TempDir::new("shot");
     let shot = dir.path().join("dashboard.png");
     chromium(
         &[
             "--virtual-time-budget=3000",
             "--hide-scrollbars",
-            "--window-size=1200,800",
+            &format!("--window-size={},{}", SHOT_SIZE.0, SHOT_SIZE.1),
             &format!("--screenshot={}", shot.display()),
         ],
         &format!("http://{admin}/"),
@@ -319,9 +326,34 @@ fn screenshot() {
         c.join().unwrap();
     }
     let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    std::fs::File::create(&path)
-        .and_then(|mut f| f.write_all(&png))
-        .unwrap();
-    eprintln!("wrote {}", path.display());
+    let image = png::decode(&png);
+    let (header, live_dot, down_row) = (rgb("#1d2733"), rgb("#3ccf6a"), rgb("#fffafa"));
+    let counts = format!(
+        "{}x{}, {} colours; header {:?} at (5, 5); {} live-dot pixels, {} down-row pixels",
+        image.width,
+        image.height,
+        image.colours(),
+        image.pixel(5, 5),
+        image.count(live_dot),
+        image.count(down_row)
+    );
+    eprintln!("screenshot: {counts}");
+    assert_eq!((image.width, image.height), SHOT_SIZE, "{counts}");
+    assert_eq!(image.pixel(5, 5), header, "the page's header: {counts}");
+    assert!(image.colours() >= 200, "text drawn: {counts}");
+    assert!(
+        image.count(live_dot) >= 10,
+        "the page reached /status: {counts}"
+    );
+    assert!(
+        image.count(down_row) >= 1000,
+        "the down backend's row is drawn as down: {counts}"
+    );
+
+    if std::env::var("UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots/dashboard.png");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &png).unwrap();
+        eprintln!("wrote {}", path.display());
+    }
 }
