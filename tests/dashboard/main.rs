@@ -1,0 +1,7 @@
+//! The dashboard in a real browser (headless Chromium), one test binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod browser;
+mod png;
