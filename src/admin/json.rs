@@ -134,6 +134,19 @@ pub fn status_json(v: &View) -> String {
         }
         o.push('}');
     }
+    let _ = write!(o, "],\"explain\":{},\"decisions\":[", v.explain);
+    for (i, d) in v.decisions.iter().enumerate() {
+        if i > 0 {
+            o.push(',');
+        }
+        let _ = write!(o, "{{\"at_ms\":{},\"method\":", d.at_ms);
+        json_str(&mut o, &d.method);
+        o.push_str(",\"target\":");
+        json_str(&mut o, &d.target);
+        let _ = write!(o, ",\"status\":{},\"line\":", d.status);
+        json_str(&mut o, &d.line);
+        o.push('}');
+    }
     o.push_str("]}\n");
     o
 }
@@ -203,5 +216,16 @@ pub(super) mod tests {
         assert!(b["latency_ms"].is_null() && b["share"].is_null());
         assert_eq!(b["effective_weight"], 1.5);
         assert_eq!(b["requests"], 10);
+        assert_eq!(v["explain"], true);
+        let d = &v["decisions"][0];
+        assert_eq!(
+            (d["at_ms"].as_u64(), d["status"].as_u64()),
+            (Some(1_700_000_000_000), Some(200))
+        );
+        assert_eq!(
+            (d["method"].as_str(), d["target"].as_str()),
+            (Some("GET"), Some("/<x>\""))
+        );
+        assert_eq!(d["line"], "pick=a:1; cw=a:1:1>0");
     }
 }
