@@ -181,6 +181,7 @@ impl Handler for Balancing {
         };
         self.metrics
             .record_response(line.status, request.received.elapsed());
+        // Kept once the answer is on its way, with the status the client got.
         if let Some(explained) = explained {
             self.decisions.record(head, line.status, explained);
         }

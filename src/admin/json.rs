@@ -136,15 +136,16 @@ pub fn status_json(v: &View) -> String {
     }
     let _ = write!(o, "],\"explain\":{},\"decisions\":[", v.explain);
     for (i, d) in v.decisions.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
+        o.push_str(if i > 0 { ",{" } else { "{" });
+        let _ = write!(o, "\"at_ms\":{},\"status\":{}", d.at_ms, d.status);
+        for (name, text) in [
+            ("method", &d.method),
+            ("target", &d.target),
+            ("line", &d.line),
+        ] {
+            let _ = write!(o, ",\"{name}\":");
+            json_str(&mut o, text);
         }
-        let _ = write!(o, "{{\"at_ms\":{},\"method\":", d.at_ms);
-        json_str(&mut o, &d.method);
-        o.push_str(",\"target\":");
-        json_str(&mut o, &d.target);
-        let _ = write!(o, ",\"status\":{},\"line\":", d.status);
-        json_str(&mut o, &d.line);
         o.push('}');
     }
     o.push_str("]}\n");

@@ -272,8 +272,16 @@ fn the_decisions_panel_follows_the_requests() {
         admin_on(c);
         c.explain = true;
     });
-    let url = format!("http://{}/", lb.running().admin_addr().unwrap());
+    let admin = lb.running().admin_addr().unwrap();
+    let url = format!("http://{admin}/");
+    // A decision is kept once its answer is on its way: the worker may still be at it.
+    let kept = |n: usize| {
+        wait_until("the decisions kept", Duration::from_secs(5), || {
+            admin_status(admin)["decisions"].as_array().unwrap().len() == n
+        })
+    };
     send(&lb, 3, "/first");
+    kept(3);
     let dom = dump_dom(&url);
     let newest = decision(&dom, 0);
     assert_eq!(field(newest, "request"), "GET /first");
@@ -289,6 +297,7 @@ fn the_decisions_panel_follows_the_requests() {
     assert!(!dom.contains("data-decision=\"3\""), "and only them");
 
     send(&lb, 2, "/second");
+    kept(5);
     let dom = dump_dom(&url);
     assert_eq!(field(decision(&dom, 0), "request"), "GET /second");
     assert_eq!(field(decision(&dom, 2), "request"), "GET /first");
