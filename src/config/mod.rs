@@ -271,7 +271,7 @@ pub struct Config {
     pub access_log: bool,
     /// `explain on|off`: answer a request that carries `X-Balancer-Explain: 1` with a header of
     /// the same name saying why it went where it went, and keep the last decisions for the
-    /// dashboard (see [`crate::explain`]). It shows backend names, weights and breaker states
+    /// dashboard (see `src/explain.rs`). It shows backend names, weights and breaker states
     /// to clients. Default off; `--demo` turns it on.
     pub explain: bool,
     /// How long a graceful shutdown waits for in-flight requests. Default 10 s.
