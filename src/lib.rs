@@ -23,6 +23,9 @@
 //!    take at once waits in the connection's buffer, and the poller finishes it. [`metrics`]
 //!    counts it, [`logging`] writes the access-log line.
 //!
+//! With `explain on`, [`explain`] writes down why: the pick's scores, the weights and what was
+//! skipped or retried, for a client that asks (`X-Balancer-Explain: 1`) and for the dashboard.
+//!
 //! Beside the request path: [`maintenance`] (the thread where time moves state: breaker
 //! timeouts, health checks, weights, reload), [`admin`] (dashboard, `/status`, `/metrics`,
 //! `/health`), [`supervise`] (what a panic does to each thread).
@@ -38,6 +41,7 @@
 //! | [`balance`] | backends and how one is chosen: selection (SWRR), breaker, health, weights, retry budget |
 //! | [`filter`] | allow/deny, client address, path rules, rate limits (GCRA), bans, bounded tables |
 //! | [`metrics`] | balancer-wide counters and the latency histogram |
+//! | [`explain`] | explaining a decision: the `X-Balancer-Explain` line, the ring of recent decisions |
 //! | [`proxy`] | forwarding one request: RFC 9110 header rules, the upstream (ureq), retries, error mapping |
 //! | [`maintenance`] | the thread that moves time-driven state |
 //! | [`state`] | what every part of a running balancer shares ([`Shared`]) |
@@ -54,6 +58,7 @@ pub mod admission;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod explain;
 pub mod filter;
 pub mod http;
 pub mod logging;

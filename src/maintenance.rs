@@ -201,7 +201,8 @@ pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Durat
         .filter_map(|(_, i)| i.latency_ms)
         .min_by(f64::total_cmp);
     for (b, i) in &inputs {
-        b.set_effective_weight(weights::effective_weight(i, fastest, slow_start));
+        let factors = weights::Factors::of(i, fastest, slow_start);
+        b.set_effective(factors.apply(i.weight), factors);
     }
 }
 

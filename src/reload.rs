@@ -119,6 +119,7 @@ impl Shared {
             .reconfigure(proxy_settings(&new), new.retries.budget_percent);
         self.filter.reconfigure(new.filter.clone());
         self.access_log.store(new.access_log, Relaxed);
+        self.explain.store(new.explain, Relaxed);
         *self.maintenance.write() = MaintenanceSettings {
             health: new.health.clone(),
             slow_start: new.slow_start,

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use crate::admin::{self, AdminRequest, AdminResponse};
 use crate::admission::check_request;
 use crate::balance::backend::InFlight;
+use crate::explain::{self, Decisions, Explanation, FilterVerdict};
 use crate::filter::Filter;
 use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
 use crate::logging::{self, AccessEntry};
@@ -40,21 +41,28 @@ pub struct Balancing {
     pub metrics: Arc<Metrics>,
     /// Whether to write an access-log line per request.
     pub access_log: Arc<AtomicBool>,
+    /// Whether to explain decisions (`explain on`).
+    pub explain: Arc<AtomicBool>,
+    /// Where explained decisions are kept for the dashboard.
+    pub decisions: Arc<Decisions>,
 }
 
 impl Handler for Balancing {
     fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
         if let Err(refusal) = check_request(head) {
             self.metrics.record_rejection(Rejection::BadRequest);
-            return Err(refusal);
+            return Err(self.explained(head, refusal, None));
         }
-        self.filter.check(head, framing, Instant::now())?;
+        if let Err(refusal) = self.filter.check(head, framing, Instant::now()) {
+            return Err(self.explained(head, refusal, Some(FilterVerdict::Refused)));
+        }
         if framing != Framing::None && !self.proxy.pool().any_available() {
             // Before the body is read, and before `100 Continue`: an upload no backend could
             // take is refused before the client sends it.
             self.metrics.record_rejection(Rejection::NoBackend);
             let refusal = Refusal::retry_after(503, "no backend available", 1);
-            return Err(refusal.coded("no_backend"));
+            let verdict = self.filter_verdict();
+            return Err(self.explained(head, refusal.coded("no_backend"), verdict));
         }
         Ok(())
     }
@@ -111,15 +119,31 @@ impl Handler for Balancing {
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>) {
         let head = &request.head;
         let max_body = self.filter.max_body();
-        let result = self
-            .proxy
-            .forward(head, request.framing, &mut exchange.body(), max_body);
+        let framing = request.framing;
+        // With `explain on` every request is explained, for the dashboard; only a client that
+        // asked gets the line. With it off, nothing is traced.
+        let mut explanation = self.explain.load(Relaxed).then(|| Explanation {
+            filter: self.filter_verdict(),
+            ..Explanation::default()
+        });
+        let result = match &mut explanation {
+            Some(e) => {
+                let body = &mut exchange.body();
+                self.proxy
+                    .forward_explained(head, framing, body, max_body, e)
+            }
+            None => self
+                .proxy
+                .forward(head, framing, &mut exchange.body(), max_body),
+        };
+        let mut explained = explanation.map(|e| e.line());
+        let asked = explained.is_some() && explain::asked(head);
         let (line, via) = match result {
             Ok(fwd) => {
                 self.metrics.record_retries(fwd.attempts.saturating_sub(1));
                 let backend = fwd.backend().name.clone();
                 let (attempts, via) = (fwd.attempts, names(&fwd.via));
-                let relayed = relay(exchange, fwd);
+                let relayed = relay(exchange, fwd, explained.as_mut(), asked);
                 let line = Line {
                     status: relayed.status,
                     backend,
@@ -130,7 +154,7 @@ impl Handler for Balancing {
                 };
                 (line, via)
             }
-            Err(failed) => {
+            Err(mut failed) => {
                 self.metrics
                     .record_retries(failed.attempts.saturating_sub(1));
                 if failed.attempts == 0 {
@@ -138,6 +162,10 @@ impl Handler for Balancing {
                 }
                 if failed.refusal.status == 413 {
                     self.filter.note_body_too_large();
+                }
+                if asked {
+                    failed.refusal.header =
+                        explained.clone().map(|l| Box::new((explain::HEADER, l)));
                 }
                 exchange.refuse(&failed.refusal);
                 let line = Line {
@@ -153,6 +181,10 @@ impl Handler for Balancing {
         };
         self.metrics
             .record_response(line.status, request.received.elapsed());
+        // Kept once the answer is on its way, with the status the client got.
+        if let Some(explained) = explained {
+            self.decisions.record(head, line.status, explained);
+        }
         if !self.access_log.load(Relaxed) {
             return;
         }
@@ -171,6 +203,31 @@ impl Handler for Balancing {
             };
             line.log(&head, &via, received.elapsed());
         }));
+    }
+}
+
+impl Balancing {
+    /// The filter's verdict on a request it let through: `pass` when it has rules to check.
+    fn filter_verdict(&self) -> Option<FilterVerdict> {
+        self.filter.is_active().then_some(FilterVerdict::Pass)
+    }
+
+    /// `refusal` of a request at admission, explained when `explain` is on: kept for the
+    /// dashboard, and carried in the answer's header when the client asked.
+    fn explained(
+        &self,
+        head: &RequestHead,
+        mut refusal: Refusal,
+        filter: Option<FilterVerdict>,
+    ) -> Refusal {
+        if self.explain.load(Relaxed) {
+            let line = Explanation::refusal(filter, refusal.status, refusal.code).line();
+            if explain::asked(head) {
+                refusal.header = Some(Box::new((explain::HEADER, line.clone())));
+            }
+            self.decisions.record(head, refusal.status, line);
+        }
+        refusal
     }
 }
 
@@ -225,7 +282,16 @@ struct Relayed {
 /// Sends the backend's answer to the client, streaming the body. A backend that fails before
 /// the first byte of its body gets the client a 502 instead; one that fails later leaves the
 /// client a cut-off answer on a closed connection, never one that looks complete.
-fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> Relayed {
+///
+/// `explained` is the request's explanation when `explain` is on: the answer then carries it
+/// (instead of any header of that name from the backend) when the client `asked`, and a 502
+/// instead of the backend's answer is added to it.
+fn relay(
+    exchange: &mut Exchange<'_>,
+    fwd: Forwarded,
+    explained: Option<&mut String>,
+    asked: bool,
+) -> Relayed {
     let Forwarded {
         status,
         headers,
@@ -244,13 +310,25 @@ fn relay(exchange: &mut Exchange<'_>, fwd: Forwarded) -> Relayed {
         reason,
         aborted,
     };
-    match exchange.respond(status, headers.end_to_end(), content_length, &mut source) {
+    let ours = explained.is_some();
+    let header = explained.as_deref().filter(|_| asked);
+    let headers = headers
+        .end_to_end()
+        .filter(|(name, _)| !(ours && name.eq_ignore_ascii_case(explain::HEADER)))
+        .chain(header.map(|line| (explain::HEADER, line.as_bytes())));
+    match exchange.respond(status, headers, content_length, &mut source) {
         Ok(bytes) => relayed(bytes, None, false),
         Err(e) if e.source_failed && e.nothing_sent => {
             let backend = &source.in_flight.backend().name;
             log::warn!("backend {backend} failed before its body: {}", e.error);
-            let refusal =
+            let mut refusal =
                 Refusal::new(502, "backend failed before sending its body").coded("backend_failed");
+            if let Some(line) = explained {
+                explain::add_refusal(line, refusal.status, refusal.code);
+                if asked {
+                    refusal.header = Some(Box::new((explain::HEADER, line.clone())));
+                }
+            }
             exchange.refuse(&refusal);
             Relayed {
                 status: 502,

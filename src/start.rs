@@ -77,6 +77,8 @@ impl Balancer {
                 watch: config.source.clone(),
             })),
             access_log: Arc::new(AtomicBool::new(config.access_log)),
+            explain: Arc::new(AtomicBool::new(config.explain)),
+            decisions: Arc::default(),
             draining: AtomicBool::new(false),
             config: RwLock::new(config.clone()),
             queue_depth: RwLock::new(None),
@@ -94,6 +96,8 @@ impl Balancer {
             filter: Arc::clone(&shared.filter),
             metrics: Arc::clone(&metrics),
             access_log: Arc::clone(&shared.access_log),
+            explain: Arc::clone(&shared.explain),
+            decisions: Arc::clone(&shared.decisions),
         };
         let front = http::Server::start(
             bind(&config.listen, "")?,

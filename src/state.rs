@@ -10,6 +10,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::balance::selection::Pool;
 use crate::clock::Clock;
+use crate::explain::Decisions;
 use crate::filter::Filter;
 use crate::maintenance::MaintenanceSettings;
 use crate::metrics::Metrics;
@@ -35,6 +36,10 @@ pub struct Shared {
     pub maintenance: Arc<RwLock<MaintenanceSettings>>,
     /// Whether the access log is on.
     pub access_log: Arc<AtomicBool>,
+    /// Whether decisions are explained (`explain on`).
+    pub explain: Arc<AtomicBool>,
+    /// The last explained decisions, for the dashboard.
+    pub decisions: Arc<Decisions>,
     /// A graceful shutdown has begun (the admin `/health` then answers 503).
     pub draining: AtomicBool,
     /// The configuration in force.

@@ -134,6 +134,20 @@ pub fn status_json(v: &View) -> String {
         }
         o.push('}');
     }
+    let _ = write!(o, "],\"explain\":{},\"decisions\":[", v.explain);
+    for (i, d) in v.decisions.iter().enumerate() {
+        o.push_str(if i > 0 { ",{" } else { "{" });
+        let _ = write!(o, "\"at_ms\":{},\"status\":{}", d.at_ms, d.status);
+        for (name, text) in [
+            ("method", &d.method),
+            ("target", &d.target),
+            ("line", &d.line),
+        ] {
+            let _ = write!(o, ",\"{name}\":");
+            json_str(&mut o, text);
+        }
+        o.push('}');
+    }
     o.push_str("]}\n");
     o
 }
@@ -203,5 +217,16 @@ pub(super) mod tests {
         assert!(b["latency_ms"].is_null() && b["share"].is_null());
         assert_eq!(b["effective_weight"], 1.5);
         assert_eq!(b["requests"], 10);
+        assert_eq!(v["explain"], true);
+        let d = &v["decisions"][0];
+        assert_eq!(
+            (d["at_ms"].as_u64(), d["status"].as_u64()),
+            (Some(1_700_000_000_000), Some(200))
+        );
+        assert_eq!(
+            (d["method"].as_str(), d["target"].as_str()),
+            (Some("GET"), Some("/<x>\""))
+        );
+        assert_eq!(d["line"], "pick=a:1; cw=a:1:1>0");
     }
 }

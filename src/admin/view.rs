@@ -3,9 +3,11 @@
 //! plain data (which is also what their tests build by hand).
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::balance::backend::Snapshot;
+use crate::explain::Decision;
 use crate::Shared;
 
 /// Everything the admin pages show, taken at one moment.
@@ -41,6 +43,10 @@ pub struct View {
     pub bans: Vec<(IpAddr, u64)>,
     /// Every backend, in pool order, with its share (0..=1) of the last minute's attempts.
     pub backends: Vec<(Snapshot, f64)>,
+    /// Whether decisions are explained now (`explain on`).
+    pub explain: bool,
+    /// The last explained decisions, newest first.
+    pub decisions: Vec<Decision>,
 }
 
 impl View {
@@ -78,6 +84,8 @@ impl View {
             refused: filter.refused,
             bans: filter.bans,
             backends,
+            explain: shared.explain.load(Relaxed),
+            decisions: shared.decisions.recent(),
         }
     }
 }
@@ -144,6 +152,14 @@ pub(super) mod fixtures {
             refused: vec![("denied", 1), ("rate_limited", 0)],
             bans: vec![("192.0.2.7".parse().unwrap(), 12)],
             backends: vec![(snapshot("a\"b\\c\nd:1"), f64::INFINITY)],
+            explain: true,
+            decisions: vec![Decision {
+                at_ms: 1_700_000_000_000,
+                method: "GET".into(),
+                target: "/<x>\"".into(),
+                status: 200,
+                line: "pick=a:1; cw=a:1:1>0".into(),
+            }],
         }
     }
 }

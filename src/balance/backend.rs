@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 
 use super::breaker::{self, Breaker, Mirror};
 use super::health::{self, Health};
-use super::weights::{self, Inputs, Measurements, TickSamples};
+use super::weights::{self, Factors, Inputs, Measurements, TickSamples};
 use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
@@ -39,8 +39,10 @@ pub struct Backend {
     pub url: String,
     /// Configured base weight (1..=1000). Changes on reload.
     weight: AtomicU32,
-    /// The weight the smooth WRR uses now, in units of [`weights::SCALE`].
-    effective_weight: AtomicU32,
+    /// The weight the smooth WRR uses now, in units of [`weights::SCALE`] (the low 32 bits), and
+    /// the [`Factors`] behind it ([`Factors::pack`], the high 32): one atomic, so that an
+    /// explanation never pairs a weight with another tick's reasons.
+    effective: AtomicU64,
     /// Counters and gauges for status and metrics.
     pub stats: BackendStats,
     /// Mirror of the health state for lock-free picks.
@@ -135,7 +137,7 @@ impl Backend {
             name: config.name(),
             url: config.url.clone(),
             weight: AtomicU32::new(config.weight),
-            effective_weight: AtomicU32::new(config.weight * weights::SCALE),
+            effective: AtomicU64::new(pack(config.weight * weights::SCALE, Factors::NONE)),
             stats: BackendStats::default(),
             healthy: AtomicBool::new(true),
             breaker: Mirror::default(),
@@ -156,12 +158,23 @@ impl Backend {
 
     /// The weight the selection uses right now, in units of [`weights::SCALE`].
     pub fn effective_weight(&self) -> u32 {
-        self.effective_weight.load(Relaxed)
+        self.effective.load(Relaxed) as u32
     }
 
-    /// Sets the effective weight directly (tests, and the weight computation).
+    /// The effective weight and the factors that made it, read together.
+    pub fn effective(&self) -> (u32, Factors) {
+        let both = self.effective.load(Relaxed);
+        (both as u32, Factors::unpack((both >> 32) as u32))
+    }
+
+    /// Sets the effective weight directly (tests), with no reason known.
     pub fn set_effective_weight(&self, w: u32) {
-        self.effective_weight.store(w, Relaxed);
+        self.set_effective(w, Factors::NONE);
+    }
+
+    /// Sets the effective weight and the factors that made it (the weight computation).
+    pub fn set_effective(&self, w: u32, factors: Factors) {
+        self.effective.store(pack(w, factors), Relaxed);
     }
 
     /// True when health checks pass (or are off).
@@ -325,6 +338,21 @@ impl Backend {
         self.is_healthy() && !self.breaker.is_open()
     }
 
+    /// Why the backend cannot take a request at `now`, if it cannot: for an explanation, after
+    /// [`Backend::admit`] said no. Takes the backend's lock, so the hot path never calls it.
+    pub fn why_unavailable(&self, now: Instant) -> Option<Unavailable> {
+        if !self.is_healthy() {
+            return Some(Unavailable::Unhealthy);
+        }
+        match self.live.lock().breaker.state() {
+            breaker::State::Closed => None,
+            breaker::State::Open { until } => Some(Unavailable::BreakerOpen {
+                left: until.saturating_duration_since(now),
+            }),
+            breaker::State::HalfOpen { .. } => Some(Unavailable::TrialTaken),
+        }
+    }
+
     /// A consistent view for status and metrics.
     pub fn snapshot(&self, now: Instant, slow_start: Duration) -> Snapshot {
         let inputs = self.weight_inputs(now, slow_start);
@@ -362,6 +390,25 @@ impl Backend {
             last_error: live.last_error.clone(),
         }
     }
+}
+
+/// Why a backend could not take a request ([`Backend::why_unavailable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Its health checks fail.
+    Unhealthy,
+    /// Its breaker is open for `left` more.
+    BreakerOpen {
+        /// Time until the breaker turns half-open.
+        left: Duration,
+    },
+    /// Its breaker is half-open and the one trial request is already in flight.
+    TrialTaken,
+}
+
+/// The effective weight and its factors as [`Backend`] keeps them.
+fn pack(w: u32, factors: Factors) -> u64 {
+    u64::from(w) | u64::from(factors.pack()) << 32
 }
 
 /// Keeps a backend's in-flight gauge up while a request is being forwarded. It lives beside the

@@ -81,6 +81,13 @@ pub trait Availability: Send + Sync {
     fn release(&self, backend: &Backend) {
         let _ = backend;
     }
+
+    /// Why `backend` was not admitted, for an explanation: asked only when one is being made,
+    /// right after [`Availability::admit`] said no. Default: no reason known.
+    fn why_not(&self, backend: &Backend) -> Option<backend::Unavailable> {
+        let _ = backend;
+        None
+    }
 }
 
 /// Every backend is always available: the default for a balancer without health checks or

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::Backend;
+use super::backend::{Backend, Unavailable};
 use super::{Availability, Observer};
 use crate::clock::Clock;
 
@@ -46,6 +46,10 @@ impl Availability for Resilience {
 
     fn release(&self, backend: &Backend) {
         backend.release_trial();
+    }
+
+    fn why_not(&self, backend: &Backend) -> Option<Unavailable> {
+        backend.why_unavailable(self.clock.now())
     }
 }
 

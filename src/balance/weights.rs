@@ -112,13 +112,68 @@ pub fn slow_start_factor(since_join: Option<Duration>, slow_start: Duration) -> 
     }
 }
 
+/// The three factors of the formula for one backend: kept beside its effective weight so that
+/// an explanation (`X-Balancer-Explain`) can say why that weight differs from the configured one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Factors {
+    /// `(band / ewma)²`, or 1 inside the band.
+    pub latency: f64,
+    /// `(1 − failure_rate)²`.
+    pub failures: f64,
+    /// The slow-start ramp, 1 when not ramping.
+    pub slow_start: f64,
+}
+
+impl Factors {
+    /// Every factor 1: the backend gets its configured weight.
+    pub const NONE: Factors = Factors {
+        latency: 1.0,
+        failures: 1.0,
+        slow_start: 1.0,
+    };
+
+    /// The factors of `inputs` (see the module documentation).
+    pub fn of(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Duration) -> Factors {
+        Factors {
+            latency: latency_factor(inputs.latency_ms, fastest_ms),
+            failures: (1.0 - inputs.failure_rate.clamp(0.0, 1.0)).powi(2),
+            slow_start: slow_start_factor(inputs.since_join, slow_start),
+        }
+    }
+
+    /// Their product before the floor: below [`MIN_FACTOR`], the floor decides.
+    pub fn product(&self) -> f64 {
+        self.latency * self.failures * self.slow_start
+    }
+
+    /// The effective weight for a configured `weight`: `weight × SCALE × max(MIN_FACTOR,
+    /// product)`, never below 1.
+    pub fn apply(&self, weight: u32) -> u32 {
+        let full = f64::from(weight) * f64::from(SCALE);
+        ((full * self.product().max(MIN_FACTOR)).round() as u32).max(1)
+    }
+
+    /// The three factors in per mille (0..=1000), 10 bits each, so that they fit beside the
+    /// weight in one atomic (see `Backend`).
+    pub fn pack(&self) -> u32 {
+        let per_mille = |f: f64| (f.clamp(0.0, 1.0) * 1000.0).round() as u32;
+        per_mille(self.latency) | per_mille(self.failures) << 10 | per_mille(self.slow_start) << 20
+    }
+
+    /// What [`Factors::pack`] packed, to the nearest per mille.
+    pub fn unpack(bits: u32) -> Factors {
+        let factor = |shift: u32| f64::from((bits >> shift) & 0x3ff) / 1000.0;
+        Factors {
+            latency: factor(0),
+            failures: factor(10),
+            slow_start: factor(20),
+        }
+    }
+}
+
 /// The effective weight of a backend (see the module documentation). Never below 1.
 pub fn effective_weight(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Duration) -> u32 {
-    let factor = latency_factor(inputs.latency_ms, fastest_ms)
-        * (1.0 - inputs.failure_rate.clamp(0.0, 1.0)).powi(2)
-        * slow_start_factor(inputs.since_join, slow_start);
-    let full = f64::from(inputs.weight) * f64::from(SCALE);
-    ((full * factor.max(MIN_FACTOR)).round() as u32).max(1)
+    Factors::of(inputs, fastest_ms, slow_start).apply(inputs.weight)
 }
 
 /// One backend's outcomes during the current tick, summed without a lock by the workers.
@@ -350,6 +405,18 @@ mod tests {
             None,
             "a ramp over is over"
         );
+    }
+
+    #[test]
+    fn factors_pack_into_per_mille_and_explain_the_worked_example() {
+        let f = Factors::of(&inputs(52.0, 0.25), Some(2.0), RAMP);
+        assert_eq!(f.apply(1), 5, "under the floor");
+        let back = Factors::unpack(f.pack());
+        assert_eq!(
+            (back.latency, back.failures, back.slow_start),
+            (0.072, 0.563, 1.0)
+        );
+        assert_eq!(Factors::unpack(Factors::NONE.pack()), Factors::NONE);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
 pub struct Cli {
     /// The merged configuration.
     pub config: Config,
-    /// `--demo`: also start demo backends for the configured localhost ports.
+    /// `--demo`: also start demo backends for the configured localhost ports, and turn
+    /// `explain` on unless `--explain off` is given.
     pub demo: bool,
     /// `--help` was given: print [`USAGE`] and exit.
     pub help: bool,
@@ -45,10 +46,14 @@ OPTIONS:
     --response-timeout DUR   longest wait for a backend's answer; a timed-out request is
                              not retried (default 30s; config: retries retry_timeouts=on)
     --access-log on|off      one log line per request (default on)
+    --explain on|off         answer X-Balancer-Explain: 1 with why the request went where
+                             it went; the dashboard shows the last decisions
+                             (default off; on with --demo)
     --admin ADDR|off         dashboard, /status, /metrics, /health (default 127.0.0.1:9090)
     --admin-token SECRET     token the admin listener requires (default none; needed off
                              loopback)
-    --demo                   also run demo backends for localhost:8081.. backends
+    --demo                   also run demo backends for localhost:8081.. backends,
+                             and turn --explain on
     --check                  print the effective configuration and exit: 0 when valid,
                              2 with file:line when not (binds nothing, like nginx -t)
     --version                print the version
@@ -79,6 +84,7 @@ const VALUE_FLAGS: &[&str] = &[
     "--connect-timeout",
     "--response-timeout",
     "--access-log",
+    "--explain",
     "--admin",
     "--admin-token",
 ];
@@ -154,6 +160,8 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
         None if default_file.is_file() => Config::read_noting_defaults(&default_file)?,
         None => (Config::default(), true),
     };
+    // A demonstration explains its decisions unless told not to; flags below may say otherwise.
+    config.explain |= cli.demo;
     let mut flag_backends = Vec::new();
     for (name, value) in flags {
         let e = |m: String| flag_err(&name, m);
@@ -188,6 +196,7 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                 }
             }
             "--access-log" => config.access_log = parse_on_off(&value, "access-log").map_err(e)?,
+            "--explain" => config.explain = parse_on_off(&value, "explain").map_err(e)?,
             "--admin" => {
                 config.admin = if value == "off" {
                     None

@@ -101,6 +101,7 @@ impl fmt::Display for Config {
             format_size(b.temp_total)
         )?;
         writeln!(f, "access_log    {}", on_off(self.access_log))?;
+        writeln!(f, "explain       {}", on_off(self.explain))?;
         writeln!(f, "drain_timeout {}", d(self.drain_timeout))?;
         write!(f, "{}", self.filter)?;
         for b in &self.backends {

@@ -173,6 +173,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
             };
         }
         "access_log" => config.access_log = parse_on_off(one("access_log")?, "access_log")?,
+        "explain" => config.explain = parse_on_off(one("explain")?, "explain")?,
         "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
         "request_buffering" => {
             config.request_buffering = parse_on_off(one("request_buffering")?, "request_buffering")?

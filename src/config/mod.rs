@@ -269,6 +269,11 @@ pub struct Config {
     pub slow_start: Duration,
     /// One info line per request on the `access` log target. Default on.
     pub access_log: bool,
+    /// `explain on|off`: answer a request that carries `X-Balancer-Explain: 1` with a header of
+    /// the same name saying why it went where it went, and keep the last decisions for the
+    /// dashboard (see `src/explain.rs`). It shows backend names, weights and breaker states
+    /// to clients. Default off; `--demo` turns it on.
+    pub explain: bool,
     /// How long a graceful shutdown waits for in-flight requests. Default 10 s.
     pub drain_timeout: Duration,
     /// The backends, in order. Default `localhost:8081..8083`, weight 1.
@@ -313,6 +318,7 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),
             access_log: true,
+            explain: false,
             drain_timeout: Duration::from_secs(10),
             backends: (8081..=8083)
                 .map(|p| BackendConfig::parse(&format!("http://localhost:{p}"), 1).unwrap())

@@ -156,6 +156,7 @@ health path=/up interval=1h timeout=3s rise=4 fall=5
 breaker failures=9 cooldown=1m max_cooldown=2h statuses=500,503
 slow_start off
 access_log off
+explain on
 drain_timeout 0s
 deny 10.0.0.0/8 192.0.2.7 2001:db8::/32
 allow 127.0.0.0/8 ::1
@@ -176,6 +177,7 @@ backend http://[::1]:9000
         "timeouts      connect=250ms response=1500ms client=2m head=3s body=20s queue=750ms"
     ));
     assert!(printed.contains("request_buffering off"));
+    assert!(printed.contains("explain       on"));
     assert!(printed.contains(
         "buffers       memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB"
     ));
@@ -213,6 +215,32 @@ fn backend_flag_takes_the_weight_as_in_the_file() {
     // No file and no --backend: the defaults, noted for the start-up warning.
     let cli = parse_args_in(args(&[]), &dir).unwrap();
     assert!(cli.default_backends);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn explain_is_off_unless_asked_and_on_with_demo() {
+    let dir = std::env::temp_dir().join(format!("lbcfg-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let explain = |form: &[&str]| parse_args_in(args(form), &dir).unwrap().config.explain;
+    assert!(!explain(&[]));
+    assert!(explain(&["--explain", "on"]));
+    assert!(explain(&["--demo"]));
+    assert!(!explain(&["--demo", "--explain=off"]));
+    assert!(parse_args_in(args(&["--explain", "yes"]), &dir).is_err());
+    assert!(!Config::default().explain);
+    assert!(
+        Config::parse(
+            "explain on
+",
+            "x"
+        )
+        .unwrap()
+        .explain
+    );
+    assert!(err("explain
+")
+    .contains("explain takes exactly one value"));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -222,6 +222,12 @@ impl Filter {
         self.inner.lock().config.clone()
     }
 
+    /// True when [`Filter::check`] looks at requests (there are rules, or bans in force): a
+    /// request it let through then passed the filter, which an explanation says.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
     fn update_active(&self, inner: &Inner) {
         let want = inner.rules.filters || !inner.bans.is_empty();
         if self.active.load(Ordering::Relaxed) != want {

@@ -31,6 +31,9 @@ pub struct Refusal {
     /// The reason as one lowercase word for logs and counters, e.g. `cl_te` or
     /// `queue_timeout`. Default: one for the status (see [`Refusal::new`]).
     pub code: &'static str,
+    /// One more header the answer carries (the balancer's `X-Balancer-Explain`). Default none.
+    /// Boxed: most refusals carry none, and should stay small to move around.
+    pub header: Option<Box<(&'static str, String)>>,
 }
 
 impl Refusal {
@@ -60,6 +63,7 @@ impl Refusal {
             reason: reason.into(),
             retry_after: None,
             code,
+            header: None,
         }
     }
 
@@ -193,6 +197,9 @@ pub fn refusal_bytes(refusal: &Refusal, to: AnswerTo) -> (Vec<u8>, Persistence) 
     let mut headers: Vec<(&str, &[u8])> = vec![("Content-Type", b"text/plain; charset=utf-8")];
     if let Some(s) = &retry {
         headers.push(("Retry-After", s.as_bytes()));
+    }
+    if let Some((name, value)) = refusal.header.as_deref() {
+        headers.push((name, value.as_bytes()));
     }
     let mut out = Vec::with_capacity(160 + body.len());
     write_head(

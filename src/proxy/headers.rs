@@ -20,8 +20,15 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-authorization",
 ];
 
-/// Headers the balancer sets itself on the way to the backend.
-const SET_BY_PROXY: &[&str] = &["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+/// Headers the balancer sets itself on the way to the backend, or keeps to itself: the client's
+/// `X-Balancer-Explain` asks the balancer, not the backend (see `explain.rs`), whether or not
+/// `explain` is on.
+const SET_BY_PROXY: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-balancer-explain",
+];
 
 /// True when `name` must not be forwarded, given the `Connection` header values of the message.
 fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>) -> bool {
@@ -29,8 +36,8 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
         || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
 }
 
-/// The headers to send to the backend: the client's, minus hop-by-hop ones and the ones the
-/// proxy sets, plus `X-Forwarded-For` (the client's chain with `client` appended),
+/// The headers to send to the backend: the client's, minus hop-by-hop ones, the ones the
+/// proxy sets and `X-Balancer-Explain`, plus `X-Forwarded-For` (the client's chain with `client` appended),
 /// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
 /// because the front end has already answered it. The client's headers are borrowed from
 /// `head`, not copied: the HTTP library copies them once into the request it sends.
@@ -145,7 +152,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn request_headers_drop_hop_by_hop_and_add_forwarded() {
+    fn request_headers_drop_hop_by_hop_and_explain_and_add_forwarded() {
         let h = head(
             "GET",
             &[
@@ -159,6 +166,7 @@ pub(super) mod tests {
                 ("Cookie", "b=2"),
                 ("X-Forwarded-For", "192.0.2.1"),
                 ("X-Forwarded-Proto", "https"),
+                ("X-Balancer-Explain", "1"),
             ],
         );
         let out = backend_request_headers(&h, Framing::None);

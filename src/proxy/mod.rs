@@ -57,6 +57,7 @@ use parking_lot::RwLock;
 use crate::balance::backend::Backend;
 use crate::balance::retry::RetryBudget;
 use crate::balance::{selection::Pool, Availability};
+use crate::explain::Explanation;
 use crate::http::{Framing, Refusal, RequestHead};
 use client_body::ClientBody;
 use outcome::{classify, Answer, AttemptError};
@@ -155,6 +156,35 @@ impl Proxy {
         body: &mut dyn Read,
         max_body: Option<u64>,
     ) -> Result<Forwarded, Failed> {
+        self.forward_traced(head, framing, body, max_body, None)
+    }
+
+    /// [`Proxy::forward`], also writing down in `explanation` what it decided: every pick (the
+    /// last one's scores, any backend refused), the attempts retried and why, the backend of the
+    /// last attempt, and the balancer's own answer when it gave one.
+    pub fn forward_explained(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        body: &mut dyn Read,
+        max_body: Option<u64>,
+        explanation: &mut Explanation,
+    ) -> Result<Forwarded, Failed> {
+        let result = self.forward_traced(head, framing, body, max_body, Some(&mut *explanation));
+        if let Err(failed) = &result {
+            explanation.refused = Some((failed.refusal.status, failed.refusal.code));
+        }
+        result
+    }
+
+    fn forward_traced(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        body: &mut dyn Read,
+        max_body: Option<u64>,
+        mut explain: Option<&mut Explanation>,
+    ) -> Result<Forwarded, Failed> {
         self.budget.deposit();
         let headers = backend_request_headers(head, framing);
         let mut body = ClientBody::new(body, framing, max_body);
@@ -163,7 +193,7 @@ impl Proxy {
         let mut last: Option<(Refusal, Arc<Backend>)> = None;
         loop {
             let attempts = tried.len() as u32;
-            let Some(backend) = self.pool.pick(&*self.availability, &tried) else {
+            let Some(backend) = self.pick(&tried, explain.as_deref_mut()) else {
                 let (refusal, backend) = match last {
                     Some((refusal, backend)) => (refusal, Some(backend)),
                     None => {
@@ -245,10 +275,28 @@ impl Proxy {
             if !may_retry {
                 return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
             }
+            if let Some(explanation) = explain.as_deref_mut() {
+                explanation
+                    .retries
+                    .push((Arc::clone(&backend), refusal.code));
+            }
             // Only a retried request keeps the list, so that most requests allocate none.
             via.push(Arc::clone(&backend));
             last = Some((refusal, backend));
         }
+    }
+
+    /// The next backend for a request that has tried `tried`. With an explanation the pick is
+    /// traced into it; without, it is the plain pick, which allocates no trace.
+    fn pick(&self, tried: &[u64], explain: Option<&mut Explanation>) -> Option<Arc<Backend>> {
+        let Some(explanation) = explain else {
+            return self.pool.pick(&*self.availability, tried);
+        };
+        let chosen = self
+            .pool
+            .pick_explained(&*self.availability, tried, &mut explanation.trace);
+        explanation.chosen.clone_from(&chosen);
+        chosen
     }
 
     /// Sends the request to `backend` once and reads its answer's head.

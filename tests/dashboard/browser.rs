@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium loads `/`, lets its JavaScript fetch
-//! `/status`, and dumps the DOM, which must show one row per backend with live data, and a
-//! backend's row turning unhealthy when its health checks fail.
+//! `/status`, and dumps the DOM, which must show one row per backend with live data, a
+//! backend's row turning unhealthy when its health checks fail, and, with `explain on`, the
+//! Decisions panel following the requests.
 //!
 //! Needs Debian's `chromium` at /usr/bin/chromium. Without it the tests fail when `CI` is set
 //! (`.ci/run` sets it) and are skipped otherwise, each with a `SKIPPED dashboard::browser::NAME`
@@ -130,9 +131,19 @@ fn dump_dom(url: &str) -> String {
 
 /// The `<tr>` of `backend` in the dumped DOM.
 fn row<'a>(dom: &'a str, backend: &str) -> &'a str {
+    tr(dom, &format!("data-backend=\"{backend}\""))
+}
+
+/// The `<tr>` of the `i`th decision (0: the newest) in the dumped DOM.
+fn decision(dom: &str, i: usize) -> &str {
+    tr(dom, &format!("data-decision=\"{i}\""))
+}
+
+/// The first `<tr>` with `attribute` in the dumped DOM.
+fn tr<'a>(dom: &'a str, attribute: &str) -> &'a str {
     let start = dom
-        .find(&format!("<tr data-backend=\"{backend}\""))
-        .unwrap_or_else(|| panic!("no row for {backend} in the DOM:\n{dom}"));
+        .find(&format!("<tr {attribute}"))
+        .unwrap_or_else(|| panic!("no row with {attribute} in the DOM:\n{dom}"));
     let end = dom[start..].find("</tr>").expect("row end") + start;
     &dom[start..end]
 }
@@ -145,7 +156,7 @@ fn field(row: &str, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} cell in {row}"));
     let start = row[at..].find('>').unwrap() + at + 1;
     let end = row[start..].find("</td>").unwrap() + start;
-    // Strip nested tags, keep the text.
+    // Strip nested tags, keep the text (with the entities the DOM dump writes decoded).
     let mut text = String::new();
     let mut in_tag = false;
     for ch in row[start..end].chars() {
@@ -156,7 +167,9 @@ fn field(row: &str, field: &str) -> String {
             _ => {}
         }
     }
-    text
+    text.replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&amp;", "&")
 }
 
 fn number(row: &str, name: &str) -> u64 {
@@ -228,6 +241,10 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
         dom.contains("data-code=\"200\""),
         "responses by status shown"
     );
+    assert!(
+        dom.contains("explain is off"),
+        "the Decisions panel says why it is empty"
+    );
 
     // C's health check fails: once /status says so, a fresh page shows it.
     backends[2].set_healthy(false);
@@ -242,6 +259,49 @@ fn the_dashboard_shows_live_backend_rows_in_a_real_browser() {
     for name in &names[..2] {
         assert_eq!(field(row(&dom, name), "state"), "healthy");
     }
+}
+
+#[test]
+fn the_decisions_panel_follows_the_requests() {
+    if !have_chromium("the_decisions_panel_follows_the_requests") {
+        return;
+    }
+    let a = Backend::named("a");
+    let b = Backend::named("b");
+    let lb = Lb::start(&[(&a, 2), (&b, 1)], |c| {
+        admin_on(c);
+        c.explain = true;
+    });
+    let admin = lb.running().admin_addr().unwrap();
+    let url = format!("http://{admin}/");
+    // A decision is kept once its answer is on its way: the worker may still be at it.
+    let kept = |n: usize| {
+        wait_until("the decisions kept", Duration::from_secs(5), || {
+            admin_status(admin)["decisions"].as_array().unwrap().len() == n
+        })
+    };
+    send(&lb, 3, "/first");
+    kept(3);
+    let dom = dump_dom(&url);
+    let newest = decision(&dom, 0);
+    assert_eq!(field(newest, "request"), "GET /first");
+    assert_eq!(field(newest, "status"), "200");
+    // The third pick of a 2:1 pool (a b a): a's score 3 beats b's 0, and a keeps 3 - 3 = 0;
+    // the line is the one a client that asked would have got.
+    let (a, b) = (a.lb_name(), b.lb_name());
+    assert_eq!(
+        field(newest, "line"),
+        format!("pick={a}; cw={a}:3>0,{b}:0>0; ew={a}:2,{b}:1")
+    );
+    assert!(dom.contains("data-decision=\"2\""), "all three shown");
+    assert!(!dom.contains("data-decision=\"3\""), "and only them");
+
+    send(&lb, 2, "/second");
+    kept(5);
+    let dom = dump_dom(&url);
+    assert_eq!(field(decision(&dom, 0), "request"), "GET /second");
+    assert_eq!(field(decision(&dom, 2), "request"), "GET /first");
+    assert!(dom.contains("data-decision=\"4\""), "five now");
 }
 
 #[test]

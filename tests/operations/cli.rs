@@ -15,7 +15,7 @@ fn help_exits_zero_and_lists_every_option_with_its_default() {
     let (status, stdout, stderr) = run_binary(&["--help"], dir.path(), T);
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     // Each option, and the default it documents (None: a switch without a value).
-    let options: [(&str, Option<&str>); 13] = [
+    let options: [(&str, Option<&str>); 14] = [
         ("--listen", Some("0.0.0.0:8080")),
         ("--backend", Some("http://localhost:8081")),
         ("--workers", Some("64")),
@@ -23,6 +23,7 @@ fn help_exits_zero_and_lists_every_option_with_its_default() {
         ("--connect-timeout", Some("2s")),
         ("--response-timeout", Some("30s")),
         ("--access-log", Some("on")),
+        ("--explain", Some("off")),
         ("--admin", Some("127.0.0.1:9090")),
         ("--config", Some("loadbalancer.conf")),
         ("--demo", None),

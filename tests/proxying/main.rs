@@ -1,5 +1,6 @@
 //! Proxying, one test binary: what a backend receives and what a client gets back (request and
-//! response rules, the balancer's own errors, the response timeout, the weighted distribution).
+//! response rules, the balancer's own errors, the response timeout, the weighted distribution,
+//! explained decisions).
 //! `cargo test --test proxying errors::` runs one module.
 
 #[path = "../support/mod.rs"]
@@ -7,6 +8,7 @@ mod support;
 
 mod distribution;
 mod errors;
+mod explain;
 mod request_rules;
 mod response_rules;
 mod response_timeout;
