@@ -185,8 +185,9 @@ impl Maintainer {
     }
 }
 
-/// Recomputes every backend's effective weight. The latency reference is the fastest available
-/// backend with a measurement.
+/// Recomputes every backend's effective weight, logging the changes that matter (see
+/// [`weights::WeightLog`]). The latency reference is the fastest available backend with a
+/// measurement.
 pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Duration) {
     for b in backends {
         b.fold_tick();
@@ -201,7 +202,7 @@ pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Durat
         .filter_map(|(_, i)| i.latency_ms)
         .min_by(f64::total_cmp);
     for (b, i) in &inputs {
-        b.set_effective_weight(weights::effective_weight(i, fastest, slow_start));
+        b.apply_weighing(&weights::weigh(i, fastest, slow_start), now);
     }
 }
 
