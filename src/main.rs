@@ -137,7 +137,7 @@ fn main() -> ExitCode {
         match event {
             Event::Signal(SIGHUP) => {
                 if let Some(r) = &running {
-                    r.request_reload();
+                    r.request_reload_because("SIGHUP received");
                 }
             }
             Event::Signal(signal) => match running.take() {
