@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::words::{check_addr, pairs, parse_count, parse_duration, parse_on_off};
+use super::words::{check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off};
 use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
 
 /// What the command line asked for, besides the config.
@@ -83,6 +83,9 @@ const VALUE_FLAGS: &[&str] = &[
     "--admin-token",
 ];
 
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["--help", "--version", "--check", "--demo"];
+
 /// Parses a `--backend` value: the URL, then `weight=N` separated by a comma or blanks
 /// (`URL,weight=2`, `"URL weight=2"`).
 fn parse_backend_flag(value: &str) -> Result<BackendConfig, String> {
@@ -141,7 +144,13 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                     flags.push((name, value));
                 }
             }
-            _ => return Err(flag_err(&arg, "unknown option (see --help)".to_string())),
+            _ => {
+                let known = VALUE_FLAGS.iter().chain(SWITCHES).copied();
+                let hint = did_you_mean(&name, known)
+                    .map(|f| format!(", did you mean {f}?"))
+                    .unwrap_or_default();
+                return Err(flag_err(&arg, format!("unknown option{hint} (see --help)")));
+            }
         }
     }
     if cli.help || cli.version {
