@@ -10,7 +10,7 @@ use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
 pub struct Cli {
     /// The merged configuration.
     pub config: Config,
-    /// `--demo`: also start demo backends for the configured localhost ports.
+    /// `--demo`: also start a demo backend for each configured backend on this machine.
     pub demo: bool,
     /// `--help` was given: print [`USAGE`] and exit.
     pub help: bool,
@@ -48,7 +48,8 @@ OPTIONS:
     --admin ADDR|off         dashboard, /status, /metrics, /health (default 127.0.0.1:9090)
     --admin-token SECRET     token the admin listener requires (default none; needed off
                              loopback)
-    --demo                   also run demo backends for localhost:8081.. backends
+    --demo                   also run a demo backend for each backend on this machine
+                             (localhost, 127.0.0.1, ::1; any port), serverN for the Nth
     --check                  print the effective configuration and exit: 0 when valid,
                              2 with file:line when not (binds nothing, like nginx -t)
     --version                print the version
