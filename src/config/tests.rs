@@ -67,6 +67,25 @@ fn errors_name_file_line_and_problem() {
     assert!(err("queue 0\n").contains("queue must be a whole number"));
 }
 
+/// docs/teach.conf: every mechanism shows within a minute.
+#[test]
+fn the_teaching_config_has_short_timers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/teach.conf");
+    let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert_eq!((c.health.rise, c.health.fall), (2, 2));
+    assert_eq!(c.breaker.failures, 3);
+    assert_eq!(c.breaker.cooldown, Duration::from_secs(2));
+    assert_eq!(c.breaker.max_cooldown, Duration::from_secs(10));
+    assert_eq!(c.slow_start, Duration::from_secs(5));
+    assert_eq!(c.retries.count, 2);
+    assert_eq!(c.filter.rate_limits.len(), 1);
+    let ban = c.filter.ban.expect("a ban");
+    assert!(ban.window <= Duration::from_secs(10) && ban.duration <= Duration::from_secs(30));
+    let ports: Vec<u16> = c.backends.iter().map(|b| b.port).collect();
+    assert_eq!(ports, [8081, 8082, 8083]);
+}
+
 #[test]
 fn unknown_keys_and_options_get_a_suggestion() {
     assert_eq!(
