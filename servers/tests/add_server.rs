@@ -1,5 +1,7 @@
 //! Runs `add_server.sh` (repository root) in throwaway copies of the repository layout: a new server
-//! is added exactly once, and every refused name leaves the copy byte-for-byte unchanged.
+//! is added exactly once and removed again, a half-undone one is completed (or removed) with only
+//! the part that is missing (or left), and every refused request leaves the copy byte-for-byte
+//! unchanged.
 #![cfg(unix)] // the script is bash
 
 use std::collections::BTreeMap;
@@ -193,4 +195,123 @@ fn help_goes_to_stdout() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("Usage"));
     assert!(sandbox.snapshot() == before);
+}
+
+const SERVER4_BIN: &str = "servers/src/bin/server4.rs";
+
+fn write(sandbox: &Sandbox, path: &str, text: &str) {
+    fs::write(sandbox.dir.join(path), text).unwrap();
+}
+
+#[test]
+fn removes_a_server_again_keeping_the_configs_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new(true);
+    let original = sandbox.snapshot();
+    let conf = sandbox.dir.join("loadbalancer.conf");
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(sandbox.run(&["server4"]).status.code(), Some(0));
+
+    let out = sandbox.run(&["remove", "server4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("deleted {SERVER4_BIN}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("removed from loadbalancer.conf: {SERVER4_LINE}")),
+        "{stdout}"
+    );
+    assert!(sandbox.snapshot() == original, "not back to where it was");
+    let mode = fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    // Nothing left to remove: refused, nothing changed.
+    let out = sandbox.run(&["remove", "server4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nothing to remove"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(sandbox.snapshot() == original);
+}
+
+#[test]
+fn a_rerun_after_a_manual_revert_does_only_what_is_missing() {
+    let sandbox = Sandbox::new(true);
+    assert_eq!(sandbox.run(&["server4"]).status.code(), Some(0));
+    let added = sandbox.snapshot();
+
+    // The config line undone by hand: adding again appends only the line.
+    write(&sandbox, "loadbalancer.conf", DEFAULT_CONF);
+    let out = sandbox.run(&["server4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("kept {SERVER4_BIN}")), "{stdout}");
+    assert!(stdout.contains(&format!("appended to loadbalancer.conf: {SERVER4_LINE}")));
+    assert!(sandbox.snapshot() == added);
+
+    // The bin deleted by hand: adding again writes only the bin.
+    fs::remove_file(sandbox.dir.join(SERVER4_BIN)).unwrap();
+    let out = sandbox.run(&["server4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("created {SERVER4_BIN}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kept the backend line already in loadbalancer.conf"));
+    assert!(sandbox.snapshot() == added);
+
+    // Removing what is left after the bin was deleted by hand: the line only.
+    fs::remove_file(sandbox.dir.join(SERVER4_BIN)).unwrap();
+    let out = sandbox.run(&["remove", "server4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{SERVER4_BIN} was already gone")),
+        "{stdout}"
+    );
+    assert_eq!(sandbox.read("loadbalancer.conf"), DEFAULT_CONF);
+
+    // And the bin after the line was deleted by hand.
+    assert_eq!(sandbox.run(&["server4"]).status.code(), Some(0));
+    write(&sandbox, "loadbalancer.conf", DEFAULT_CONF);
+    let out = sandbox.run(&["remove", "server4"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no backend line for port 8084"));
+    assert!(!sandbox.dir.join(SERVER4_BIN).exists());
+}
+
+#[test]
+fn refuses_to_remove_what_it_did_not_write() {
+    let sandbox = Sandbox::new(true);
+    write(
+        &sandbox,
+        "servers/src/bin/server5.rs",
+        "fn main() { println!(\"my own server\") }\n",
+    );
+    let conf = sandbox.read("loadbalancer.conf");
+    write(
+        &sandbox,
+        "loadbalancer.conf",
+        &format!("{conf}backend    http://10.0.0.7:8086 weight=2\n"),
+    );
+    for (args, stderr_mentions) in [
+        (&["remove"][..], "remove needs"),
+        (&["remove", "Server4"][..], "Server4"),
+        (&["remove", "server5"][..], "changed by hand"),
+        // Another machine's backend on 8086 is not server6's line.
+        (&["remove", "server6"][..], "nothing to remove"),
+        (&["remove", "server4", "server5"][..], "Usage"),
+    ] {
+        let before = sandbox.snapshot();
+        let out = sandbox.run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(stderr_mentions), "{args:?}: {stderr}");
+        assert!(sandbox.snapshot() == before, "{args:?} changed files");
+    }
 }
