@@ -152,18 +152,14 @@ if [[ $action == remove ]]; then
         fi
         die "could not write $CONF"
     fi
-    if [[ $bin_state == ours ]]; then
-        echo "deleted $bin_file"
-    else
-        echo "$bin_file was already gone"
-    fi
-    if [[ -n $ours_lines ]]; then
-        while IFS= read -r line; do
-            echo "removed from $CONF: $line"
-        done <<<"$ours_lines"
-    else
-        echo "$CONF had no backend line for port $port on this machine already"
-    fi
+    case $bin_state in
+        ours) echo "deleted $bin_file" ;;
+        *) echo "$bin_file was already gone" ;;
+    esac
+    [[ -n $ours_lines ]] || echo "$CONF had no backend line for port $port on this machine already"
+    while IFS= read -r line; do
+        [[ -z $line ]] || echo "removed from $CONF: $line"
+    done <<<"$ours_lines"
     if [[ -n $other_lines ]]; then
         echo "kept in $CONF (another machine's backend on port $port): $other_lines"
     fi
