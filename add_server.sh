@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Adds a demo backend: ./add_server.sh server4
-#   - creates servers/src/bin/server4.rs (a demo server on port 8080 + 4 = 8084), and
-#   - appends "backend    http://localhost:8084 weight=1" to loadbalancer.conf,
-# so the balancer uses it (a running one notices the file change within a second).
-# Every check runs before anything is written: a refused name changes nothing.
+# Adds a demo backend, or removes one:
+#   ./add_server.sh server4           creates servers/src/bin/server4.rs (a demo server on port
+#                                     8080 + 4 = 8084) and appends
+#                                     "backend    http://localhost:8084 weight=1" to loadbalancer.conf
+#   ./add_server.sh remove server4    deletes that file and that line again
+# A running balancer notices the config change within a second.
+# Every check runs before anything is written: a refused request changes nothing. When only one
+# of the two parts is there (one was undone by hand), adding writes only the missing part and
+# removing deletes only the one left, and the script says so.
 set -euo pipefail
 # [a-z] must mean the 26 lowercase letters, whatever the user's locale.
 export LC_ALL=C
@@ -15,10 +19,12 @@ BIN_DIR=servers/src/bin
 usage() {
     cat <<USAGE
 Usage: ./add_server.sh NAME
+       ./add_server.sh remove NAME
 
 Adds the demo backend NAME: lowercase letters then a number without leading zero, e.g. server4 or api12.
-Its port is 8080 + the number (server4 -> 8084). Creates $BIN_DIR/NAME.rs and appends
-its backend line to $CONF.
+Its port is 8080 + the number (server4 -> 8084). Creates $BIN_DIR/NAME.rs and appends its backend
+line to $CONF; with "remove", deletes both again. When only one of the two is there, only the
+missing one is added, or the remaining one removed.
 USAGE
 }
 
@@ -32,14 +38,21 @@ case "$#:${1:-}" in
         usage
         exit 0
         ;;
-    1:*) ;;
+    1:remove) die "remove needs the NAME of the server to remove, e.g. ./add_server.sh remove server4" ;;
+    2:remove)
+        action=remove
+        name=$2
+        ;;
+    1:*)
+        action=add
+        name=$1
+        ;;
     *)
-        echo "add_server.sh: expected exactly one NAME, got $# arguments" >&2
+        echo "add_server.sh: expected NAME or remove NAME, got $# arguments" >&2
         usage >&2
         exit 1
         ;;
 esac
-name=$1
 
 # Paths below are relative to the repository root, wherever the script is run from.
 cd "$(dirname "$0")"
@@ -59,20 +72,23 @@ if ((${#number} > 5 || port > 65535)); then
 fi
 
 bin_file=$BIN_DIR/$name.rs
-[[ ! -e $bin_file ]] || die "$bin_file already exists"
+bin_text() {
+    cat <<RUST
+//! Demo backend \`$name\` on port $port; all the behaviour lives in the servers library.
 
-# Another bin with the same number (api4 next to server4), or any bin already passing this port.
-for existing in "$BIN_DIR"/*.rs; do
-    [[ -e $existing ]] || continue # no bins at all: the glob stayed unexpanded
-    other=$(basename "$existing" .rs)
-    # Compared as text: both numbers have no leading zero, and text cannot overflow.
-    if [[ $other =~ ^[a-z]+([1-9][0-9]*)$ && ${BASH_REMATCH[1]} == "$number" ]]; then
-        die "port $port is already used by $other ($existing)"
-    fi
-    if grep -Eq "main_for\\([^)]*,[[:space:]]*${port}[[:space:]]*\\)" "$existing"; then
-        die "port $port is already used by $existing"
-    fi
-done
+fn main() {
+    servers::main_for("$name", $port)
+}
+RUST
+}
+# What the script wrote, or what still does what it wrote: anything else is someone's own work.
+if [[ ! -e $bin_file ]]; then
+    bin_state=absent
+elif grep -Eq "servers::main_for\\(\"$name\",[[:space:]]*$port[[:space:]]*\\)" "$bin_file"; then
+    bin_state=ours
+else
+    die "$bin_file exists but does not run $name on port $port (changed by hand?): leaving it alone"
+fi
 
 default_conf() {
     cat <<'CONF'
@@ -94,22 +110,88 @@ CONF
 
 if [[ -e $CONF ]]; then
     conf_text=$(cat "$CONF")
-else
+elif [[ $action == add ]]; then
+    # Adding writes the default file first, so its lines count.
     conf_text=$(default_conf)
+else
+    conf_text=
 fi
-# Any host: a backend on this port, local or not, would be confused with the new server.
-if grep -Eq "^[[:space:]]*backend[[:space:]]+[^[:space:]]*:$port([/[:space:]]|$)" <<<"$conf_text"; then
-    die "$CONF already has a backend on port $port"
+# The server's own line: a backend on its port on this machine, whatever the weight.
+ours_re="^[[:space:]]*backend[[:space:]]+http://(localhost|127\\.0\\.0\\.1|\\[::1\\]):$port/?([[:space:]]|$)"
+# Any backend on the port, local or not.
+port_re="^[[:space:]]*backend[[:space:]]+[^[:space:]]*:$port([/[:space:]]|$)"
+ours_lines=$(grep -E "$ours_re" <<<"$conf_text" || true)
+other_lines=$(grep -E "$port_re" <<<"$conf_text" | grep -Ev "$ours_re" || true)
+
+if [[ $action == remove ]]; then
+    if [[ $bin_state == absent && -z $ours_lines ]]; then
+        die "nothing to remove: no $bin_file and no backend line for port $port on this machine in $CONF"
+    fi
+    # Keep "nothing changed" true if the config cannot be written: the file is put back.
+    saved_bin=
+    if [[ $bin_state == ours ]]; then
+        saved_bin=$(cat "$bin_file")
+        rm -- "$bin_file" || die "could not delete $bin_file"
+    fi
+    remove_lines() {
+        # A temporary file beside the config, renamed over it: a balancer watching the file
+        # never reads half of it. `cp -p` first gives the copy the config's permissions.
+        local tmp
+        tmp=$(mktemp "$CONF.XXXXXX") || return 1
+        if cp -p "$CONF" "$tmp" && { grep -Ev "$ours_re" "$CONF" >"$tmp" || (($? == 1)); } &&
+            mv -- "$tmp" "$CONF"; then
+            return 0
+        fi
+        rm -f -- "$tmp"
+        return 1
+    }
+    if [[ -n $ours_lines ]] && ! remove_lines; then
+        if [[ -n $saved_bin ]]; then
+            printf '%s\n' "$saved_bin" >"$bin_file"
+            die "could not write $CONF; put $bin_file back"
+        fi
+        die "could not write $CONF"
+    fi
+    case $bin_state in
+        ours) echo "deleted $bin_file" ;;
+        *) echo "$bin_file was already gone" ;;
+    esac
+    [[ -n $ours_lines ]] || echo "$CONF had no backend line for port $port on this machine already"
+    while IFS= read -r line; do
+        [[ -z $line ]] || echo "removed from $CONF: $line"
+    done <<<"$ours_lines"
+    if [[ -n $other_lines ]]; then
+        echo "kept in $CONF (another machine's backend on port $port): $other_lines"
+    fi
+    echo "a running balancer stops using it within a second (it watches $CONF); stop the server itself if it runs."
+    exit 0
 fi
 
-# All checks passed: write.
-cat >"$bin_file" <<RUST
-//! Demo backend \`$name\` on port $port; all the behaviour lives in the servers library.
+# Adding. Another bin with the same number (api4 next to server4), or any other bin already
+# passing this port.
+for existing in "$BIN_DIR"/*.rs; do
+    [[ -e $existing && $existing != "$bin_file" ]] || continue # no bins at all: the glob stayed unexpanded
+    other=$(basename "$existing" .rs)
+    # Compared as text: both numbers have no leading zero, and text cannot overflow.
+    if [[ $other =~ ^[a-z]+([1-9][0-9]*)$ && ${BASH_REMATCH[1]} == "$number" ]]; then
+        die "port $port is already used by $other ($existing)"
+    fi
+    if grep -Eq "main_for\\([^)]*,[[:space:]]*${port}[[:space:]]*\\)" "$existing"; then
+        die "port $port is already used by $existing"
+    fi
+done
+# A backend on this port on another machine would be confused with the new server.
+if [[ -n $other_lines ]]; then
+    die "$CONF already has a backend on port $port: $other_lines"
+fi
+if [[ $bin_state == ours && -n $ours_lines ]]; then
+    die "$name already exists: $bin_file and its backend line in $CONF; nothing to do"
+fi
 
-fn main() {
-    servers::main_for("$name", $port)
-}
-RUST
+# All checks passed: write what is missing.
+if [[ $bin_state == absent ]]; then
+    bin_text >"$bin_file"
+fi
 line="backend    http://localhost:$port weight=1"
 append_backend() {
     if [[ ! -e $CONF ]]; then
@@ -120,12 +202,23 @@ append_backend() {
     fi && echo "$line" >>"$CONF"
 }
 # Keep "nothing changed" true even if the config cannot be written (read-only file, full disk).
-if ! append_backend; then
-    rm -f "$bin_file"
-    die "could not write $CONF; removed $bin_file again"
+if [[ -z $ours_lines ]] && ! append_backend; then
+    if [[ $bin_state == absent ]]; then
+        rm -f "$bin_file"
+        die "could not write $CONF; removed $bin_file again"
+    fi
+    die "could not write $CONF"
 fi
 
-echo "created $bin_file ($name on port $port)"
-echo "appended to $CONF: $line"
+if [[ $bin_state == absent ]]; then
+    echo "created $bin_file ($name on port $port)"
+else
+    echo "kept $bin_file: it was already there ($name on port $port)"
+fi
+if [[ -z $ours_lines ]]; then
+    echo "appended to $CONF: $line"
+else
+    echo "kept the backend line already in $CONF: $ours_lines"
+fi
 echo "start it with:  cargo run -p servers --bin $name"
-echo "a running balancer picks it up within a second (it watches loadbalancer.conf), with slow start."
+echo "a running balancer picks it up within a second (it watches $CONF), with slow start."

@@ -13,9 +13,6 @@ use std::time::Duration;
 pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
     let _ = env_logger::Builder::from_env(env)
-        // The demo backends (tiny_http, in this process with --demo) report their own accept
-        // errors, including the expected one when they stop; they log what matters themselves.
-        .filter_module("tiny_http", log::LevelFilter::Off)
         .format(|buf, record| {
             writeln!(
                 buf,

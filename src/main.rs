@@ -137,7 +137,7 @@ fn main() -> ExitCode {
         match event {
             Event::Signal(SIGHUP) => {
                 if let Some(r) = &running {
-                    r.request_reload();
+                    r.request_reload_because("SIGHUP received");
                 }
             }
             Event::Signal(signal) => match running.take() {
@@ -179,23 +179,40 @@ fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Starts a demo backend for every configured backend on localhost:8081..: `serverN` on port
-/// 8080 + N.
+/// Starts a demo backend for every configured backend on this machine, whatever its port:
+/// `serverN` for the Nth backend (see [`startup::demo_servers`]). One that cannot start (its port
+/// is taken, most often by the same server started on its own, which then answers instead) is
+/// skipped with the reason, as a backend elsewhere is.
 #[cfg(feature = "demo")]
 fn start_demo(config: &loadbalancer::Config) -> Result<Vec<servers::DemoServer>, String> {
     let mut started = Vec::new();
-    for b in &config.backends {
-        let local = matches!(b.host.as_str(), "localhost" | "127.0.0.1" | "::1");
-        if !local || b.port <= 8080 {
-            log::warn!("--demo: not starting a demo server for {}", b.url);
-            continue;
-        }
-        let name = format!("server{}", b.port - 8080);
-        let addr = format!("127.0.0.1:{}", b.port);
+    for plan in startup::demo_servers(&config.backends) {
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(why) => {
+                log::warn!("{why}");
+                continue;
+            }
+        };
+        let addr = plan.addr.to_string();
         // spawn logs `serverN: listening on ADDR`, as the standalone server does.
-        let server = servers::spawn(&name, &addr, servers::Behaviour::default())
-            .map_err(|e| format!("--demo: cannot start {name} on {addr}: {e}"))?;
-        started.push(server);
+        match servers::spawn(&plan.name, &addr, servers::Behaviour::default()) {
+            Ok(server) => started.push(server),
+            Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::AddrInUse => format!(
+                        "port {} is in use (a server already listening there answers instead)",
+                        plan.addr.port()
+                    ),
+                    std::io::ErrorKind::PermissionDenied => format!(
+                        "port {} needs privileges this process does not have",
+                        plan.addr.port()
+                    ),
+                    _ => e.to_string(),
+                };
+                log::warn!("--demo: not starting a demo server for {}: {why}", plan.url);
+            }
+        }
     }
     Ok(started)
 }

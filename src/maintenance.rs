@@ -60,8 +60,9 @@ pub struct Maintainer {
     results_tx: Sender<(u64, health::Outcome)>,
     results: Receiver<(u64, health::Outcome)>,
     reload: Option<Arc<dyn Reload>>,
-    reload_requests: Receiver<()>,
-    reload_tx: Sender<()>,
+    /// Reload requests, each with why it was asked for (`SIGHUP received`).
+    reload_requests: Receiver<&'static str>,
+    reload_tx: Sender<&'static str>,
     /// The watched file's modification time last seen, and when it was last looked at.
     watched: Option<(Option<SystemTime>, Instant)>,
 }
@@ -101,7 +102,7 @@ impl Maintainer {
     /// Reloads if asked to, or if the watched file's modification time changed.
     fn maybe_reload(&mut self, watch: Option<&Path>, now: Instant) {
         let Some(reload) = &self.reload else { return };
-        let mut why = self.reload_requests.try_recv().ok().map(|()| "asked to");
+        let mut why = self.reload_requests.try_recv().ok();
         if let Some(path) = watch {
             let look = self
                 .watched
@@ -185,8 +186,9 @@ impl Maintainer {
     }
 }
 
-/// Recomputes every backend's effective weight. The latency reference is the fastest available
-/// backend with a measurement.
+/// Recomputes every backend's effective weight, logging the changes that matter (see
+/// [`weights::WeightLog`]). The latency reference is the fastest available backend with a
+/// measurement.
 pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Duration) {
     for b in backends {
         b.fold_tick();
@@ -201,15 +203,14 @@ pub fn update_weights(backends: &[Arc<Backend>], now: Instant, slow_start: Durat
         .filter_map(|(_, i)| i.latency_ms)
         .min_by(f64::total_cmp);
     for (b, i) in &inputs {
-        let factors = weights::Factors::of(i, fastest, slow_start);
-        b.set_effective(factors.apply(i.weight), factors);
+        b.apply_weighing(&weights::weigh(i, fastest, slow_start), now);
     }
 }
 
 /// The running maintenance thread.
 pub struct Maintenance {
     stop: Sender<()>,
-    reload: Sender<()>,
+    reload: Sender<&'static str>,
     thread: Option<JoinHandle<()>>,
     alive: Arc<AtomicBool>,
 }
@@ -260,9 +261,11 @@ impl Maintenance {
         Box::new(move || alive.load(Relaxed))
     }
 
-    /// Asks for a reload at the next tick (SIGHUP). Several requests before it runs are one.
-    pub fn request_reload(&self) {
-        let _ = self.reload.try_send(());
+    /// Asks for a reload at the next tick; `why` is said in the log line (`reloading the
+    /// configuration: SIGHUP received`). Several requests before it runs are one, with the
+    /// first one's reason.
+    pub fn request_reload(&self, why: &'static str) {
+        let _ = self.reload.try_send(why);
     }
 }
 

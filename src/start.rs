@@ -250,9 +250,15 @@ impl Running {
     }
 
     /// Asks the maintenance thread to reload the configuration (what SIGHUP does). The result is
-    /// logged.
+    /// logged, after `reloading the configuration: reload requested`.
     pub fn request_reload(&self) {
-        self.maintenance.request_reload();
+        self.request_reload_because("reload requested");
+    }
+
+    /// [`Running::request_reload`], saying `why` in the log line instead: the command passes
+    /// `SIGHUP received`.
+    pub fn request_reload_because(&self, why: &'static str) {
+        self.maintenance.request_reload(why);
     }
 
     /// Applies `config` at once, as a reload would.

@@ -1,7 +1,7 @@
 //! What the `loadbalancer` command says around start-up, so that an operator sees at once what
 //! is running and what is wrong: a warning when the built-in default backends are used or when
-//! no backend answers, and the dashboard's address. (A port already taken gets its hint where
-//! it is bound, in `lib.rs`.)
+//! no backend answers, and the dashboard's address (a port already taken gets its hint where
+//! it is bound, in `lib.rs`); and which demo servers `--demo` starts ([`demo_servers`]).
 //!
 //! None of this changes how the balancer works; [`crate::Balancer::start`] does not call it.
 
@@ -103,4 +103,95 @@ fn probe(backend: &BackendConfig, timeout: Duration) -> Result<(), String> {
         }
     }
     Err(last)
+}
+
+/// A demo server that `--demo` starts for one configured backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoServerPlan {
+    /// `serverN` for the Nth backend of the list, as its greeting and log lines say.
+    pub name: String,
+    /// Where it listens: the backend's port on the backend's loopback address (127.0.0.1 for
+    /// `localhost`).
+    pub addr: SocketAddr,
+    /// The backend's URL.
+    pub url: String,
+}
+
+/// What `--demo` starts: a demo server for every backend on this machine, whatever its port,
+/// named `serverN` for the Nth backend of the list (with the default backends, `server1` on
+/// 8081 to `server3` on 8083, the names of the standalone binaries). A backend elsewhere gets
+/// `Err` with the line that says why it has none: `--demo: not starting a demo server for URL:
+/// REASON`.
+pub fn demo_servers(backends: &[BackendConfig]) -> Vec<Result<DemoServerPlan, String>> {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let ip: Option<IpAddr> = if b.host.eq_ignore_ascii_case("localhost") {
+                Some(Ipv4Addr::LOCALHOST.into())
+            } else {
+                b.host.parse().ok()
+            };
+            match ip {
+                Some(ip) if ip.is_loopback() => Ok(DemoServerPlan {
+                    name: format!("server{}", i + 1),
+                    addr: SocketAddr::new(ip, b.port),
+                    url: b.url.clone(),
+                }),
+                // A demo server listens on loopback, so only a loopback backend reaches one;
+                // this machine's other names and addresses are not worth guessing.
+                _ => Err(format!(
+                    "--demo: not starting a demo server for {}: {} is not on this machine (a \
+                     demo server listens on loopback: localhost, 127.0.0.1 or ::1)",
+                    b.url, b.host
+                )),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_servers_for_loopback_backends_on_any_port_named_by_position() {
+        let backends: Vec<BackendConfig> = [
+            "http://localhost:18081",
+            "http://10.0.0.7:8081",
+            "http://127.0.0.2:80",
+            "http://[::1]:7000",
+            "http://example.com:8083",
+        ]
+        .iter()
+        .map(|u| BackendConfig::parse(u, 1).unwrap())
+        .collect();
+        let plans = demo_servers(&backends);
+        let started: Vec<(String, String)> = plans
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.addr.to_string()))
+            .collect();
+        let started: Vec<(&str, &str)> = started
+            .iter()
+            .map(|(n, a)| (n.as_str(), a.as_str()))
+            .collect();
+        assert_eq!(
+            started,
+            [
+                ("server1", "127.0.0.1:18081"),
+                ("server3", "127.0.0.2:80"),
+                ("server4", "[::1]:7000")
+            ]
+        );
+        assert_eq!(
+            plans[1].as_ref().unwrap_err(),
+            "--demo: not starting a demo server for http://10.0.0.7:8081: 10.0.0.7 is not on \
+             this machine (a demo server listens on loopback: localhost, 127.0.0.1 or ::1)"
+        );
+        assert!(plans[4]
+            .as_ref()
+            .unwrap_err()
+            .contains("example.com is not on this machine"));
+    }
 }

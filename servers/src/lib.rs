@@ -1,53 +1,72 @@
 //! Demo HTTP backends for the load balancer.
 //!
-//! Each demo server is a tiny HTTP/1.1 server (tiny_http) with these endpoints:
+//! Each demo server is a small HTTP/1.1 server (`http.rs`) with these endpoints:
 //!
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /health` | `200 ok`, or `503 unhealthy` once switched unhealthy through `/control` |
-//! | `GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false` | changes any subset of the behaviour, answers it as JSON |
+//! | `GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&refuse=true&drop=true` | changes any subset of the behaviour, answers it as JSON |
+//! | `GET /bytes/N` | `200` and N bytes of `x`, for large answers |
 //! | any other request | `200 {"message":"Hello from server1","address":":8081"}`, after the injected delay, or the injected failure |
 //!
-//! The injected delay and failures ([`Behaviour`]) and the health switch exist so a learner can make one
-//! backend slow or failing while the balancer runs and watch health checks, the circuit breaker and the
-//! dynamic weights react, without restarting anything:
+//! The switches exist so a learner can make one backend misbehave while the balancer runs and
+//! watch health checks, the circuit breaker, retries and the dynamic weights react, without
+//! restarting anything:
 //!
 //! ```text
 //! curl 'localhost:8082/control?delay=300ms'            # server2 becomes slow
 //! curl 'localhost:8083/control?fail_rate=0.5&status=500' # server3 fails half of its requests
 //! curl 'localhost:8083/control?healthy=false'           # server3 fails its health checks
-//! curl 'localhost:8083/control?delay=0&fail_rate=0&healthy=true' # back to normal
+//! curl 'localhost:8083/control?refuse=true'             # server3 closes connections unanswered
+//! curl 'localhost:8083/control?drop=true'               # server3 cuts every answer mid-body
+//! curl 'localhost:8083/control?delay=0&fail_rate=0&healthy=true&drop=false' # back to normal
 //! ```
+//!
+//! `refuse` closes each connection as soon as its request has arrived, unanswered: the client
+//! (the balancer) sees the connection fail after sending, as with a server that crashes on
+//! every request. A request for `/control` is the one exception, so that the same `curl` can
+//! switch it off again (`refuse=false`).
 //!
 //! The binaries in `src/bin/` are one line each ([`main_for`]); the balancer's `--demo` mode calls
 //! [`spawn`] directly. Both behave the same: they listen on loopback, log the same lines (start,
 //! every `/control` change, stop) through the `log` crate, in the balancer's format when run on
 //! their own ([`init_logging`]), and stop on SIGINT or SIGTERM.
+//!
+//! Threads: one accepts connections, one serves each connection (reading requests one after the
+//! other, for keep-alive), and at most [`MAX_ANSWERING`] of them answer at once.
 
+mod http;
+
+use std::collections::HashMap;
 use std::fmt;
-use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::{self, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tiny_http::{Header, Request, Response, Server};
-
-/// Threads answering requests, per demo server.
+/// Requests a demo server answers at once; more wait for their turn.
 ///
-/// Deliberately small and fixed: while every thread sits out an injected delay, further requests
-/// (health checks included) wait in line, as they would on a real overloaded server.
-const WORKER_THREADS: usize = 8;
+/// Deliberately small and fixed: while every turn is taken by a request sitting out an injected
+/// delay, further requests (health checks included) wait in line, as they would on a real
+/// overloaded server.
+pub const MAX_ANSWERING: usize = 8;
 
-/// How often a demo server connects to itself to free a connection stuck in tiny_http's pool.
-const KICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Connections a demo server keeps open at once; one more is closed as soon as it is accepted.
+/// Each costs a thread, mostly asleep in a read. 1024.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// How long [`DemoServer::stop`] lets requests already received finish before it closes their
+/// connections. 2 s.
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How a demo server misbehaves on purpose. The default is a well-behaved server.
 ///
-/// Applies to every request except `/health` and `/control`: first wait [`delay`](Self::delay), then
-/// with probability [`fail_rate`](Self::fail_rate) answer [`fail_status`](Self::fail_status) with a short
-/// plain-text body instead of the JSON greeting.
+/// `delay` and `fail_rate` apply to every request except `/health`, `/control` and `/bytes/N`:
+/// first wait [`delay`](Self::delay), then with probability [`fail_rate`](Self::fail_rate) answer
+/// [`fail_status`](Self::fail_status) with a short plain-text body instead of the JSON greeting.
+/// [`drop`](Self::drop) applies to every request except `/health` and `/control`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Behaviour {
     /// Wait before answering. Default: zero.
@@ -56,6 +75,9 @@ pub struct Behaviour {
     pub fail_rate: f64,
     /// Status of an injected failure, an error status from 400 to 599. Default: 503.
     pub fail_status: u16,
+    /// Cut every answer mid-body: the head announces the whole `Content-Length`, half of the
+    /// body is sent, then the connection is closed. Default: false.
+    pub drop: bool,
 }
 
 impl Default for Behaviour {
@@ -64,6 +86,7 @@ impl Default for Behaviour {
             delay: Duration::ZERO,
             fail_rate: 0.0,
             fail_status: 503,
+            drop: false,
         }
     }
 }
@@ -82,40 +105,76 @@ impl Behaviour {
 struct State {
     behaviour: Behaviour,
     healthy: bool,
+    /// Close every connection without an answer when its next request arrives, except a
+    /// request for `/control`.
+    refuse: bool,
 }
 
 impl State {
+    fn new(behaviour: Behaviour) -> State {
+        State {
+            behaviour,
+            healthy: true,
+            refuse: false,
+        }
+    }
+
     fn to_json(self) -> String {
         format!(
-            r#"{{"delay_ms":{},"fail_rate":{},"fail_status":{},"healthy":{}}}"#,
+            r#"{{"delay_ms":{},"fail_rate":{},"fail_status":{},"drop":{},"healthy":{},"refuse":{}}}"#,
             self.behaviour.delay.as_millis(),
             self.behaviour.fail_rate,
             self.behaviour.fail_status,
-            self.healthy
+            self.behaviour.drop,
+            self.healthy,
+            self.refuse
         )
     }
 }
 
-/// What the worker threads share with each other and with [`DemoServer`].
+/// What waits on time or on the server stopping, under one lock so that one condvar serves
+/// both: a stop wakes every wait at once.
+#[derive(Debug, Default)]
+struct Turns {
+    stopped: bool,
+    /// Requests being answered now, at most [`MAX_ANSWERING`].
+    answering: usize,
+}
+
+/// The open connections: a handle to each, so [`DemoServer::stop`] can end their reads.
+#[derive(Debug, Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, TcpStream>,
+}
+
+/// What the threads of one demo server share with each other and with [`DemoServer`].
 struct Shared {
     name: String,
     /// The greeting never changes, so it is rendered once.
     hello: String,
     state: Mutex<State>,
-    /// Set by [`DemoServer::stop`]; the condvar wakes workers sitting out an injected delay, so stopping
-    /// never waits for a long delay to end.
-    stopped: Mutex<bool>,
-    stop_signal: Condvar,
+    turns: Mutex<Turns>,
+    /// Signalled when the server stops and when a turn to answer is given back.
+    turns_changed: Condvar,
+    connections: Mutex<Connections>,
+    /// Signalled when a connection closes.
+    connection_closed: Condvar,
+}
+
+/// Locks `mutex`, whatever happened to a thread that held it: nothing here panics while holding
+/// one of these locks, and their contents are valid at every step.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock, and the state is valid whatever happened: never give up on it.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     fn is_stopped(&self) -> bool {
-        *self.stopped.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.turns).stopped
     }
 
     /// Sleeps for `delay`, or less if the server is being stopped.
@@ -123,20 +182,42 @@ impl Shared {
         if delay.is_zero() {
             return;
         }
-        let stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        let turns = lock(&self.turns);
         let _ = self
-            .stop_signal
-            .wait_timeout_while(stopped, delay, |stopped| !*stopped);
+            .turns_changed
+            .wait_timeout_while(turns, delay, |t| !t.stopped);
+    }
+
+    /// Waits for a turn to answer; the turn is given back when the returned guard drops. A
+    /// stopping server answers what it has received without waiting.
+    fn turn(&self) -> Turn<'_> {
+        let mut turns = lock(&self.turns);
+        while turns.answering >= MAX_ANSWERING && !turns.stopped {
+            turns = self
+                .turns_changed
+                .wait(turns)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        turns.answering += 1;
+        Turn(self)
+    }
+}
+
+/// A turn to answer, given back when dropped (also when answering panics).
+struct Turn<'a>(&'a Shared);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.turns).answering -= 1;
+        self.0.turns_changed.notify_all();
     }
 }
 
 /// A running demo server. Stops (and joins its threads) on [`stop`](Self::stop) or when dropped.
 pub struct DemoServer {
     shared: Arc<Shared>,
-    server: Arc<Server>,
     addr: SocketAddr,
-    workers: Vec<JoinHandle<()>>,
-    kicker: Option<JoinHandle<()>>,
+    acceptor: Option<JoinHandle<()>>,
 }
 
 impl fmt::Debug for DemoServer {
@@ -149,7 +230,7 @@ impl fmt::Debug for DemoServer {
 }
 
 /// Starts a demo server called `name` listening on `addr` (e.g. `"127.0.0.1:0"` for any free port) and
-/// returns as soon as it is bound; requests are answered on a small pool of threads.
+/// returns as soon as it is bound.
 ///
 /// Errors: the address does not resolve or cannot be bound (the message names `name` and `addr`; the
 /// kind is kept, e.g. [`io::ErrorKind::AddrInUse`]), or `behaviour` is out of range
@@ -158,61 +239,42 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
     behaviour
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: {e}")))?;
-    let server = Server::http(addr).map_err(|e| {
-        let kind = e
-            .downcast_ref::<io::Error>()
-            .map_or(io::ErrorKind::Other, io::Error::kind);
-        let hint = if kind == io::ErrorKind::AddrInUse {
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        let hint = if e.kind() == io::ErrorKind::AddrInUse {
             " (is another server already using that port?)"
         } else {
             ""
         };
-        io::Error::new(kind, format!("{name}: cannot listen on {addr}: {e}{hint}"))
-    })?;
-    let local = server.server_addr().to_ip().ok_or_else(|| {
         io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name}: {addr} is not a TCP address"),
+            e.kind(),
+            format!("{name}: cannot listen on {addr}: {e}{hint}"),
         )
     })?;
-
-    let mut demo = DemoServer {
-        shared: Arc::new(Shared {
-            name: name.to_owned(),
-            hello: format!(
-                r#"{{"message":"Hello from {}","address":":{}"}}"#,
-                json_escape(name),
-                local.port()
-            ),
-            state: Mutex::new(State {
-                behaviour,
-                healthy: true,
-            }),
-            stopped: Mutex::new(false),
-            stop_signal: Condvar::new(),
-        }),
-        server: Arc::new(server),
-        addr: local,
-        workers: Vec::with_capacity(WORKER_THREADS),
-        kicker: None,
-    };
-    for i in 0..WORKER_THREADS {
-        let (server, shared) = (Arc::clone(&demo.server), Arc::clone(&demo.shared));
-        // Names are built from the port, not `name`, which may hold anything (even a NUL byte).
-        let worker = std::thread::Builder::new()
-            .name(format!("demo-{}-{i}", local.port()))
-            .spawn(move || serve(&server, &shared))?;
-        // If a later spawn fails, `?` drops `demo`, which stops the workers started so far.
-        demo.workers.push(worker);
-    }
-    let shared = Arc::clone(&demo.shared);
-    demo.kicker = Some(
-        std::thread::Builder::new()
-            .name(format!("demo-{}-kick", local.port()))
-            .spawn(move || kick(local, &shared))?,
-    );
+    let local = listener.local_addr()?;
+    let shared = Arc::new(Shared {
+        name: name.to_owned(),
+        hello: format!(
+            r#"{{"message":"Hello from {}","address":":{}"}}"#,
+            json_escape(name),
+            local.port()
+        ),
+        state: Mutex::new(State::new(behaviour)),
+        turns: Mutex::new(Turns::default()),
+        turns_changed: Condvar::new(),
+        connections: Mutex::new(Connections::default()),
+        connection_closed: Condvar::new(),
+    });
+    let accepting = Arc::clone(&shared);
+    // Names are built from the port, not `name`, which may hold anything (even a NUL byte).
+    let acceptor = std::thread::Builder::new()
+        .name(format!("demo-{}", local.port()))
+        .spawn(move || accept(&listener, &accepting))?;
     log::info!("{name}: listening on {local}");
-    Ok(demo)
+    Ok(DemoServer {
+        shared,
+        addr: local,
+        acceptor: Some(acceptor),
+    })
 }
 
 impl DemoServer {
@@ -243,29 +305,59 @@ impl DemoServer {
         self.shared.state().healthy = healthy;
     }
 
-    /// Stops the server: requests already received are answered (injected delays are cut short),
-    /// then the worker threads are joined. Dropping the server does the same.
+    /// Closes every connection without an answer when its request arrives (`true`; a request
+    /// for `/control` excepted) or serves again (`false`, the default), like `/control?refuse=`.
+    pub fn set_refusing(&self, refuse: bool) {
+        let mut state = self.shared.state();
+        if state.refuse != refuse {
+            state.refuse = refuse;
+            log::info!("{}: now {}", self.shared.name, state.to_json());
+        }
+    }
+
+    /// Stops the server: requests already received are answered (injected delays are cut
+    /// short; a connection still writing its answer after 2 s is closed), idle connections are
+    /// closed, then the threads are joined. Dropping the server does the same.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        if self.workers.is_empty() {
+        let Some(acceptor) = self.acceptor.take() else {
             return;
+        };
+        lock(&self.shared.turns).stopped = true;
+        self.shared.turns_changed.notify_all();
+        // The acceptor sleeps in accept(): a connection of our own wakes it to see the flag.
+        let _ = TcpStream::connect_timeout(&reachable(self.addr), Duration::from_secs(1));
+        // An acceptor that panicked has nothing left to clean up.
+        let _ = acceptor.join();
+        // No connection is added from here on. End their reads: an idle one ends at once, one
+        // being answered writes its answer first, then finds the read side closed.
+        let mut connections = lock(&self.shared.connections);
+        for stream in connections.open.values() {
+            let _ = stream.shutdown(Shutdown::Read);
         }
-        *self
-            .shared
-            .stopped
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = true;
-        self.shared.stop_signal.notify_all();
-        // Each unblock releases exactly one thread waiting in `recv`.
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        for worker in self.workers.drain(..).chain(self.kicker.take()) {
-            // A worker that panicked has nothing left to clean up.
-            let _ = worker.join();
+        let deadline = Instant::now() + STOP_GRACE;
+        while !connections.open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // A client that takes nothing of a large answer would hold us for ever.
+                for stream in connections.open.values() {
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            }
+            let wait = if left.is_zero() {
+                Duration::from_millis(100)
+            } else {
+                left
+            };
+            connections = self
+                .shared
+                .connection_closed
+                .wait_timeout(connections, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         log::info!("{}: stopped", self.shared.name);
     }
@@ -277,17 +369,9 @@ impl Drop for DemoServer {
     }
 }
 
-/// Connects to the server and hangs up at once, every [`KICK_INTERVAL`] until it stops.
-///
-/// tiny_http gives each connection a thread from a pool, and when several connections arrive
-/// together the pool can queue one behind a thread it counts as idle but has already woken for
-/// another. A keep-alive connection holds its thread until the client closes it, so the queued
-/// one can wait indefinitely (the balancer works around the same race with its watchdog, which
-/// looks for such connections first; a demo server just kicks blindly). Each connection we open
-/// finds no idle thread, so tiny_http starts one; after our connection ends, that thread takes
-/// the oldest queued connection. Cost: ten empty connections a second.
-fn kick(addr: SocketAddr, shared: &Shared) {
-    let target = match addr.ip() {
+/// `addr` as a client can reach it: a wildcard address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
         }
@@ -295,57 +379,181 @@ fn kick(addr: SocketAddr, shared: &Shared) {
             SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
         }
         _ => addr,
-    };
-    while !shared.is_stopped() {
-        shared.pause(KICK_INTERVAL);
-        if !shared.is_stopped() {
-            let _ = TcpStream::connect_timeout(&target, Duration::from_millis(200));
+    }
+}
+
+/// Accepts connections until the server stops, and starts a thread for each.
+fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
+    let port = listener.local_addr().map_or(0, |a| a.port());
+    for stream in listener.incoming() {
+        if shared.is_stopped() {
+            return;
+        }
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait a little rather than spin.
+                log::warn!("{}: accepting a connection failed: {e}", shared.name);
+                shared.pause(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let Some(id) = register(shared, &stream) else {
+            continue;
+        };
+        let serving = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("demo-{port}-{id}"))
+            .spawn(move || {
+                let _open = Open(&serving, id);
+                serve(stream, &serving);
+            });
+        if let Err(e) = spawned {
+            log::warn!("{}: cannot start a connection thread: {e}", shared.name);
+            unregister(shared, id);
         }
     }
 }
 
-fn serve(server: &Server, shared: &Shared) {
+/// Adds `stream` to the open connections; `None` (the connection is to be closed) when there
+/// are [`MAX_CONNECTIONS`] already, or it cannot be shared.
+fn register(shared: &Shared, stream: &TcpStream) -> Option<u64> {
+    let mut connections = lock(&shared.connections);
+    if connections.open.len() >= MAX_CONNECTIONS {
+        log::warn!(
+            "{}: {MAX_CONNECTIONS} connections open already: closing a new one",
+            shared.name
+        );
+        return None;
+    }
+    let handle = stream.try_clone().ok()?;
+    let id = connections.next_id;
+    connections.next_id += 1;
+    connections.open.insert(id, handle);
+    Some(id)
+}
+
+fn unregister(shared: &Shared, id: u64) {
+    lock(&shared.connections).open.remove(&id);
+    shared.connection_closed.notify_all();
+}
+
+/// Takes a connection off the open ones when its thread ends, however it ends.
+struct Open<'a>(&'a Shared, u64);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        unregister(self.0, self.1);
+    }
+}
+
+/// Serves the requests of one connection, one after the other, until the client closes it, an
+/// answer closes it, or the server stops.
+fn serve(stream: TcpStream, shared: &Shared) {
     let mut rng = Rng::seeded();
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut writer = stream;
     loop {
-        match server.recv() {
-            Ok(request) => handle(request, shared, &mut rng),
-            // `recv` fails both when unblocked by `stop` and on accept errors; only the first ends us.
-            Err(_) if shared.is_stopped() => return,
-            Err(e) => log::warn!("{}: receiving a request failed: {e}", shared.name),
+        let head = match http::read_head(&mut reader) {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(http::HeadError::Io(e)) => {
+                log::debug!("{}: a connection broke off in a head: {e}", shared.name);
+                return;
+            }
+            Err(http::HeadError::Bad(status, reason)) => {
+                let _ = http::write_answer(&mut writer, &plain_answer(status, reason));
+                return;
+            }
+        };
+        // Refused after the head, not at accept: the head tells a request for /control, which
+        // must pass for the switch to be turned off again. To the client it is all one: its
+        // request was sent, and the connection closed without an answer.
+        let control = head.target == "/control" || head.target.starts_with("/control?");
+        if shared.state().refuse && !control {
+            log::debug!("{}: refused {} {}", shared.name, head.method, head.target);
+            return;
+        }
+        if head.expects_continue && http::write_continue(&mut writer).is_err() {
+            return;
+        }
+        if let Err(e) = http::skip_body(&mut reader, head.body) {
+            if e.kind() == io::ErrorKind::InvalidData {
+                let _ = http::write_answer(&mut writer, &plain_answer(400, "bad chunked body"));
+            }
+            return;
+        }
+        let turn = shared.turn();
+        let keep_alive = respond(&head, &mut writer, shared, &mut rng);
+        drop(turn);
+        if !keep_alive || shared.is_stopped() {
+            let _ = writer.shutdown(Shutdown::Write);
+            return;
         }
     }
 }
 
-fn handle(request: Request, shared: &Shared, rng: &mut Rng) {
+/// An answer of ours to a request we could not read, closing the connection.
+fn plain_answer(status: u16, reason: &'static str) -> http::Answer<'static> {
+    http::Answer {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: reason.as_bytes(),
+        head_only: false,
+        connection: Some("close"),
+        cut: false,
+    }
+}
+
+/// Answers one request; true when the connection may carry another one.
+fn respond(head: &http::Head, writer: &mut TcpStream, shared: &Shared, rng: &mut Rng) -> bool {
     let started = Instant::now();
-    let reply = route(request.url(), shared, rng);
+    let reply = route(&head.target, shared, rng);
     log::debug!(
-        "{}: {} {} -> {} in {:?}",
+        "{}: {} {} -> {}{} in {:?}",
         shared.name,
-        request.method(),
-        request.url(),
+        head.method,
+        head.target,
         reply.status,
+        if reply.cut { " (cut mid-body)" } else { "" },
         started.elapsed()
     );
-    let content_type = Header::from_bytes(&b"Content-Type"[..], reply.content_type.as_bytes())
-        .expect("content types are valid header values");
-    let response = Response::from_string(reply.body)
-        .with_status_code(reply.status)
-        .with_header(content_type);
-    if let Err(e) = request.respond(response) {
+    // A cut answer's head is the one a whole answer would have: like a server that crashes
+    // while sending, it announces nothing of the close that follows.
+    let connection = match (head.keep_alive, head.http10) {
+        (false, _) => Some("close"),
+        (true, true) => Some("keep-alive"),
+        (true, false) => None,
+    };
+    let answer = http::Answer {
+        status: reply.status,
+        content_type: reply.content_type,
+        body: reply.body.as_bytes(),
+        head_only: head.method == "HEAD",
+        connection,
+        cut: reply.cut,
+    };
+    if let Err(e) = http::write_answer(writer, &answer) {
         log::debug!("{}: client went away before the answer: {e}", shared.name);
+        return false;
     }
+    head.keep_alive && !reply.cut
 }
 
 /// The largest answer `/bytes/N` gives. 64 MiB.
 const MAX_BYTES: usize = 64 << 20;
 
-/// An answer, kept apart from tiny_http so routing is plain code.
+/// An answer, kept apart from the connection so routing is plain code.
 #[derive(Debug, PartialEq)]
 struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
+    /// Send half of the body, then close (the `drop` switch).
+    cut: bool,
 }
 
 impl Reply {
@@ -354,6 +562,7 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            cut: false,
         }
     }
 
@@ -362,6 +571,7 @@ impl Reply {
             status,
             content_type: "application/json",
             body,
+            cut: false,
         }
     }
 }
@@ -395,29 +605,35 @@ fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
                 }
             }
         }
-        _ if path.starts_with("/bytes/") => match path["/bytes/".len()..].parse::<usize>() {
-            // A large answer, for watching slow readers (README: slow clients).
-            Ok(n) if n <= MAX_BYTES => Reply::text(200, "x".repeat(n)),
-            _ => Reply::text(
-                400,
-                format!("/bytes/N takes a number of bytes up to {MAX_BYTES}"),
-            ),
-        },
         _ => {
             // Copy, so the lock is not held through the delay.
             let behaviour = shared.state().behaviour;
-            shared.pause(behaviour.delay);
-            if behaviour.fail_rate > 0.0 && rng.next_f64() < behaviour.fail_rate {
-                Reply::text(
-                    behaviour.fail_status,
-                    format!(
-                        "{}: injected failure (fail_rate {})",
-                        shared.name, behaviour.fail_rate
+            let mut reply = match path.strip_prefix("/bytes/") {
+                // A large answer, for watching slow readers (README: slow clients).
+                Some(n) => match n.parse::<usize>() {
+                    Ok(n) if n <= MAX_BYTES => Reply::text(200, "x".repeat(n)),
+                    _ => Reply::text(
+                        400,
+                        format!("/bytes/N takes a number of bytes up to {MAX_BYTES}"),
                     ),
-                )
-            } else {
-                Reply::json(200, shared.hello.clone())
-            }
+                },
+                None => {
+                    shared.pause(behaviour.delay);
+                    if behaviour.fail_rate > 0.0 && rng.next_f64() < behaviour.fail_rate {
+                        Reply::text(
+                            behaviour.fail_status,
+                            format!(
+                                "{}: injected failure (fail_rate {})",
+                                shared.name, behaviour.fail_rate
+                            ),
+                        )
+                    } else {
+                        Reply::json(200, shared.hello.clone())
+                    }
+                }
+            };
+            reply.cut = behaviour.drop;
+            reply
         }
     }
 }
@@ -428,20 +644,22 @@ fn apply_control(mut state: State, query: &str) -> Result<State, String> {
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let bad = |reason: String| format!("bad {key} {value:?}: {reason}");
+        let switch = |value: &str| match value {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(bad("expected true or false".into())),
+        };
         match key {
             "delay" => state.behaviour.delay = parse_duration(value).map_err(bad)?,
             "fail_rate" => state.behaviour.fail_rate = parse_fail_rate(value).map_err(bad)?,
             "status" => state.behaviour.fail_status = parse_fail_status(value).map_err(bad)?,
-            "healthy" => {
-                state.healthy = match value {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(bad("expected true or false".into())),
-                }
-            }
+            "drop" => state.behaviour.drop = switch(value)?,
+            "healthy" => state.healthy = switch(value)?,
+            "refuse" => state.refuse = switch(value)?,
             _ => {
                 return Err(format!(
-                    "unknown control parameter {key:?}; known: delay, fail_rate, status, healthy"
+                    "unknown control parameter {key:?}; known: delay, fail_rate, status, \
+                     healthy, refuse, drop"
                 ))
             }
         }
@@ -572,8 +790,10 @@ fn usage(name: &str, default_port: u16) -> String {
 A demo backend for the load balancer.
   GET /         answers {{\"message\":\"Hello from {name}\",\"address\":\":PORT\"}}
   GET /health   answers 200 ok (503 once switched unhealthy)
-  GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false
-                changes any of these while running and answers the result as JSON
+  GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&refuse=true&drop=true
+                changes any of these while running and answers the result as JSON:
+                refuse=true closes every connection unanswered (but a /control request's),
+                drop=true cuts every answer mid-body
 
 Options:
   --port N        port to listen on [default: {default_port}]
@@ -649,10 +869,7 @@ pub fn init_logging() {
         )
     };
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .filter_module("tiny_http", log::LevelFilter::Off)
-        .format(line)
-        .try_init();
+    let _ = env_logger::Builder::from_env(env).format(line).try_init();
 }
 
 /// The whole `main` of a demo server binary: parses the command line (`--port N`, default
@@ -698,10 +915,7 @@ pub fn main_for(name: &str, default_port: u16) {
         }
     };
     if behaviour != Behaviour::default() {
-        let state = State {
-            behaviour,
-            healthy: true,
-        };
+        let state = State::new(behaviour);
         log::info!("{name}: misbehaving from the start: {}", state.to_json());
     }
     if let Some(signal) = signals.forever().next() {
@@ -799,7 +1013,6 @@ mod tests {
     fn bytes_answers_that_many_bytes() {
         let server = start("s");
         let answer = get(server.addr(), "/bytes/100000");
-        // tiny_http sends an answer this large chunked: count the payload's bytes.
         let xs = answer.body.bytes().filter(|&b| b == b'x').count();
         assert_eq!((answer.status, xs), (200, 100_000));
         assert_eq!(get(server.addr(), "/bytes/x").status, 400);
@@ -816,7 +1029,7 @@ mod tests {
         assert_eq!(answer.status, 200);
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"healthy":false}"#
+            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":false,"refuse":false}"#
         );
         assert_eq!(get(server.addr(), "/health").status, 503);
         // Unhealthy only affects /health: the greeting still works.
@@ -837,7 +1050,7 @@ mod tests {
         assert_eq!(answer.header("content-type"), Some("application/json"));
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":50,"fail_rate":0,"fail_status":503,"healthy":true}"#
+            r#"{"delay_ms":50,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse":false}"#
         );
         assert_eq!(server.behaviour().delay, Duration::from_millis(50));
 
@@ -857,7 +1070,7 @@ mod tests {
         let answer = get(server.addr(), "/control?fail_rate=1&status=500");
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":0,"fail_rate":1,"fail_status":500,"healthy":true}"#
+            r#"{"delay_ms":0,"fail_rate":1,"fail_status":500,"drop":false,"healthy":true,"refuse":false}"#
         );
         let answer = get(server.addr(), "/");
         assert_eq!(answer.status, 500);
@@ -884,6 +1097,8 @@ mod tests {
             ("status=200", "status"),
             ("status=x", "status"),
             ("healthy=maybe", "healthy"),
+            ("refuse=yes", "refuse"),
+            ("drop=1", "drop"),
             ("colour=blue", "colour"),
             // All or nothing: the good delay before the bad rate is not applied either.
             ("delay=50ms&fail_rate=-1", "fail_rate"),
@@ -895,8 +1110,181 @@ mod tests {
         assert_eq!(server.behaviour(), Behaviour::default());
         assert_eq!(
             get(server.addr(), "/control").body,
-            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"healthy":true}"#
+            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse":false}"#
         );
+    }
+
+    /// Reads one answer framed by its `Content-Length` from a keep-alive connection: the
+    /// head, and the body bytes that came before the connection ended (fewer when cut).
+    fn read_answer(stream: &mut TcpStream) -> (String, Vec<u8>) {
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).expect("read head");
+            assert_eq!(
+                n,
+                1,
+                "closed inside a head: {:?}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length: u64 = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("a Content-Length");
+        let mut body = Vec::new();
+        stream.take(length).read_to_end(&mut body).unwrap();
+        (head, body)
+    }
+
+    fn connect(server: &DemoServer) -> TcpStream {
+        let stream = TcpStream::connect(server.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream
+    }
+
+    /// True when the server closed `stream` without sending a byte.
+    fn closed_unanswered(stream: &mut TcpStream) -> bool {
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
+
+    #[test]
+    fn keeps_connections_alive_and_skips_request_bodies() {
+        let server = start("server1");
+        let mut stream = connect(&server);
+        // A body with a length, a chunked one after 100 Continue, then a HEAD.
+        write!(stream, "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc").unwrap();
+        let (head, body) = read_answer(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(!head.contains("Connection"), "{head}");
+        assert!(body.starts_with(br#"{"message":"Hello from server1""#));
+        write!(
+            stream,
+            "POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        let mut continue_line = [0u8; 25];
+        stream.read_exact(&mut continue_line).unwrap();
+        assert_eq!(&continue_line, b"HTTP/1.1 100 Continue\r\n\r\n");
+        write!(stream, "3\r\nxyz\r\n0\r\n\r\n").unwrap();
+        assert_eq!(
+            read_answer(&mut stream).0.lines().next(),
+            Some("HTTP/1.1 200 OK")
+        );
+        write!(stream, "HEAD /c HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).unwrap();
+        assert!(rest.contains("Connection: close\r\n\r\n"), "{rest}");
+        assert!(rest.ends_with("\r\n\r\n"), "HEAD has no body: {rest}");
+
+        // HTTP/1.0 keeps the connection only when it asks to.
+        let mut stream = connect(&server);
+        write!(stream, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(read_answer(&mut stream)
+            .0
+            .contains("Connection: keep-alive"));
+        write!(stream, "GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(read_answer(&mut stream).0.contains("Connection: close"));
+        assert!(closed_unanswered(&mut stream));
+
+        // What cannot be read is answered 400 and the connection closed.
+        let mut stream = connect(&server);
+        write!(stream, "GARBAGE\r\n\r\n").unwrap();
+        let mut rest = String::new();
+        stream.read_to_string(&mut rest).unwrap();
+        assert!(rest.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{rest}");
+    }
+
+    #[test]
+    fn refuse_closes_connections_unanswered_but_control_still_answers() {
+        let server = start("server3");
+        // A keep-alive connection from before the switch, as a balancer keeps them.
+        let mut pooled = connect(&server);
+        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(read_answer(&mut pooled).0.starts_with("HTTP/1.1 200"));
+
+        let answer = get(server.addr(), "/control?refuse=true");
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer.body.ends_with(r#""refuse":true}"#),
+            "{}",
+            answer.body
+        );
+
+        for target in ["/", "/health", "/bytes/10"] {
+            let mut fresh = connect(&server);
+            write!(fresh, "GET {target} HTTP/1.1\r\n\r\n").unwrap();
+            assert!(closed_unanswered(&mut fresh), "{target} was answered");
+        }
+        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(
+            closed_unanswered(&mut pooled),
+            "the open connection was answered"
+        );
+
+        get(server.addr(), "/control?refuse=false");
+        assert_eq!(get(server.addr(), "/").status, 200);
+        server.set_refusing(true);
+        let mut fresh = connect(&server);
+        write!(fresh, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(closed_unanswered(&mut fresh));
+    }
+
+    #[test]
+    fn drop_cuts_answers_mid_body_and_closes() {
+        let server = start("server2");
+        let answer = get(server.addr(), "/control?drop=true");
+        assert!(answer.body.contains(r#""drop":true"#), "{}", answer.body);
+        assert!(server.behaviour().drop);
+
+        for target in ["/", "/bytes/1000"] {
+            let mut stream = connect(&server);
+            write!(stream, "GET {target} HTTP/1.1\r\n\r\n").unwrap();
+            let (head, body) = read_answer(&mut stream);
+            let announced: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(body.len(), announced / 2, "{target}: {head}");
+            assert!(!head.contains("Connection"), "no close announced: {head}");
+            assert!(
+                closed_unanswered(&mut stream),
+                "{target}: more after the cut"
+            );
+        }
+        // Health checks and /control are answered whole.
+        let mut stream = connect(&server);
+        write!(stream, "GET /health HTTP/1.1\r\n\r\n").unwrap();
+        assert_eq!(read_answer(&mut stream).1, b"ok");
+
+        get(server.addr(), "/control?drop=false");
+        let mut stream = connect(&server);
+        write!(stream, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (_, body) = read_answer(&mut stream);
+        assert!(body.ends_with(b"}"), "whole again");
+    }
+
+    #[test]
+    fn stop_closes_idle_keep_alive_connections() {
+        let server = start("server1");
+        let mut idle = connect(&server);
+        write!(idle, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        read_answer(&mut idle);
+        let started = Instant::now();
+        server.stop();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(closed_unanswered(&mut idle));
     }
 
     #[test]
@@ -1009,7 +1397,8 @@ mod tests {
                 behaviour: Behaviour {
                     delay: Duration::from_millis(50),
                     fail_rate: 0.25,
-                    fail_status: 502
+                    fail_status: 502,
+                    drop: false
                 }
             })
         );

@@ -1,5 +1,7 @@
 //! Runs `add_server.sh` (repository root) in throwaway copies of the repository layout: a new server
-//! is added exactly once, and every refused name leaves the copy byte-for-byte unchanged.
+//! is added exactly once and removed again, a half-undone one is completed (or removed) with only
+//! the part that is missing (or left), and every refused request leaves the copy byte-for-byte
+//! unchanged.
 #![cfg(unix)] // the script is bash
 
 use std::collections::BTreeMap;
@@ -77,6 +79,17 @@ impl Sandbox {
         files
     }
 
+    /// Runs the script with `args`, which must fail with exit status 1, a message on stderr
+    /// that mentions `mentions`, and no file changed.
+    fn refuses(&self, args: &[&str], mentions: &str) {
+        let before = self.snapshot();
+        let out = self.run(args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(mentions), "{args:?}: {stderr}");
+        assert!(self.snapshot() == before, "{args:?} changed files");
+    }
+
     fn read(&self, path: &str) -> String {
         fs::read_to_string(self.dir.join(path)).unwrap()
     }
@@ -142,12 +155,7 @@ fn adds_a_server_once_and_refuses_bad_names_without_changing_anything() {
         (&[][..], "Usage"),
         (&["server5", "server6"][..], "Usage"),
     ] {
-        let before = sandbox.snapshot();
-        let out = sandbox.run(args);
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-        assert!(stderr.contains(stderr_mentions), "{args:?}: {stderr}");
-        assert!(sandbox.snapshot() == before, "{args:?} changed files");
+        sandbox.refuses(args, stderr_mentions);
     }
 }
 
@@ -161,11 +169,7 @@ fn refuses_a_port_already_in_the_config() {
     )
     .unwrap();
 
-    let before = sandbox.snapshot();
-    let out = sandbox.run(&["server5"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("8085"), "{}", text(&out.stderr));
-    assert!(sandbox.snapshot() == before);
+    sandbox.refuses(&["server5"], "8085");
 }
 
 #[test]
@@ -193,4 +197,121 @@ fn help_goes_to_stdout() {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("Usage"));
     assert!(sandbox.snapshot() == before);
+}
+
+const SERVER4_BIN: &str = "servers/src/bin/server4.rs";
+
+fn write(sandbox: &Sandbox, path: &str, text: &str) {
+    fs::write(sandbox.dir.join(path), text).unwrap();
+}
+
+/// Runs the script with `args`, which must succeed and say each of `lines` on stdout.
+fn succeeds_saying(sandbox: &Sandbox, args: &[&str], lines: &[String]) {
+    let out = sandbox.run(args);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        text(&out.stderr)
+    );
+    for line in lines {
+        assert!(
+            stdout.contains(line.as_str()),
+            "{args:?}: no {line:?} in {stdout}"
+        );
+    }
+}
+
+#[test]
+fn removes_a_server_again_keeping_the_configs_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new(true);
+    let original = sandbox.snapshot();
+    let conf = sandbox.dir.join("loadbalancer.conf");
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
+    succeeds_saying(&sandbox, &["server4"], &[]);
+
+    succeeds_saying(
+        &sandbox,
+        &["remove", "server4"],
+        &[
+            format!("deleted {SERVER4_BIN}"),
+            format!("removed from loadbalancer.conf: {SERVER4_LINE}"),
+        ],
+    );
+    assert!(sandbox.snapshot() == original, "not back to where it was");
+    let mode = fs::metadata(&conf).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+
+    // Nothing left to remove: refused, nothing changed.
+    sandbox.refuses(&["remove", "server4"], "nothing to remove");
+}
+
+#[test]
+fn a_rerun_after_a_manual_revert_does_only_what_is_missing() {
+    let sandbox = Sandbox::new(true);
+    succeeds_saying(&sandbox, &["server4"], &[]);
+    let added = sandbox.snapshot();
+    let add = ["server4"];
+    let remove = ["remove", "server4"];
+
+    // The config line undone by hand: adding again appends only the line.
+    write(&sandbox, "loadbalancer.conf", DEFAULT_CONF);
+    let kept_bin = format!("kept {SERVER4_BIN}");
+    let appended = format!("appended to loadbalancer.conf: {SERVER4_LINE}");
+    succeeds_saying(&sandbox, &add, &[kept_bin, appended]);
+    assert!(sandbox.snapshot() == added);
+
+    // The bin deleted by hand: adding again writes only the bin.
+    fs::remove_file(sandbox.dir.join(SERVER4_BIN)).unwrap();
+    let kept_line = "kept the backend line already in loadbalancer.conf".to_string();
+    succeeds_saying(
+        &sandbox,
+        &add,
+        &[format!("created {SERVER4_BIN}"), kept_line],
+    );
+    assert!(sandbox.snapshot() == added);
+
+    // Removing what is left after the bin was deleted by hand: the line only.
+    fs::remove_file(sandbox.dir.join(SERVER4_BIN)).unwrap();
+    succeeds_saying(
+        &sandbox,
+        &remove,
+        &[format!("{SERVER4_BIN} was already gone")],
+    );
+    assert_eq!(sandbox.read("loadbalancer.conf"), DEFAULT_CONF);
+
+    // And the bin after the line was deleted by hand.
+    succeeds_saying(&sandbox, &add, &[]);
+    write(&sandbox, "loadbalancer.conf", DEFAULT_CONF);
+    let no_line = "no backend line for port 8084".to_string();
+    succeeds_saying(&sandbox, &remove, &[no_line]);
+    assert!(!sandbox.dir.join(SERVER4_BIN).exists());
+}
+
+#[test]
+fn refuses_to_remove_what_it_did_not_write() {
+    let sandbox = Sandbox::new(true);
+    write(
+        &sandbox,
+        "servers/src/bin/server5.rs",
+        "fn main() { println!(\"my own server\") }\n",
+    );
+    let conf = sandbox.read("loadbalancer.conf");
+    write(
+        &sandbox,
+        "loadbalancer.conf",
+        &format!("{conf}backend    http://10.0.0.7:8086 weight=2\n"),
+    );
+    for (args, stderr_mentions) in [
+        (&["remove"][..], "remove needs"),
+        (&["remove", "Server4"][..], "Server4"),
+        (&["remove", "server5"][..], "changed by hand"),
+        // Another machine's backend on 8086 is not server6's line.
+        (&["remove", "server6"][..], "nothing to remove"),
+        (&["remove", "server4", "server5"][..], "Usage"),
+    ] {
+        sandbox.refuses(args, stderr_mentions);
+    }
 }

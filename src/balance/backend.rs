@@ -24,8 +24,10 @@ use parking_lot::Mutex;
 
 use super::breaker::{self, Breaker, Mirror};
 use super::health::{self, Health};
-use super::weights::{self, Factors, Inputs, Measurements, TickSamples};
-use crate::config::{BackendConfig, BreakerConfig, HealthConfig};
+use super::weights::{
+    self, Factors, Inputs, Measurements, TickSamples, Weighing, WeightLog, WeightNews,
+};
+use crate::config::{format_duration, BackendConfig, BreakerConfig, HealthConfig};
 
 /// One upstream server. Shared by the pool, the workers and the maintenance thread through an
 /// `Arc`.
@@ -61,6 +63,8 @@ struct Live {
     breaker: Breaker,
     health: Health,
     measured: Measurements,
+    /// Which weight changes were logged, so the next ones are logged only when they matter.
+    weight_log: WeightLog,
     /// Why the backend is out, for status.
     last_error: Option<String>,
 }
@@ -146,6 +150,7 @@ impl Backend {
                 breaker: Breaker::new(breaker.clone()),
                 health: Health::new(health.rise, health.fall),
                 measured: Measurements::default(),
+                weight_log: WeightLog::default(),
                 last_error: None,
             }),
         }
@@ -175,6 +180,41 @@ impl Backend {
     /// Sets the effective weight and the factors that made it (the weight computation).
     pub fn set_effective(&self, w: u32, factors: Factors) {
         self.effective.store(pack(w, factors), Relaxed);
+    }
+
+    /// Sets the effective weight a tick's `weighing` gave, and logs the change at info when it
+    /// matters (see [`WeightLog`]: slow start beginning or ending, a move of a step, at most a
+    /// line a second). Returns the line logged, if any.
+    pub fn apply_weighing(&self, weighing: &Weighing, now: Instant) -> Option<String> {
+        self.set_effective(weighing.effective, weighing.factors);
+        let news = self.live.lock().weight_log.observe(weighing, now)?;
+        let percent = |share: f64| format!("{:.0}%", share * 100.0);
+        let share = percent(weighing.share());
+        let weight = weighing.inputs.weight;
+        let reasons = weighing.reasons();
+        let why = if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {reasons}")
+        };
+        let line = match news {
+            WeightNews::RampBegan => format!(
+                "backend {}: slow start: effective weight {share} of weight {weight}, full in {}",
+                self.name,
+                format_duration(weighing.slow_start)
+            ),
+            WeightNews::RampEnded => format!(
+                "backend {}: slow start over: effective weight {share} of weight {weight}{why}",
+                self.name
+            ),
+            WeightNews::Moved { from } => format!(
+                "backend {}: effective weight {} -> {share} of weight {weight}{why}",
+                self.name,
+                percent(from)
+            ),
+        };
+        log::info!("{line}");
+        Some(line)
     }
 
     /// True when health checks pass (or are off).
@@ -454,6 +494,56 @@ mod tests {
         assert!(b.admit() && b.admit());
         let s = b.snapshot(t0 + Duration::from_secs(11), Duration::from_secs(10));
         assert_eq!(s.state, "slow-start");
+    }
+
+    #[test]
+    fn weight_changes_that_matter_are_logged_with_their_reasons() {
+        use crate::clock::{Clock, ManualClock};
+        let b = backend();
+        let clock = ManualClock::new();
+        let ramp = Duration::from_secs(5);
+        // One maintenance tick: fold the samples, weigh against a fastest backend of 2 ms.
+        let tick = |latency_ms: Option<u64>| {
+            clock.advance(Duration::from_millis(100));
+            if let Some(ms) = latency_ms {
+                b.record(true, Duration::from_millis(ms), clock.now());
+            }
+            b.fold_tick();
+            let inputs = b.weight_inputs(clock.now(), ramp);
+            b.apply_weighing(&weights::weigh(&inputs, Some(2.0), ramp), clock.now())
+        };
+        assert_eq!(tick(Some(2)), None, "full weight: nothing to say");
+        // Slowing to 60 ms: the average climbs over a few ticks (2 -> 19.4 -> 31.6 ...). The
+        // first step is logged at once, the rest a second later, where the weight has settled.
+        let lines: Vec<String> = (0..30).filter_map(|_| tick(Some(60))).collect();
+        assert_eq!(
+            lines,
+            [
+                "backend a:1: effective weight 100% -> 52% of weight 2: latency 19.4 ms over the \
+                 14.0 ms band (x0.52)",
+                "backend a:1: effective weight 52% -> 6% of weight 2: latency 58.9 ms over the \
+                 14.0 ms band (x0.06)"
+            ]
+        );
+        // Down and back up: the ramp begins and ends, each said once.
+        let fail = health::Outcome::Failed("refused".into());
+        for _ in 0..3 {
+            b.record_check(&fail, clock.now());
+        }
+        for _ in 0..2 {
+            b.record_check(&health::Outcome::Passed(200), clock.now());
+        }
+        assert_eq!(
+            tick(None).as_deref(),
+            Some("backend a:1: slow start: effective weight 10% of weight 2, full in 5s")
+        );
+        let ramp_lines: Vec<String> = (0..60).filter_map(|_| tick(None)).collect();
+        assert_eq!(
+            ramp_lines.last().map(String::as_str),
+            Some("backend a:1: slow start over: effective weight 100% of weight 2")
+        );
+        // A 5 s ramp climbs 18 points a second: a line a second at most.
+        assert!((4..=6).contains(&ramp_lines.len()), "{ramp_lines:#?}");
     }
 
     #[test]

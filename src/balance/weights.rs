@@ -29,7 +29,16 @@
 //! Where the inputs come from: workers add each attempt's outcome to the backend's
 //! [`TickSamples`] (atomics, no lock); once per tick the maintenance thread folds them into the
 //! backend's [`Measurements`] (the two EWMAs and when slow start began) and computes the
-//! effective weight with [`effective_weight`].
+//! effective weight with [`weigh`].
+//!
+//! What the log says: a change that matters, at most once a second per backend ([`WeightLog`]),
+//! with the factors that make it:
+//!
+//! ```text
+//! backend localhost:8082: effective weight 100% -> 7% of weight 1: latency 52.0 ms over the 14.0 ms band (x0.07)
+//! backend localhost:8082: slow start: effective weight 10% of weight 1, full in 5s
+//! backend localhost:8082: slow start over: effective weight 100% of weight 1
+//! ```
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -173,7 +182,165 @@ impl Factors {
 
 /// The effective weight of a backend (see the module documentation). Never below 1.
 pub fn effective_weight(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Duration) -> u32 {
-    Factors::of(inputs, fastest_ms, slow_start).apply(inputs.weight)
+    weigh(inputs, fastest_ms, slow_start).effective
+}
+
+/// The formula applied to one backend, with what went into it: the effective weight, and what a
+/// log line needs to say why it is what it is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Weighing {
+    /// The inputs.
+    pub inputs: Inputs,
+    /// The latency band, `RELATIVE_BAND × fastest + ABSOLUTE_BAND_MS`, when there is a fastest
+    /// backend to measure against.
+    pub band_ms: Option<f64>,
+    /// The slow-start ramp's length.
+    pub slow_start: Duration,
+    /// The three factors.
+    pub factors: Factors,
+    /// The effective weight, in units of [`SCALE`].
+    pub effective: u32,
+}
+
+/// Applies the formula to `inputs`: see the module documentation.
+pub fn weigh(inputs: &Inputs, fastest_ms: Option<f64>, slow_start: Duration) -> Weighing {
+    let factors = Factors::of(inputs, fastest_ms, slow_start);
+    Weighing {
+        inputs: *inputs,
+        band_ms: fastest_ms.map(|f| RELATIVE_BAND * f + ABSOLUTE_BAND_MS),
+        slow_start,
+        factors,
+        effective: factors.apply(inputs.weight),
+    }
+}
+
+impl Weighing {
+    /// The effective weight as a share of the configured one: 1.0 at full weight.
+    pub fn share(&self) -> f64 {
+        f64::from(self.effective) / (f64::from(self.inputs.weight.max(1)) * f64::from(SCALE))
+    }
+
+    /// True while slow start ramps the backend up.
+    pub fn ramping(&self) -> bool {
+        self.inputs.since_join.is_some()
+    }
+
+    /// Why the weight is below full, factor by factor (the ones below 1 only): `latency 52.0 ms
+    /// over the 14.0 ms band (x0.07)`. Empty at full weight.
+    pub fn reasons(&self) -> String {
+        let mut reasons = Vec::new();
+        if self.factors.latency < 1.0 {
+            let latency = self.inputs.latency_ms.unwrap_or_default();
+            let band = self.band_ms.unwrap_or_default();
+            reasons.push(format!(
+                "latency {latency:.1} ms over the {band:.1} ms band (x{:.2})",
+                self.factors.latency
+            ));
+        }
+        if self.factors.failures < 1.0 {
+            reasons.push(format!(
+                "failure rate {:.0}% (x{:.2})",
+                self.inputs.failure_rate * 100.0,
+                self.factors.failures
+            ));
+        }
+        if self.factors.slow_start < 1.0 {
+            let since = self.inputs.since_join.unwrap_or_default();
+            reasons.push(format!(
+                "slow start {:.1}s of {:.1}s (x{:.2})",
+                since.as_secs_f64(),
+                self.slow_start.as_secs_f64(),
+                self.factors.slow_start
+            ));
+        }
+        if self.factors.product() < MIN_FACTOR {
+            reasons.push(format!("kept at the {:.0}% floor", MIN_FACTOR * 100.0));
+        }
+        reasons.join(", ")
+    }
+}
+
+/// A change of the effective weight worth a log line: one step is this share of the configured
+/// weight. 10 %.
+pub const LOG_STEP: f64 = 0.1;
+
+/// At most one line about a backend's weight this often, the beginning and end of slow start
+/// excepted. 1 s.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Which changes of one backend's effective weight are worth a log line. The weight is
+/// recomputed 10 times a second and moves a little almost every time; a line per change would
+/// drown the log, and no line at all would hide the dynamic weights from a learner watching
+/// it. So a line is written when:
+///
+/// - slow start begins or ends;
+/// - the share (effective / configured weight) has moved a [`LOG_STEP`] or more from the one
+///   last logged, or has come back to full or down to the floor, and the last line about this
+///   backend is [`LOG_INTERVAL`] old.
+///
+/// Measured from the share last logged, not from fixed steps, so a weight that jitters around
+/// 50 % writes nothing; a change held back by the interval is logged on a later tick.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WeightLog {
+    /// The share last logged; 1.0 (full) before any line.
+    logged: f64,
+    /// When that line was written.
+    at: Option<Instant>,
+    /// Slow start was ramping at the last look.
+    ramping: bool,
+}
+
+impl Default for WeightLog {
+    fn default() -> Self {
+        WeightLog {
+            logged: 1.0,
+            at: None,
+            ramping: false,
+        }
+    }
+}
+
+/// What a [`WeightLog`] finds worth a line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WeightNews {
+    /// Slow start began.
+    RampBegan,
+    /// Slow start ended.
+    RampEnded,
+    /// The share moved from the one last logged, `from`.
+    Moved {
+        /// The share last logged.
+        from: f64,
+    },
+}
+
+impl WeightLog {
+    /// Looks at this tick's `weighing` at `now`: the news worth a line, if any.
+    pub fn observe(&mut self, weighing: &Weighing, now: Instant) -> Option<WeightNews> {
+        let share = weighing.share();
+        let ramping = weighing.ramping();
+        let news = if ramping != self.ramping {
+            Some(if ramping {
+                WeightNews::RampBegan
+            } else {
+                WeightNews::RampEnded
+            })
+        } else {
+            let due = self
+                .at
+                .is_none_or(|at| now.saturating_duration_since(at) >= LOG_INTERVAL);
+            // A hair under a step still counts: shares are ratios of whole numbers.
+            let stepped = (share - self.logged).abs() >= LOG_STEP - 1e-9;
+            let at_bound = share != self.logged && (share >= 1.0 || share <= MIN_FACTOR);
+            (due && (stepped || at_bound)).then_some(WeightNews::Moved { from: self.logged })
+        };
+        self.ramping = ramping;
+        if news.is_some() {
+            self.logged = share;
+            self.at = Some(now);
+        }
+        news
+    }
 }
 
 /// One backend's outcomes during the current tick, summed without a lock by the workers.
@@ -417,6 +584,84 @@ mod tests {
             (0.072, 0.563, 1.0)
         );
         assert_eq!(Factors::unpack(Factors::NONE.pack()), Factors::NONE);
+    }
+
+    #[test]
+    fn weighing_says_why() {
+        let slow = weigh(&inputs(52.0, 0.25), Some(2.0), RAMP);
+        assert_eq!((slow.effective, slow.share()), (5, 0.05));
+        assert_eq!(
+            slow.reasons(),
+            "latency 52.0 ms over the 14.0 ms band (x0.07), failure rate 25% (x0.56), \
+             kept at the 5% floor"
+        );
+        let ramping = Inputs {
+            since_join: Some(Duration::from_millis(2500)),
+            ..inputs(2.0, 0.0)
+        };
+        let w = weigh(&ramping, Some(2.0), RAMP);
+        assert!(w.ramping());
+        assert_eq!(w.reasons(), "slow start 2.5s of 10.0s (x0.25)");
+        assert_eq!(weigh(&inputs(2.0, 0.0), Some(2.0), RAMP).reasons(), "");
+    }
+
+    /// A weighing of weight 1 at `latency` ms against a fastest of 2 ms (band 14 ms), ramping
+    /// `since_join` into [`RAMP`] when given.
+    fn at(latency: f64, since_join: Option<Duration>) -> Weighing {
+        let i = Inputs {
+            since_join,
+            ..inputs(latency, 0.0)
+        };
+        weigh(&i, Some(2.0), RAMP)
+    }
+
+    #[test]
+    fn the_weight_log_keeps_to_steps_and_a_line_a_second() {
+        use crate::clock::{Clock, ManualClock};
+        let clock = ManualClock::new();
+        let tick = Duration::from_millis(100);
+        let mut log = WeightLog::default();
+        let mut look = |w: Weighing| {
+            clock.advance(tick);
+            log.observe(&w, clock.now())
+        };
+        // Alike backends at full weight: nothing to say, tick after tick.
+        for _ in 0..20 {
+            assert_eq!(look(at(2.0, None)), None);
+        }
+        // 20 ms: (14/20)² = 0.49, a move of 51 points: one line.
+        assert_eq!(look(at(20.0, None)), Some(WeightNews::Moved { from: 1.0 }));
+        // Within a step of the 49 % logged (40 % .. 58 %): nothing, however long.
+        for latency in [21.0, 19.0, 22.0, 18.5, 20.0].repeat(4) {
+            assert_eq!(look(at(latency, None)), None, "{latency}");
+        }
+        // 52 ms (7 %) is a step away; logged at once, the last line being 2 s old.
+        assert_eq!(look(at(52.0, None)), Some(WeightNews::Moved { from: 0.49 }));
+        // Back to full at once: held back until a second has passed since that line...
+        for _ in 0..9 {
+            assert_eq!(look(at(2.0, None)), None);
+        }
+        // ...then logged.
+        assert_eq!(look(at(2.0, None)), Some(WeightNews::Moved { from: 0.07 }));
+
+        // Slow start: its beginning and end are logged whatever the interval; the ramp's steps
+        // at most once a second (a 10 s ramp climbs 10 points a second).
+        assert_eq!(
+            look(at(2.0, Some(Duration::ZERO))),
+            Some(WeightNews::RampBegan)
+        );
+        let mut lines = 0;
+        for t in 1..100 {
+            let news = look(at(2.0, Some(Duration::from_millis(t * 100))));
+            assert!(
+                matches!(news, None | Some(WeightNews::Moved { .. })),
+                "{news:?}"
+            );
+            lines += usize::from(news.is_some());
+        }
+        assert!((8..=10).contains(&lines), "{lines} lines in a 10 s ramp");
+        assert_eq!(look(at(2.0, None)), Some(WeightNews::RampEnded));
+        assert_eq!(look(at(2.0, None)), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::words::{check_addr, pairs, parse_count, parse_duration, parse_on_off};
+use super::words::{check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off};
 use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
 
 /// What the command line asked for, besides the config.
@@ -10,8 +10,8 @@ use super::{BackendConfig, Config, ConfigError, DEFAULT_CONFIG_FILE};
 pub struct Cli {
     /// The merged configuration.
     pub config: Config,
-    /// `--demo`: also start demo backends for the configured localhost ports, and turn
-    /// `explain` on unless `--explain off` is given.
+    /// `--demo`: also start a demo backend for each configured backend on this machine, and
+    /// turn `explain` on unless `--explain off` is given.
     pub demo: bool,
     /// `--help` was given: print [`USAGE`] and exit.
     pub help: bool,
@@ -52,7 +52,8 @@ OPTIONS:
     --admin ADDR|off         dashboard, /status, /metrics, /health (default 127.0.0.1:9090)
     --admin-token SECRET     token the admin listener requires (default none; needed off
                              loopback)
-    --demo                   also run demo backends for localhost:8081.. backends,
+    --demo                   also run a demo backend for each backend on this machine
+                             (localhost, 127.0.0.1, ::1; any port), serverN for the Nth,
                              and turn --explain on
     --check                  print the effective configuration and exit: 0 when valid,
                              2 with file:line when not (binds nothing, like nginx -t)
@@ -88,6 +89,9 @@ const VALUE_FLAGS: &[&str] = &[
     "--admin",
     "--admin-token",
 ];
+
+/// Flags that take no value.
+const SWITCHES: &[&str] = &["--help", "--version", "--check", "--demo"];
 
 /// Parses a `--backend` value: the URL, then `weight=N` separated by a comma or blanks
 /// (`URL,weight=2`, `"URL weight=2"`).
@@ -147,7 +151,13 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                     flags.push((name, value));
                 }
             }
-            _ => return Err(flag_err(&arg, "unknown option (see --help)".to_string())),
+            _ => {
+                let known = VALUE_FLAGS.iter().chain(SWITCHES).copied();
+                let hint = did_you_mean(&name, known)
+                    .map(|f| format!(", did you mean {f}?"))
+                    .unwrap_or_default();
+                return Err(flag_err(&arg, format!("unknown option{hint} (see --help)")));
+            }
         }
     }
     if cli.help || cli.version {

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::filter;
-use super::words::{check_addr, pairs, parse_count, parse_duration, parse_on_off, parse_size_in};
+use super::words::{
+    check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off, parse_size_in,
+};
 use super::{BackendConfig, Config, ConfigError};
 
 /// Applies one settings line (`key words...`) to `config`. Shared by the file parser and the
@@ -217,10 +219,36 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
             config.backends.push(b);
         }
         k if filter::KEYS.contains(&k) => config.filter.apply_line(k, words)?,
-        _ => return Err(format!("unknown setting {key:?}")),
+        _ => {
+            let known = KEYS.iter().chain(filter::KEYS).copied();
+            let hint = did_you_mean(key, known)
+                .map(|k| format!(": did you mean {k}?"))
+                .unwrap_or_default();
+            return Err(format!("unknown setting {key:?}{hint}"));
+        }
     }
     Ok(())
 }
+
+/// The keys [`apply_line`] reads itself; the filtering keys are [`filter::KEYS`]. Typos are
+/// matched against both.
+const KEYS: [&str; 15] = [
+    "listen",
+    "admin",
+    "workers",
+    "queue",
+    "timeouts",
+    "limits",
+    "retries",
+    "health",
+    "breaker",
+    "slow_start",
+    "access_log",
+    "drain_timeout",
+    "request_buffering",
+    "buffers",
+    "backend",
+];
 
 /// Names the `limits` key takes: the front end's and the filter's.
 const LIMITS: [&str; 7] = [
@@ -314,5 +342,25 @@ impl Config {
         let (mut config, defaulted) = Config::parse_noting_defaults(&text, &origin)?;
         config.source = Some(path.to_path_buf());
         Ok((config, defaulted))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key of [`KEYS`] is one [`apply_line`] reads, so a suggestion is never a key that
+    /// does not exist.
+    #[test]
+    fn the_key_list_is_the_keys_read() {
+        for key in KEYS.iter().chain(filter::KEYS) {
+            let result = apply_line(&mut Config::default(), key, &[]);
+            if let Err(e) = result {
+                assert!(!e.contains("unknown setting"), "{key}: {e}");
+            }
+        }
+        assert!(apply_line(&mut Config::default(), "nokey", &[])
+            .unwrap_err()
+            .contains("unknown setting"));
     }
 }

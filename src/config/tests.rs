@@ -67,6 +67,48 @@ fn errors_name_file_line_and_problem() {
     assert!(err("queue 0\n").contains("queue must be a whole number"));
 }
 
+/// docs/teach.conf: every mechanism shows within a minute.
+#[test]
+fn the_teaching_config_has_short_timers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/teach.conf");
+    let c = Config::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.health.interval, Duration::from_millis(500));
+    assert_eq!((c.health.rise, c.health.fall), (2, 2));
+    assert_eq!(c.breaker.failures, 3);
+    assert_eq!(c.breaker.cooldown, Duration::from_secs(2));
+    assert_eq!(c.breaker.max_cooldown, Duration::from_secs(10));
+    assert_eq!(c.slow_start, Duration::from_secs(5));
+    assert_eq!(c.retries.count, 2);
+    assert_eq!(c.filter.rate_limits.len(), 1);
+    let ban = c.filter.ban.expect("a ban");
+    assert!(ban.window <= Duration::from_secs(10) && ban.duration <= Duration::from_secs(30));
+    let ports: Vec<u16> = c.backends.iter().map(|b| b.port).collect();
+    assert_eq!(ports, [8081, 8082, 8083]);
+}
+
+#[test]
+fn unknown_keys_and_options_get_a_suggestion() {
+    assert_eq!(
+        err("workrs 4\n"),
+        "lb.conf:1: workrs: unknown setting \"workrs\": did you mean workers?"
+    );
+    assert_eq!(
+        err("rate_limt rate=5/s\n"),
+        "lb.conf:1: rate_limt: unknown setting \"rate_limt\": did you mean rate_limit?"
+    );
+    assert_eq!(
+        err("health intervl=2s\n"),
+        "lb.conf:1: health: unknown option \"intervl\": did you mean interval? (expected one \
+         of: path, interval, timeout, rise, fall)"
+    );
+    assert!(err("ban windw=1m\n").contains("did you mean window?"));
+    // Nothing close: no guess.
+    assert_eq!(
+        err("frobnicate 1\n"),
+        "lb.conf:1: frobnicate: unknown setting \"frobnicate\""
+    );
+}
+
 #[test]
 fn durations_and_sizes() {
     assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
@@ -121,6 +163,11 @@ fn flags_override_the_file() {
         "--workers: workers must be a whole number in 1..4096, not \"x\""
     );
     assert!(parse_args_in(args(&["--bogus"]), &dir).is_err());
+    let e = parse_args_in(args(&["--workrs", "3"]), &dir).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "--workrs: unknown option, did you mean --workers? (see --help)"
+    );
     assert!(parse_args_in(args(&["--listen"]), &dir).is_err());
     // the default file in the working directory is used when present
     std::fs::write(dir.join(DEFAULT_CONFIG_FILE), "workers 9\n").unwrap();

@@ -118,8 +118,11 @@ pub(crate) fn pairs<'a>(
             .split_once('=')
             .ok_or_else(|| format!("expected name=value, found {w:?}"))?;
         if !allowed.contains(&k) {
+            let hint = did_you_mean(k, allowed.iter().copied())
+                .map(|m| format!(": did you mean {m}?"))
+                .unwrap_or_default();
             return Err(format!(
-                "unknown option {k:?} (expected one of: {})",
+                "unknown option {k:?}{hint} (expected one of: {})",
                 allowed.join(", ")
             ));
         }
@@ -129,6 +132,46 @@ pub(crate) fn pairs<'a>(
         out.push((k, v));
     }
     Ok(out)
+}
+
+/// The word of `known` that `word` is most likely a typo of: the closest in edit distance
+/// (inserting, deleting or changing a letter, or swapping two neighbours, each count one), when
+/// it is within a third of the word's length (at least 1). `None` when nothing is that close:
+/// a wrong suggestion would mislead more than none.
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    known
+        .into_iter()
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// The optimal string alignment distance between `a` and `b`, ignoring case: the edits
+/// [`did_you_mean`] counts. Dynamic programming over three rows of the usual table.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.to_lowercase().chars().collect();
+    let b: Vec<char> = b.to_lowercase().chars().collect();
+    // before[j], row[j], next[j]: the distance between the first i-1, i, i+1 letters of `a`
+    // and the first j letters of `b`.
+    let mut before: Vec<usize> = Vec::new();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut next = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let change = usize::from(a[i - 1] != b[j - 1]);
+            next[j] = (row[j] + 1).min(next[j - 1] + 1).min(row[j - 1] + change);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                next[j] = next[j].min(before[j - 2] + 1);
+            }
+        }
+        before = std::mem::replace(&mut row, next);
+    }
+    row[b.len()]
 }
 
 /// Parses a size in `min..=max` bytes; errors name `what`.
@@ -177,5 +220,21 @@ mod tests {
         assert!(parse_size("99999999999GiB")
             .unwrap_err()
             .contains("too large"));
+    }
+
+    #[test]
+    fn typos_find_the_word_meant() {
+        assert_eq!(edit_distance("workrs", "workers"), 1);
+        assert_eq!(edit_distance("wokrers", "workers"), 1, "a swap is one edit");
+        assert_eq!(edit_distance("Workers", "workers"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        let keys = ["workers", "queue", "timeouts", "listen"];
+        assert_eq!(did_you_mean("workrs", keys), Some("workers"));
+        assert_eq!(did_you_mean("timeout", keys), Some("timeouts"));
+        assert_eq!(did_you_mean("qeue", keys), Some("queue"));
+        // Too far from anything: no guess.
+        assert_eq!(did_you_mean("colour", keys), None);
+        assert_eq!(did_you_mean("x", keys), None);
     }
 }

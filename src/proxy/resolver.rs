@@ -4,7 +4,8 @@
 //! freshly spawned thread. Profiling showed that lookup and thread as a large share of the time
 //! per proxied request, so answers are kept for [`TTL`]: like nginx and HAProxy without a
 //! `resolver` section, the balancer then talks to the addresses it found, and a change in DNS is
-//! picked up within the TTL.
+//! picked up within the TTL. A name that does not resolve is [`ureq::Error::HostNotFound`],
+//! whatever the system said, so that the client gets "backend host name does not resolve".
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -40,7 +41,19 @@ impl Resolver for CachingResolver {
                 return Ok(addrs.clone());
             }
         }
-        let addrs = self.inner.resolve(uri, config, timeout)?;
+        let addrs = self
+            .inner
+            .resolve(uri, config, timeout)
+            .map_err(|e| match e {
+                // The default resolver passes the system's lookup failure on as an I/O error,
+                // which would read as a failed connection that may have carried the request.
+                // It means the name does not resolve, and nothing was sent: say so.
+                ureq::Error::Io(e) => {
+                    log::debug!("resolving {key}: {e}");
+                    ureq::Error::HostNotFound
+                }
+                e => e,
+            })?;
         self.cache
             .write()
             .insert(key.to_string(), (Instant::now(), addrs.clone()));

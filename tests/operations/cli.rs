@@ -201,3 +201,23 @@ fn a_taken_port_gets_a_hint_naming_the_flag_to_change() {
         );
     }
 }
+
+/// docs/teach.conf, the configuration for learning, passes `--check` and keeps its short timers.
+#[test]
+fn the_teaching_config_passes_check() {
+    let dir = TempDir::new("cli");
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/teach.conf");
+    let (status, stdout, stderr) = run_binary(&["--check", "--config", conf], dir.path(), T);
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    for line in [
+        "health        path=/health interval=500ms timeout=400ms rise=2 fall=2",
+        "breaker       failures=3 cooldown=2s max_cooldown=10s",
+        "slow_start    5s",
+        "retries       2 ",
+        "rate_limit rate=10/s burst=10",
+        "ban after=3 window=10s duration=20s",
+        "backend       http://localhost:8083 weight=1",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
+    }
+}

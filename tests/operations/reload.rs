@@ -190,7 +190,7 @@ fn the_binary_reloads_under_load_on_sighup_and_on_a_file_change() {
     wait_until("traffic at C after SIGHUP", Duration::from_secs(5), || {
         c.count() > 0
     });
-    lb.wait_log("reloading the configuration: asked to", 1);
+    lb.wait_log("reloading the configuration: SIGHUP received", 1);
     lb.wait_log(&format!("backend {} added", c.addr()), 1);
 
     // 2. Remove A by editing the file only: the watch reloads it.

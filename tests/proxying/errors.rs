@@ -38,6 +38,32 @@ fn bad_gateway_when_the_only_backend_is_down() {
 }
 
 #[test]
+fn bad_gateway_naming_the_cause_when_the_backend_host_does_not_resolve() {
+    // `.invalid` never resolves (RFC 6761), with or without a network.
+    let mut config = support::test_config(&[]);
+    config.backends = vec![BackendConfig::parse("http://no-such-backend.invalid:8081", 1).unwrap()];
+    let lb = Lb::with_config(config);
+    let r = support::get(lb.addr, "/anything");
+    assert_own_error(&r, 502);
+    assert_eq!(r.text().trim(), "backend host name does not resolve");
+
+    // Nothing was sent, so even a POST is retried on a backend that resolves.
+    let good = Backend::answering("good");
+    let mut config = support::test_config(&[(&good, 1)]);
+    config.backends.insert(
+        0,
+        BackendConfig::parse("http://no-such-backend.invalid:8081", 1).unwrap(),
+    );
+    let lb = Lb::with_config(config);
+    for _ in 0..4 {
+        let r = Client::connect(lb.addr).request(
+            "POST /p HTTP/1.1\r\nHost: lb.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        );
+        assert_eq!((r.status, r.text()), (200, "good".to_string()));
+    }
+}
+
+#[test]
 fn gateway_timeout_when_the_backend_is_slower_than_the_response_timeout() {
     let backend = Backend::start(|_, out| {
         thread::sleep(Duration::from_secs(2));

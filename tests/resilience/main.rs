@@ -1,11 +1,15 @@
 //! Resilience, one test binary, measured with real backends: the circuit breaker and retries
 //! (`breaker`), health checks, kill and restart, slow start (`health`), latency-driven weights
-//! (`weights`). Every test here takes the [`support::serial`] lock: shares and timings are
+//! (`weights`), and the demo servers' `refuse` and `drop` switches through the balancer
+//! (`demo_switches`). Every test here takes the [`support::serial`] lock: shares and timings are
 //! measured on 2 cores, so they run one at a time.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod breaker;
+// The demo servers come with the `demo` feature (on by default).
+#[cfg(feature = "demo")]
+mod demo_switches;
 mod health;
 mod weights;
