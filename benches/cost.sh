@@ -63,37 +63,11 @@ if [[ -n $BASE_BIN && ! -x $BASE_BIN ]]; then
 fi
 TICK=$(getconf CLK_TCK)
 
-work=$(mktemp -d /tmp/cost.XXXXXX)
-chmod 755 "$work"
-children=()
+NAME=cost.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+start_work cost
 lb_pid=
-cleanup() {
-    [[ -n $lb_pid ]] && kill "$lb_pid" 2>/dev/null || true
-    for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits until something accepts connections on 127.0.0.1:$1 (10 s at most).
-await_port() {
-    local tries
-    for tries in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "cost.sh: nothing listens on port $1" >&2
-    return 1
-}
-
-# Waits until nothing accepts connections on 127.0.0.1:$1 any more.
-await_free() {
-    local tries
-    for tries in $(seq 200); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-}
 
 # One nginx backend, one worker, answering the demo servers' small JSON greeting from a file, as
 # peers.sh's backends do.

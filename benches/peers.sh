@@ -41,35 +41,10 @@ if [[ ! -x $LB_BIN ]]; then
     cargo build --release --quiet
 fi
 
-work=$(mktemp -d /tmp/peers.XXXXXX)
-chmod 755 "$work"
-children=()
-cleanup() {
-    for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Waits until something accepts connections on 127.0.0.1:$1 (10 s at most).
-await_port() {
-    local tries
-    for tries in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "peers.sh: nothing listens on port $1" >&2
-    return 1
-}
-
-# Waits until nothing accepts connections on 127.0.0.1:$1 any more.
-await_free() {
-    local tries
-    for tries in $(seq 200); do
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-}
+NAME=peers.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+start_work peers
 
 # Three nginx backends, one worker each, answering the demo servers' small JSON greeting from a
 # file, as ../shared/peerbench.sh's do (a `return 200` answer is cheaper for nginx, which shifts the

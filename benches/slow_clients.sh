@@ -27,24 +27,10 @@ fi
 # Each slow client is one descriptor here and one (or two) in the balancer.
 ulimit -n "$(ulimit -Hn)"
 
-work=$(mktemp -d /tmp/slow_clients.XXXXXX)
-children=()
-cleanup() {
-    for pid in "${children[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-await_port() {
-    local tries
-    for tries in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "slow_clients.sh: nothing listens on port $1" >&2
-    return 1
-}
+NAME=slow_clients.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+start_work slow_clients
 
 "$SERVER_BIN" --port "$((PORT + 1))" 2>"$work/server.log" &
 children+=($!)

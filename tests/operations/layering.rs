@@ -26,6 +26,21 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Adds the module that `path` (text after `crate::`) starts with to `uses`, unless it is `own`.
+fn note(uses: &mut BTreeSet<String>, own: &str, path: &str) {
+    let word: String = path
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let target = ROOT_ITEMS
+        .iter()
+        .find(|(item, _)| *item == word)
+        .map_or(word.clone(), |(_, module)| module.to_string());
+    if !target.is_empty() && target != own && target != "self" {
+        uses.insert(target);
+    }
+}
+
 /// Every top-level module (a file or a folder under src/) and the modules it names.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -57,35 +72,15 @@ fn imports() -> BTreeMap<String, BTreeSet<String>> {
             };
             for (at, _) in text.match_indices("crate::") {
                 let rest = &text[at + "crate::".len()..];
-                let word: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                let target = ROOT_ITEMS
-                    .iter()
-                    .find(|(item, _)| *item == word)
-                    .map_or(word.clone(), |(_, module)| module.to_string());
-                if !target.is_empty() && target != name {
-                    uses.insert(target);
-                }
-            }
-            // `use crate::{a, b::c}` names several modules at once.
-            for (at, _) in text.match_indices("crate::{") {
-                let rest = &text[at + "crate::{".len()..];
-                let inside = &rest[..rest.find('}').unwrap_or(rest.len())];
-                for part in inside.split(',') {
-                    let word: String = part
-                        .trim()
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    let target = ROOT_ITEMS
-                        .iter()
-                        .find(|(item, _)| *item == word)
-                        .map_or(word.clone(), |(_, module)| module.to_string());
-                    if !target.is_empty() && target != name && target != "self" {
-                        uses.insert(target);
+                match rest.strip_prefix('{') {
+                    // `use crate::{a, b::c}` names several modules at once.
+                    Some(inside) => {
+                        let inside = &inside[..inside.find('}').unwrap_or(inside.len())];
+                        for part in inside.split(',') {
+                            note(uses, &name, part.trim());
+                        }
                     }
+                    None => note(uses, &name, rest),
                 }
             }
         }
