@@ -160,7 +160,9 @@ impl Handler for Balancing {
                 if failed.attempts == 0 {
                     self.metrics.record_rejection(Rejection::NoBackend);
                 }
-                if failed.refusal.status == 413 {
+                // Only a streamed body (`request_buffering off`) is cut off here; a buffered one was
+                // refused on the poller and counted there.
+                if failed.refusal.code == "body_too_large" {
                     self.filter.note_body_too_large();
                 }
                 if asked {
