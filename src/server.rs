@@ -79,7 +79,10 @@ impl Handler for Balancing {
         why: Refused,
         waited: Duration,
     ) {
-        self.metrics.record_response(refusal.status, waited);
+        let gone = why == Refused::ClientGone;
+        if !gone {
+            self.metrics.record_response(refusal.status, waited);
+        }
         let rejection = match why {
             Refused::Malformed => Some(Rejection::BadRequest),
             Refused::HeadTimeout => Some(Rejection::HeadTimeout),
@@ -94,6 +97,8 @@ impl Handler for Balancing {
             }
             // Counted where it was decided: in `admit` or by the filter.
             Refused::Admission => None,
+            // Nothing was answered: only the access log hears of it.
+            Refused::ClientGone => None,
         };
         if let Some(r) = rejection {
             self.metrics.record_rejection(r);
@@ -107,11 +112,15 @@ impl Handler for Balancing {
                 status: refusal.status,
                 backend: "-",
                 duration: waited,
-                bytes: refusal.reason.len() as u64 + 1,
+                bytes: if gone {
+                    0
+                } else {
+                    refusal.reason.len() as u64 + 1
+                },
                 attempts: 0,
                 via: "",
                 reason: Some(refusal.code),
-                aborted: false,
+                aborted: gone,
             });
         }
     }

@@ -147,6 +147,9 @@ pub enum Refused {
     ShuttingDown,
     /// [`Handler::admit`] refused it.
     Admission,
+    /// The client closed its connection inside the request body: nothing is sent (there is no
+    /// one to send it to), but the request is told, so that it is logged.
+    ClientGone,
 }
 
 /// What a server does with requests.

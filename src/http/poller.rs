@@ -545,7 +545,17 @@ impl PollerThread {
             let Some(u) = up.take() else { break };
             match u.conn.read_raw(&mut scratch) {
                 Ok(0) => {
-                    log::debug!("{} closed inside a request body", u.conn.peer);
+                    let gone = Refusal::new(400, "client closed inside the request body");
+                    let head = Some(&u.request.head);
+                    let since = Some(u.started);
+                    self.tell(
+                        &u.conn,
+                        head,
+                        &gone.coded("client_aborted"),
+                        Refused::ClientGone,
+                        since,
+                        now,
+                    );
                     self.close(idx, u.conn);
                 }
                 Ok(n) => {

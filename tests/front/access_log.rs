@@ -121,3 +121,16 @@ fn a_download_the_client_left_is_marked_aborted() {
     assert!(!line.contains("aborted"), "{line}");
     assert_eq!(bytes(&line), SIZE as u64);
 }
+
+#[test]
+fn an_upload_the_client_left_is_logged_aborted() {
+    let backend = Backend::answering("ok");
+    let lb = LbProcess::spawn_logging(&[backend.url()], &[]);
+    let mut s = TcpStream::connect(lb.addr).unwrap();
+    s.write_all(b"POST /half HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        .unwrap();
+    drop(s);
+    let line = lb.access_line(&["/half 400", "reason=client_aborted", "aborted"]);
+    assert_eq!(bytes(&line), 0, "{line}");
+    assert_eq!(backend.count(), 0);
+}
