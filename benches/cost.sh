@@ -45,27 +45,17 @@ C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-5} PORT=${PORT:-18090}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
 BASE_BIN=${BASE_BIN:-}
 
-missing=()
-for tool in nginx haproxy wrk; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "cost.sh: missing ${missing[*]}: install with  apt-get install ${missing[*]}" >&2
-    exit 2
-fi
-if [[ ! -x $LB_BIN ]]; then
-    echo "cost.sh: $LB_BIN not found, building it (cargo build --release)" >&2
-    cargo build --release --quiet
-fi
+NAME=cost.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+require_tools nginx haproxy wrk
+ensure_built "$LB_BIN"
 if [[ -n $BASE_BIN && ! -x $BASE_BIN ]]; then
     echo "cost.sh: BASE_BIN $BASE_BIN is not an executable" >&2
     exit 2
 fi
 TICK=$(getconf CLK_TCK)
 
-NAME=cost.sh
-# shellcheck source=benches/lib.sh
-source benches/lib.sh
 start_work cost
 lb_pid=
 

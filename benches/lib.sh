@@ -1,9 +1,30 @@
 # Shared by the benchmark scripts (source it): a work directory removed at exit with every child the
 # script started, and waiting for a loopback port to open or close.
 #
-#   NAME=peers.sh; source benches/lib.sh; start_work peers; children+=($!); await_port 18080
+#   NAME=peers.sh; source benches/lib.sh; require_tools wrk; ensure_built "$LB_BIN"
+#   start_work peers; children+=($!); await_port 18080
 
 children=()
+
+# Exits with a message naming what to install when one of the tools "$@" is not on PATH.
+require_tools() {
+    local missing=() tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    if ((${#missing[@]})); then
+        echo "${NAME:-bench}: missing ${missing[*]}: install with  apt-get install ${missing[*]}" >&2
+        exit 2
+    fi
+}
+
+# Builds the release binaries when $1 is missing.
+ensure_built() {
+    if [[ ! -x $1 ]]; then
+        echo "${NAME:-bench}: $1 not found, building it (cargo build --release)" >&2
+        cargo build --release --quiet --workspace --bins
+    fi
+}
 
 # Makes "$work", a fresh directory under /tmp readable by nginx workers, and removes it and stops
 # every pid in "${children[@]}" (and "$lb_pid" when set) when the script exits.

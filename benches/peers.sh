@@ -28,22 +28,12 @@ C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-10} PORT=${PORT:-18080}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
 BASE_BIN=${BASE_BIN:-}
 
-missing=()
-for tool in nginx haproxy wrk; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-if ((${#missing[@]})); then
-    echo "peers.sh: missing ${missing[*]}: install with  apt-get install ${missing[*]}" >&2
-    exit 2
-fi
-if [[ ! -x $LB_BIN ]]; then
-    echo "peers.sh: $LB_BIN not found, building it (cargo build --release)" >&2
-    cargo build --release --quiet
-fi
-
 NAME=peers.sh
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+require_tools nginx haproxy wrk
+ensure_built "$LB_BIN"
+
 start_work peers
 
 # Three nginx backends, one worker each, answering the demo servers' small JSON greeting from a

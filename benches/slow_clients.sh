@@ -20,16 +20,14 @@ cd "$(dirname "$0")/.."
 N=${N:-1000} SECONDS_=${SECONDS_:-15} WORKERS=${WORKERS:-64} PORT=${PORT:-18180}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
 SERVER_BIN=target/release/server1
-if [[ ! -x $LB_BIN || ! -x $SERVER_BIN ]]; then
-    echo "slow_clients.sh: building the release binaries" >&2
-    cargo build --release --quiet --workspace --bins
-fi
-# Each slow client is one descriptor here and one (or two) in the balancer.
-ulimit -n "$(ulimit -Hn)"
-
 NAME=slow_clients.sh
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
+ensure_built "$LB_BIN"
+ensure_built "$SERVER_BIN"
+# Each slow client is one descriptor here and one (or two) in the balancer.
+ulimit -n "$(ulimit -Hn)"
+
 start_work slow_clients
 
 "$SERVER_BIN" --port "$((PORT + 1))" 2>"$work/server.log" &
