@@ -21,7 +21,8 @@
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
-//! `handoff.rs` (what passes between the poller and the workers), `worker.rs` (a worker
+//! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
+//! passes between the poller and the workers), `worker.rs` (a worker
 //! thread), `exchange.rs` (one request and its answer on a worker), `connection.rs` (one socket
 //! and its buffer); [`parse`] (heads and framing), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
@@ -43,6 +44,7 @@ pub mod parse;
 mod poller;
 mod server;
 pub mod spool;
+mod waiting;
 mod worker;
 pub mod write;
 

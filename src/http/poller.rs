@@ -40,14 +40,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::supervise::{self, Thread};
 use polling::{Event, Events};
 
-use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
 use super::exchange::{expects_continue, Fate};
 use super::handoff::{closing, queue_timeout, Front, Job, Returned};
 use super::parse::{parse_head, Framing, Parsed};
-use super::spool::{Full, Spool};
+use super::spool::Spool;
+use super::waiting::{too_large, too_large_for_buffers, Flush, Upload};
 use super::write::{self, AnswerTo, Refusal};
-use super::{Notify, Refused, Request, LINGER};
+use super::{Refused, Request, LINGER};
 
 /// How often timeouts are checked. 100 ms.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -75,89 +75,6 @@ enum Slot {
     Busy { readable: bool },
     Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
-}
-
-/// A request whose body the poller is reading into a spool.
-struct Upload {
-    conn: Box<Conn>,
-    request: Request,
-    spool: Spool,
-    /// Bytes still to come (`Content-Length`).
-    left: u64,
-    /// The decoder of a chunked body.
-    chunked: Option<ChunkedDecoder>,
-    /// Most body bytes accepted (`limits max_body=`, if set).
-    max: u64,
-    /// When the head was complete: the body must be in by `timeouts body=` after.
-    started: Instant,
-    /// When the last bytes of it arrived: a pause of `timeouts client=` ends it too.
-    last_read: Instant,
-}
-
-impl Upload {
-    fn done(&self) -> bool {
-        match &self.chunked {
-            Some(decoder) => decoder.is_done(),
-            None => self.left == 0,
-        }
-    }
-
-    /// Takes what arrived of the body; returns how many bytes of `data` belong to it (the rest
-    /// is what the client sends next), or the answer that refuses the request.
-    fn take(&mut self, data: &[u8]) -> Result<usize, (Refusal, Refused)> {
-        let (spool, max) = (&mut self.spool, self.max);
-        let mut refused = None;
-        let used = match &mut self.chunked {
-            Some(decoder) => decoder.feed(data, &mut |piece| {
-                store(spool, max, piece).map_err(|r| {
-                    refused = Some(r);
-                    io::Error::other("refused")
-                })
-            }),
-            None => {
-                let n = data.len().min(self.left.min(usize::MAX as u64) as usize);
-                store(spool, max, &data[..n])?;
-                self.left -= n as u64;
-                Ok(n)
-            }
-        };
-        used.map_err(|e| {
-            refused.unwrap_or_else(|| {
-                let refusal = Refusal::new(400, e.to_string()).coded("bad_chunk");
-                (refusal, Refused::Malformed)
-            })
-        })
-    }
-}
-
-/// Adds a piece of body to `spool`, within `max` bytes and the buffers' limits.
-fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, Refused)> {
-    if spool.len() + piece.len() as u64 > max {
-        let refusal = Refusal::new(413, "request body too large").coded("body_too_large");
-        return Err((refusal, Refused::BodyTooLarge));
-    }
-    spool.push(piece).map_err(|full| match full {
-        Full::FileLimit => (
-            Refusal::new(413, "request body larger than the buffers allow").coded("body_too_large"),
-            Refused::BodyTooLarge,
-        ),
-        Full::TotalLimit | Full::Disk(_) => (
-            Refusal::retry_after(503, "no room to buffer the request body", 1).coded("buffer_full"),
-            Refused::NoBufferRoom,
-        ),
-    })
-}
-
-/// An answer the poller finishes for a client that did not take it all at once.
-struct Flush {
-    conn: Box<Conn>,
-    out: Spool,
-    /// What happens once it is out.
-    then: Fate,
-    /// When the client last took a byte.
-    progress: Instant,
-    /// Told how the answer ended when this is dropped.
-    notify: Notify,
 }
 
 /// The poller thread's state (see the module documentation).
@@ -490,14 +407,12 @@ impl PollerThread {
         let room = self.shared.buffers.limits().temp_file;
         if let Framing::Length(n) = request.framing {
             if n > max || n > room {
-                let reason = if n > max {
-                    "request body too large"
+                let (refusal, why) = if n > max {
+                    too_large()
                 } else {
-                    "request body larger than the buffers allow"
+                    too_large_for_buffers()
                 };
-                let refusal = Refusal::new(413, reason).coded("body_too_large");
                 let head = Some(&request.head);
-                let why = Refused::BodyTooLarge;
                 self.tell(&conn, head, &refusal, why, Some(request.received), now);
                 return self.refuse(idx, conn, &refusal, closing(head), now);
             }
@@ -509,19 +424,8 @@ impl PollerThread {
             return self.close(idx, conn);
         }
         let first = conn.take_unread();
-        let up = Box::new(Upload {
-            left: match request.framing {
-                Framing::Length(n) => n,
-                _ => 0,
-            },
-            chunked: (request.framing == Framing::Chunked).then(ChunkedDecoder::new),
-            spool: Spool::new(&self.shared.buffers),
-            conn,
-            request,
-            max,
-            started: now,
-            last_read: now,
-        });
+        let spool = Spool::new(&self.shared.buffers);
+        let up = Box::new(Upload::new(conn, request, spool, max, now));
         if let Some(up) = self.body_bytes(idx, up, &first, now) {
             self.wait_body(idx, up);
         }
@@ -594,18 +498,7 @@ impl PollerThread {
                 None
             }
             Ok(used) if up.done() => {
-                let Upload {
-                    mut conn,
-                    mut request,
-                    spool,
-                    ..
-                } = *up;
-                conn.put_back(&data[used..]);
-                request.framing = match spool.len() {
-                    0 => Framing::None,
-                    n => Framing::Length(n),
-                };
-                request.received = now;
+                let (conn, request, spool) = up.finish(&data[used..], now);
                 self.dispatch(idx, conn, request, Some(spool), now);
                 None
             }
