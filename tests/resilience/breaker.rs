@@ -18,13 +18,8 @@ use crate::support::{note, serial, test_config, Backend, Lb, LogCapture, Session
 fn eject_after(failures: Option<u32>) {
     let logs = LogCapture::install();
     let mark = logs.mark();
-    let nodes = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-    ];
+    let (nodes, mut config) = crate::three_backends();
     nodes[1].set_failing(true);
-    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
     if let Some(n) = failures {
         config.breaker.failures = n;
     }

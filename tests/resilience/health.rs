@@ -22,12 +22,7 @@ fn killing_one_of_three_backends_fails_no_request_opens_its_breaker_and_health_m
     let _serial = serial();
     let logs = LogCapture::install();
     let mark = logs.mark();
-    let nodes = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-    ];
-    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    let (nodes, mut config) = crate::three_backends();
     health_checks(&mut config, INTERVAL, TIMEOUT, RISE, FALL);
     let failures_to_open = config.breaker.failures;
     assert_eq!(failures_to_open, 5, "the default breaker threshold");
@@ -149,12 +144,7 @@ fn a_restarted_backend_is_back_within_interval_times_rise_and_ramps_up_by_slow_s
     let logs = LogCapture::install();
     let mark = logs.mark();
     const SLOW_START: Duration = Duration::from_secs(2);
-    let nodes = [
-        Backend::named("a"),
-        Backend::named("b"),
-        Backend::named("c"),
-    ];
-    let mut config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    let (nodes, mut config) = crate::three_backends();
     health_checks(&mut config, INTERVAL, TIMEOUT, RISE, FALL);
     config.slow_start = SLOW_START;
     let lb = Lb::with_config(config);

@@ -13,3 +13,17 @@ mod breaker;
 mod demo_switches;
 mod health;
 mod weights;
+
+use loadbalancer::Config;
+use support::{test_config, Backend};
+
+/// Three named backends, `a`, `b` and `c`, and the test configuration over them at weight 1 each.
+fn three_backends() -> ([Backend; 3], Config) {
+    let nodes = [
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    ];
+    let config = test_config(&[(&nodes[0], 1), (&nodes[1], 1), (&nodes[2], 1)]);
+    (nodes, config)
+}
