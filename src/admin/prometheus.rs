@@ -33,10 +33,10 @@ fn prom_f64(x: f64) -> String {
     }
 }
 
-/// One sample per `(reason, count)`, labelled `reason`.
-fn by_reason(o: &mut String, name: &str, counts: &[(&'static str, u64)]) {
-    for (reason, n) in counts {
-        let _ = writeln!(o, "{name}{{reason=\"{}\"}} {n}", label_value(reason));
+/// Writes one sample of family `name` per count, labelled `label="KEY"`.
+fn by_label(o: &mut String, name: &str, label: &str, counts: &[(&'static str, u64)]) {
+    for (key, n) in counts {
+        let _ = writeln!(o, "{name}{{{label}=\"{}\"}} {n}", label_value(key));
     }
 }
 
@@ -202,14 +202,14 @@ pub fn metrics_text(v: &View) -> String {
         "counter",
         "Requests the balancer answered itself without asking a backend, by reason.",
     );
-    by_reason(&mut o, "lb_rejections_total", &v.rejections);
+    by_label(&mut o, "lb_rejections_total", "reason", &v.rejections);
     family(
         &mut o,
         "lb_filtered_total",
         "counter",
         "Requests refused by the filter (deny/allow lists, rate limits, bans, request rules), by reason.",
     );
-    by_reason(&mut o, "lb_filtered_total", &v.refused);
+    by_label(&mut o, "lb_filtered_total", "reason", &v.refused);
     family(
         &mut o,
         "lb_queue_depth",
@@ -283,9 +283,7 @@ pub fn metrics_text(v: &View) -> String {
         "counter",
         "Panics of long-lived threads, by kind (see supervise.rs: each survives or ends the process).",
     );
-    for (kind, n) in &v.panics {
-        let _ = writeln!(o, "lb_thread_panics_total{{thread=\"{kind}\"}} {n}");
-    }
+    by_label(&mut o, "lb_thread_panics_total", "thread", &v.panics);
     family(
         &mut o,
         "lb_bans_active",
