@@ -88,6 +88,15 @@ fn small_window(addr: SocketAddr) -> TcpStream {
     }
 }
 
+/// A client that asks `addr` for `/big` ([`BIG`] bytes) through a small window and reads
+/// nothing of it: the balancer's writes to it stall.
+fn stalled_reader(addr: SocketAddr) -> TcpStream {
+    let mut s = small_window(addr);
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    s
+}
+
 /// The front end's counters and the buffers' of an in-process balancer.
 fn stats(lb: &Lb) -> (FrontStats, BufferStats) {
     let shared = lb.running().shared();
@@ -136,10 +145,7 @@ fn attack(lb: &Lb, n: usize, gets: usize, within: Duration) -> Duration {
     let mut readers: Vec<TcpStream> = Vec::new();
     while readers.len() < n {
         for _ in 0..25.min(n - readers.len()) {
-            let mut s = small_window(lb.addr);
-            s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
-            readers.push(s);
+            readers.push(stalled_reader(lb.addr));
         }
         let opened = readers.len();
         wait_until(
@@ -361,10 +367,7 @@ fn with_the_buffers_full_a_worker_waits_for_its_client_and_nothing_is_lost() {
         c.buffers.temp_dir = temp.path().to_path_buf();
         c.buffers.temp_total = 0;
     });
-    let mut reader = small_window(lb.addr);
-    reader
-        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
+    let mut reader = stalled_reader(lb.addr);
     wait_until(
         "the worker waiting on its client",
         Duration::from_secs(10),
@@ -420,14 +423,7 @@ fn no_temporary_file_is_left_after_clients_leave_or_kill_9() {
         &[&format!("buffers memory=16KiB temp_dir={dir}")],
     );
     // Stalled readers make the balancer spill their answers to temporary files.
-    let readers: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = small_window(lb.addr);
-            s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let readers: Vec<TcpStream> = (0..4).map(|_| stalled_reader(lb.addr)).collect();
     let in_temp = |lb: &LbProcess| -> usize {
         let fds = format!("/proc/{}/fd", lb.pid());
         std::fs::read_dir(fds)
@@ -462,14 +458,7 @@ fn no_temporary_file_is_left_after_clients_leave_or_kill_9() {
         || in_temp(&lb) == 0,
     );
     // kill -9 while files are open: nothing is left either.
-    let readers: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let mut s = small_window(lb.addr);
-            s.write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
-                .unwrap();
-            s
-        })
-        .collect();
+    let readers: Vec<TcpStream> = (0..2).map(|_| stalled_reader(lb.addr)).collect();
     wait_until("answers spilled again", Duration::from_secs(20), || {
         in_temp(&lb) >= 2
     });

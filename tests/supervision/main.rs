@@ -53,25 +53,23 @@ fn survivable_panics_leave_every_thread_serving() {
     assert_eq!(panics_of("admission"), 1);
     assert_eq!(support::get(lb.addr, "/after-admission").status, 200);
 
-    // A health check: it counts as failed, and the backend is checked again.
-    supervise::inject(Thread::HealthCheck);
-    wait_until("the injected check", Duration::from_secs(10), || {
-        panics_of("health_check") == 1
-    });
-    let seen = health_checks();
-    wait_until("checks after the panic", Duration::from_secs(10), || {
-        health_checks() >= seen + 2
-    });
-
-    // The maintenance tick: the next ticks run (health checks go on).
-    supervise::inject(Thread::Maintenance);
-    wait_until("the injected tick", Duration::from_secs(10), || {
-        panics_of("maintenance") == 1
-    });
-    let seen = health_checks();
-    wait_until("checks after the panic", Duration::from_secs(10), || {
-        health_checks() >= seen + 2
-    });
+    // A health check: it counts as failed, and the backend is checked again. The maintenance
+    // tick: the next ticks run. Either way health checks go on.
+    for (kind, label) in [
+        (Thread::HealthCheck, "health_check"),
+        (Thread::Maintenance, "maintenance"),
+    ] {
+        supervise::inject(kind);
+        wait_until(
+            &format!("the injected {label} panic"),
+            Duration::from_secs(10),
+            || panics_of(label) == 1,
+        );
+        let seen = health_checks();
+        wait_until("checks after the panic", Duration::from_secs(10), || {
+            health_checks() >= seen + 2
+        });
+    }
 
     // Every thread the balancer needs still runs.
     let shared = lb.running().shared();
