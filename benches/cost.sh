@@ -59,43 +59,10 @@ TICK=$(getconf CLK_TCK)
 start_work cost
 lb_pid=
 
-# One nginx backend, one worker, answering the demo servers' small JSON greeting from a file, as
-# peers.sh's backends do.
+# One nginx backend and HAProxy in front of it, as peers.sh runs them (see lib.sh).
 backend_port=$((PORT + 1))
-mkdir -p "$work/root"
-printf '{"message":"Hello from server1","address":":%s"}' "$backend_port" >"$work/root/body"
-cat >"$work/nginx.conf" <<EOF
-worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$backend_port; root $work/root;
-    location / { default_type application/json; rewrite ^ /body break; }
-    location = /health { return 200 'ok'; } }
-}
-EOF
-nginx -c "$work/nginx.conf" -p "$work" &
-children+=($!)
-await_port "$backend_port"
-
-# HAProxy as peers.sh runs it (two threads; HTTP mode keeps backend connections alive and reuses
-# them), health-checking the same path as ours.
-cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-frontend clients
-  bind 127.0.0.1:$PORT
-  default_backend pool
-backend pool
-  option httpchk GET /health
-  server s1 127.0.0.1:$backend_port check inter 2s rise 2 fall 3
-EOF
+start_nginx_backends "$backend_port"
+write_haproxy_cfg "$PORT" "$backend_port"
 
 cat >"$work/lb.conf" <<EOF
 listen     127.0.0.1:$PORT

@@ -60,3 +60,47 @@ await_free() {
         sleep 0.05
     done
 }
+
+# Starts nginx in "$work" with one backend per port given (one worker process in all), each
+# answering the demo servers' small JSON greeting from a file and /health with 200, as the demo
+# backends do (a `return 200` answer is cheaper for nginx, which shifts the ratios: 0.67 instead
+# of 0.75 for the same build at C=50); waits until each port accepts.
+start_nginx_backends() {
+    local i=0 p
+    {
+        echo "worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;"
+        echo "events { worker_connections 4096; }"
+        echo "http {"
+        echo "  access_log off; keepalive_requests 1000000;"
+        for p in "$@"; do
+            mkdir -p "$work/root$i"
+            printf '{"message":"Hello from server%s","address":":%s"}' "$((i + 1))" "$p" >"$work/root$i/body"
+            echo "  server { listen 127.0.0.1:$p; root $work/root$i;"
+            echo "    location / { default_type application/json; rewrite ^ /body break; }"
+            echo "    location = /health { return 200 'ok'; } }"
+            i=$((i + 1))
+        done
+        echo "}"
+    } >"$work/nginx.conf"
+    nginx -c "$work/nginx.conf" -p "$work" &
+    children+=($!)
+    for p in "$@"; do await_port "$p"; done
+}
+
+# Writes "$work/haproxy.cfg": HAProxy on 127.0.0.1:$1 balancing round-robin over the backend
+# ports that follow, two threads, keep-alive to the backends, health-checking GET /health as
+# ours does (every 2 s, rise 2, fall 3).
+write_haproxy_cfg() {
+    local front=$1 i=1 p
+    shift
+    {
+        printf 'global\n  nbthread 2\n  maxconn 4000\n'
+        printf 'defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n'
+        printf 'frontend clients\n  bind 127.0.0.1:%s\n  default_backend pool\n' "$front"
+        printf 'backend pool\n  balance roundrobin\n  option httpchk GET /health\n'
+        for p in "$@"; do
+            printf '  server s%s 127.0.0.1:%s check inter 2s rise 2 fall 3\n' "$i" "$p"
+            i=$((i + 1))
+        done
+    } >"$work/haproxy.cfg"
+}

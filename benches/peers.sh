@@ -36,47 +36,10 @@ ensure_built "$LB_BIN"
 
 start_work peers
 
-# Three nginx backends, one worker each, answering the demo servers' small JSON greeting from a
-# file, as ../shared/peerbench.sh's do (a `return 200` answer is cheaper for nginx, which shifts the
-# ratios: 0.67 instead of 0.75 for the same build at C=50).
+# Three nginx backends (see lib.sh), HAProxy in front of them, and ours.
 backend_ports=("$((PORT + 1))" "$((PORT + 2))" "$((PORT + 3))")
-{
-    echo "worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx.err warn;"
-    echo "events { worker_connections 4096; }"
-    echo "http {"
-    echo "  access_log off; keepalive_requests 1000000;"
-    for i in 0 1 2; do
-        p=${backend_ports[$i]}
-        mkdir -p "$work/root$i"
-        printf '{"message":"Hello from server%s","address":":%s"}' "$((i + 1))" "$p" >"$work/root$i/body"
-        echo "  server { listen 127.0.0.1:$p; root $work/root$i;"
-        echo "    location / { default_type application/json; rewrite ^ /body break; }"
-        echo "    location = /health { return 200 'ok'; } }"
-    done
-    echo "}"
-} >"$work/nginx.conf"
-nginx -c "$work/nginx.conf" -p "$work" &
-children+=($!)
-for p in "${backend_ports[@]}"; do await_port "$p"; done
-
-cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread 2
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 2s
-  timeout client 30s
-  timeout server 30s
-frontend clients
-  bind 127.0.0.1:$PORT
-  default_backend pool
-backend pool
-  balance roundrobin
-  server s1 127.0.0.1:${backend_ports[0]} check
-  server s2 127.0.0.1:${backend_ports[1]} check
-  server s3 127.0.0.1:${backend_ports[2]} check
-EOF
+start_nginx_backends "${backend_ports[@]}"
+write_haproxy_cfg "$PORT" "${backend_ports[@]}"
 
 {
     for p in "${backend_ports[@]}"; do echo "backend http://127.0.0.1:$p"; done
