@@ -1,12 +1,13 @@
 //! The grammar of the header fields whose values the balancer must read itself, not only pass
-//! on: `Content-Length`, which frames a body, and `Host`, which names the origin a request is
-//! for. Both are read as bytes, with only SP and HTAB as whitespace around a value
-//! ([`trim_ows`]): a proxy and a server that read such a value differently frame or route the
-//! same message differently, which is how request smuggling and cache poisoning work
-//! (RFC 9112 §11.2).
+//! on: `Content-Length`, which frames a body on both sides of the proxy (a client's request, a
+//! backend's answer), and `Host`, which names the origin a request is for. Both are read as
+//! bytes, with only SP and HTAB as whitespace around a value ([`trim_ows`]): a proxy and a
+//! server that read such a value differently frame or route the same message differently, which
+//! is how request smuggling and cache poisoning work (RFC 9112 §11.2).
 //!
-//! `http::parse` frames requests with [`content_length`] and checks their `Host` with
-//! [`is_valid_host`].
+//! One reading for both directions: `http::parse` frames requests with [`content_length`] and
+//! checks their `Host` with [`is_valid_host`]; `proxy` frames backends' answers with the same
+//! [`content_length`].
 
 /// Strips optional whitespace from both ends of `v`: SP and HTAB only (OWS, RFC 9110 §5.6.3).
 /// Any other byte, Unicode whitespace included, is part of the value: `str::trim` would take
