@@ -24,7 +24,8 @@
 //! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
 //! passes between the poller and the workers), `worker.rs` (a worker
 //! thread), `exchange.rs` (one request and its answer on a worker), `connection.rs` (one socket
-//! and its buffer); [`parse`] (heads and framing), [`chunked`] (request bodies), [`spool`] (the
+//! and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
+//! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
@@ -35,6 +36,7 @@
 pub mod chunked;
 mod connection;
 mod exchange;
+pub mod fields;
 #[cfg(test)]
 mod fuzz;
 pub mod gauges;

@@ -12,9 +12,10 @@
 //! - anything `httparse` rejects → 400: a NUL or other control character in a header value, a
 //!   bare CR, obsolete line folding (a header line starting with a space), a malformed request
 //!   line or header name; a version other than HTTP/1.0 and 1.1 → 505;
-//! - no `Host`, or more than one, on HTTP/1.1 → 400 (RFC 9112 §3.2);
-//! - an absolute-form target (RFC 9112 §3.2.2) of a scheme other than `http`, with user info or
-//!   no host, or whose authority is not the `Host` sent with it → 400;
+//! - no `Host` on HTTP/1.1, more than one, or one whose value is not `host[:port]` (the grammar
+//!   is in `fields.rs`) → 400 (RFC 9112 §3.2);
+//! - an absolute-form target (RFC 9112 §3.2.2) of a scheme other than `http`, with user info,
+//!   no host or an invalid one, or whose authority is not the `Host` sent with it → 400;
 //! - request smuggling shapes: both `Content-Length` and `Transfer-Encoding`, a transfer coding
 //!   other than a single `chunked`, `Transfer-Encoding` on HTTP/1.0, an invalid or conflicting
 //!   `Content-Length` → 400 (RFC 9112 §6.1, §6.3). These two headers are read as bytes with
@@ -26,6 +27,7 @@
 
 use std::net::IpAddr;
 
+use super::fields::{content_length, is_valid_host, trim_ows, BadLength};
 use super::limits::Limits;
 use super::write::Refusal;
 
@@ -282,10 +284,7 @@ fn absolute_to_origin(head: &mut RequestHead) -> Result<(), Refusal> {
     if authority.is_empty() || authority.starts_with(':') {
         return bad("no host in the request target".into());
     }
-    if !authority
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
-    {
+    if !is_valid_host(authority.as_bytes()) {
         return bad("invalid host in the request target".into());
     }
     let hosts: Vec<&[u8]> = head.header_values("host").collect();
@@ -320,32 +319,18 @@ fn same_authority(a: &[u8], b: &[u8]) -> bool {
     without_default_port(a).eq_ignore_ascii_case(without_default_port(b))
 }
 
-/// Strips optional whitespace from both ends of `v`: SP and HTAB only (OWS, RFC 9110 §5.6.3).
-/// Any other byte, Unicode whitespace included, is part of the value.
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = v.iter().position(|b| !ows(b)).unwrap_or(v.len());
-    let end = v.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
-    &v[start..end]
-}
-
-/// A `Content-Length` list element: 1*DIGIT (RFC 9110 §8.6) that fits 64 bits.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// The body's framing, and the head rules that protect it: exactly one `Host` on HTTP/1.1, and
-/// no shape a proxy and a backend could read differently (request smuggling).
+/// The body's framing, and the head rules that protect it: exactly one `Host` on HTTP/1.1, a
+/// valid one on any version, and no shape a proxy and a backend could read differently
+/// (request smuggling).
 pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
     let bad = |reason: &str, code| Err(Refusal::new(400, reason).coded(code));
-    let hosts = head.header_values("host").count();
-    if hosts > 1 || (hosts == 0 && !head.http10) {
+    let mut hosts = head.header_values("host");
+    let (host, another) = (hosts.next(), hosts.next());
+    if another.is_some() || (host.is_none() && !head.http10) {
         return bad("exactly one Host header is required", "bad_host");
+    }
+    if host.is_some_and(|h| !is_valid_host(h)) {
+        return bad("invalid Host header: not host[:port]", "bad_host");
     }
     let te: Vec<&[u8]> = head.header_values("transfer-encoding").collect();
     let lengths: Vec<&[u8]> = head.header_values("content-length").collect();
@@ -361,19 +346,11 @@ pub fn framing(head: &RequestHead) -> Result<Framing, Refusal> {
         }
         return Ok(Framing::Chunked);
     }
-    let mut length: Option<u64> = None;
-    for value in lengths.iter().flat_map(|v| v.split(|&b| b == b',')) {
-        let Some(n) = parse_length(trim_ows(value)) else {
-            return bad("invalid Content-Length", "bad_cl");
-        };
-        if length.is_some_and(|l| l != n) {
-            return bad("conflicting Content-Length values", "bad_cl");
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        None | Some(0) => Framing::None,
-        Some(n) => Framing::Length(n),
+    Ok(match content_length(lengths) {
+        Err(BadLength::Invalid) => return bad("invalid Content-Length", "bad_cl"),
+        Err(BadLength::Conflicting) => return bad("conflicting Content-Length values", "bad_cl"),
+        Ok(None | Some(0)) => Framing::None,
+        Ok(Some(n)) => Framing::Length(n),
     })
 }
 
@@ -636,6 +613,35 @@ mod tests {
             Ok(Framing::Length(u64::MAX))
         );
         assert_eq!(f("Transfer-Encoding: chunked\r\n", "1.0"), Err(400));
+    }
+
+    #[test]
+    fn an_invalid_host_is_refused_an_empty_one_is_not() {
+        let code =
+            |raw: &[u8]| match parse_head(raw, 0, Ipv4Addr::LOCALHOST.into(), &Limits::default()) {
+                Err(r) => Some((r.status, r.code)),
+                Ok(_) => None,
+            };
+        for host in ["a b", "a/b", "[::1", "a:b", "u@a", ":80", "a%zz"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(code(raw.as_bytes()), Some((400, "bad_host")), "{host:?}");
+            // HTTP/1.0 needs no Host, but one it sends must be valid.
+            let raw = format!("GET / HTTP/1.0\r\nHost: {host}\r\n\r\n");
+            assert_eq!(code(raw.as_bytes()), Some((400, "bad_host")), "{host:?}");
+        }
+        assert_eq!(
+            code(b"GET / HTTP/1.1\r\nHost: caf\xe9\r\n\r\n"),
+            Some((400, "bad_host"))
+        );
+        for host in ["", "a.test:8080", "[::1]:80", "127.0.0.1"] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(code(raw.as_bytes()), None, "{host:?}");
+        }
+        // The authority of an absolute-form target follows the same grammar.
+        for target in ["http://a:b/", "http://[::1/", "http://a%zz/"] {
+            let raw = format!("GET {target} HTTP/1.1\r\n\r\n");
+            assert_eq!(code(raw.as_bytes()), Some((400, "bad_target")), "{target}");
+        }
     }
 
     #[test]

@@ -16,6 +16,12 @@
 //! drain ◀─ memory first, then the file, in the order pushed
 //! ```
 //!
+//! The memory part is a ring buffer (a `VecDeque`): a drain takes bytes off its front, a push
+//! adds them at its back, and its allocation never passes `memory` however many bytes go
+//! through it. (A `Vec` drained from the front keeps its drained bytes allocated until it is
+//! empty, and a client reading at the backend's pace never lets it be: a 1 GiB stream grew one
+//! to 1 GiB while it held 64 KiB.)
+//!
 //! | limit | default | when reached | anchor |
 //! | --- | --- | --- | --- |
 //! | memory per spool (one direction of one connection) | 64 KiB | the rest goes to a file | nginx `client_body_buffer_size`, `proxy_buffers` |
@@ -27,8 +33,9 @@
 //! at once), so nothing is left behind, even after `kill -9`: the kernel frees the space when
 //! the descriptor closes.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -212,9 +219,8 @@ fn open_temp(dir: &Path) -> io::Result<File> {
 #[derive(Debug)]
 pub struct Spool {
     buffers: Arc<Buffers>,
-    mem: Vec<u8>,
-    /// `mem[..mem_start]` has been drained.
-    mem_start: usize,
+    /// The memory part: a ring buffer of at most `memory` bytes, allocated as it fills.
+    mem: VecDeque<u8>,
     file: Option<File>,
     /// `file[file_start..file_end]` is held; the rest has been drained or never written.
     file_start: u64,
@@ -226,8 +232,7 @@ impl Spool {
     pub fn new(buffers: &Arc<Buffers>) -> Spool {
         Spool {
             buffers: Arc::clone(buffers),
-            mem: Vec::new(),
-            mem_start: 0,
+            mem: VecDeque::new(),
             file: None,
             file_start: 0,
             file_end: 0,
@@ -236,7 +241,7 @@ impl Spool {
 
     /// Bytes held.
     pub fn len(&self) -> u64 {
-        (self.mem.len() - self.mem_start) as u64 + (self.file_end - self.file_start)
+        self.mem.len() as u64 + (self.file_end - self.file_start)
     }
 
     /// True when nothing is held.
@@ -258,14 +263,10 @@ impl Spool {
         }
         let n = data.len() as u64;
         let limits = &self.buffers.limits;
-        let fits =
-            self.in_file() == 0 && self.mem.len() - self.mem_start + data.len() <= limits.memory;
+        let fits = self.in_file() == 0 && self.mem.len() + data.len() <= limits.memory;
         if fits && Buffers::reserve(&self.buffers.memory, n, limits.memory_total) {
-            if self.mem_start > 0 && self.mem_start == self.mem.len() {
-                self.mem.clear();
-                self.mem_start = 0;
-            }
-            self.mem.extend_from_slice(data);
+            self.make_room(data.len());
+            self.mem.extend(data);
             return Ok(());
         }
         if fits {
@@ -279,6 +280,19 @@ impl Spool {
             });
         }
         self.push_to_file(data)
+    }
+
+    /// Makes room in the memory part for `n` more bytes, which fit within `memory`. The ring's
+    /// allocation doubles as a `Vec`'s does (so that growing costs one copy per byte at most),
+    /// but stops at `memory`: with the 64 KiB default, a spool that held 40 KiB and takes 10 KiB
+    /// more grows to 64 KiB, not 80.
+    fn make_room(&mut self, n: usize) {
+        let needed = self.mem.len() + n;
+        if needed > self.mem.capacity() {
+            let most = self.buffers.limits.memory.max(needed);
+            let target = (2 * self.mem.capacity()).clamp(needed, most);
+            self.mem.reserve_exact(target - self.mem.len());
+        }
     }
 
     fn push_to_file(&mut self, data: &[u8]) -> Result<(), Full> {
@@ -321,11 +335,15 @@ impl Spool {
     pub fn drain_into(&mut self, out: &mut impl Write, scratch: &mut [u8]) -> io::Result<u64> {
         let mut written = 0u64;
         loop {
-            let result = if self.mem_start < self.mem.len() {
-                out.write(&self.mem[self.mem_start..]).inspect(|&n| {
-                    self.mem_start += n;
+            let result = if !self.mem.is_empty() {
+                // The ring's bytes are in one or two pieces: both go in one system call.
+                let (front, back) = self.mem.as_slices();
+                let result = out.write_vectored(&[IoSlice::new(front), IoSlice::new(back)]);
+                if let Ok(n) = result {
+                    self.mem.drain(..n);
                     self.buffers.memory.fetch_sub(n as u64, Relaxed);
-                })
+                }
+                result
             } else if self.file_start < self.file_end {
                 let file = self.file.as_ref().expect("bytes in the file");
                 let want = (self.file_end - self.file_start).min(scratch.len() as u64) as usize;
@@ -355,11 +373,10 @@ impl Spool {
         }
     }
 
-    /// Forgets drained memory, and gives the file's space back once it is drained.
+    /// Frees the drained memory part, and gives the file's space back once it is drained.
     fn reset(&mut self) {
-        if self.mem_start == self.mem.len() {
-            self.mem = Vec::new();
-            self.mem_start = 0;
+        if self.mem.is_empty() {
+            self.mem = VecDeque::new();
         }
         if self.file_start == self.file_end && self.file_end > 0 {
             self.release_file();
@@ -379,14 +396,18 @@ impl Spool {
     /// Reads held bytes from offset `pos` (0 is the oldest byte held) into `out`, draining
     /// nothing: a request body can be read again for a retry. `Ok(0)` at the end.
     pub fn read_at(&self, pos: u64, out: &mut [u8]) -> io::Result<usize> {
-        let mem = &self.mem[self.mem_start..];
-        if pos < mem.len() as u64 {
-            let from = &mem[pos as usize..];
+        let (front, back) = self.mem.as_slices();
+        if pos < self.mem.len() as u64 {
+            let pos = pos as usize;
+            let from = match pos.checked_sub(front.len()) {
+                None => &front[pos..],
+                Some(in_back) => &back[in_back..],
+            };
             let n = from.len().min(out.len());
             out[..n].copy_from_slice(&from[..n]);
             return Ok(n);
         }
-        let in_file = pos - mem.len() as u64;
+        let in_file = pos - self.mem.len() as u64;
         let left = self.in_file().saturating_sub(in_file);
         if left == 0 || out.is_empty() {
             return Ok(0);
@@ -399,8 +420,9 @@ impl Spool {
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        let mem = (self.mem.len() - self.mem_start) as u64;
-        self.buffers.memory.fetch_sub(mem, Relaxed);
+        self.buffers
+            .memory
+            .fetch_sub(self.mem.len() as u64, Relaxed);
         self.buffers.files.fetch_sub(self.file_end, Relaxed);
     }
 }
@@ -482,6 +504,49 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn the_memory_part_stays_within_its_size_however_much_goes_through() {
+        // A client that takes about as much as the backend gives: the spool never drains
+        // completely, while 100 times its memory size goes through it.
+        const MEMORY: usize = 64 << 10;
+        let b = buffers(MEMORY, 1 << 30, 1 << 30, 1 << 30);
+        let mut s = Spool::new(&b);
+        let mut stream = (0..).map(|i: u64| (i % 251) as u8);
+        let mut piece = |len: usize| -> Vec<u8> { stream.by_ref().take(len).collect() };
+        s.push(&piece(40 << 10)).unwrap();
+        let mut out = Slow {
+            got: Vec::new(),
+            room: 0,
+        };
+        let mut scratch = [0u8; 16];
+        for i in 0..2000 {
+            let p = piece(3000 + i % 4000);
+            s.push(&p).unwrap();
+            out.room = p.len() + i % 7 - 3;
+            s.drain_into(&mut out, &mut scratch).unwrap();
+            assert!(!s.is_empty() && s.in_file() == 0, "round {i}");
+            assert!(
+                s.mem.capacity() <= MEMORY,
+                "round {i}: {}",
+                s.mem.capacity()
+            );
+        }
+        assert!(out.got.len() > 100 * MEMORY);
+        // What is held reads back in order across the ring's end, and drains in order too.
+        let held = s.len() as usize;
+        let mut read = vec![0u8; held];
+        let mut at = 0;
+        while at < held {
+            at += s.read_at(at as u64, &mut read[at..]).unwrap();
+        }
+        out.room = usize::MAX;
+        s.drain_into(&mut out, &mut scratch).unwrap();
+        assert!(out.got.ends_with(&read));
+        let expected = (0..out.got.len() as u64).map(|i| (i % 251) as u8);
+        assert!(out.got.iter().copied().eq(expected), "the bytes changed");
+        assert_eq!(b.stats().memory_bytes, 0);
     }
 
     #[test]

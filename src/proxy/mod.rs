@@ -16,7 +16,9 @@
 //! - `X-Forwarded-For` gets the client's address appended; `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set.
 //! - A request with both `Content-Length` and `Transfer-Encoding`, or a bad `Content-Length`, is
-//!   refused with 400 and never forwarded (by the front end, `http::parse`).
+//!   refused with 400 and never forwarded (by the front end, `http::parse`). An answer with a
+//!   bad `Content-Length` (the same rule, `http::fields`) gets the client a 502, and its
+//!   backend connection is closed, never reused.
 //! - Retries go to a backend not yet tried: always when the request never reached a backend
 //!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
 //!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
@@ -58,9 +60,10 @@ use crate::balance::backend::Backend;
 use crate::balance::retry::RetryBudget;
 use crate::balance::{selection::Pool, Availability};
 use crate::explain::Explanation;
+use crate::http::fields::content_length;
 use crate::http::{Framing, Refusal, RequestHead};
 use client_body::ClientBody;
-use outcome::{classify, Answer, AttemptError};
+use outcome::{classify, invalid_length, Answer, AttemptError};
 use upstream::{AgentCache, AgentSettings};
 
 /// Defined in `balance/` beside the backends whose state it feeds; re-exported here, where the
@@ -332,29 +335,17 @@ impl Proxy {
         let status = response.status().as_u16();
         let (parts, body) = response.into_parts();
         let headers = ResponseHeaders::new(parts.headers);
+        // The same rule as for a client's request (`http::fields`): a malformed length is a
+        // 502, never a guess. ureq has read the length by that rule too, to frame the body: a
+        // malformed one failed the call above (`classify`: 502), its connection closed, never
+        // pooled. Checking here as well keeps the rule ours, whatever the library's version.
+        let length = content_length(headers.values("content-length"))
+            .map_err(|bad| AttemptError::Sent(invalid_length(bad)))?;
         let chunked = headers.values("transfer-encoding").next().is_some();
-        let mut content_length = None;
-        if !chunked {
-            for v in headers.values("content-length") {
-                let n = std::str::from_utf8(v)
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        AttemptError::Sent(Refusal::new(502, "invalid Content-Length from backend"))
-                    })?;
-                if content_length.is_some_and(|c| c != n) {
-                    return Err(AttemptError::Sent(Refusal::new(
-                        502,
-                        "conflicting Content-Length from backend",
-                    )));
-                }
-                content_length = Some(n);
-            }
-        }
         Ok(Answer {
             status,
             headers,
-            content_length,
+            content_length: length.filter(|_| !chunked),
             body: Box::new(body.into_reader()),
         })
     }

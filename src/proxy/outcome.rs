@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::headers::ResponseHeaders;
 use crate::balance::backend::{Backend, InFlight};
+use crate::http::fields::BadLength;
 use crate::http::Refusal;
 
 /// A backend's answer, ready to be relayed. The body streams from the backend.
@@ -112,4 +113,13 @@ pub(super) fn classify(error: ureq::Error) -> AttemptError {
             Refusal::new(502, "invalid answer from backend").coded("backend_invalid"),
         ),
     }
+}
+
+/// What the client gets for a backend answer whose `Content-Length` is malformed: 502.
+pub(super) fn invalid_length(bad: BadLength) -> Refusal {
+    let reason = match bad {
+        BadLength::Invalid => "invalid Content-Length from backend",
+        BadLength::Conflicting => "conflicting Content-Length from backend",
+    };
+    Refusal::new(502, reason).coded("backend_invalid")
 }

@@ -315,6 +315,53 @@ fn table() -> Vec<Row> {
             Kept,
             Reached::Nothing,
         ),
+        // --- Host values: uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2, §3.2.3)
+        refused(
+            "/r34",
+            "RFC 9112 §3.2 (a Host with an invalid value → 400: a space)",
+            "GET /r34 HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ),
+        refused(
+            "/r35",
+            "RFC 9112 §3.2 (invalid Host: `/` is no reg-name character)",
+            "GET /r35 HTTP/1.1\r\nHost: a/b\r\n\r\n",
+        ),
+        refused(
+            "/r36",
+            "RFC 9112 §3.2 (invalid Host: an IP-literal without its `]`)",
+            "GET /r36 HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        ),
+        refused(
+            "/r37",
+            "RFC 9112 §3.2 (invalid Host: port = *DIGIT)",
+            "GET /r37 HTTP/1.1\r\nHost: a:b\r\n\r\n",
+        ),
+        refused(
+            "/r38",
+            "RFC 9112 §3.2 (invalid Host: user info is no part of it)",
+            "GET /r38 HTTP/1.1\r\nHost: u@a\r\n\r\n",
+        ),
+        refused(
+            "/r39",
+            "RFC 9110 §4.2.1 (a port and no host: an http authority has a host)",
+            "GET /r39 HTTP/1.1\r\nHost: :80\r\n\r\n",
+        ),
+        row(
+            "/r40",
+            "RFC 3986 §3.2.2 (an IPv6 literal with a port)",
+            "GET /r40 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            200,
+            Kept,
+            got("GET /r40 HTTP/1.1", b"", &[b"\r\nhost: [::1]:8080\r\n"]),
+        ),
+        row(
+            "/r41",
+            "RFC 9112 §3.2 (an empty Host: the target has no authority)",
+            "GET /r41 HTTP/1.1\r\nHost:\r\n\r\n",
+            200,
+            Kept,
+            got("GET /r41 HTTP/1.1", b"", &[b"\r\nhost: \r\n"]),
+        ),
     ]
 }
 

@@ -7,6 +7,9 @@
 //! connect and ask for answers of 4 MiB, and the tests check that the poller is finishing those
 //! answers (they did not fit in the sockets).
 //!
+//! A reader that takes a long stream at about the backend's pace never lets the answer's buffer
+//! drain completely; 1 GiB through it must still leave the balancer's memory bounded.
+//!
 //! `SLOW_CLIENTS=1000 cargo test --release --test front slow_clients::attack -- --nocapture`
 //! runs the attack at the issue's full size (1 000 of each) and prints the figures.
 
@@ -14,7 +17,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::FromRawFd;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,12 @@ fn backend() -> Backend {
 /// Connects to `addr` with a 4 KiB receive buffer, so that the balancer's writes stall as soon as
 /// the client stops reading.
 fn small_window(addr: SocketAddr) -> TcpStream {
+    window(addr, 4096)
+}
+
+/// Connects to `addr` with a receive buffer of `size` bytes (the kernel doubles it for its own
+/// bookkeeping), fixed: the kernel does not grow it as it would grow a default one.
+fn window(addr: SocketAddr, size: libc::c_int) -> TcpStream {
     let SocketAddr::V4(v4) = addr else {
         panic!("IPv4 only: {addr}")
     };
@@ -61,7 +70,6 @@ fn small_window(addr: SocketAddr) -> TcpStream {
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let size: libc::c_int = 4096;
         let rc = libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -466,4 +474,185 @@ fn no_temporary_file_is_left_after_clients_leave_or_kill_9() {
     lb.wait_exit(Duration::from_secs(10));
     assert_eq!(std::fs::read_dir(temp.path()).unwrap().count(), 0);
     drop(readers);
+}
+
+/// The largest send buffer the kernel grows a socket's to (`net.ipv4.tcp_wmem`, third field).
+fn tcp_wmem_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(4 << 20)
+}
+
+/// The backend's end of a close-delimited answer, written by a test in step with the client:
+/// [`PacedBody::keep_ahead`] keeps it `ahead` bytes in front of what the client has read.
+struct PacedBody {
+    to: Option<TcpStream>,
+    pattern: Pattern,
+    sent: u64,
+    ahead: u64,
+}
+
+impl PacedBody {
+    /// Writes pieces of the pattern until `ahead` bytes are in front of `got`; after the last
+    /// one, shuts the connection down, which ends the body.
+    fn keep_ahead(&mut self, got: u64) {
+        while self.sent < got + self.ahead {
+            let Some(to) = self.to.as_mut() else { return };
+            let Some(piece) = self.pattern.next_piece() else {
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                self.to = None;
+                return;
+            };
+            to.write_all(piece).expect("write to the balancer");
+            self.sent += piece.len() as u64;
+        }
+    }
+}
+
+/// What a client should read: a [`Pattern`], compared piece by piece (cheaper than hashing
+/// both ends of a long stream).
+struct Expected {
+    pattern: Pattern,
+    piece: Vec<u8>,
+    at: usize,
+}
+
+impl Expected {
+    fn new(pattern: Pattern) -> Expected {
+        Expected {
+            pattern,
+            piece: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// True when `data` is what comes next in the pattern.
+    fn matches(&mut self, mut data: &[u8]) -> bool {
+        while !data.is_empty() {
+            if self.at == self.piece.len() {
+                let Some(next) = self.pattern.next_piece() else {
+                    return false;
+                };
+                self.piece.clear();
+                self.piece.extend_from_slice(next);
+                self.at = 0;
+            }
+            let n = data.len().min(self.piece.len() - self.at);
+            if data[..n] != self.piece[self.at..self.at + n] {
+                return false;
+            }
+            self.at += n;
+            data = &data[n..];
+        }
+        true
+    }
+}
+
+/// Reads an answer's head from `client`: the head, and the body bytes read with it.
+fn read_raw_head(client: &mut TcpStream) -> (Vec<u8>, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = client.read(&mut buf).expect("read the head");
+        assert!(n > 0, "closed before the head ended");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let body = got.split_off(at + 4);
+            return (got, body);
+        }
+    }
+}
+
+#[test]
+fn a_reader_at_the_backends_pace_keeps_a_1_gib_stream_in_bounded_memory() {
+    // A client that reads a long streamed answer at about the pace the backend sends it: the
+    // answer's spool in the balancer always holds some of it (it never drains completely), and
+    // what went through it must not stay allocated. The test paces both ends itself:
+    // - the backend stays `ahead` bytes in front of what the client has read: more than the
+    //   kernel's buffers between the balancer and the client hold (the balancer's send buffer
+    //   grows up to tcp_wmem's maximum; the client's receive buffer is fixed at 64 KiB), so the
+    //   rest is in the spool, whose memory part is sized to hold it all (no temporary file);
+    // - the client reads at `RATE`, well below what the balancer relays in a debug build
+    //   (about 400 MiB/s here), so that the balancer keeps up with the backend and the bytes
+    //   in flight are in its spool rather than unread in its socket from the backend.
+    const MIB: u64 = 1 << 20;
+    const TOTAL: u64 = 1 << 30;
+    const RATE: f64 = 128.0 * MIB as f64; // bytes per second
+    let ahead = tcp_wmem_max() + 2 * MIB;
+    let memory_kib = (ahead + 2 * MIB) >> 10;
+    // Growth of the balancer's resident memory allowed: the spool's memory part, and room for
+    // allocator noise; far below the 1 GiB that goes through.
+    let bound_kib = memory_kib + 24 * 1024;
+
+    // The backend sends the head of a close-delimited answer (no length, no chunks), then hands
+    // its end of the connection to the test.
+    let (to_test, from_backend) = mpsc::channel::<TcpStream>();
+    let backend = Backend::start(move |_, out| {
+        out.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")?;
+        to_test.send(out.try_clone()?).expect("the test waits");
+        Err(std::io::Error::other("handed over to the test"))
+    });
+    let lb = LbProcess::spawn(
+        &[backend.url()],
+        &[&format!("buffers memory={memory_kib}KiB")],
+    );
+    let baseline = lb.peak_rss_kib();
+    let mut client = window(lb.addr, 64 << 10);
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // HTTP/1.0: the answer comes unframed, so what the client reads is the body byte for byte.
+    client.write_all(b"GET /stream HTTP/1.0\r\n\r\n").unwrap();
+    let to = from_backend.recv_timeout(Duration::from_secs(10));
+    let mut body = PacedBody {
+        to: Some(to.expect("the request reached the backend")),
+        pattern: Pattern::new(TOTAL, 21),
+        sent: 0,
+        ahead,
+    };
+    body.keep_ahead(0);
+
+    let started = Instant::now();
+    let (head, first) = read_raw_head(&mut client);
+    assert!(head.starts_with(b"HTTP/1.1 200 "), "{head:?}");
+    let mut expected = Expected::new(Pattern::new(TOTAL, 21));
+    assert!(expected.matches(&first), "the answer changed at its start");
+    let mut got = first.len() as u64;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut next_check = 0u64;
+    loop {
+        body.keep_ahead(got);
+        if got >= next_check {
+            next_check += 16 * MIB;
+            let grown = lb.rss_kib().saturating_sub(baseline);
+            assert!(
+                grown < bound_kib,
+                "after {} MiB of the answer the balancer has grown by {grown} KiB (bound \
+                 {bound_kib} KiB): its spool keeps what went through it",
+                got / MIB
+            );
+        }
+        let due = Duration::from_secs_f64(got as f64 / RATE);
+        if let Some(early) = due.checked_sub(started.elapsed()) {
+            thread::sleep(early);
+        }
+        let n = client.read(&mut buf).expect("read the answer");
+        if n == 0 {
+            break;
+        }
+        assert!(
+            expected.matches(&buf[..n]),
+            "the answer changed after {got} bytes"
+        );
+        got += n as u64;
+    }
+    let took = started.elapsed();
+    assert_eq!(got, TOTAL, "the whole answer");
+    let grown = lb.peak_rss_kib().saturating_sub(baseline);
+    eprintln!(
+        "1 GiB at the reader's pace in {took:?}, {ahead} bytes ahead; balancer VmHWM grew by \
+         {grown} KiB (bound {bound_kib} KiB)"
+    );
+    assert!(grown < bound_kib, "VmHWM grew by {grown} KiB");
 }

@@ -310,3 +310,137 @@ fn a_close_delimited_backend_body_arrives_complete() {
     assert_eq!(r.end, BodyEnd::Complete(50_000), "{:?}", r.headers);
     assert!(r.body.iter().all(|&b| b == b'w'));
 }
+
+/// One row of the response-side conformance table: the `Content-Length` lines a backend sends
+/// with the 5-byte body `hello`, and what the client must get.
+struct LengthRow {
+    /// The RFC section the outcome follows.
+    rfc: &'static str,
+    /// The backend's `Content-Length` lines, each `Content-Length: <value>`.
+    values: &'static [&'static str],
+    /// `Some(n)`: relayed, framed with a `Content-Length` of `n`; `None`: 502, and the backend
+    /// connection that sent it is never used again.
+    relayed: Option<u64>,
+}
+
+fn length_rows() -> Vec<LengthRow> {
+    let row = |rfc, values, relayed| LengthRow {
+        rfc,
+        values,
+        relayed,
+    };
+    vec![
+        row("RFC 9110 §8.6 (1*DIGIT)", &["5"], Some(5)),
+        row("RFC 9110 §8.6 (leading zeros are digits)", &["05"], Some(5)),
+        row("RFC 9110 §5.6.3 (SP and HTAB are OWS)", &["\t5 "], Some(5)),
+        row(
+            "RFC 9110 §8.6 (a list of identical values may be taken as one)",
+            &["5, 5"],
+            Some(5),
+        ),
+        row(
+            "RFC 9110 §5.3 (two lines are one list: identical values)",
+            &["5", "5"],
+            Some(5),
+        ),
+        row("RFC 9110 §8.6 (1*DIGIT: no sign)", &["+5"], None),
+        row("RFC 9110 §8.6 (1*DIGIT: no minus)", &["-5"], None),
+        row("RFC 9110 §8.6 (1*DIGIT: no hex)", &["0x5"], None),
+        row("RFC 9110 §8.6 (1*DIGIT: no space inside)", &["5 5"], None),
+        row("RFC 9110 §8.6 (1*DIGIT: no parameters)", &["5;ext"], None),
+        row("RFC 9110 §8.6 (1*DIGIT: not empty)", &[""], None),
+        row(
+            "RFC 9110 §8.6 (differing values in a list)",
+            &["5, 6"],
+            None,
+        ),
+        row(
+            "RFC 9110 §8.6 (differing values on two lines)",
+            &["5", "6"],
+            None,
+        ),
+        row("RFC 9110 §8.6 (an empty list element)", &["5,"], None),
+        row(
+            "RFC 9110 §8.6 (anticipate overflow: 2^64 is refused, not wrapped)",
+            &["18446744073709551616"],
+            None,
+        ),
+        row(
+            "RFC 9110 §5.6.3 (OWS is SP / HTAB only: U+00A0 before a length)",
+            &["\u{a0}5"],
+            None,
+        ),
+        row(
+            "RFC 9110 §5.6.3 (U+0085 after a length)",
+            &["5\u{85}"],
+            None,
+        ),
+    ]
+}
+
+#[test]
+fn a_backend_content_length_is_digits_only_else_502_and_its_connection_is_not_reused() {
+    use std::sync::{Arc, Mutex};
+    // Every request the backend received: its target and the balancer's port it came from.
+    let seen: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let rows = length_rows();
+    let values: Vec<&'static [&'static str]> = rows.iter().map(|r| r.values).collect();
+    let backend = {
+        let seen = Arc::clone(&seen);
+        Backend::start(move |r, out| {
+            let port = out.peer_addr().map(|a| a.port()).unwrap_or(0);
+            seen.lock().unwrap().push((r.target.clone(), port));
+            let Some(i) = r
+                .target
+                .strip_prefix("/cl/")
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                return reply(out, 200, &[], b"ok");
+            };
+            let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for v in values[i] {
+                head.extend_from_slice(format!("Content-Length: {v}\r\n").as_bytes());
+            }
+            head.extend_from_slice(b"\r\nhello");
+            // The connection stays open, as a keep-alive backend's would.
+            out_write(out, &head)
+        })
+    };
+    let lb = Lb::start(&[(&backend, 1)], |_| {});
+    for (i, row) in rows.iter().enumerate() {
+        let what = format!("{:?} [{}]", row.values, row.rfc);
+        let mut client = Client::connect(lb.addr);
+        let r = client.request(&format!("GET /cl/{i} HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+        match row.relayed {
+            Some(n) => {
+                assert_eq!((r.status, r.text().as_str()), (200, "hello"), "{what}");
+                assert_eq!(r.header_values("content-length"), [n.to_string()], "{what}");
+            }
+            None => {
+                assert_eq!(r.status, 502, "{what}: {}", r.text());
+                assert!(!r.text().trim().is_empty(), "{what}: no reason");
+            }
+        }
+        // The client's connection is good for the next request either way.
+        let again = client.request(&format!("GET /after/{i} HTTP/1.1\r\nHost: h.test\r\n\r\n"));
+        assert_eq!((again.status, again.text().as_str()), (200, "ok"), "{what}");
+    }
+    // A backend connection that sent a malformed length carried nothing after it: what follows
+    // on it could be anything (the body was framed in a way nobody can know).
+    let seen = seen.lock().unwrap().clone();
+    for (i, row) in rows.iter().enumerate() {
+        if row.relayed.is_some() {
+            continue;
+        }
+        let target = format!("/cl/{i}");
+        let port = seen.iter().find(|(t, _)| *t == target).expect("sent").1;
+        let later: Vec<&String> = seen
+            .iter()
+            .skip_while(|(t, _)| *t != target)
+            .skip(1)
+            .filter(|(_, p)| *p == port)
+            .map(|(t, _)| t)
+            .collect();
+        assert!(later.is_empty(), "{:?}: reused for {later:?}", row.values);
+    }
+}
