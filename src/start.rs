@@ -63,7 +63,7 @@ impl Balancer {
             Arc::clone(&pool),
             resilience.clone(),
             resilience,
-            RetryBudget::new(config.retries.budget_percent),
+            RetryBudget::new(config.retries.budget_percent, Arc::clone(&clock)),
             proxy_settings(&config),
         ));
         let shared = Arc::new(Shared {

@@ -70,6 +70,13 @@ pub fn status_json(v: &View) -> String {
     let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
     let _ = write!(o, ",\"responses_total\":{total}");
     let _ = write!(o, ",\"retries\":{}", v.retries);
+    let rb = &v.retry_budget;
+    let _ = write!(
+        o,
+        ",\"retry_budget\":{{\"percent\":{},\"balance\":{},\"window_requests\":{},\
+         \"window_retries\":{},\"refused\":{}}}",
+        rb.percent, rb.balance, rb.requests, rb.retries, rb.refused
+    );
     o.push_str(",\"responses\":{");
     for (i, (code, n)) in v.responses.iter().enumerate() {
         let _ = write!(o, "{}\"{code}\":{n}", if i > 0 { "," } else { "" });
@@ -208,6 +215,19 @@ pub(super) mod tests {
         assert_eq!(v["responses"]["503"], 1);
         assert_eq!(v["request_duration"]["count"], 6);
         assert_eq!(v["rejections"]["queue_timeout"], 2);
+        let rb = &v["retry_budget"];
+        assert_eq!(
+            (rb["percent"].as_u64(), rb["balance"].as_u64()),
+            (Some(20), Some(105))
+        );
+        assert_eq!(
+            (
+                rb["window_requests"].as_u64(),
+                rb["window_retries"].as_u64()
+            ),
+            (Some(30), Some(1))
+        );
+        assert_eq!(rb["refused"], 2);
         assert_eq!(v["filter"]["refused"]["denied"], 1);
         assert_eq!(v["filter"]["bans"][0]["client"], "192.0.2.7");
         assert_eq!(v["filter"]["bans"][0]["seconds_left"], 12);

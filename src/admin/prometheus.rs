@@ -198,6 +198,25 @@ pub fn metrics_text(v: &View) -> String {
     let _ = writeln!(o, "lb_retries_total {}", v.retries);
     family(
         &mut o,
+        "lb_retries_refused_total",
+        "counter",
+        "Requests that could have been retried and were not, by why: budget (the retry budget was spent).",
+    );
+    by_label(
+        &mut o,
+        "lb_retries_refused_total",
+        "why",
+        &[("budget", v.retry_budget.refused)],
+    );
+    family(
+        &mut o,
+        "lb_retry_budget_balance",
+        "gauge",
+        "Retries the budget allows now: 100 per 10 s plus budget= % of the last 10 s of requests, less the retries made in them.",
+    );
+    let _ = writeln!(o, "lb_retry_budget_balance {}", v.retry_budget.balance);
+    family(
+        &mut o,
         "lb_rejections_total",
         "counter",
         "Requests the balancer answered itself without asking a backend, by reason.",
@@ -330,6 +349,8 @@ mod tests {
         assert!(text.contains("lb_request_duration_seconds_count 6\n"));
         assert!(text.contains("lb_responses_total{code=\"503\"} 1\n"));
         assert!(text.contains("lb_bans_active 1\n"));
+        assert!(text.contains("lb_retries_refused_total{why=\"budget\"} 2\n"));
+        assert!(text.contains("lb_retry_budget_balance 105\n"));
         assert!(text.contains("lb_requests_per_second NaN\n"));
         assert!(text.contains("# TYPE lb_request_duration_seconds histogram\n"));
         assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");

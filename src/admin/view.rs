@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::balance::backend::Snapshot;
+use crate::balance::retry::BudgetState;
 use crate::explain::Decision;
 use crate::Shared;
 
@@ -35,6 +36,8 @@ pub struct View {
     pub duration_count: u64,
     /// Retries made.
     pub retries: u64,
+    /// The retry budget now: its window, balance and refusals.
+    pub retry_budget: BudgetState,
     /// Requests the balancer answered itself, by reason.
     pub rejections: Vec<(&'static str, u64)>,
     /// Requests the filter refused, by reason.
@@ -80,6 +83,7 @@ impl View {
             duration_sum,
             duration_count,
             retries: shared.metrics.retries(),
+            retry_budget: shared.proxy.retry_budget().state(),
             rejections: shared.metrics.rejections(),
             refused: filter.refused,
             bans: filter.bans,
@@ -148,6 +152,13 @@ pub(super) mod fixtures {
             duration_sum: 0.25,
             duration_count: 6,
             retries: 1,
+            retry_budget: BudgetState {
+                percent: 20,
+                requests: 30,
+                retries: 1,
+                balance: 105,
+                refused: 2,
+            },
             rejections: vec![("queue_timeout", 2)],
             refused: vec![("denied", 1), ("rate_limited", 0)],
             bans: vec![("192.0.2.7".parse().unwrap(), 12)],

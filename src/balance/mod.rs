@@ -19,7 +19,8 @@
 //!    smaller share, one that has just come back ramps up (slow start).
 //! 6. [`resilience`]: the adapter that plugs the backends' state into the pool and the proxy
 //!    through the two seams below.
-//! 7. [`retry`]: the retry budget, which bounds how many failed attempts the proxy may retry.
+//! 7. [`retry`]: the retry budget, which bounds how many failed attempts the proxy may retry: a
+//!    share of the requests of the last 10 s, counted lock-free, with a worked example.
 //!
 //! # The seams
 //!
@@ -48,7 +49,7 @@
 //!         │
 //!         ▼
 //! breaker, health, weights   pure state machines and formulas (+ crate::config)
-//! retry                      stands alone
+//! retry                      stands alone (+ crate::clock)
 //! ```
 //!
 //! Nothing here imports the proxy, the front end (`http/`), the server, the admin pages, the

@@ -226,7 +226,8 @@ pub struct HeadLimits {
 pub struct Retries {
     /// Extra attempts on other backends when that is safe. Default 2.
     pub count: u32,
-    /// `budget=`: retries allowed as a percentage of requests. Default 20.
+    /// `budget=`: retries allowed, as a percentage of the requests of the last 10 s, besides a
+    /// floor of 100 per 10 s; 0 turns retries off (see `balance/retry.rs`). Default 20.
     pub budget_percent: u32,
     /// `retry_timeouts=on`: retry an idempotent request on another backend after one timed out
     /// holding it. Default off, so a client waits at most one response timeout for an answer's

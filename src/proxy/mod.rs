@@ -21,7 +21,8 @@
 //!   backend connection is closed, never reused.
 //! - Retries go to a backend not yet tried: always when the request never reached a backend
 //!   (connect failed), otherwise only for idempotent methods whose body was not read; at most
-//!   `retries` extra attempts, and only while the [`RetryBudget`] allows.
+//!   `retries` extra attempts, and only while the [`RetryBudget`] allows (a request it refuses
+//!   gets its last attempt's error, logged as `reason=retry_budget_exhausted`).
 //! - A backend that took the request and did not answer within the response timeout is not
 //!   retried (unless [`ProxySettings::retry_timeouts`]): the response timeout is then the longest
 //!   a client waits for the answer's head, as with HAProxy's `timeout server`.
@@ -57,7 +58,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use crate::balance::backend::Backend;
-use crate::balance::retry::RetryBudget;
+use crate::balance::retry::{self, RetryBudget};
 use crate::balance::{selection::Pool, Availability};
 use crate::explain::Explanation;
 use crate::http::fields::content_length;
@@ -142,6 +143,11 @@ impl Proxy {
         self.agents.reconfigure(settings.agents(), &urls);
         *current = settings;
         self.budget.set_percent(retry_budget_percent);
+    }
+
+    /// The retry budget: what it holds now is shown on `/status` and `/metrics`.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget
     }
 
     /// The pool this proxy picks from.
@@ -256,28 +262,13 @@ impl Proxy {
             backend.stats.failures.fetch_add(1, Relaxed);
             verdict.record(false, latency);
             drop(in_flight);
-            let (max_retries, retry_timeouts) = {
-                let settings = self.settings.read();
-                (settings.retries, settings.retry_timeouts)
-            };
             let safe_to_resend = is_idempotent(&head.method) && body.read == 0;
-            let (refusal, retryable) = match error {
-                AttemptError::NotSent(r) => (r, true),
-                AttemptError::Sent(r) => (r, safe_to_resend),
-                AttemptError::TimedOut(r) => (r, retry_timeouts && safe_to_resend),
-                AttemptError::Invalid(r) => (r, false),
+            let refusal = match self.retry(error, safe_to_resend, attempts, &backend) {
+                Ok(refusal) => refusal,
+                Err(refusal) => {
+                    return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via))
+                }
             };
-            log::debug!(
-                "attempt {} to {} failed: {} {}",
-                attempts + 1,
-                backend.name,
-                refusal.status,
-                refusal.reason
-            );
-            let may_retry = retryable && attempts < max_retries && self.budget.withdraw();
-            if !may_retry {
-                return Err(body.failure(refusal, Some(backend), attempts + 1, &mut via));
-            }
             if let Some(explanation) = explain.as_deref_mut() {
                 explanation
                     .retries
@@ -287,6 +278,43 @@ impl Proxy {
             via.push(Arc::clone(&backend));
             last = Some((refusal, backend));
         }
+    }
+
+    /// Whether attempt number `attempts + 1`, which failed on `backend` with `error`, may be
+    /// retried on another backend: Ok with the error's refusal when it may (the budget has paid for
+    /// the retry), Err with what the client gets when it may not.
+    fn retry(
+        &self,
+        error: AttemptError,
+        safe_to_resend: bool,
+        attempts: u32,
+        backend: &Backend,
+    ) -> Result<Refusal, Refusal> {
+        let (max_retries, retry_timeouts) = {
+            let settings = self.settings.read();
+            (settings.retries, settings.retry_timeouts)
+        };
+        let (refusal, retryable) = match error {
+            AttemptError::NotSent(r) => (r, true),
+            AttemptError::Sent(r) => (r, safe_to_resend),
+            AttemptError::TimedOut(r) => (r, retry_timeouts && safe_to_resend),
+            AttemptError::Invalid(r) => (r, false),
+        };
+        log::debug!(
+            "attempt {} to {} failed: {} {}",
+            attempts + 1,
+            backend.name,
+            refusal.status,
+            refusal.reason
+        );
+        if !retryable || attempts >= max_retries {
+            return Err(refusal);
+        }
+        if !self.budget.withdraw() {
+            // The client's answer is the same; the log and the counters say why it came.
+            return Err(refusal.coded(retry::EXHAUSTED));
+        }
+        Ok(refusal)
     }
 
     /// The next backend for a request that has tried `tried`. With an explanation the pick is
@@ -457,7 +485,7 @@ mod tests {
             Arc::clone(&pool),
             Arc::new(crate::balance::AlwaysAvailable),
             Arc::new(Ignore),
-            RetryBudget::new(20),
+            RetryBudget::new(20, Arc::new(crate::clock::SystemClock)),
             settings(2000),
         );
         let urls = |p: &Proxy| {
@@ -527,7 +555,7 @@ mod tests {
             pool,
             resilience.clone(),
             resilience,
-            RetryBudget::new(20),
+            RetryBudget::new(20, Arc::new(crate::clock::SystemClock)),
             settings(2000),
         );
         let h = head("POST", &[("Host", "a")]);

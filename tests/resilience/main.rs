@@ -1,8 +1,9 @@
 //! Resilience, one test binary, measured with real backends: the circuit breaker and retries
 //! (`breaker`), health checks, kill and restart, slow start (`health`), latency-driven weights
-//! (`weights`), and the demo servers' `refuse` and `drop` switches through the balancer
-//! (`demo_switches`). Every test here takes the [`support::serial`] lock: shares and timings are
-//! measured on 2 cores, so they run one at a time.
+//! (`weights`), the retry budget under a kill and in an outage (`retry_budget`), and the demo
+//! servers' `refuse` and `drop` switches through the balancer (`demo_switches`). Every test here
+//! takes the [`support::serial`] lock: shares and timings are measured on 2 cores, so they run
+//! one at a time.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -12,6 +13,7 @@ mod breaker;
 #[cfg(feature = "demo")]
 mod demo_switches;
 mod health;
+mod retry_budget;
 mod weights;
 
 use loadbalancer::Config;

@@ -159,14 +159,15 @@ pub fn poll<T>(
     }
 }
 
-/// A logger for the test process that keeps every message of the balancer's crate.
+/// A logger for the test process that keeps every message of the balancer's crate, and its
+/// access-log lines (target `access`, written only when the test turns `access_log` on).
 pub struct LogCapture {
     lines: Mutex<Vec<String>>,
 }
 
 impl log::Log for LogCapture {
     fn enabled(&self, m: &log::Metadata) -> bool {
-        m.target().starts_with("loadbalancer")
+        m.target().starts_with("loadbalancer") || m.target() == "access"
     }
 
     fn log(&self, record: &log::Record) {
