@@ -1,11 +1,6 @@
-//! The HTTP/1.1 a demo server speaks: read a request head, skip its body, write an answer.
-//!
-//! The demo servers own their connections, rather than leaving them to an HTTP server library,
-//! because two of the switches act on connections: `refuse` closes every open one when the
-//! server stops listening, and `drop` announces a `Content-Length` and closes after half of it.
-//! tiny_http, which the project's design names for the demo backends, can do neither; its
-//! handlers never see a connection, and its thread pool leaves some of a burst of keep-alive
-//! connections unserved. `servers/tests/tiny_http_limits.rs` shows all three.
+//! The HTTP/1.1 a demo server speaks: read a request head, skip its body, write an answer. (Why
+//! the demo servers speak it themselves rather than through an HTTP server library: the crate's
+//! documentation, in lib.rs.)
 //!
 //! Parsing is httparse's, as in the balancer: this file only frames. What it does is the least
 //! a well-behaved HTTP/1.1 server does, nothing more:
