@@ -1360,6 +1360,15 @@ mod tests {
         stream
     }
 
+    /// A keep-alive connection that has carried one request, as a balancer keeps them.
+    fn used(server: &DemoServer) -> TcpStream {
+        let mut stream = connect(server);
+        write!(stream, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (head, _) = read_answer(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream
+    }
+
     /// True when the server closed `stream` without sending a byte.
     fn closed_unanswered(stream: &mut TcpStream) -> bool {
         let mut rest = Vec::new();
@@ -1437,9 +1446,7 @@ mod tests {
     fn refuse_stops_listening_for_a_while_and_closes_open_connections() {
         let server = start("server3");
         // A keep-alive connection from before the switch, as a balancer keeps them.
-        let mut pooled = connect(&server);
-        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(read_answer(&mut pooled).0.starts_with("HTTP/1.1 200"));
+        let mut pooled = used(&server);
 
         // The switch is answered first; then nothing listens, and the open connection closes.
         let answer = get(server.addr(), "/control?refuse=3s");
@@ -1463,9 +1470,7 @@ mod tests {
     #[test]
     fn refusing_until_told_otherwise_is_for_code_in_the_same_process() {
         let server = start("server3");
-        let mut pooled = connect(&server);
-        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        read_answer(&mut pooled);
+        let mut pooled = used(&server);
 
         server.set_refusing(true).unwrap();
         assert!(refuses(server.addr()));
@@ -1519,9 +1524,7 @@ mod tests {
     #[test]
     fn stop_closes_idle_keep_alive_connections() {
         let server = start("server1");
-        let mut idle = connect(&server);
-        write!(idle, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        read_answer(&mut idle);
+        let mut idle = used(&server);
         let started = Instant::now();
         server.stop();
         assert!(started.elapsed() < Duration::from_secs(1));

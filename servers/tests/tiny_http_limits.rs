@@ -72,7 +72,17 @@ fn watch(stream: &mut TcpStream) -> (Vec<u8>, bool) {
     }
 }
 
-/// A body of `len` bytes whose reader fails after half of them.
+/// Asserts that the client on `stream` is left waiting: no byte of an answer, and no close.
+fn assert_left_waiting(stream: &mut TcpStream) {
+    let (got, closed) = watch(stream);
+    assert!(
+        got.is_empty() && !closed,
+        "tiny_http sent {} bytes; closed: {closed}",
+        got.len()
+    );
+}
+
+/// A body reader that gives `left` bytes of `x`, then fails, as a cut answer would.
 struct FailsHalfWay {
     left: usize,
 }
@@ -100,12 +110,7 @@ fn a_body_reader_that_fails_neither_sends_the_half_nor_closes_the_connection() {
     });
     let mut keep_alive = TcpStream::connect(addr).unwrap();
     write!(keep_alive, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let (got, closed) = watch(&mut keep_alive);
-    assert!(
-        got.is_empty() && !closed,
-        "tiny_http sent {} bytes and closed: {closed}",
-        got.len()
-    );
+    assert_left_waiting(&mut keep_alive);
 
     // Only a client that asked to close gets the cut, then the end of the connection.
     let mut closing = TcpStream::connect(addr).unwrap();
@@ -135,12 +140,7 @@ fn dropping_the_server_refuses_new_connections_and_strands_open_ones() {
     assert!(refused, "the port still accepts connections");
 
     write!(open, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let (got, closed) = watch(&mut open);
-    assert!(
-        got.is_empty() && !closed,
-        "the open connection got {} bytes, closed: {closed}",
-        got.len()
-    );
+    assert_left_waiting(&mut open);
 }
 
 #[test]
