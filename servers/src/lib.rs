@@ -529,7 +529,8 @@ fn accept(listener: TcpListener, shared: &Arc<Shared>) {
         if shared.is_stopped() {
             return;
         }
-        if lock(&shared.turns).refusing(Instant::now()) {
+        // Not whether the refusal is still on: a short one that ended meanwhile is done too.
+        if lock(&shared.turns).listening != Listening::Yes {
             // This connection (maybe our own wake-up call) is closed unanswered with the rest.
             drop(accepted);
             listener = None;
