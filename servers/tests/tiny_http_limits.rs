@@ -29,7 +29,7 @@ use tiny_http::{Response, Server};
 
 /// How long a connection is watched for an answer or a close that does not come. Generous for
 /// a loaded machine: a local answer takes well under a millisecond.
-const WATCH: Duration = Duration::from_millis(500);
+const WATCH: Duration = Duration::from_secs(1);
 
 /// Starts a tiny_http server on a free port, with `workers` threads answering each request
 /// with `answer` until [`Server::unblock`] releases them.
