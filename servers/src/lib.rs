@@ -1,11 +1,12 @@
 //! Demo HTTP backends for the load balancer.
 //!
-//! Each demo server is a small HTTP/1.1 server (`http.rs`) with these endpoints:
+//! Each demo server is a small HTTP/1.1 server (`http.rs`: framing of its own, parsing by
+//! httparse) with these endpoints:
 //!
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /health` | `200 ok`, or `503 unhealthy` once switched unhealthy through `/control` |
-//! | `GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&refuse=true&drop=true` | changes any subset of the behaviour, answers it as JSON |
+//! | `GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&drop=true&refuse=10s` | changes any subset of the behaviour, answers it as JSON |
 //! | `GET /bytes/N` | `200` and N bytes of `x`, for large answers |
 //! | any other request | `200 {"message":"Hello from server1","address":":8081"}`, after the injected delay, or the injected failure |
 //!
@@ -17,15 +18,18 @@
 //! curl 'localhost:8082/control?delay=300ms'            # server2 becomes slow
 //! curl 'localhost:8083/control?fail_rate=0.5&status=500' # server3 fails half of its requests
 //! curl 'localhost:8083/control?healthy=false'           # server3 fails its health checks
-//! curl 'localhost:8083/control?refuse=true'             # server3 closes connections unanswered
 //! curl 'localhost:8083/control?drop=true'               # server3 cuts every answer mid-body
 //! curl 'localhost:8083/control?delay=0&fail_rate=0&healthy=true&drop=false' # back to normal
+//! curl 'localhost:8083/control?refuse=30s'              # server3 is dead for 30 s
 //! ```
 //!
-//! `refuse` closes each connection as soon as its request has arrived, unanswered: the client
-//! (the balancer) sees the connection fail after sending, as with a server that crashes on
-//! every request. A request for `/control` is the one exception, so that the same `curl` can
-//! switch it off again (`refuse=false`).
+//! `refuse` makes the server look dead, as a crashed process does: once the answer to the
+//! `/control` request is sent, nothing listens on the port (connections are refused) and every
+//! open connection is closed, the balancer's pooled ones included. It takes a duration because
+//! nothing could switch it back: no `/control` request reaches a server that does not listen.
+//! When the time is up the server listens on the same port again, like a restarted process.
+//! Code in the same process (a test, say) can refuse until told otherwise with
+//! [`DemoServer::set_refusing`].
 //!
 //! The binaries in `src/bin/` are one line each ([`main_for`]); the balancer's `--demo` mode calls
 //! [`spawn`] directly. Both behave the same: they listen on loopback, log the same lines (start,
@@ -34,6 +38,11 @@
 //!
 //! Threads: one accepts connections, one serves each connection (reading requests one after the
 //! other, for keep-alive), and at most [`MAX_ANSWERING`] of them answer at once.
+//!
+//! The demo servers own their connections rather than serving through an HTTP server library:
+//! `refuse` closes them all and `drop` closes one mid-answer, which tiny_http (the library the
+//! project's design names for them) does not let a handler do; and its thread pool leaves part
+//! of a burst of keep-alive connections unserved. `tests/tiny_http_limits.rs` shows all three.
 
 mod http;
 
@@ -100,14 +109,15 @@ impl Behaviour {
     }
 }
 
-/// Everything `/control` can change, kept under one lock so a request sees a consistent set.
+/// The longest `refuse` a `/control` request may ask for. 1 h.
+const MAX_REFUSE: Duration = Duration::from_secs(3600);
+
+/// What `/control` changes for every request after it, kept under one lock so a request sees a
+/// consistent set. (`refuse` is not here: it changes whether the server listens at all.)
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct State {
     behaviour: Behaviour,
     healthy: bool,
-    /// Close every connection without an answer when its next request arrives, except a
-    /// request for `/control`.
-    refuse: bool,
 }
 
 impl State {
@@ -115,47 +125,89 @@ impl State {
         State {
             behaviour,
             healthy: true,
-            refuse: false,
         }
     }
 
-    fn to_json(self) -> String {
+    /// The state as `/control` answers it, with `refuse`: how long the server is about to stop
+    /// listening (zero: it goes on listening).
+    fn to_json(self, refuse: Duration) -> String {
         format!(
-            r#"{{"delay_ms":{},"fail_rate":{},"fail_status":{},"drop":{},"healthy":{},"refuse":{}}}"#,
+            r#"{{"delay_ms":{},"fail_rate":{},"fail_status":{},"drop":{},"healthy":{},"refuse_ms":{}}}"#,
             self.behaviour.delay.as_millis(),
             self.behaviour.fail_rate,
             self.behaviour.fail_status,
             self.behaviour.drop,
             self.healthy,
-            self.refuse
+            refuse.as_millis()
         )
     }
 }
 
-/// What waits on time or on the server stopping, under one lock so that one condvar serves
-/// both: a stop wakes every wait at once.
-#[derive(Debug, Default)]
+/// Whether a demo server listens on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listening {
+    /// It listens (the default).
+    Yes,
+    /// Nothing listens until then (`/control?refuse=10s`); then it listens again by itself.
+    No { until: Instant },
+    /// Nothing listens until [`DemoServer::set_refusing`]`(false)`.
+    NoUntilTold,
+}
+
+/// What threads wait on (a turn to answer, the end of a refusal, the server stopping), under one
+/// lock so that one condvar serves them all: a stop wakes every wait at once.
+#[derive(Debug)]
 struct Turns {
     stopped: bool,
     /// Requests being answered now, at most [`MAX_ANSWERING`].
     answering: usize,
+    /// Whether the server is to listen: the acceptor follows it.
+    listening: Listening,
+    /// Whether the acceptor holds a bound listener now.
+    bound: bool,
 }
 
-/// The open connections: a handle to each, so [`DemoServer::stop`] can end their reads.
+impl Turns {
+    /// True while the server is to refuse connections, at `now`.
+    fn refusing(&self, now: Instant) -> bool {
+        match self.listening {
+            Listening::Yes => false,
+            Listening::No { until } => now < until,
+            Listening::NoUntilTold => true,
+        }
+    }
+}
+
+/// The open connections: a handle to each, so that [`DemoServer::stop`] can end their reads,
+/// and a refusal can close them.
 #[derive(Debug, Default)]
 struct Connections {
     next_id: u64,
     open: HashMap<u64, TcpStream>,
 }
 
+impl Connections {
+    /// Shuts down `how` of every open connection; their threads then end by themselves. Returns
+    /// how many there were.
+    fn shut_down(&self, how: Shutdown) -> usize {
+        for stream in self.open.values() {
+            let _ = stream.shutdown(how);
+        }
+        self.open.len()
+    }
+}
+
 /// What the threads of one demo server share with each other and with [`DemoServer`].
 struct Shared {
     name: String,
+    /// The address bound, where the server listens again after a refusal.
+    addr: SocketAddr,
     /// The greeting never changes, so it is rendered once.
     hello: String,
     state: Mutex<State>,
     turns: Mutex<Turns>,
-    /// Signalled when the server stops and when a turn to answer is given back.
+    /// Signalled when the server stops, when a turn to answer is given back, and when the
+    /// server is to listen or refuse, or has started to.
     turns_changed: Condvar,
     connections: Mutex<Connections>,
     /// Signalled when a connection closes.
@@ -200,6 +252,66 @@ impl Shared {
         }
         turns.answering += 1;
         Turn(self)
+    }
+
+    /// Tells the acceptor to listen or to stop listening, and wakes it: from its wait for the
+    /// end of a refusal through the condvar, from `accept` with a connection of our own (which
+    /// it closes unanswered, as every connection while refusing).
+    fn set_listening(&self, listening: Listening) {
+        lock(&self.turns).listening = listening;
+        self.turns_changed.notify_all();
+        if listening != Listening::Yes {
+            let _ = TcpStream::connect_timeout(&reachable(self.addr), Duration::from_secs(1));
+        }
+    }
+
+    /// Waits (up to 5 s) until the acceptor has followed the last [`set_listening`]: a listener
+    /// is bound when `bound`, none when not. False when it has not (or the server stopped).
+    ///
+    /// [`set_listening`]: Self::set_listening
+    fn wait_bound(&self, bound: bool) -> bool {
+        let turns = lock(&self.turns);
+        let (turns, _) = self
+            .turns_changed
+            .wait_timeout_while(turns, Duration::from_secs(5), |t| {
+                t.bound != bound && !t.stopped
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        turns.bound == bound
+    }
+
+    /// For the acceptor: waits while the server is to refuse connections. False when the
+    /// server stops instead.
+    fn wait_while_refusing(&self) -> bool {
+        let mut turns = lock(&self.turns);
+        loop {
+            let now = Instant::now();
+            if turns.stopped {
+                return false;
+            }
+            if !turns.refusing(now) {
+                turns.listening = Listening::Yes;
+                return true;
+            }
+            turns = match turns.listening {
+                Listening::No { until } => {
+                    self.turns_changed
+                        .wait_timeout(turns, until - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                _ => self
+                    .turns_changed
+                    .wait(turns)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
+    /// For the acceptor: records whether it holds a bound listener.
+    fn set_bound(&self, bound: bool) {
+        lock(&self.turns).bound = bound;
+        self.turns_changed.notify_all();
     }
 }
 
@@ -253,13 +365,19 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
     let local = listener.local_addr()?;
     let shared = Arc::new(Shared {
         name: name.to_owned(),
+        addr: local,
         hello: format!(
             r#"{{"message":"Hello from {}","address":":{}"}}"#,
             json_escape(name),
             local.port()
         ),
         state: Mutex::new(State::new(behaviour)),
-        turns: Mutex::new(Turns::default()),
+        turns: Mutex::new(Turns {
+            stopped: false,
+            answering: 0,
+            listening: Listening::Yes,
+            bound: true,
+        }),
         turns_changed: Condvar::new(),
         connections: Mutex::new(Connections::default()),
         connection_closed: Condvar::new(),
@@ -268,7 +386,7 @@ pub fn spawn(name: &str, addr: &str, behaviour: Behaviour) -> io::Result<DemoSer
     // Names are built from the port, not `name`, which may hold anything (even a NUL byte).
     let acceptor = std::thread::Builder::new()
         .name(format!("demo-{}", local.port()))
-        .spawn(move || accept(&listener, &accepting))?;
+        .spawn(move || accept(listener, &accepting))?;
     log::info!("{name}: listening on {local}");
     Ok(DemoServer {
         shared,
@@ -305,13 +423,26 @@ impl DemoServer {
         self.shared.state().healthy = healthy;
     }
 
-    /// Closes every connection without an answer when its request arrives (`true`; a request
-    /// for `/control` excepted) or serves again (`false`, the default), like `/control?refuse=`.
-    pub fn set_refusing(&self, refuse: bool) {
-        let mut state = self.shared.state();
-        if state.refuse != refuse {
-            state.refuse = refuse;
-            log::info!("{}: now {}", self.shared.name, state.to_json());
+    /// Stops listening (`true`): the port refuses connections and every open connection is
+    /// closed, as when a server dies. Or listens again on the same port (`false`, the default).
+    /// Returns once done. `/control?refuse=10s` does the first for a while, then the second by
+    /// itself; this is the way to refuse until told otherwise, which `/control` cannot offer:
+    /// while the server refuses, no `/control` request can reach it.
+    ///
+    /// Errors when not done within 5 s (the port taken by another program meanwhile, say; the
+    /// server keeps trying every second).
+    pub fn set_refusing(&self, refuse: bool) -> Result<(), String> {
+        let listening = if refuse {
+            Listening::NoUntilTold
+        } else {
+            Listening::Yes
+        };
+        self.shared.set_listening(listening);
+        if self.shared.wait_bound(!refuse) {
+            Ok(())
+        } else {
+            let doing = if refuse { "listening" } else { "refusing" };
+            Err(format!("{}: still {doing} after 5 s", self.shared.name))
         }
     }
 
@@ -335,17 +466,13 @@ impl DemoServer {
         // No connection is added from here on. End their reads: an idle one ends at once, one
         // being answered writes its answer first, then finds the read side closed.
         let mut connections = lock(&self.shared.connections);
-        for stream in connections.open.values() {
-            let _ = stream.shutdown(Shutdown::Read);
-        }
+        connections.shut_down(Shutdown::Read);
         let deadline = Instant::now() + STOP_GRACE;
         while !connections.open.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 // A client that takes nothing of a large answer would hold us for ever.
-                for stream in connections.open.values() {
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
+                connections.shut_down(Shutdown::Both);
             }
             let wait = if left.is_zero() {
                 Duration::from_millis(100)
@@ -383,14 +510,35 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Accepts connections until the server stops, and starts a thread for each.
-fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
-    let port = listener.local_addr().map_or(0, |a| a.port());
-    for stream in listener.incoming() {
+///
+/// While the server refuses connections it holds no listener, so the port refuses them as a
+/// dead server's does, and it closes every connection that was open (see [`stop_listening`]).
+/// When the refusal ends, it binds the same address again.
+fn accept(listener: TcpListener, shared: &Arc<Shared>) {
+    let port = shared.addr.port();
+    let mut listener = Some(listener);
+    loop {
+        let Some(bound) = listener.as_ref() else {
+            if !shared.wait_while_refusing() {
+                return;
+            }
+            listener = listen_again(shared);
+            continue;
+        };
+        let accepted = bound.accept();
         if shared.is_stopped() {
             return;
         }
-        let stream = match stream {
-            Ok(stream) => stream,
+        // Not whether the refusal is still on: a short one that ended meanwhile is done too.
+        if lock(&shared.turns).listening != Listening::Yes {
+            // This connection (maybe our own wake-up call) is closed unanswered with the rest.
+            drop(accepted);
+            listener = None;
+            stop_listening(shared);
+            continue;
+        }
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
             Err(e) => {
                 // Out of descriptors, most likely: wait a little rather than spin.
                 log::warn!("{}: accepting a connection failed: {e}", shared.name);
@@ -411,6 +559,39 @@ fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
         if let Err(e) = spawned {
             log::warn!("{}: cannot start a connection thread: {e}", shared.name);
             unregister(shared, id);
+        }
+    }
+}
+
+/// What a server that dies does to its connections, once its listener is dropped: every open
+/// one is closed, whatever it was doing, so a client's pooled connection fails at its next use.
+fn stop_listening(shared: &Shared) {
+    let closed = lock(&shared.connections).shut_down(Shutdown::Both);
+    shared.set_bound(false);
+    log::info!(
+        "{}: refusing connections: nothing listens on {}, {closed} open connection(s) closed",
+        shared.name,
+        shared.addr
+    );
+}
+
+/// Binds the server's address again after a refusal. `None` (after a pause, so that the
+/// acceptor does not spin) when it cannot, e.g. another program took the port meanwhile.
+fn listen_again(shared: &Shared) -> Option<TcpListener> {
+    match TcpListener::bind(shared.addr) {
+        Ok(listener) => {
+            shared.set_bound(true);
+            log::info!("{}: listening again on {}", shared.name, shared.addr);
+            Some(listener)
+        }
+        Err(e) => {
+            log::warn!(
+                "{}: cannot listen again on {}: {e}; trying again in 1 s",
+                shared.name,
+                shared.addr
+            );
+            shared.pause(Duration::from_secs(1));
+            None
         }
     }
 }
@@ -469,14 +650,6 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 return;
             }
         };
-        // Refused after the head, not at accept: the head tells a request for /control, which
-        // must pass for the switch to be turned off again. To the client it is all one: its
-        // request was sent, and the connection closed without an answer.
-        let control = head.target == "/control" || head.target.starts_with("/control?");
-        if shared.state().refuse && !control {
-            log::debug!("{}: refused {} {}", shared.name, head.method, head.target);
-            return;
-        }
         if head.expects_continue && http::write_continue(&mut writer).is_err() {
             return;
         }
@@ -508,7 +681,8 @@ fn plain_answer(status: u16, reason: &'static str) -> http::Answer<'static> {
     }
 }
 
-/// Answers one request; true when the connection may carry another one.
+/// Answers one request; true when the connection may carry another one. After an answer that
+/// asks for it (`/control?refuse=10s`), the server stops listening.
 fn respond(head: &http::Head, writer: &mut TcpStream, shared: &Shared, rng: &mut Rng) -> bool {
     let started = Instant::now();
     let reply = route(&head.target, shared, rng);
@@ -536,7 +710,13 @@ fn respond(head: &http::Head, writer: &mut TcpStream, shared: &Shared, rng: &mut
         connection,
         cut: reply.cut,
     };
-    if let Err(e) = http::write_answer(writer, &answer) {
+    let written = http::write_answer(writer, &answer);
+    // After the answer, not before: stopping closes every connection, this one too.
+    if let Some(refuse) = reply.refuse {
+        let until = Instant::now() + refuse;
+        shared.set_listening(Listening::No { until });
+    }
+    if let Err(e) = written {
         log::debug!("{}: client went away before the answer: {e}", shared.name);
         return false;
     }
@@ -554,6 +734,8 @@ struct Reply {
     body: String,
     /// Send half of the body, then close (the `drop` switch).
     cut: bool,
+    /// After the answer, stop listening for this long (the `refuse` switch).
+    refuse: Option<Duration>,
 }
 
 impl Reply {
@@ -563,6 +745,7 @@ impl Reply {
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
             cut: false,
+            refuse: None,
         }
     }
 
@@ -572,6 +755,7 @@ impl Reply {
             content_type: "application/json",
             body,
             cut: false,
+            refuse: None,
         }
     }
 }
@@ -589,12 +773,16 @@ fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
         "/control" => {
             let mut state = shared.state();
             match apply_control(*state, query) {
-                Ok(changed) => {
-                    if changed != *state {
-                        log::info!("{}: /control: now {}", shared.name, changed.to_json());
+                Ok((changed, refuse)) => {
+                    let json = changed.to_json(refuse.unwrap_or_default());
+                    if changed != *state || refuse.is_some() {
+                        log::info!("{}: /control: now {json}", shared.name);
                     }
                     *state = changed;
-                    Reply::json(200, changed.to_json())
+                    Reply {
+                        refuse,
+                        ..Reply::json(200, json)
+                    }
                 }
                 Err(reason) => {
                     log::warn!(
@@ -638,9 +826,12 @@ fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
     }
 }
 
-/// Applies a `/control` query to `state`. All or nothing: on the first bad parameter the error names
-/// it and the caller keeps the old state. An empty query changes nothing (a way to read the state).
-fn apply_control(mut state: State, query: &str) -> Result<State, String> {
+/// Applies a `/control` query to `state`, and reads how long the server is to stop listening
+/// after the answer (`refuse=10s`; `None` when not asked, or `refuse=0`). All or nothing: on
+/// the first bad parameter the error names it and the caller keeps the old state. An empty
+/// query changes nothing (a way to read the state).
+fn apply_control(mut state: State, query: &str) -> Result<(State, Option<Duration>), String> {
+    let mut refuse = None;
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         let bad = |reason: String| format!("bad {key} {value:?}: {reason}");
@@ -655,7 +846,7 @@ fn apply_control(mut state: State, query: &str) -> Result<State, String> {
             "status" => state.behaviour.fail_status = parse_fail_status(value).map_err(bad)?,
             "drop" => state.behaviour.drop = switch(value)?,
             "healthy" => state.healthy = switch(value)?,
-            "refuse" => state.refuse = switch(value)?,
+            "refuse" => refuse = parse_refuse(value).map_err(bad)?,
             _ => {
                 return Err(format!(
                     "unknown control parameter {key:?}; known: delay, fail_rate, status, \
@@ -664,7 +855,26 @@ fn apply_control(mut state: State, query: &str) -> Result<State, String> {
             }
         }
     }
-    Ok(state)
+    Ok((state, refuse))
+}
+
+/// Parses how long `refuse` stops the server listening: a duration up to [`MAX_REFUSE`], `0`
+/// for not at all. Not `true`: nothing could switch it back, as no `/control` request reaches
+/// a server that does not listen.
+fn parse_refuse(text: &str) -> Result<Option<Duration>, String> {
+    let refuse = parse_duration(text).map_err(|e| {
+        if text == "true" || text == "false" {
+            "expected how long to refuse connections, like 10s: while it refuses, no \
+             /control request reaches this server, so it listens again by itself"
+                .to_string()
+        } else {
+            e
+        }
+    })?;
+    if refuse > MAX_REFUSE {
+        return Err("at most 1h".into());
+    }
+    Ok(Some(refuse).filter(|d| !d.is_zero()))
 }
 
 /// Parses `0` or a whole number with a unit: `ms`, `s`, `m` or `h` (`50ms`, `2s`, `1m`).
@@ -790,10 +1000,10 @@ fn usage(name: &str, default_port: u16) -> String {
 A demo backend for the load balancer.
   GET /         answers {{\"message\":\"Hello from {name}\",\"address\":\":PORT\"}}
   GET /health   answers 200 ok (503 once switched unhealthy)
-  GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&refuse=true&drop=true
+  GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&drop=true&refuse=10s
                 changes any of these while running and answers the result as JSON:
-                refuse=true closes every connection unanswered (but a /control request's),
-                drop=true cuts every answer mid-body
+                drop=true cuts every answer mid-body; refuse=10s stops listening for 10 s
+                (connections refused, open ones closed, as if dead), then listens again
 
 Options:
   --port N        port to listen on [default: {default_port}]
@@ -916,7 +1126,8 @@ pub fn main_for(name: &str, default_port: u16) {
     };
     if behaviour != Behaviour::default() {
         let state = State::new(behaviour);
-        log::info!("{name}: misbehaving from the start: {}", state.to_json());
+        let json = state.to_json(Duration::ZERO);
+        log::info!("{name}: misbehaving from the start: {json}");
     }
     if let Some(signal) = signals.forever().next() {
         let what = if signal == SIGINT {
@@ -1029,7 +1240,7 @@ mod tests {
         assert_eq!(answer.status, 200);
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":false,"refuse":false}"#
+            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":false,"refuse_ms":0}"#
         );
         assert_eq!(get(server.addr(), "/health").status, 503);
         // Unhealthy only affects /health: the greeting still works.
@@ -1050,7 +1261,7 @@ mod tests {
         assert_eq!(answer.header("content-type"), Some("application/json"));
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":50,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse":false}"#
+            r#"{"delay_ms":50,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse_ms":0}"#
         );
         assert_eq!(server.behaviour().delay, Duration::from_millis(50));
 
@@ -1070,7 +1281,7 @@ mod tests {
         let answer = get(server.addr(), "/control?fail_rate=1&status=500");
         assert_eq!(
             answer.body,
-            r#"{"delay_ms":0,"fail_rate":1,"fail_status":500,"drop":false,"healthy":true,"refuse":false}"#
+            r#"{"delay_ms":0,"fail_rate":1,"fail_status":500,"drop":false,"healthy":true,"refuse_ms":0}"#
         );
         let answer = get(server.addr(), "/");
         assert_eq!(answer.status, 500);
@@ -1098,6 +1309,8 @@ mod tests {
             ("status=x", "status"),
             ("healthy=maybe", "healthy"),
             ("refuse=yes", "refuse"),
+            ("refuse=true", "listens again by itself"),
+            ("refuse=2h", "at most 1h"),
             ("drop=1", "drop"),
             ("colour=blue", "colour"),
             // All or nothing: the good delay before the bad rate is not applied either.
@@ -1110,7 +1323,7 @@ mod tests {
         assert_eq!(server.behaviour(), Behaviour::default());
         assert_eq!(
             get(server.addr(), "/control").body,
-            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse":false}"#
+            r#"{"delay_ms":0,"fail_rate":0,"fail_status":503,"drop":false,"healthy":true,"refuse_ms":0}"#
         );
     }
 
@@ -1145,6 +1358,15 @@ mod tests {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        stream
+    }
+
+    /// A keep-alive connection that has carried one request, as a balancer keeps them.
+    fn used(server: &DemoServer) -> TcpStream {
+        let mut stream = connect(server);
+        write!(stream, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        let (head, _) = read_answer(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         stream
     }
 
@@ -1204,39 +1426,64 @@ mod tests {
         assert!(rest.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{rest}");
     }
 
+    /// True when a connection to `addr` is refused: nothing listens.
+    fn refuses(addr: SocketAddr) -> bool {
+        TcpStream::connect(addr).is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+
+    /// Polls `done` every 10 ms for up to 10 s.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     #[test]
-    fn refuse_closes_connections_unanswered_but_control_still_answers() {
+    fn refuse_stops_listening_for_a_while_and_closes_open_connections() {
         let server = start("server3");
         // A keep-alive connection from before the switch, as a balancer keeps them.
-        let mut pooled = connect(&server);
-        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(read_answer(&mut pooled).0.starts_with("HTTP/1.1 200"));
+        let mut pooled = used(&server);
 
-        let answer = get(server.addr(), "/control?refuse=true");
+        // The switch is answered first; then nothing listens, and the open connection closes.
+        let answer = get(server.addr(), "/control?refuse=3s");
         assert_eq!(answer.status, 200);
         assert!(
-            answer.body.ends_with(r#""refuse":true}"#),
+            answer.body.ends_with(r#""refuse_ms":3000}"#),
             "{}",
             answer.body
         );
+        assert!(eventually(|| refuses(server.addr())), "still listening");
+        assert!(closed_unanswered(&mut pooled), "the open connection stayed");
 
-        for target in ["/", "/health", "/bytes/10"] {
-            let mut fresh = connect(&server);
-            write!(fresh, "GET {target} HTTP/1.1\r\n\r\n").unwrap();
-            assert!(closed_unanswered(&mut fresh), "{target} was answered");
-        }
-        write!(pooled, "GET / HTTP/1.1\r\n\r\n").unwrap();
+        // Three seconds later it listens again by itself, on the same port.
         assert!(
-            closed_unanswered(&mut pooled),
-            "the open connection was answered"
+            eventually(|| !refuses(server.addr())),
+            "never listened again"
         );
-
-        get(server.addr(), "/control?refuse=false");
         assert_eq!(get(server.addr(), "/").status, 200);
-        server.set_refusing(true);
-        let mut fresh = connect(&server);
-        write!(fresh, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        assert!(closed_unanswered(&mut fresh));
+    }
+
+    #[test]
+    fn refusing_until_told_otherwise_is_for_code_in_the_same_process() {
+        let server = start("server3");
+        let mut pooled = used(&server);
+
+        server.set_refusing(true).unwrap();
+        assert!(refuses(server.addr()));
+        assert!(closed_unanswered(&mut pooled));
+        server.set_refusing(false).unwrap();
+        assert_eq!(get(server.addr(), "/").status, 200);
+
+        // Stopping a refusing server does not wait for anything.
+        server.set_refusing(true).unwrap();
+        let started = Instant::now();
+        server.stop();
+        assert!(started.elapsed() < Duration::from_secs(1));
     }
 
     #[test]
@@ -1278,9 +1525,7 @@ mod tests {
     #[test]
     fn stop_closes_idle_keep_alive_connections() {
         let server = start("server1");
-        let mut idle = connect(&server);
-        write!(idle, "GET / HTTP/1.1\r\n\r\n").unwrap();
-        read_answer(&mut idle);
+        let mut idle = used(&server);
         let started = Instant::now();
         server.stop();
         assert!(started.elapsed() < Duration::from_secs(1));

@@ -1,7 +1,10 @@
 //! The demo servers' switches seen through the balancer (the binary, as a learner runs it):
-//! `refuse` on one of three demo servers costs the clients nothing, because every request it
-//! closes unanswered is retried on another server, as the access log shows (`attempts=2`); and
-//! `drop` is passed on as a connection closed mid-body, never as a complete answer.
+//! `refuse` on one of three demo servers costs the clients nothing, because every request that
+//! picks it finds the port refusing connections (its pooled connections closed too) and is
+//! retried on another server, as the access log shows (`attempts=2`); and `drop` is passed on
+//! as a connection closed mid-body, never as a complete answer.
+
+use std::time::Duration;
 
 use servers::{Behaviour, DemoServer};
 
@@ -39,7 +42,11 @@ fn a_refusing_demo_server_fails_no_request_each_is_retried_on_another() {
         let r = session.get(&format!("/before/{i}")).unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    control(&servers[1], "refuse=true");
+    // Longer than the test: it listens again by itself only after.
+    control(&servers[1], "refuse=1m");
+    support::wait_until("server2 to stop listening", Duration::from_secs(10), || {
+        support::refuses_connections(servers[1].addr())
+    });
 
     let refusing = format!("Hello from {}", servers[1].name());
     let mut errors = Vec::new();
