@@ -21,7 +21,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
@@ -196,15 +196,30 @@ impl Transport for BackendTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.used = true;
-        let timeout = timeout.for_write();
-        apply_timeout(&timeout, &mut self.write_timeout, |t| {
-            self.stream.set_write_timeout(t)
-        })?;
-        let output = &self.buffers.output()[..amount];
-        match (&*self.stream).write_all(output) {
-            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            result => Ok(result?),
+        let mut timeout = timeout.for_write();
+        // The whole buffer (at most the output buffer's size, 32 KiB) must go within the
+        // timeout: a socket timeout alone restarts at each partial write, and a backend that
+        // stopped reading still takes a few bytes a second as its window is probed, which would
+        // stretch the wait without bound.
+        let deadline = timeout.not_zero().map(|t| Instant::now() + *t);
+        let mut output = &self.buffers.output()[..amount];
+        while !output.is_empty() {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                timeout.after = ureq::unversioned::transport::time::Duration::Exact(left);
+            }
+            apply_timeout(&timeout, &mut self.write_timeout, |t| {
+                self.stream.set_write_timeout(t)
+            })?;
+            match (&*self.stream).write(output) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => output = &output[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
