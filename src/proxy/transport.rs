@@ -13,6 +13,10 @@
 //! [`TIMEOUT_GRANULARITY`] makes consecutive values equal, and the call is skipped when the value
 //! has not changed. A timeout then fires at most 10 ms late.
 //!
+//! **Resets.** A reset by the backend is reported to ureq as an error of another kind (see
+//! `is_reset`), so that a body delimited by the connection's end is never taken as whole when
+//! the backend broke off.
+//!
 //! **Waiting for the answer.** A read first looks a few times without blocking, yielding in
 //! between, and sleeps in a blocking read only if the answer has not come (see
 //! [`crate::yielding`]).
@@ -118,6 +122,17 @@ fn connect(
             "no address to connect to",
         ))
     }))
+}
+
+/// A reset by the backend. ureq takes a reset while it reads a body for the body's end, which is
+/// right for nothing: a body delimited by the connection's end ends with a FIN, and a reset
+/// means the backend failed. So a reset reaches ureq as another error, and the answer is cut
+/// off (the client gets a reset too) rather than passed off as whole.
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -234,6 +249,7 @@ impl Transport for BackendTransport {
                 Ok(n > 0)
             }
             Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) if is_reset(&e) => Err(io::Error::other(format!("backend reset: {e}")).into()),
             Err(e) => Err(e.into()),
         }
     }
