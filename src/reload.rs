@@ -15,6 +15,7 @@ pub(crate) fn proxy_settings(config: &Config) -> ProxySettings {
     ProxySettings {
         connect_timeout: config.timeouts.connect,
         response_timeout: config.timeouts.response,
+        send_timeout: config.timeouts.send_timeout(),
         retries: config.retries.count,
         retry_timeouts: config.retries.on_timeout,
         failure_statuses: config.breaker.failure_statuses.clone(),

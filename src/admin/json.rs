@@ -46,12 +46,14 @@ pub fn status_json(v: &View) -> String {
     let _ = write!(
         o,
         ",\"front\":{{\"workers_busy\":{},\"bodies_buffering\":{},\"answers_flushing\":{},\
-         \"backpressure_waits\":{},\"stalled_readers_closed\":{}}}",
+         \"backpressure_waits\":{},\"stalled_readers_closed\":{},\
+         \"poller_longest_iteration_us\":{}}}",
         f.workers_busy,
         f.bodies_buffering,
         f.answers_flushing,
         f.backpressure_waits,
-        f.stalled_readers_closed
+        f.stalled_readers_closed,
+        f.poller_longest_iteration_us
     );
     let _ = write!(
         o,

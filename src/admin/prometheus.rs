@@ -245,6 +245,17 @@ pub fn metrics_text(v: &View) -> String {
     let _ = writeln!(o, "lb_workers_busy {}", v.front.workers_busy);
     family(
         &mut o,
+        "lb_poller_longest_iteration_seconds",
+        "gauge",
+        "The longest pass of the poller's loop over its events and timers in about the last minute: every client waits while it runs.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_poller_longest_iteration_seconds {}",
+        v.front.poller_longest_iteration_us as f64 / 1e6
+    );
+    family(
+        &mut o,
         "lb_slow_client_connections",
         "gauge",
         "Connections waiting on a client, not on a worker: request bodies being buffered (upload), answers being finished (download).",

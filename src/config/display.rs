@@ -29,9 +29,13 @@ impl fmt::Display for Config {
         }
         writeln!(
             f,
-            "timeouts      connect={} response={} client={} head={} body={} queue={}",
+            "timeouts      connect={} response={}{} client={} head={} body={} queue={}",
             d(self.timeouts.connect),
             d(self.timeouts.response),
+            // Unset, it follows the response timeout (a reload that changes one changes both).
+            self.timeouts
+                .send
+                .map_or(String::new(), |s| format!(" send={}", d(s))),
             d(self.timeouts.client),
             d(self.timeouts.head),
             d(self.timeouts.body),

@@ -51,12 +51,14 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "timeouts" => {
             if words.is_empty() {
                 return Err(
-                    "timeouts takes connect=, response=, client=, head=, body= and/or queue= \
-                     durations"
+                    "timeouts takes connect=, response=, send=, client=, head=, body= and/or \
+                     queue= durations"
                         .into(),
                 );
             }
-            let names = ["connect", "response", "client", "head", "body", "queue"];
+            let names = [
+                "connect", "response", "send", "client", "head", "body", "queue",
+            ];
             for (k, v) in pairs(words, &names)? {
                 let d = parse_duration(v)?;
                 if d.is_zero() {
@@ -65,6 +67,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                 match k {
                     "connect" => config.timeouts.connect = d,
                     "response" => config.timeouts.response = d,
+                    "send" => config.timeouts.send = Some(d),
                     "head" => config.timeouts.head = d,
                     "body" => config.timeouts.body = d,
                     "queue" => config.timeouts.queue = d,

@@ -8,7 +8,7 @@
 //! ```text
 //! listen    0.0.0.0:8080
 //! workers   64
-//! timeouts  connect=2s response=30s
+//! timeouts  connect=2s response=30s send=30s
 //! backend   http://localhost:8081 weight=5
 //! ```
 //!
@@ -192,6 +192,11 @@ pub struct Timeouts {
     pub connect: Duration,
     /// `response=`: a backend's response head, and each read of its body. Default 30 s.
     pub response: Duration,
+    /// `send=`: each write of a request (head or body) to a backend; a backend that takes
+    /// nothing for this long gets the request 504 and counts as failed. `None` (the default):
+    /// the response timeout, as nginx's `proxy_send_timeout` and HAProxy's `timeout server`
+    /// cover both directions.
+    pub send: Option<Duration>,
     /// `client=`: a connection waiting for the first byte of a request (new or idle keep-alive),
     /// a request body pausing, a client taking nothing of an answer. Default 60 s.
     pub client: Duration,
@@ -204,6 +209,13 @@ pub struct Timeouts {
     /// `queue=`: a complete request waiting for a worker; then 503. Default 5 s (HAProxy
     /// `timeout queue`).
     pub queue: Duration,
+}
+
+impl Timeouts {
+    /// The send timeout in force: `send=`, or the response timeout when it is not set.
+    pub fn send_timeout(&self) -> Duration {
+        self.send.unwrap_or(self.response)
+    }
 }
 
 /// The front end's words of the `limits` line: how large a request head may be, and how many
@@ -297,6 +309,7 @@ impl Default for Config {
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(30),
+                send: None,
                 client: front.client_timeout,
                 head: front.head_timeout,
                 body: front.body_timeout,

@@ -15,6 +15,8 @@ fn defaults_match_design() {
     assert_eq!(c.backends[0].url, "http://localhost:8081");
     assert_eq!(c.timeouts.connect, Duration::from_secs(2));
     assert_eq!(c.timeouts.response, Duration::from_secs(30));
+    assert_eq!(c.timeouts.send, None, "follows the response timeout");
+    assert_eq!(c.timeouts.send_timeout(), Duration::from_secs(30));
     assert_eq!((c.health.rise, c.health.fall), (2, 3));
     assert_eq!(c.breaker.failures, 5);
 }
@@ -195,7 +197,7 @@ listen 127.0.0.1:8000
 admin 127.0.0.1:9999
 workers 7
 queue 99
-timeouts connect=250ms response=1500ms client=2m head=3s body=20s queue=750ms
+timeouts connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms
 request_buffering off
 buffers memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB
 retries 3 budget=50% retry_timeouts=on
@@ -221,7 +223,7 @@ backend http://[::1]:9000
     let printed = c.to_string();
     assert_eq!(Config::parse(&printed, "printed").unwrap(), c, "{printed}");
     assert!(printed.contains(
-        "timeouts      connect=250ms response=1500ms client=2m head=3s body=20s queue=750ms"
+        "timeouts      connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms"
     ));
     assert!(printed.contains("request_buffering off"));
     assert!(printed.contains("explain       on"));

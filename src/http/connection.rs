@@ -37,6 +37,9 @@ pub(crate) struct Conn {
     pub head_started: Option<Instant>,
     /// When the connection last became idle (accepted, or given back after an answer).
     pub idle_since: Instant,
+    /// The client has finished sending (its end of the stream came after requests it
+    /// pipelined): those are answered, then the connection closes instead of waiting for more.
+    pub client_done: bool,
     /// The poller's key for this connection.
     pub key: usize,
     /// How long a worker's read or write may wait.
@@ -66,6 +69,7 @@ impl Conn {
             scanned: 0,
             head_started: None,
             idle_since: now,
+            client_done: false,
             key,
             io_timeout,
             poller: Arc::clone(poller),
@@ -234,6 +238,28 @@ impl Conn {
     /// Stops sending (our side of the connection is finished) while still receiving.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Makes closing this connection send a reset (RST) instead of an orderly end (FIN), as for
+    /// an answer cut off: a client reading a body that ends when the connection does (no
+    /// length, HTTP/1.0) would take a FIN for the end of a whole answer. `SO_LINGER` with a
+    /// zero timeout.
+    pub fn reset(&self) {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt(2) on a descriptor this connection owns, reading `linger` for the
+        // size given.
+        unsafe {
+            libc::setsockopt(
+                self.stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
     }
 }
 

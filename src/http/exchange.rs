@@ -18,7 +18,7 @@
 
 use std::io::{self, Read};
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::chunked::ChunkedDecoder;
@@ -82,6 +82,8 @@ pub struct Exchange<'a> {
     conn: &'a mut Conn,
     body: BodySource,
     to: AnswerTo,
+    /// The server is stopping: answers from then on say `Connection: close`.
+    stopping: &'a AtomicBool,
     buf: &'a mut Vec<u8>,
     /// What the client has not taken yet; made on first need.
     out: Option<Spool>,
@@ -100,12 +102,13 @@ pub struct Body<'e, 'a> {
 impl<'a> Exchange<'a> {
     /// An exchange on `conn` for `request`. `body` is the body the poller buffered (`None` when
     /// it is to be read from the client, as the request's framing says); what the client does
-    /// not take at once goes to a spool counted in `buffers`.
+    /// not take at once goes to a spool counted in `buffers`. Once `stopping` is set, the answer
+    /// closes the connection.
     pub(crate) fn new(
         conn: &'a mut Conn,
         request: &Request,
         body: Option<Spool>,
-        keep_alive: bool,
+        stopping: &'a AtomicBool,
         buf: &'a mut Vec<u8>,
         buffers: &'a Arc<Buffers>,
         gauges: &'a Gauges,
@@ -130,8 +133,9 @@ impl<'a> Exchange<'a> {
             to: AnswerTo {
                 head_request: head.method == "HEAD",
                 http10: head.http10,
-                keep_alive: keep_alive && head.wants_keep_alive(),
+                keep_alive: head.wants_keep_alive(),
             },
+            stopping,
             buf,
             out: None,
             buffers,
@@ -171,14 +175,16 @@ impl<'a> Exchange<'a> {
     }
 
     /// What the answer is for: the connection may stay open only if the request body has been
-    /// read to its end, so that nothing of it can be taken for a request.
+    /// read to its end, so that nothing of it can be taken for a request, and while the server
+    /// is not stopping (read as the answer starts, so that one in flight when the drain begins
+    /// says `Connection: close` too).
     fn answer_to(&self) -> AnswerTo {
         let body_done = match &self.body {
             BodySource::Buffered { .. } => true,
             BodySource::Streaming(state) => state.done,
         };
         AnswerTo {
-            keep_alive: self.to.keep_alive && body_done,
+            keep_alive: self.to.keep_alive && body_done && !self.stopping.load(Relaxed),
             ..self.to
         }
     }

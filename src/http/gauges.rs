@@ -1,7 +1,8 @@
-//! What the front end is doing now, for status pages: busy workers, and the connections that
-//! wait on a slow client rather than on a worker.
+//! What the front end is doing now, for status pages: busy workers, the connections that wait
+//! on a slow client rather than on a worker, and how long the poller's longest loop took.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 /// Counters of one front end, updated by its poller and workers (see [`FrontStats`]).
 #[derive(Debug, Default)]
@@ -11,6 +12,8 @@ pub struct Gauges {
     pub(crate) flushing: AtomicUsize,
     pub(crate) backpressure: AtomicU64,
     pub(crate) stalled: AtomicU64,
+    /// Microseconds: see [`FrontStats::poller_longest_iteration_us`].
+    pub(crate) poller_longest: AtomicU64,
 }
 
 /// A snapshot of [`Gauges`].
@@ -26,6 +29,11 @@ pub struct FrontStats {
     pub backpressure_waits: u64,
     /// Clients closed because they took nothing of an answer for `timeouts client=`.
     pub stalled_readers_closed: u64,
+    /// The longest pass of the poller's loop over its events and timers in about the last
+    /// minute, in microseconds (the wait for events not counted). Every client waits while it
+    /// runs: a stall here (a slow disk under a temporary file, a blocked log) shows up here
+    /// instead of silently.
+    pub poller_longest_iteration_us: u64,
 }
 
 impl Gauges {
@@ -37,6 +45,70 @@ impl Gauges {
             answers_flushing: self.flushing.load(Relaxed),
             backpressure_waits: self.backpressure.load(Relaxed),
             stalled_readers_closed: self.stalled.load(Relaxed),
+            poller_longest_iteration_us: self.poller_longest.load(Relaxed),
         }
+    }
+}
+
+/// The longest of some durations over a sliding window of about a minute: six buckets of ten
+/// seconds, the oldest dropped as time moves on. Worked example: passes of 3 ms at t=5 s and
+/// 1 ms at t=30 s give 3 ms until the bucket of t=5 s leaves the window (at t=60 s), then 1 ms
+/// until the bucket of t=30 s leaves (at t=90 s), then 0.
+#[derive(Debug)]
+pub(crate) struct LongestInWindow {
+    buckets: [Duration; BUCKETS],
+    /// When the current bucket (`buckets[current]`) began.
+    started: Instant,
+    current: usize,
+}
+
+const BUCKETS: usize = 6;
+const BUCKET: Duration = Duration::from_secs(10);
+
+impl LongestInWindow {
+    pub fn new(now: Instant) -> LongestInWindow {
+        LongestInWindow {
+            buckets: [Duration::ZERO; BUCKETS],
+            started: now,
+            current: 0,
+        }
+    }
+
+    /// Records `took` at `now`; returns the longest in the window.
+    pub fn record(&mut self, took: Duration, now: Instant) -> Duration {
+        let mut moved = 0;
+        while now.duration_since(self.started) >= BUCKET && moved < BUCKETS {
+            self.current = (self.current + 1) % BUCKETS;
+            self.buckets[self.current] = Duration::ZERO;
+            self.started += BUCKET;
+            moved += 1;
+        }
+        if now.duration_since(self.started) >= BUCKET {
+            // Idle for longer than the window: start afresh.
+            self.started = now;
+        }
+        let b = &mut self.buckets[self.current];
+        *b = (*b).max(took);
+        self.buckets.iter().copied().max().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worked_example() {
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let ms = Duration::from_millis;
+        let mut w = LongestInWindow::new(t0);
+        assert_eq!(w.record(ms(3), at(5)), ms(3));
+        assert_eq!(w.record(ms(1), at(30)), ms(3));
+        assert_eq!(w.record(ms(0), at(59)), ms(3));
+        assert_eq!(w.record(ms(0), at(60)), ms(1));
+        assert_eq!(w.record(ms(0), at(89)), ms(1));
+        assert_eq!(w.record(ms(0), at(90)), ms(0));
+        assert_eq!(w.record(ms(2), at(10_000)), ms(2), "after a long idle");
     }
 }

@@ -1,12 +1,30 @@
 //! What passes between the poller and the workers: a complete request with its connection
-//! (a [`Job`], through the channel), a connection a worker is done with ([`Returned`], back to
-//! the poller), and the state both sides read ([`Front`]). Kept apart from both, so that the
-//! poller and the workers depend on it and not on each other.
+//! (a [`Job`], through the channel), a connection a worker is done with ([`Returned`], left in
+//! the connection's [`Mailbox`]), and the state both sides read ([`Front`]). Kept apart from both,
+//! so that the poller and the workers depend on it and not on each other.
+//!
+//! **The hand-back.** A worker done with a connection puts it in the connection's mailbox, then
+//! re-arms the socket in the poller's `epoll` itself (oneshot: `epoll_ctl` is safe from any
+//! thread). No channel message and no wake-up of the poller: the poller hears of the connection
+//! when its next event comes, and finds it in the mailbox. The order matters: the connection is in
+//! the mailbox before any event can report it. The event the worker arms is one that will come:
+//! readable for an idle connection (the next request), writable for an answer the client has not
+//! taken yet, and writable too for an idle connection whose next request is already buffered
+//! (pipelining): the socket is writable at once, so the poller looks at once, and no request
+//! waits for a timer.
+//!
+//! | worker is done, and | left in the mailbox | armed for |
+//! | --- | --- | --- |
+//! | the answer is out, keep-alive | `Idle` | readable (writable if a next request is buffered) |
+//! | the client has not taken it all | `Flush` | writable |
+//! | the answer said `Connection: close` | `Linger` | readable |
+//! | the answer was cut off | nothing: closed with a reset, the slot freed through `closed` | |
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
+use parking_lot::Mutex;
 use polling::Poller;
 
 use super::connection::Conn;
@@ -17,17 +35,18 @@ use super::spool::{Buffers, Spool};
 use super::write::{AnswerTo, Refusal};
 use super::{Handler, Notify, Request, RequestHead};
 
-/// A request queued for a worker, with its connection and, when the poller buffered it, its
-/// body.
+/// A request queued for a worker, with its connection, its body when the poller buffered it,
+/// and where to leave the connection when the worker is done.
 pub(crate) struct Job {
     pub conn: Box<Conn>,
     pub request: Request,
     pub body: Option<Spool>,
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// A connection a worker is done with.
 pub(crate) enum Returned {
-    /// Waiting for the next request.
+    /// Waiting for the next request (which may be buffered already).
     Idle(Box<Conn>),
     /// Our side is finished; drop what the client still sends until it closes.
     Linger(Box<Conn>),
@@ -39,8 +58,49 @@ pub(crate) enum Returned {
         then: Fate,
         notify: Notify,
     },
-    /// Closed by the worker; the poller frees its slot (the key).
-    Closed(usize),
+}
+
+impl Returned {
+    /// The connection.
+    pub fn conn(&self) -> &Conn {
+        match self {
+            Returned::Idle(c) | Returned::Linger(c) => c,
+            Returned::Flush { conn, .. } => conn,
+        }
+    }
+}
+
+/// Where a worker leaves a connection for the poller (see the module documentation). One per
+/// slot, made once and reused by every connection the slot holds.
+#[derive(Default)]
+pub(crate) struct Mailbox(Mutex<Option<Returned>>);
+
+impl Mailbox {
+    /// Leaves `returned` and arms its socket for `writable` (else readable) while holding the
+    /// mailbox, so that the poller, which takes the mailbox when the event comes, can neither
+    /// miss the connection nor close it under the call. Gives the connection back if the socket
+    /// cannot be armed.
+    pub fn put(&self, returned: Returned, writable: bool) -> Result<(), Returned> {
+        let mut slot = self.0.lock();
+        let conn = returned.conn();
+        let armed = if writable {
+            conn.rearm_writable()
+        } else {
+            conn.rearm()
+        };
+        match armed {
+            Ok(()) => {
+                *slot = Some(returned);
+                Ok(())
+            }
+            Err(_) => Err(returned),
+        }
+    }
+
+    /// Takes what a worker left, if anything.
+    pub fn take(&self) -> Option<Returned> {
+        self.0.lock().take()
+    }
 }
 
 /// What the poller and the workers share.
@@ -58,10 +118,17 @@ pub(crate) struct Front {
     pub finished: AtomicBool,
     /// Jobs taken from the channel so far (by workers, or by the poller for a queue timeout).
     pub taken: AtomicU64,
-    /// Connections the poller has seen readable while a worker still had them (see
-    /// `give_back`).
-    pub awaited: AtomicUsize,
-    pub returns: Sender<Returned>,
+    /// Slots whose connection a worker closed (an answer cut off, a panic): the poller frees
+    /// them when woken.
+    pub closed: Sender<usize>,
+}
+
+impl Front {
+    /// Tells the poller that a worker closed the connection of slot `key - 1`.
+    pub fn closed(&self, key: usize) {
+        let _ = self.closed.send(key);
+        let _ = self.poller.notify();
+    }
 }
 
 /// Answers 503 to a request that waited too long for a worker, and closes its connection.

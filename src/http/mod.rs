@@ -15,16 +15,19 @@
 //!               worker threads (fixed pool): Handler::handle forwards the request and writes
 //!               the answer without waiting on the client: what it does not take at once goes
 //!               to the connection's outgoing spool
-//!                  │ the connection, with what is left to write
+//!                  │ the connection, with what is left to write, left in its slot's mailbox;
+//!                  │ the worker re-arms the socket, and the event that follows wakes the poller
 //!                  ▼
 //!               poller: finishes the answer as the client takes it, then reads the next request
+//!               (at once when it is already buffered: pipelining)
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
+//! `timers.rs` (each connection's deadline, so that the poller sleeps until the next one),
 //! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
-//! passes between the poller and the workers), `worker.rs` (a worker
-//! thread), `exchange.rs` (one request and its answer on a worker), `connection.rs` (one socket
-//! and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
+//! passes between the poller and the workers, and how a worker hands a connection back),
+//! `worker.rs` (a worker thread), `exchange.rs` (one request and its answer on a worker),
+//! `connection.rs` (one socket and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
 //! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
@@ -46,6 +49,7 @@ pub mod parse;
 mod poller;
 mod server;
 pub mod spool;
+mod timers;
 mod waiting;
 mod worker;
 pub mod write;

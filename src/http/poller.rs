@@ -1,5 +1,5 @@
-//! The poller thread: it accepts connections, owns them while they are idle, reads request
-//! heads as their bytes arrive, and hands complete requests to the workers.
+//! The poller thread: it accepts connections, owns them while they wait on their client, reads
+//! request heads and bodies as their bytes arrive, and hands complete requests to the workers.
 //!
 //! Every connection has a slot; its key in `epoll` is the slot's index plus one (0 is the
 //! listener). A slot is one of:
@@ -8,20 +8,24 @@
 //! | --- | --- | --- |
 //! | `Idle` | waiting for a request head, or the rest of one | a head is complete (→ `Busy`), a limit or timeout refuses it (→ `Lingering`), the client closes or idles out (→ free) |
 //! | `Body` | its head is admitted; its body is being read into a spool | the body is complete (→ `Busy`), too large (413), too slow (`timeouts body=`, 408) or the client leaves (→ free) |
-//! | `Busy` | queued for a worker, or with one | the worker gives it back (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
+//! | `Busy` | queued for a worker, or with one | the worker leaves it in the slot's mailbox (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
 //! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
-//! a connection until someone re-arms it. A worker re-arms a connection just before it hands
-//! it back, so an event can arrive while the slot is still `Busy`; the slot remembers it and
-//! the connection is read as soon as it arrives.
+//! a connection until someone re-arms it. A worker re-arms a connection after leaving it in the
+//! slot's mailbox (`handoff.rs`), so the event that follows finds it there.
 //!
-//! Timeouts are checked every [`TICK`] by one pass over the slots: an `Idle` connection with
-//! part of a head for longer than `timeouts head=` gets 408; one without any for longer than
-//! `timeouts client=` is closed. The same tick answers 503 to requests that have waited in the
-//! channel longer than `timeouts queue=`: workers check this too when they take a job, but
-//! when every worker is stuck on a slow backend, only the poller is there to do it.
+//! **Timers** (`timers.rs`): each slot has one pending check, never later than its deadline: an
+//! `Idle` connection with part of a head gets 408 at `timeouts head=`; one without any is closed
+//! after `timeouts client=`; a `Body` gets 408 at `timeouts body=`, or after `timeouts client=`
+//! without a byte; a `Flushing` answer is given up after `timeouts client=` without progress; a
+//! `Lingering` connection is closed after [`LINGER`](super::LINGER). A `Busy` slot is looked at
+//! every [`BUSY_CHECK`] at most, so that a connection a worker left in the mailbox is timed from
+//! then on even if no event comes. The queue has a deadline too: its oldest request gets 503 when
+//! it has waited `timeouts queue=` (workers check this as well when they take a job, but when
+//! every worker is stuck on a slow backend, only the poller is there to do it). The poller sleeps
+//! until the earliest of these, so each fires at its time.
 //!
 //! At the connection limit, or when `accept` fails for lack of descriptors (`EMFILE`), the
 //! listener is not re-armed: new connections wait in the kernel's accept queue. It is re-armed
@@ -30,30 +34,34 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{fence, Ordering::Relaxed, Ordering::SeqCst};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use polling::{Event, Events};
 
 use crate::supervise::{self, Thread};
-use polling::{Event, Events};
 
 use super::connection::Conn;
 use super::exchange::{expects_continue, Fate};
-use super::handoff::{closing, queue_timeout, Front, Job, Returned};
+use super::gauges::LongestInWindow;
+use super::handoff::{closing, queue_timeout, Front, Job, Mailbox, Returned};
 use super::parse::{parse_head, Framing, Parsed};
 use super::spool::Spool;
+use super::timers::{is_current, Check, Timers};
 use super::waiting::{too_large, too_large_for_buffers, Flush, Upload};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Refused, Request, LINGER};
 
-/// How often timeouts are checked. 100 ms.
-pub const TICK: Duration = Duration::from_millis(100);
-
 /// How long accepting pauses after `accept` failed for lack of descriptors or memory. 100 ms.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Longest between two looks at a slot whose connection is with a worker. 1 s: a connection a
+/// worker leaves in the mailbox is timed from then on, and no timeout that starts there is
+/// shorter (`timeouts client=` is at least 1 s; [`LINGER`] is 5 s).
+pub const BUSY_CHECK: Duration = Duration::from_secs(1);
 
 /// Most connections accepted per listener event, so that a flood of new connections cannot
 /// starve the ones already open. 64.
@@ -72,9 +80,16 @@ enum Slot {
     Free,
     Idle(Box<Conn>),
     Body(Box<Upload>),
-    Busy { readable: bool },
+    Busy,
     Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
+}
+
+/// A slot, its timer and its mailbox.
+struct Entry {
+    slot: Slot,
+    check: Check,
+    mailbox: Arc<Mailbox>,
 }
 
 /// The poller thread's state (see the module documentation).
@@ -84,18 +99,19 @@ pub(crate) struct PollerThread {
     listener_armed: bool,
     accept_paused_until: Option<Instant>,
     last_accept_warning: Option<Instant>,
-    slots: Vec<Slot>,
+    entries: Vec<Entry>,
     free: Vec<usize>,
     open: usize,
+    timers: Timers,
     jobs: Option<Sender<Box<Job>>>,
     queue: Receiver<Box<Job>>,
-    returned: Receiver<Returned>,
+    closed: Receiver<usize>,
     /// `(sequence number, queued at)` of the jobs sent, oldest first, until they are taken.
     queued: VecDeque<(u64, Instant)>,
     sent: u64,
     scratch: Vec<u8>,
-    next_tick: Instant,
     stopping: bool,
+    longest: LongestInWindow,
 }
 
 impl PollerThread {
@@ -104,7 +120,7 @@ impl PollerThread {
         shared: Arc<Front>,
         jobs: Sender<Box<Job>>,
         queue: Receiver<Box<Job>>,
-        returned: Receiver<Returned>,
+        closed: Receiver<usize>,
     ) -> io::Result<PollerThread> {
         // SAFETY: the listener is deleted from the poller before it is dropped (begin_stop,
         // and Drop below).
@@ -115,17 +131,18 @@ impl PollerThread {
             listener_armed: true,
             accept_paused_until: None,
             last_accept_warning: None,
-            slots: Vec::new(),
+            entries: Vec::new(),
             free: Vec::new(),
             open: 0,
+            timers: Timers::default(),
             jobs: Some(jobs),
             queue,
-            returned,
+            closed,
             queued: VecDeque::new(),
             sent: 0,
             scratch: vec![0; READ_SIZE],
-            next_tick: Instant::now() + TICK,
             stopping: false,
+            longest: LongestInWindow::new(Instant::now()),
         })
     }
 }
@@ -142,34 +159,30 @@ impl Drop for PollerThread {
 pub(crate) fn run(mut p: PollerThread) {
     let mut events = Events::new();
     loop {
-        events.clear();
-        if let Err(e) = p.shared.poller.wait(&mut events, Some(TICK)) {
-            log::error!("poller: {e}");
-            std::thread::sleep(TICK);
-        }
         supervise::check_point(Thread::Poller);
+        events.clear();
+        let timeout = p
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        if let Err(e) = p.shared.poller.wait(&mut events, timeout) {
+            log::error!("poller: {e}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let now = Instant::now();
-        p.take_returned(now);
-        let awaited = p.shared.awaited.load(Relaxed);
+        p.take_closed();
         for ev in events.iter() {
             p.on_event(ev.key, now);
         }
-        if p.shared.awaited.load(Relaxed) > awaited {
-            // A connection was readable while still with a worker that is handing it back: look
-            // once more now that the count is published (see `give_back` in server.rs).
-            fence(SeqCst);
-            p.take_returned(now);
-        }
-        if now >= p.next_tick {
-            p.tick(now);
-            p.next_tick = now + TICK;
-        }
+        p.expire(now);
         if p.shared.stopping.load(SeqCst) && !p.stopping {
             p.begin_stop();
         }
         if p.stopping && (p.open == 0 || p.shared.finished.load(SeqCst)) {
             return;
         }
+        let longest = p.longest.record(now.elapsed(), now);
+        let us = longest.as_micros().min(u64::MAX as u128) as u64;
+        p.shared.gauges.poller_longest.store(us, Relaxed);
     }
 }
 
@@ -187,46 +200,82 @@ impl PollerThread {
             return self.accept(now);
         }
         let idx = key - 1;
-        match self.slots.get_mut(idx) {
-            Some(Slot::Busy { readable }) => {
-                if !*readable {
-                    *readable = true;
-                    self.shared.awaited.fetch_add(1, SeqCst);
-                }
-            }
-            Some(Slot::Idle(_)) => {
-                if let Some(conn) = self.take(idx) {
-                    self.read_head(idx, conn, now);
-                }
-            }
-            Some(Slot::Body(_)) => {
-                if let Slot::Body(up) = self.take_slot(idx) {
-                    self.read_body(idx, up, now);
-                }
-            }
-            Some(Slot::Flushing(_)) => {
-                if let Slot::Flushing(f) = self.take_slot(idx) {
-                    self.flush(idx, f, now);
-                }
-            }
-            Some(Slot::Lingering { .. }) => self.discard(idx),
-            Some(Slot::Free) | None => {}
+        if idx >= self.entries.len() {
+            return;
         }
+        if matches!(self.entries[idx].slot, Slot::Busy) {
+            // The event a worker armed when it left the connection in the mailbox.
+            let Some(returned) = self.entries[idx].mailbox.take() else {
+                return;
+            };
+            self.install(idx, returned);
+        }
+        match self.take_slot(idx) {
+            Slot::Idle(conn) => self.read_head(idx, conn, now),
+            Slot::Body(up) => self.read_body(idx, up, now),
+            Slot::Flushing(f) => self.flush(idx, f, now),
+            Slot::Lingering { conn, until } => self.discard(idx, conn, until),
+            other => self.put(idx, other),
+        }
+    }
+
+    /// Puts what a worker left in the mailbox into the slot, as the state it says, timed from
+    /// when the worker left it (`idle_since`).
+    fn install(&mut self, idx: usize, returned: Returned) {
+        let slot = match returned {
+            Returned::Idle(conn) if self.stopping => return self.close(idx, conn),
+            Returned::Linger(conn) if self.stopping => return self.close(idx, conn),
+            Returned::Idle(mut conn) => {
+                if !conn.unread().is_empty() {
+                    // The client sent its next request behind the last (pipelining).
+                    conn.head_started = Some(conn.idle_since);
+                }
+                Slot::Idle(conn)
+            }
+            Returned::Linger(conn) => Slot::Lingering {
+                until: conn.idle_since + LINGER,
+                conn,
+            },
+            Returned::Flush {
+                conn,
+                out,
+                then,
+                notify,
+            } => Slot::Flushing(Box::new(Flush {
+                progress: conn.idle_since,
+                conn,
+                out,
+                then,
+                notify,
+            })),
+        };
+        self.put(idx, slot);
     }
 
     /// Takes whatever a slot holds, marking the slot busy.
     fn take_slot(&mut self, idx: usize) -> Slot {
-        std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
+        let slot = std::mem::replace(&mut self.entries[idx].slot, Slot::Busy);
+        let gauges = &self.shared.gauges;
+        match &slot {
+            Slot::Body(_) => gauges.bodies.fetch_sub(1, Relaxed),
+            Slot::Flushing(_) => gauges.flushing.fetch_sub(1, Relaxed),
+            _ => 0,
+        };
+        slot
     }
 
-    /// Takes an idle connection out of its slot, marking the slot busy.
-    fn take(&mut self, idx: usize) -> Option<Box<Conn>> {
-        match self.take_slot(idx) {
-            Slot::Idle(conn) => Some(conn),
-            other => {
-                self.slots[idx] = other;
-                None
-            }
+    /// Sets a slot's state, and makes sure it is checked by its deadline.
+    fn put(&mut self, idx: usize, slot: Slot) {
+        let gauges = &self.shared.gauges;
+        match &slot {
+            Slot::Body(_) => gauges.bodies.fetch_add(1, Relaxed),
+            Slot::Flushing(_) => gauges.flushing.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+        let entry = &mut self.entries[idx];
+        entry.slot = slot;
+        if let Some(at) = deadline(&entry.slot, &self.shared.limits) {
+            self.timers.schedule(idx, &mut entry.check, at);
         }
     }
 
@@ -294,14 +343,18 @@ impl PollerThread {
 
     fn add(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         let idx = self.free.pop().unwrap_or_else(|| {
-            self.slots.push(Slot::Free);
-            self.slots.len() - 1
+            self.entries.push(Entry {
+                slot: Slot::Free,
+                check: Check::default(),
+                mailbox: Arc::default(),
+            });
+            self.entries.len() - 1
         });
         let io_timeout = self.shared.limits.client_timeout;
         match Conn::register(stream, peer, idx + 1, &self.shared.poller, io_timeout, now) {
             Ok(conn) => {
-                self.slots[idx] = Slot::Idle(Box::new(conn));
                 self.open += 1;
+                self.put(idx, Slot::Idle(Box::new(conn)));
             }
             Err(e) => {
                 log::debug!("cannot register a connection from {peer}: {e}");
@@ -312,7 +365,17 @@ impl PollerThread {
 
     /// Reads what arrived on an idle connection and looks for a complete head.
     fn read_head(&mut self, idx: usize, mut conn: Box<Conn>, now: Instant) {
-        match conn.read_available(&mut self.scratch) {
+        let read = if conn.client_done {
+            Ok(0)
+        } else {
+            conn.read_available(&mut self.scratch)
+        };
+        match read {
+            // The client is done sending: what it pipelined before is still answered.
+            Ok(0) if !conn.unread().is_empty() => {
+                conn.client_done = true;
+                self.process(idx, conn, now)
+            }
             Ok(0) => self.close(idx, conn),
             Ok(_) => {
                 conn.head_started.get_or_insert(now);
@@ -322,7 +385,13 @@ impl PollerThread {
                 if e.kind() == io::ErrorKind::WouldBlock
                     || e.kind() == io::ErrorKind::Interrupted =>
             {
-                self.idle(idx, conn)
+                // Nothing new from the client, but the request it pipelined behind the last one
+                // may be waiting in the buffer: the worker armed a writable event to say so.
+                if conn.unread().is_empty() {
+                    self.idle(idx, conn)
+                } else {
+                    self.process(idx, conn, now)
+                }
             }
             Err(_) => self.close(idx, conn),
         }
@@ -436,7 +505,7 @@ impl PollerThread {
         if up.conn.rearm().is_err() {
             return self.close(idx, up.conn);
         }
-        self.slots[idx] = Slot::Body(up);
+        self.put(idx, Slot::Body(up));
     }
 
     /// Reads what arrived of a body.
@@ -532,7 +601,7 @@ impl PollerThread {
             f.notify.failed = true;
             return self.close(idx, f.conn);
         }
-        self.slots[idx] = Slot::Flushing(f);
+        self.put(idx, Slot::Flushing(f));
     }
 
     /// A connection that may carry another request: read what the client already sent behind
@@ -556,17 +625,22 @@ impl PollerThread {
         body: Option<Spool>,
         now: Instant,
     ) {
+        let mailbox = Arc::clone(&self.entries[idx].mailbox);
         let job = Box::new(Job {
             conn,
             request,
             body,
+            mailbox,
         });
         let Some(jobs) = &self.jobs else {
             return self.refuse_job(idx, *job, Refused::ShuttingDown, now);
         };
         match jobs.try_send(job) {
             Ok(()) => {
-                self.slots[idx] = Slot::Busy { readable: false };
+                self.put(idx, Slot::Busy);
+                let entry = &mut self.entries[idx];
+                self.timers
+                    .schedule(idx, &mut entry.check, now + BUSY_CHECK);
                 self.queued.push_back((self.sent, now));
                 self.sent += 1;
             }
@@ -603,9 +677,14 @@ impl PollerThread {
         now: Instant,
     ) {
         let waited = since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-        self.shared
-            .handler
-            .refused(conn.peer, head, refusal, why, waited);
+        let handler = &self.shared.handler;
+        // The handler's code, on the poller: its panic costs the line, not every connection.
+        let told = catch_unwind(AssertUnwindSafe(|| {
+            handler.refused(conn.peer, head, refusal, why, waited)
+        }));
+        if let Err(panic) = told {
+            supervise::survived(Thread::Admission, "telling of a refusal", &*panic);
+        }
     }
 
     /// Writes `refusal` (without waiting: a client that does not take a few hundred bytes is
@@ -628,10 +707,10 @@ impl PollerThread {
 
     /// Puts a connection back to wait for bytes.
     fn idle(&mut self, idx: usize, conn: Box<Conn>) {
-        if conn.rearm().is_err() {
+        if conn.client_done || conn.rearm().is_err() {
             return self.close(idx, conn);
         }
-        self.slots[idx] = Slot::Idle(conn);
+        self.put(idx, Slot::Idle(conn));
     }
 
     /// Stops sending on a connection and drops what the client still sends until it closes.
@@ -642,17 +721,12 @@ impl PollerThread {
         if conn.rearm().is_err() {
             return self.close(idx, conn);
         }
-        self.slots[idx] = Slot::Lingering {
-            conn,
-            until: now + LINGER,
-        };
+        let until = now + LINGER;
+        self.put(idx, Slot::Lingering { conn, until });
     }
 
     /// Reads and drops what a lingering connection sent; closes it at its end.
-    fn discard(&mut self, idx: usize) {
-        let Slot::Lingering { conn, .. } = &self.slots[idx] else {
-            return;
-        };
+    fn discard(&mut self, idx: usize, conn: Box<Conn>, until: Instant) {
         let mut ended = false;
         // A few reads per event, so that one fast sender cannot hold the poller; if it is still
         // sending, the next event comes at once.
@@ -672,12 +746,9 @@ impl PollerThread {
             }
         }
         if ended || conn.rearm().is_err() {
-            if let Slot::Lingering { conn, .. } =
-                std::mem::replace(&mut self.slots[idx], Slot::Busy { readable: false })
-            {
-                self.close(idx, conn);
-            }
+            return self.close(idx, conn);
         }
+        self.put(idx, Slot::Lingering { conn, until });
     }
 
     /// Closes a connection and frees its slot.
@@ -687,7 +758,12 @@ impl PollerThread {
     }
 
     fn free_slot(&mut self, idx: usize) {
-        self.slots[idx] = Slot::Free;
+        let entry = &mut self.entries[idx];
+        if matches!(entry.slot, Slot::Free) {
+            return;
+        }
+        entry.slot = Slot::Free;
+        entry.check.reset();
         self.free.push(idx);
         self.open -= 1;
         // Room again: a listener paused at the limit or for lack of descriptors resumes.
@@ -695,127 +771,105 @@ impl PollerThread {
         self.arm_listener();
     }
 
-    /// Takes back the connections workers are done with.
-    fn take_returned(&mut self, now: Instant) {
-        while let Ok(returned) = self.returned.try_recv() {
-            let idx = match &returned {
-                Returned::Idle(c) | Returned::Linger(c) => c.key - 1,
-                Returned::Flush { conn, .. } => conn.key - 1,
-                Returned::Closed(key) => key - 1,
-            };
-            let event_waiting = matches!(self.slots[idx], Slot::Busy { readable: true });
-            if event_waiting {
-                self.shared.awaited.fetch_sub(1, SeqCst);
-            }
-            match returned {
-                Returned::Closed(_) => self.free_slot(idx),
-                Returned::Idle(conn) if self.stopping => self.close(idx, conn),
-                Returned::Idle(mut conn) => {
-                    conn.idle_since = now;
-                    if event_waiting {
-                        self.read_head(idx, conn, now);
-                    } else if !conn.unread().is_empty() {
-                        // The client sent its next request behind the last (pipelining).
-                        self.resume(idx, conn, now);
-                    } else {
-                        self.slots[idx] = Slot::Idle(conn);
-                    }
-                }
-                Returned::Flush {
-                    conn,
-                    out,
-                    then,
-                    notify,
-                } => {
-                    let f = Box::new(Flush {
-                        conn,
-                        out,
-                        then,
-                        progress: now,
-                        notify,
-                    });
-                    if event_waiting {
-                        self.flush(idx, f, now);
-                    } else {
-                        self.slots[idx] = Slot::Flushing(f);
-                    }
-                }
-                Returned::Linger(conn) if self.stopping => self.close(idx, conn),
-                Returned::Linger(conn) => {
-                    self.slots[idx] = Slot::Lingering {
-                        conn,
-                        until: now + LINGER,
-                    };
-                    if event_waiting {
-                        self.discard(idx);
-                    }
-                }
+    /// Frees the slots whose connections workers closed.
+    fn take_closed(&mut self) {
+        while let Ok(key) = self.closed.try_recv() {
+            let idx = key - 1;
+            // A connection closed by a worker has nothing in its mailbox; the slot is `Busy`.
+            if matches!(self.entries[idx].slot, Slot::Busy) {
+                self.free_slot(idx);
             }
         }
     }
 
-    /// Timeouts (see the module documentation), and accepting again after a pause.
-    fn tick(&mut self, now: Instant) {
-        let limits = self.shared.limits;
-        let (mut bodies, mut flushing) = (0, 0);
-        for idx in 0..self.slots.len() {
-            let expired = match &self.slots[idx] {
-                Slot::Idle(conn) => match conn.head_started {
-                    Some(t) => now.duration_since(t) >= limits.head_timeout,
-                    None => now.duration_since(conn.idle_since) >= limits.client_timeout,
-                },
-                Slot::Body(up) => {
-                    bodies += 1;
-                    now.duration_since(up.started) >= limits.body_timeout
-                        || now.duration_since(up.last_read) >= limits.client_timeout
-                }
-                Slot::Flushing(f) => {
-                    flushing += 1;
-                    now.duration_since(f.progress) >= limits.client_timeout
-                }
-                Slot::Lingering { until, .. } => now >= *until,
-                Slot::Free | Slot::Busy { .. } => false,
+    /// When the poller must wake up next without an event: the earliest timer, the queue's
+    /// oldest request's timeout, the end of an accept pause.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        self.forget_taken();
+        let queue = self
+            .queued
+            .front()
+            .map(|(_, at)| *at + self.shared.limits.queue_timeout);
+        [self.timers.next(), queue, self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on what is due by `now`: slots whose check is due, requests that waited too long
+    /// for a worker, the end of an accept pause.
+    fn expire(&mut self, now: Instant) {
+        while let Some((idx, generation, due)) = self.timers.pop(now) {
+            let Some(entry) = self.entries.get_mut(idx) else {
+                continue;
             };
-            if !expired {
+            if !is_current(&mut entry.check, generation, due) {
                 continue;
             }
-            match self.take_slot(idx) {
-                Slot::Idle(conn) if conn.head_started.is_some() => {
-                    let refusal = Refusal::new(408, "request head not received in time")
-                        .coded("head_timeout");
-                    let (why, since) = (Refused::HeadTimeout, conn.head_started);
-                    self.tell(&conn, None, &refusal, why, since, now);
-                    self.refuse(idx, conn, &refusal, closing(None), now);
+            if matches!(entry.slot, Slot::Busy) {
+                if let Some(returned) = entry.mailbox.take() {
+                    // Its event is armed and will come; from now on it is timed as what it is.
+                    self.install(idx, returned);
+                    continue;
                 }
-                Slot::Body(up) => {
-                    let refusal = Refusal::new(408, "request body not received in time")
-                        .coded("body_timeout");
-                    let head = Some(&up.request.head);
-                    let why = Refused::BodyTimeout;
-                    self.tell(&up.conn, head, &refusal, why, Some(up.started), now);
-                    self.refuse(idx, up.conn, &refusal, closing(head), now);
+            }
+            match deadline(&self.entries[idx].slot, &self.shared.limits) {
+                Some(at) if at <= now => self.time_out(idx, now),
+                Some(at) => self.timers.schedule(idx, &mut self.entries[idx].check, at),
+                None if matches!(self.entries[idx].slot, Slot::Busy) => {
+                    let at = now + BUSY_CHECK;
+                    self.timers.schedule(idx, &mut self.entries[idx].check, at);
                 }
-                Slot::Flushing(mut f) => {
-                    f.notify.failed = true;
-                    log::debug!(
-                        "{} took nothing of its answer for {:?}: closed with {} bytes untaken",
-                        f.conn.peer,
-                        limits.client_timeout,
-                        f.out.len()
-                    );
-                    self.shared.gauges.stalled.fetch_add(1, Relaxed);
-                    self.close(idx, f.conn);
-                }
-                Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
-                other => self.slots[idx] = other,
+                None => {}
             }
         }
-        self.shared.gauges.bodies.store(bodies, Relaxed);
-        self.shared.gauges.flushing.store(flushing, Relaxed);
         self.reap_queue(now);
         if self.accept_paused_until.is_some_and(|t| now >= t) {
             self.accept_paused_until = None;
             self.arm_listener();
+        }
+    }
+
+    /// Ends a connection whose deadline has passed (see the module documentation).
+    fn time_out(&mut self, idx: usize, now: Instant) {
+        let limits = self.shared.limits;
+        match self.take_slot(idx) {
+            Slot::Idle(conn) if conn.head_started.is_some() => {
+                let refusal =
+                    Refusal::new(408, "request head not received in time").coded("head_timeout");
+                let (why, since) = (Refused::HeadTimeout, conn.head_started);
+                self.tell(&conn, None, &refusal, why, since, now);
+                self.refuse(idx, conn, &refusal, closing(None), now);
+            }
+            Slot::Body(up) => {
+                let refusal =
+                    Refusal::new(408, "request body not received in time").coded("body_timeout");
+                let head = Some(&up.request.head);
+                let why = Refused::BodyTimeout;
+                self.tell(&up.conn, head, &refusal, why, Some(up.started), now);
+                self.refuse(idx, up.conn, &refusal, closing(head), now);
+            }
+            Slot::Flushing(mut f) => {
+                f.notify.failed = true;
+                log::debug!(
+                    "{} took nothing of its answer for {:?}: closed with {} bytes untaken",
+                    f.conn.peer,
+                    limits.client_timeout,
+                    f.out.len()
+                );
+                self.shared.gauges.stalled.fetch_add(1, Relaxed);
+                self.close(idx, f.conn);
+            }
+            Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+            other => self.put(idx, other),
+        }
+    }
+
+    /// Drops the queue entries of jobs a worker has taken (the queue is FIFO: the oldest).
+    fn forget_taken(&mut self) {
+        let taken = self.shared.taken.load(SeqCst);
+        while self.queued.front().is_some_and(|(seq, _)| *seq < taken) {
+            self.queued.pop_front();
         }
     }
 
@@ -824,10 +878,7 @@ impl PollerThread {
     fn reap_queue(&mut self, now: Instant) {
         let timeout = self.shared.limits.queue_timeout;
         loop {
-            let taken = self.shared.taken.load(SeqCst);
-            while self.queued.front().is_some_and(|(seq, _)| *seq < taken) {
-                self.queued.pop_front();
-            }
+            self.forget_taken();
             match self.queued.front() {
                 Some((_, at)) if now.duration_since(*at) >= timeout => {}
                 _ => return,
@@ -861,6 +912,8 @@ impl PollerThread {
         }
     }
 
+    /// Graceful shutdown begins: no new connections, no new requests; idle connections (those
+    /// a worker left in a mailbox too) close at once; bodies being read are dropped.
     fn begin_stop(&mut self) {
         self.stopping = true;
         if let Some(l) = self.listener.take() {
@@ -868,16 +921,38 @@ impl PollerThread {
         }
         // Without a sender, the workers end once the queue is empty.
         self.jobs = None;
-        for idx in 0..self.slots.len() {
-            match self.slots[idx] {
+        for idx in 0..self.entries.len() {
+            if matches!(self.entries[idx].slot, Slot::Busy) {
+                if let Some(returned) = self.entries[idx].mailbox.take() {
+                    self.install(idx, returned);
+                }
+            }
+            match self.entries[idx].slot {
                 Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) => {}
                 _ => continue,
             }
             match self.take_slot(idx) {
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
                 Slot::Body(up) => self.close(idx, up.conn),
-                other => self.slots[idx] = other,
+                other => self.put(idx, other),
             }
         }
+    }
+}
+
+/// When `slot` expires, if it can (a `Busy` slot's connection is with a worker, which has
+/// deadlines of its own).
+fn deadline(slot: &Slot, limits: &super::Limits) -> Option<Instant> {
+    match slot {
+        Slot::Idle(conn) => Some(match conn.head_started {
+            Some(t) => t + limits.head_timeout,
+            None => conn.idle_since + limits.client_timeout,
+        }),
+        Slot::Body(up) => {
+            Some((up.started + limits.body_timeout).min(up.last_read + limits.client_timeout))
+        }
+        Slot::Flushing(f) => Some(f.progress + limits.client_timeout),
+        Slot::Lingering { until, .. } => Some(*until),
+        Slot::Free | Slot::Busy => None,
     }
 }

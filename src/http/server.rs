@@ -3,14 +3,14 @@
 //!
 //! Graceful shutdown ([`Server::shutdown`]): the poller closes the listening socket (new
 //! connections are refused) and every idle connection, and stops queueing; the workers answer
-//! what is queued and in flight, each answer saying `Connection: close`, and the poller
-//! finishes the answers slow clients have not taken; after the drain timeout the server stops
-//! waiting for them.
+//! what is queued and in flight, each answer started from then on saying `Connection: close`
+//! (one whose head was already out closes after it), and the poller finishes the answers slow
+//! clients have not taken; after the drain timeout the server stops waiting for them.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -78,7 +78,7 @@ impl Server {
         // channel is never full, and the queue is bounded by the connection limit.
         let capacity = limits.max_queue.unwrap_or(limits.max_connections).max(1);
         let (jobs, queue) = bounded::<Box<Job>>(capacity);
-        let (returns, returned) = unbounded();
+        let (closed_tx, closed) = unbounded();
         let (done_tx, done) = bounded::<()>(0);
         let shared = Arc::new(Front {
             handler,
@@ -90,8 +90,7 @@ impl Server {
             poller_alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
             taken: AtomicU64::new(0),
-            awaited: AtomicUsize::new(0),
-            returns,
+            closed: closed_tx,
         });
         let workers = (0..workers.max(1))
             .map(|i| {
@@ -106,8 +105,7 @@ impl Server {
                     })
             })
             .collect::<io::Result<Vec<_>>>()?;
-        let state =
-            PollerThread::new(listener, Arc::clone(&shared), jobs, queue.clone(), returned)?;
+        let state = PollerThread::new(listener, Arc::clone(&shared), jobs, queue.clone(), closed)?;
         let alive = Arc::clone(&shared);
         let poller = thread::Builder::new()
             .name(format!("{name}-poller"))

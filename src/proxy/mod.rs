@@ -78,6 +78,9 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     /// Time for the response head, and between body reads. Default 30 s.
     pub response_timeout: Duration,
+    /// Time each write of the request to a backend may take (a backend that stops reading an
+    /// upload gets the request 504). Default: the response timeout.
+    pub send_timeout: Duration,
     /// Extra attempts on other backends. Default 2.
     pub retries: u32,
     /// Also retry (idempotent requests, body unread) after a backend timed out while it held the
@@ -98,6 +101,7 @@ impl ProxySettings {
         AgentSettings {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
+            send_timeout: self.send_timeout,
             idle_connections: self.idle_connections,
             max_request_head: self.max_request_head,
         }
@@ -465,6 +469,7 @@ mod tests {
         ProxySettings {
             connect_timeout: Duration::from_millis(connect_ms),
             response_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             retries: 2,
             retry_timeouts: false,
             failure_statuses: vec![502, 503, 504],

@@ -86,6 +86,9 @@ pub(super) fn classify(error: ureq::Error) -> AttemptError {
         E::Timeout(T::Connect | T::Resolve) => AttemptError::NotSent(
             Refusal::new(504, "backend connect timed out").coded("connect_timeout"),
         ),
+        E::Timeout(T::PerWrite | T::SendRequest | T::SendBody) => AttemptError::TimedOut(
+            Refusal::new(504, "backend did not take the request in time").coded("send_timeout"),
+        ),
         E::Timeout(_) => {
             AttemptError::TimedOut(Refusal::new(504, "backend timed out").coded("backend_timeout"))
         }

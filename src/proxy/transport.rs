@@ -13,6 +13,10 @@
 //! [`TIMEOUT_GRANULARITY`] makes consecutive values equal, and the call is skipped when the value
 //! has not changed. A timeout then fires at most 10 ms late.
 //!
+//! **Resets.** A reset by the backend is reported to ureq as an error of another kind (see
+//! `is_reset`), so that a body delimited by the connection's end is never taken as whole when
+//! the backend broke off.
+//!
 //! **Waiting for the answer.** A read first looks a few times without blocking, yielding in
 //! between, and sleeps in a blocking read only if the answer has not come (see
 //! [`crate::yielding`]).
@@ -21,7 +25,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
@@ -120,6 +124,17 @@ fn connect(
     }))
 }
 
+/// A reset by the backend. ureq takes a reset while it reads a body for the body's end, which is
+/// right for nothing: a body delimited by the connection's end ends with a FIN, and a reset
+/// means the backend failed. So a reset reaches ureq as another error, and the answer is cut
+/// off (the client gets a reset too) rather than passed off as whole.
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+    )
+}
+
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -196,15 +211,30 @@ impl Transport for BackendTransport {
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         self.used = true;
-        let timeout = timeout.for_write();
-        apply_timeout(&timeout, &mut self.write_timeout, |t| {
-            self.stream.set_write_timeout(t)
-        })?;
-        let output = &self.buffers.output()[..amount];
-        match (&*self.stream).write_all(output) {
-            Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
-            result => Ok(result?),
+        let mut timeout = timeout.for_write();
+        // The whole buffer (at most the output buffer's size, 32 KiB) must go within the
+        // timeout: a socket timeout alone restarts at each partial write, and a backend that
+        // stopped reading still takes a few bytes a second as its window is probed, which would
+        // stretch the wait without bound.
+        let deadline = timeout.not_zero().map(|t| Instant::now() + *t);
+        let mut output = &self.buffers.output()[..amount];
+        while !output.is_empty() {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                timeout.after = ureq::unversioned::transport::time::Duration::Exact(left);
+            }
+            apply_timeout(&timeout, &mut self.write_timeout, |t| {
+                self.stream.set_write_timeout(t)
+            })?;
+            match (&*self.stream).write(output) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
+                Ok(n) => output = &output[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(ureq::Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(())
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
@@ -219,6 +249,7 @@ impl Transport for BackendTransport {
                 Ok(n > 0)
             }
             Err(e) if is_timeout(&e) => Err(ureq::Error::Timeout(timeout.reason)),
+            Err(e) if is_reset(&e) => Err(io::Error::other(format!("backend reset: {e}")).into()),
             Err(e) => Err(e.into()),
         }
     }

@@ -18,6 +18,8 @@ pub(super) struct AgentSettings {
     pub connect_timeout: Duration,
     /// Time for the response head, and between body reads.
     pub response_timeout: Duration,
+    /// Time each write of a request may take.
+    pub send_timeout: Duration,
     /// Idle keep-alive connections kept to each backend.
     pub idle_connections: usize,
     /// The largest request head, which the output buffer must hold.
@@ -105,6 +107,9 @@ fn new_agent(settings: &AgentSettings) -> ureq::Agent {
         .timeout_connect(Some(settings.connect_timeout))
         .timeout_recv_response(Some(settings.response_timeout))
         .timeout_per_read(Some(settings.response_timeout))
+        // Every write of the head and the body, so that a backend that stops reading (frozen,
+        // partitioned: its kernel still accepts) cannot hold a worker for ever.
+        .timeout_per_write(Some(settings.send_timeout))
         .max_idle_connections(settings.idle_connections)
         .max_idle_connections_per_host(settings.idle_connections)
         .max_idle_age(Duration::from_secs(15))

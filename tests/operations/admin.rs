@@ -56,6 +56,9 @@ fn status_json_has_the_documented_fields_and_shows_a_backend_going_down() {
     for field in ["uptime_s", "requests_per_s", "queue_depth", "retries"] {
         assert!(s[field].is_number(), "{field} in {s}");
     }
+    // The poller's longest pass in the last minute: it ran, and nothing held it for long.
+    let longest = s["front"]["poller_longest_iteration_us"].as_u64().unwrap();
+    assert!(longest > 0 && longest < 1_000_000, "{longest} µs");
     assert!(s["responses_total"].as_u64().unwrap() >= 10);
     assert!(s["responses"]["200"].as_u64().unwrap() >= 10, "{s}");
     for reason in ["queue_full", "shutting_down", "bad_request", "no_backend"] {
@@ -398,6 +401,7 @@ fn metrics_are_valid_prometheus_text_and_counters_grow_with_traffic() {
         "lb_rejections_total",
         "lb_filtered_total",
         "lb_queue_depth",
+        "lb_poller_longest_iteration_seconds",
         "lb_bans_active",
         "lb_requests_per_second",
         "lb_uptime_seconds",

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use crate::support::{self, reply, wait_until, Backend, BodyEnd, Client, LbProcess};
+use crate::support::{self, reply, wait_until, Backend, BodyEnd, Client, Headers, LbProcess};
 
 const IN_FLIGHT: usize = 20;
 
@@ -48,6 +48,8 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .recv_timeout(Duration::from_secs(15))
             .expect("every in-flight request is answered");
         assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        // In flight when the drain began, yet told that the connection closes after it.
+        assert_eq!(r.header("connection"), Some("close"), "request {i}");
         assert_eq!(
             r.end,
             BodyEnd::Complete(body_for(i).len() as u64),
