@@ -51,15 +51,32 @@ pub struct AccessEntry<'a> {
     pub reason: Option<&'a str>,
     /// The client left before it had taken the whole answer.
     pub aborted: bool,
+    /// For a tunnel (status 101), logged when it ends: bytes each way and how it ended.
+    pub tunnel: Option<TunnelTotals<'a>>,
+}
+
+/// A tunnel's part of its access-log line: `up=N down=N end=HOW`.
+#[derive(Debug)]
+pub struct TunnelTotals<'a> {
+    /// Bytes from the client to the backend.
+    pub up: u64,
+    /// Bytes from the backend to the client.
+    pub down: u64,
+    /// How it ended: `client`, `backend`, `idle`, `shutdown` or `error`.
+    pub end: &'a str,
 }
 
 /// Writes the access-log line for `e` at info level on target `access`:
 /// `client method target status backend duration bytes`, then what applies of
-/// `attempts=N via=a>b`, `reason=CODE` and `aborted`.
+/// `attempts=N via=a>b`, `reason=CODE`, `aborted` and, for a tunnel, `up=N down=N end=HOW`.
+/// A tunnel's line is written when it ends: its duration runs from the request to the end.
 pub fn access(e: &AccessEntry<'_>) {
     let mut extra = String::new();
     if e.attempts > 1 {
         extra = format!(" attempts={} via={}", e.attempts, e.via);
+    }
+    if let Some(t) = &e.tunnel {
+        extra.push_str(&format!(" up={} down={} end={}", t.up, t.down, t.end));
     }
     if let Some(reason) = e.reason {
         extra.push_str(" reason=");

@@ -50,6 +50,7 @@ mod poller;
 mod server;
 pub mod spool;
 mod timers;
+mod tunnel;
 mod waiting;
 mod worker;
 pub mod write;
@@ -63,6 +64,7 @@ pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
 pub use server::{bind, Server, BACKLOG};
 pub use spool::{BufferLimits, BufferStats, Buffers};
+pub use tunnel::{OnTunnelEnd, TunnelEnd, TunnelEnded, MAX_TUNNELS, TUNNEL_TIMEOUT};
 pub use write::Refusal;
 
 /// How long a closing connection is read and dropped, waiting for the client to close. 5 s
@@ -122,15 +124,17 @@ impl Drop for Notify {
                 complete: !self.failed && self.untaken == 0,
                 untaken: self.untaken,
             };
-            // The callback is the handler's code, run on the poller or a worker: its panic is
-            // its own, not theirs.
-            let told =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(delivered)));
-            if let Err(panic) = told {
-                let kind = crate::supervise::Thread::Admission;
-                crate::supervise::survived(kind, "telling how an answer ended", &*panic);
-            }
+            tell_handler("telling how an answer ended", || callback(delivered));
         }
+    }
+}
+
+/// Runs a callback of the handler's (`doing` what, for the log): it runs on the poller or a
+/// worker, and its panic is its own, not theirs.
+pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
+    let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+    if let Err(panic) = told {
+        crate::supervise::survived(crate::supervise::Thread::Admission, doing, &*panic);
     }
 }
 

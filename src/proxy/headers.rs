@@ -2,9 +2,16 @@
 //! connection, are removed in both directions; `X-Forwarded-For`, `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` tell the backend whom it answers; every other header passes through, values
 //! byte for byte.
+//!
+//! The one exception: an upgrade to an allowed protocol ([`upgrade_protocols`], `upgrade
+//! allow=websocket` by default) forwards `Upgrade` (the allowed protocols) and
+//! `Connection: upgrade`, so that the backend can switch protocols (RFC 9110 §7.8). An upgrade
+//! to any other protocol (`h2c`, say) loses both, as hop-by-hop headers, and is served as
+//! plain HTTP/1.1.
 
 use std::borrow::Cow;
 
+use crate::http::fields::trim_ows;
 use crate::http::{Framing, RequestHead};
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
@@ -38,10 +45,15 @@ fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>)
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones, the ones the
 /// proxy sets and `X-Balancer-Explain`, plus `X-Forwarded-For` (the client's chain with `client` appended),
-/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
+/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host); for an allowed upgrade,
+/// `Connection: upgrade` and `Upgrade: upgrade` (see [`upgrade_protocols`]). `Expect` is dropped
 /// because the front end has already answered it. The client's headers are borrowed from
 /// `head`, not copied: the HTTP library copies them once into the request it sends.
-pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
+pub fn backend_request_headers<'a>(
+    head: &'a RequestHead,
+    framing: Framing,
+    upgrade: Option<&'a [u8]>,
+) -> Vec<HeaderPair<'a>> {
     // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
     // them still count.
     let connection: Vec<Cow<'_, str>> = head
@@ -73,7 +85,55 @@ pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<Head
     if let Some(host) = head.header_bytes("host") {
         out.push(("X-Forwarded-Host".into(), host.into()));
     }
+    if let Some(protocols) = upgrade {
+        out.push(("Connection".into(), b"upgrade"[..].into()));
+        out.push(("Upgrade".into(), protocols.into()));
+    }
     out
+}
+
+/// The `Upgrade` value to forward when `head` asks to switch to a protocol in `allow` (lowercase
+/// names, `upgrade allow=`): its tokens whose protocol is allowed, in the client's order, joined
+/// by `, `. `None` when it is no allowed upgrade: no `Upgrade`, no `upgrade` in `Connection`
+/// (RFC 9110 §7.8 requires both), no allowed protocol, HTTP/1.0 (which has no upgrade), or a
+/// request body (an upgrade's handshake carries none here). Example: `Upgrade: h2c, websocket`
+/// with `allow` `[websocket]` gives `websocket`.
+pub fn upgrade_protocols(
+    head: &RequestHead,
+    framing: Framing,
+    allow: &[String],
+) -> Option<Vec<u8>> {
+    if head.http10 || framing != Framing::None || !head.connection_has("upgrade") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for token in head.header_values("upgrade").flat_map(tokens) {
+        let name = protocol_name(token);
+        if allow
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+        {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(token);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The elements of a comma-separated header value (`Upgrade`, `Transfer-Encoding`), without
+/// the whitespace around them; empty ones skipped.
+pub(super) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// The protocol of an `Upgrade` element: `websocket` of `websocket`, `foo` of `foo/2`.
+pub(super) fn protocol_name(token: &[u8]) -> &[u8] {
+    token.split(|&b| b == b'/').next().unwrap_or(token)
 }
 
 /// A header name and value, borrowed where they come unchanged from the client. Values are
@@ -140,7 +200,7 @@ pub(super) mod tests {
         let mut h = head("GET", &[("Host", "a")]);
         h.headers
             .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
-        let out = backend_request_headers(&h, Framing::None);
+        let out = backend_request_headers(&h, Framing::None, None);
         let (name, value) = &out[1];
         assert_eq!(
             (name.as_ref(), value.as_ref()),
@@ -169,7 +229,7 @@ pub(super) mod tests {
                 ("X-Balancer-Explain", "1"),
             ],
         );
-        let out = backend_request_headers(&h, Framing::None);
+        let out = backend_request_headers(&h, Framing::None, None);
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(
             names,

@@ -15,6 +15,8 @@
 //!   (process.rs) runs the built binary.
 //! - [`Traffic`], [`poll`], [`serial`], [`LogCapture`] (traffic.rs): continuous load and what
 //!   the resilience tests measure with.
+//! - [`UpgradeBackend`] (upgrade.rs): a backend that switches protocols (a WebSocket echo, or
+//!   raw bytes), and the client's side of a WebSocket ([`ws_connect`]) or a raw upgrade.
 //!
 //! Everything binds loopback only, and every wait polls against a deadline.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
@@ -25,6 +27,7 @@ mod client;
 mod data;
 mod process;
 mod traffic;
+mod upgrade;
 mod wire;
 
 pub use backend::*;
@@ -33,6 +36,7 @@ pub use client::*;
 pub use data::*;
 pub use process::*;
 pub use traffic::*;
+pub use upgrade::*;
 pub use wire::*;
 
 use std::io;
