@@ -17,9 +17,10 @@
 //!               to the connection's outgoing spool
 //!                  │ the connection, with what is left to write, left in its slot's mailbox;
 //!                  │ the worker re-arms the socket, and the event that follows wakes the poller
+//!                  │ (after a 101, the connection and the peer socket together: a tunnel)
 //!                  ▼
 //!               poller: finishes the answer as the client takes it, then reads the next request
-//!               (at once when it is already buffered: pipelining)
+//!               (at once when it is already buffered: pipelining); relays tunnels both ways
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
@@ -27,6 +28,7 @@
 //! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
 //! passes between the poller and the workers, and how a worker hands a connection back),
 //! `worker.rs` (a worker thread), `exchange.rs` (one request and its answer on a worker),
+//! `tunnel.rs` (a connection after `101 Switching Protocols`, relayed by the poller),
 //! `connection.rs` (one socket and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
 //! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].

@@ -478,3 +478,117 @@ pub const TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Most tunnels open at once by default: `limits tunnels=`. 10 000.
 pub const MAX_TUNNELS: usize = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::Mutex;
+
+    /// Two ends of a loopback connection.
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (b, _) = listener.accept().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (a, b)
+    }
+
+    /// Relays until `done` holds (or fails after 5 s).
+    fn relay_until(t: &mut Tunnel, mut done: impl FnMut(&mut Tunnel) -> bool) -> Option<TunnelEnd> {
+        let mut scratch = vec![0u8; 16 << 10];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let end = t.relay(&mut scratch, Instant::now());
+            if end.is_some() || done(t) {
+                return end;
+            }
+            assert!(Instant::now() < deadline, "the tunnel made no progress");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn bytes_flow_both_ways_a_fin_is_passed_on_and_the_end_is_told_once() {
+        let poller = Arc::new(Poller::new().unwrap());
+        let (mut client, client_side) = pair();
+        let (peer_side, mut peer) = pair();
+        let addr = client_side.peer_addr().unwrap();
+        let now = Instant::now();
+        let mut conn =
+            Conn::register(client_side, addr, 7, &poller, Duration::from_secs(1), now).unwrap();
+        // What the client sent behind its request, and what the peer sent behind its 101.
+        conn.put_back(b"early up ");
+        let told: Arc<Mutex<Vec<TunnelEnded>>> = Arc::default();
+        let noted = Arc::clone(&told);
+        let gauges = Arc::new(Gauges::default());
+        assert!(
+            reserve(&gauges, 1) && !reserve(&gauges, 1),
+            "a limit of one"
+        );
+        let mut ender = Ender::new(
+            Box::new(move |e| noted.lock().unwrap().push(e)),
+            gauges.clone(),
+        );
+        ender.read(false, b"early down ".len());
+        let start = TunnelStart {
+            peer: peer_side,
+            to_client: b"HTTP/1.1 101 Switching Protocols\r\n\r\nearly down ".to_vec(),
+            ender,
+        };
+        let mut t = Tunnel::new(Box::new(conn), start, &poller, 64 << 10).unwrap();
+        t.arm().unwrap();
+        client.write_all(b"up").unwrap();
+        peer.write_all(b"down").unwrap();
+        let mut up = Vec::new();
+        let mut down = Vec::new();
+        relay_until(&mut t, |_| {
+            let mut buf = [0u8; 256];
+            peer.set_nonblocking(true).unwrap();
+            client.set_nonblocking(true).unwrap();
+            if let Ok(n) = peer.read(&mut buf) {
+                up.extend_from_slice(&buf[..n]);
+            }
+            if let Ok(n) = client.read(&mut buf) {
+                down.extend_from_slice(&buf[..n]);
+            }
+            up.len() == 11 && down.len() == 51
+        });
+        assert_eq!(up, b"early up up");
+        assert_eq!(
+            down,
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\nearly down down"
+        );
+        let limits = Limits::default();
+        assert_eq!(t.deadline(&limits), t.last_active + limits.tunnel_timeout);
+
+        // The client is done sending: the peer hears the FIN, and may still answer.
+        client.shutdown(Shutdown::Write).unwrap();
+        peer.set_nonblocking(false).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut fin = [0u8; 1];
+        let mut heard = None;
+        relay_until(&mut t, |_| {
+            heard = peer.read(&mut fin).ok();
+            heard.is_some()
+        });
+        assert_eq!(heard, Some(0), "the FIN passed on");
+        assert_eq!(t.deadline(&limits), t.last_active + limits.client_timeout);
+        peer.write_all(b"last").unwrap();
+        peer.shutdown(Shutdown::Write).unwrap();
+        let end = relay_until(&mut t, |_| false);
+        assert_eq!(end, Some(TunnelEnd::Client), "the client's FIN came first");
+        drop(t);
+        let told = told.lock().unwrap();
+        assert_eq!(
+            told[..],
+            [TunnelEnded {
+                how: TunnelEnd::Client,
+                up: 11,
+                down: 19,
+            }]
+        );
+        let stats = gauges.tunnels.load(Relaxed);
+        assert_eq!((stats, gauges.tunnels_ended[0].load(Relaxed)), (0, 1));
+    }
+}

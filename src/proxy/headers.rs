@@ -248,6 +248,71 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn only_an_upgrade_to_an_allowed_protocol_keeps_upgrade_and_connection() {
+        let allow = ["websocket".to_string()];
+        let upgrade = |headers: &[(&str, &str)], framing| {
+            let h = head("GET", headers);
+            upgrade_protocols(&h, framing, &allow).map(|v| String::from_utf8(v).unwrap())
+        };
+        let ws = [
+            ("Host", "a"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "WebSocket"),
+        ];
+        assert_eq!(upgrade(&ws, Framing::None).as_deref(), Some("WebSocket"));
+        // The worked example: the allowed protocols of several, in the client's order.
+        let several = [
+            ("Connection", "upgrade"),
+            ("Upgrade", "h2c, websocket/13 , x"),
+        ];
+        assert_eq!(
+            upgrade(&several, Framing::None).as_deref(),
+            Some("websocket/13")
+        );
+        // Not an upgrade: no `Connection: upgrade`, another protocol, a body, no allow list.
+        assert_eq!(upgrade(&[("Upgrade", "websocket")], Framing::None), None);
+        assert_eq!(
+            upgrade(
+                &[("Connection", "upgrade"), ("Upgrade", "h2c")],
+                Framing::None
+            ),
+            None
+        );
+        assert_eq!(upgrade(&ws, Framing::Length(3)), None);
+        assert_eq!(
+            upgrade_protocols(&head("GET", &ws), Framing::None, &[]),
+            None
+        );
+        let mut old = head("GET", &ws);
+        old.http10 = true;
+        assert_eq!(upgrade_protocols(&old, Framing::None, &allow), None);
+
+        // Forwarded: the client's own Connection and Upgrade are dropped as hop-by-hop, ours
+        // added. Without an allowed upgrade, neither goes.
+        let h = head("GET", &ws);
+        let names = |out: &[HeaderPair<'_>]| -> Vec<String> {
+            out.iter()
+                .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v)))
+                .collect()
+        };
+        let out = names(&backend_request_headers(
+            &h,
+            Framing::None,
+            Some(b"WebSocket"),
+        ));
+        assert!(out.ends_with(&["Connection: upgrade".into(), "Upgrade: WebSocket".into()]));
+        assert_eq!(
+            out.iter().filter(|l| l.starts_with("Upgrade")).count(),
+            1,
+            "{out:?}"
+        );
+        let out = names(&backend_request_headers(&h, Framing::None, None));
+        assert!(!out
+            .iter()
+            .any(|l| l.starts_with("Upgrade") || l.starts_with("Connection")));
+    }
+
+    #[test]
     fn response_headers_drop_hop_by_hop() {
         let mut map = ureq::http::HeaderMap::new();
         for (k, v) in [

@@ -268,3 +268,61 @@ impl Read for AnswerBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection whose far side writes `answer` at once and then keeps the socket open.
+    fn answered_with(answer: &'static [u8]) -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut theirs, _) = listener.accept().unwrap();
+        theirs.write_all(answer).unwrap();
+        (ours, theirs)
+    }
+
+    fn code(e: AttemptError) -> &'static str {
+        match e {
+            AttemptError::Invalid(r)
+            | AttemptError::NotSent(r)
+            | AttemptError::Sent(r)
+            | AttemptError::TimedOut(r) => r.code,
+        }
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_the_bytes_behind_a_101_kept() {
+        let (ours, _theirs) = answered_with(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\
+              Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi",
+        );
+        let (status, fields, rest) = read_answer_head(&ours, Duration::from_secs(5))
+            .ok()
+            .unwrap();
+        assert_eq!(status, 101);
+        assert_eq!(fields.get("upgrade").unwrap(), "websocket");
+        assert_eq!(rest, b"\x81\x02hi");
+    }
+
+    #[test]
+    fn a_silent_closed_or_malformed_backend_is_an_error_of_its_kind() {
+        let (ours, _theirs) = answered_with(b"HTTP/1.1 101 Switch");
+        let e = read_answer_head(&ours, Duration::from_millis(50))
+            .err()
+            .unwrap();
+        assert_eq!(code(e), "backend_timeout");
+        let (ours, theirs) = answered_with(b"HTTP/1.1 101 Switch");
+        drop(theirs);
+        let e = read_answer_head(&ours, Duration::from_secs(5))
+            .err()
+            .unwrap();
+        assert_eq!(code(e), "backend_failed");
+        let (ours, _theirs) = answered_with(b"HTTP/1.1 abc\r\n\r\n");
+        let e = read_answer_head(&ours, Duration::from_secs(5))
+            .err()
+            .unwrap();
+        assert_eq!(code(e), "backend_invalid");
+    }
+}

@@ -39,6 +39,21 @@ fn ended(stats: &FrontStats, how: TunnelEnd) -> u64 {
     stats.tunnels_ended[at]
 }
 
+/// Reads messages until the tunnel ends; returns the error that ended it, failing the test if
+/// it was the read timeout (nothing came to end it).
+fn read_until_closed(ws: &mut tungstenite::WebSocket<TcpStream>) -> tungstenite::Error {
+    let error = loop {
+        match ws.read() {
+            Ok(_) => continue,
+            Err(e) => break e,
+        }
+    };
+    let timed_out = matches!(&error, tungstenite::Error::Io(e)
+        if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
+    assert!(!timed_out, "the client heard nothing: {error}");
+    error
+}
+
 /// A backend that answers the upgrade, then echoes every byte until the client's FIN, then
 /// closes.
 fn raw_echo() -> UpgradeBackend {
@@ -175,17 +190,8 @@ fn a_backend_that_dies_mid_tunnel_ends_the_clients_within_a_second() {
     assert_eq!(ws_echo(&mut ws, "before"), "before");
     let t = Instant::now();
     backend.kill_connections();
-    let error = loop {
-        match ws.read() {
-            Ok(_) => continue,
-            Err(e) => break e,
-        }
-    };
+    read_until_closed(&mut ws);
     let took = t.elapsed();
-    assert!(
-        !matches!(&error, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock),
-        "the client heard nothing: {error}"
-    );
     assert!(took < Duration::from_secs(1), "the end took {took:?}");
     drop(ws);
     wait_until("the tunnel to end", Duration::from_secs(5), || {
@@ -209,22 +215,8 @@ fn a_client_that_vanishes_gets_its_backend_connection_closed() {
         let (head, _, stream) = raw_upgrade(lb.addr, handshake("/gone").as_bytes());
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         if reset {
-            // SO_LINGER 0: closing sends a reset, as a crashed machine's stack would later.
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            use std::os::fd::AsRawFd;
-            // SAFETY: setsockopt on a socket this test owns, reading `linger`.
-            unsafe {
-                libc::setsockopt(
-                    stream.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&linger as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            // Closing sends a reset, as a crashed machine's stack would later.
+            reset_on_close(&stream);
         }
         let t = Instant::now();
         drop(stream);
@@ -262,12 +254,8 @@ fn a_silent_tunnel_is_closed_after_timeouts_tunnel_and_a_busy_one_is_not() {
         }
         busy
     });
-    let error = silent.read().expect_err("the silent tunnel is closed");
+    read_until_closed(&mut silent);
     let after = last.elapsed();
-    assert!(
-        !matches!(&error, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock),
-        "not closed: {error}"
-    );
     assert!(
         (Duration::from_millis(1900)..Duration::from_secs(6)).contains(&after),
         "closed {after:?} after its last message"
@@ -317,17 +305,8 @@ fn a_graceful_shutdown_gives_open_tunnels_the_drain_then_closes_them() {
         refuses_connections(addr)
     });
     assert_eq!(ws_echo(&mut ws, "during the drain"), "during the drain");
-    let error = loop {
-        match ws.read() {
-            Ok(_) => continue,
-            Err(e) => break e,
-        }
-    };
+    read_until_closed(&mut ws);
     let after = started.elapsed();
-    assert!(
-        !matches!(&error, tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock),
-        "not closed: {error}"
-    );
     assert!(after < Duration::from_secs(5), "closed after {after:?}");
     assert!(!shutdown.join().unwrap(), "a tunnel was cut: not drained");
     let at = TunnelEnd::ALL

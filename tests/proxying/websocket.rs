@@ -1,8 +1,8 @@
 //! WebSockets through the balancer, with a real client (tungstenite) and a real echo backend:
 //! frames both ways, a large message, ping/pong, the close handshake; bytes that come right
-//! behind the handshake on either side; and the requests that are not tunnelled: another
-//! protocol or `upgrade off` (served as plain HTTP), `CONNECT` (405), past `limits tunnels=`
-//! (503).
+//! behind the handshake on either side; and the requests that are not tunnelled: a backend
+//! that answers something else (relayed as usual), another protocol or `upgrade off` (served as
+//! plain HTTP), `CONNECT` (405), past `limits tunnels=` (503).
 
 use std::io::Write;
 use std::sync::atomic::Ordering::SeqCst;
@@ -105,6 +105,27 @@ fn bytes_right_behind_the_handshake_are_relayed_both_ways() {
     let want = b"[from the backend][from the client]";
     let got = read_at_least(&mut stream, rest, want.len());
     assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
+#[test]
+fn an_answer_other_than_101_is_relayed_as_a_normal_answer() {
+    // The backend refuses the upgrade with a chunked body, or switches to what nobody asked.
+    let backend = UpgradeBackend::start(|head, mut stream, _, _| {
+        let answer: &[u8] = if head.start_line.contains("/refused") {
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n\
+              5\r\nnot f\r\n9\r\nor you!\r\n\r\n0\r\n\r\n"
+        } else {
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n"
+        };
+        let _ = stream.write_all(answer);
+    });
+    let lb = lb_for(&backend, |_| {});
+    let r = Client::connect(lb.addr).request(&handshake("/refused"));
+    assert_eq!((r.status, r.text().as_str()), (403, "not for you!\r\n"));
+    assert_eq!(r.header("content-type"), Some("text/plain"));
+    let r = Client::connect(lb.addr).request(&handshake("/other"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(lb.running().shared().front.stats().tunnels_open, 0);
 }
 
 #[test]

@@ -75,6 +75,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Makes closing `stream` send a reset (RST) instead of a FIN: `SO_LINGER` with a zero timeout.
+pub fn reset_on_close(stream: &impl std::os::fd::AsRawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a descriptor the caller owns, reading `linger` for its size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// True when a TCP connection to `addr` is refused (nothing listening).
 pub fn refuses_connections(addr: SocketAddr) -> bool {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
