@@ -4,6 +4,8 @@
 //! milliseconds), level, target, message. `RUST_LOG` chooses what is shown (default `info`); the
 //! access log uses the target `access`, so `RUST_LOG=info,access=off` hides it too.
 
+pub mod time;
+
 use std::io::Write;
 use std::net::IpAddr;
 use std::time::Duration;
