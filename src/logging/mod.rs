@@ -1,85 +1,95 @@
-//! Logging: one env_logger format for every line, and the access-log line.
+//! Logging: one format for every line, one thread that writes them all, and the access log.
 //!
 //! Lines look like `2026-11-25T17:13:08.123Z INFO  loadbalancer::server: message`: time (UTC,
-//! milliseconds), level, target, message. `RUST_LOG` chooses what is shown (default `info`); the
-//! access log uses the target `access`, so `RUST_LOG=info,access=off` hides it too.
+//! milliseconds), level, target, message. `RUST_LOG` chooses what is shown (default `info`, the
+//! syntax of env_logger, which still does the filtering); the access log uses the target
+//! `access`, so `RUST_LOG=info,access=off` hides it on stderr too.
+//!
+//! No thread but the log writer ever writes a log line: the poller and the workers format theirs
+//! into a reused buffer and queue it (`writer.rs`), so that a stderr nobody reads, or a slow
+//! disk, costs lines (dropped and counted, `lb_log_lines_dropped_total`), never a stalled
+//! balancer.
+//!
+//! Files: `writer.rs` the writer thread and its queue; `access.rs` the access log (its entry,
+//! sink and format); `format.rs` the shapes of a line; `time.rs` the UTC calendar time they
+//! print.
 
+pub mod access;
+mod format;
 pub mod time;
+mod writer;
 
-use std::io::Write;
-use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Starts logging to stderr. Safe to call more than once (later calls do nothing), which tests
-/// rely on.
+pub use access::{AccessEntry, AccessFormat, AccessLog, RequestLine};
+pub use writer::{Dropped, QUEUE_BYTES, QUEUE_LINES, TICK};
+
+/// How long [`flush`] waits for the writer: 2 s (a stderr nobody reads never drains).
+pub const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Starts logging to stderr through the log writer thread, filtered by `RUST_LOG` (default
+/// `info`). Safe to call more than once (later calls do nothing), which tests rely on.
 pub fn init() {
     let env = env_logger::Env::default().default_filter_or("info");
-    let _ = env_logger::Builder::from_env(env)
-        .format(|buf, record| {
-            writeln!(
-                buf,
-                "{} {:<5} {}: {}",
-                buf.timestamp_millis(),
-                record.level(),
-                record.target(),
-                record.args()
-            )
-        })
-        .try_init();
+    let filter = env_logger::Builder::from_env(env).build();
+    let max = filter.filter();
+    if log::set_boxed_logger(Box::new(Logger { filter })).is_ok() {
+        log::set_max_level(max);
+        INSTALLED.store(true, Relaxed);
+    }
 }
 
-/// One finished request, as the access log reports it.
-#[derive(Debug)]
-pub struct AccessEntry<'a> {
-    /// Client address.
-    pub client: IpAddr,
-    /// Request method.
-    pub method: &'a str,
-    /// Request target.
-    pub target: &'a str,
-    /// Status sent to the client.
-    pub status: u16,
-    /// Backend that answered (`-` when none did).
-    pub backend: &'a str,
-    /// Time from the request's arrival to the end of the response.
-    pub duration: Duration,
-    /// Response body bytes the client took.
-    pub bytes: u64,
-    /// Attempts made (more than one when the request was retried on another backend).
-    pub attempts: u32,
-    /// The backends tried, in order, joined by `>` (logged when there was more than one).
-    pub via: &'a str,
-    /// Why the balancer answered itself (a short code such as `queue_timeout`), if it did.
-    pub reason: Option<&'a str>,
-    /// The client left before it had taken the whole answer.
-    pub aborted: bool,
+/// Whether [`init`] installed this module's logger (else stderr access lines go to whatever
+/// `log` logger there is).
+fn installed() -> bool {
+    INSTALLED.load(Relaxed)
 }
 
-/// Writes the access-log line for `e` at info level on target `access`:
-/// `client method target status backend duration bytes`, then what applies of
-/// `attempts=N via=a>b`, `reason=CODE` and `aborted`.
-pub fn access(e: &AccessEntry<'_>) {
-    let mut extra = String::new();
-    if e.attempts > 1 {
-        extra = format!(" attempts={} via={}", e.attempts, e.via);
+/// Waits until every line logged so far is written, up to [`FLUSH_WAIT`]. False when the time
+/// ran out (the sink does not take them) or there is no writer.
+pub fn flush() -> bool {
+    writer::running().is_some_and(|w| w.flush(FLUSH_WAIT))
+}
+
+/// Opens every log file again at its path (SIGUSR1, after logrotate renamed them). The writer
+/// thread does it on its next pass, after writing out what it holds for the old files.
+pub fn reopen() {
+    if let Some(w) = writer::running() {
+        w.reopen();
     }
-    if let Some(reason) = e.reason {
-        extra.push_str(" reason=");
-        extra.push_str(reason);
+}
+
+/// Log lines lost since start, by why.
+pub fn dropped() -> Dropped {
+    writer::running().map_or_else(Dropped::default, writer::Writer::dropped)
+}
+
+/// The `log` logger [`init`] installs: env_logger's filter, this module's format, the writer
+/// thread's queue.
+struct Logger {
+    filter: env_logger::Logger,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
     }
-    if e.aborted {
-        extra.push_str(" aborted");
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.filter.matches(record) {
+            return;
+        }
+        use std::io::Write;
+        let mut line = writer::buffer();
+        format::prefix(&mut line, time::Utc::now(), record.level(), record.target());
+        let _ = writeln!(line, "{}", record.args());
+        writer::deliver(writer::To::Stderr, line);
     }
-    log::info!(
-        target: "access",
-        "{} {} {} {} {} {:.1}ms {}{}",
-        e.client,
-        e.method,
-        e.target,
-        e.status,
-        e.backend,
-        e.duration.as_secs_f64() * 1000.0,
-        e.bytes,
-        extra
-    );
+
+    fn flush(&self) {
+        flush();
+    }
 }
