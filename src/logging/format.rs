@@ -20,39 +20,63 @@
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::net::IpAddr;
 
 use log::Level;
 use serde::{Serialize, Serializer};
 
 use super::access::AccessEntry;
-use super::time::Utc;
+use super::time::{push_num, Utc};
+
+// Every access line is written piece by piece, numbers and addresses included, rather than with
+// `write!`: the formatting machinery took about 6 000 instructions a line (callgrind), a tenth
+// of a whole proxied request.
 
 /// The start of every log line: time, level padded to five, target.
 pub fn prefix(out: &mut Vec<u8>, time: Utc, level: Level, target: &str) {
-    let _ = write!(out, "{} {level:<5} {target}: ", time.millis());
+    time.millis().write(out);
+    out.push(b' ');
+    let level = level.as_str();
+    out.extend_from_slice(level.as_bytes());
+    out.extend_from_slice(&b"     "[level.len().min(5)..]);
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b": ");
 }
 
 /// Today's line, after the [`prefix`]: `client method target status backend duration bytes`,
-/// then what applies of `attempts=N via=a>b`, `reason=CODE` and `aborted`.
+/// then what applies of `attempts=N via=a>b`, `reason=CODE` and `aborted`. The duration is in
+/// milliseconds to a tenth (rounded half up).
 pub fn plain(out: &mut Vec<u8>, e: &AccessEntry<'_>) {
     let (method, target) = e
         .request
         .as_ref()
         .map_or(("-", "-"), |r| (r.method, r.target));
-    let _ = write!(
-        out,
-        "{} {method} {target} {} {} {:.1}ms {}",
-        e.client,
-        e.status,
-        e.backend.unwrap_or("-"),
-        e.duration.as_secs_f64() * 1000.0,
-        e.bytes
-    );
+    push_ip(out, e.client);
+    for word in [method, target] {
+        out.push(b' ');
+        out.extend_from_slice(word.as_bytes());
+    }
+    out.push(b' ');
+    push_num(out, e.status.into(), 1);
+    out.push(b' ');
+    out.extend_from_slice(e.backend.unwrap_or("-").as_bytes());
+    out.push(b' ');
+    let tenths = (e.duration.as_micros() + 50) / 100;
+    push_num(out, (tenths / 10) as u64, 1);
+    out.push(b'.');
+    push_num(out, (tenths % 10) as u64, 1);
+    out.extend_from_slice(b"ms ");
+    push_num(out, e.bytes, 1);
     if e.attempts > 1 {
-        let _ = write!(out, " attempts={} via={}", e.attempts, e.via);
+        out.extend_from_slice(b" attempts=");
+        push_num(out, e.attempts.into(), 1);
+        out.extend_from_slice(b" via=");
+        out.extend_from_slice(e.via.as_bytes());
     }
     if let Some(reason) = e.reason {
-        let _ = write!(out, " reason={reason}");
+        out.extend_from_slice(b" reason=");
+        out.extend_from_slice(reason.as_bytes());
     }
     if e.aborted {
         out.extend_from_slice(b" aborted");
@@ -60,10 +84,30 @@ pub fn plain(out: &mut Vec<u8>, e: &AccessEntry<'_>) {
     out.push(b'\n');
 }
 
+/// Appends the client's address: an IPv4 address octet by octet, IPv6 (rarer) through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_num(out, octet.into(), 1);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
 /// nginx's `combined`: `$remote_addr - $remote_user [$time_local] "$request" $status
 /// $body_bytes_sent "$http_referer" "$http_user_agent"`.
 pub fn combined(out: &mut Vec<u8>, time: Utc, e: &AccessEntry<'_>) {
-    let _ = write!(out, "{} - - [{}] \"", e.client, time.common_log());
+    push_ip(out, e.client);
+    out.extend_from_slice(b" - - [");
+    time.common_log().write(out);
+    out.extend_from_slice(b"] \"");
     match &e.request {
         Some(r) => {
             escaped(out, r.method.as_bytes());
@@ -74,7 +118,11 @@ pub fn combined(out: &mut Vec<u8>, time: Utc, e: &AccessEntry<'_>) {
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, "\" {} {} \"", e.status, e.bytes);
+    out.extend_from_slice(b"\" ");
+    push_num(out, e.status.into(), 1);
+    out.push(b' ');
+    push_num(out, e.bytes, 1);
+    out.extend_from_slice(b" \"");
     let header = |name| e.request.as_ref().and_then(|r| r.header(name));
     escaped_or_dash(out, header("referer"));
     out.extend_from_slice(b"\" \"");
@@ -115,7 +163,7 @@ fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
 #[derive(Serialize)]
 struct JsonLine<'a> {
     time: Iso,
-    client: std::net::IpAddr,
+    client: IpAddr,
     method: Option<&'a str>,
     target: Option<&'a str>,
     protocol: Option<&'static str>,
@@ -236,6 +284,24 @@ mod tests {
             text(|o| plain(o, &refused)),
             "192.0.2.7 - - 408 - 22.0ms 6 attempts=3 via=a>b reason=head_timeout aborted\n"
         );
+        // The level is padded as `{:<5}` pads it; IPv6 as `Display` writes it; a duration to a
+        // tenth of a millisecond, half up.
+        for (level, shown) in [(Level::Warn, "WARN  x: "), (Level::Error, "ERROR x: ")] {
+            assert!(text(|o| prefix(o, time(), level, "x")).ends_with(shown));
+        }
+        let v6 = AccessEntry {
+            client: "2001:db8::7".parse().unwrap(),
+            duration: Duration::from_micros(1_250),
+            ..entry(&h)
+        };
+        assert!(
+            text(|o| plain(o, &v6)).starts_with("2001:db8::7 GET /a?b 200 localhost:8081 1.3ms 6")
+        );
+        let slow = AccessEntry {
+            duration: Duration::from_secs(12) + Duration::from_micros(340_049),
+            ..entry(&h)
+        };
+        assert!(text(|o| plain(o, &slow)).contains(" 12340.0ms "));
     }
 
     #[test]
