@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminRequest, AdminResponse};
 use crate::admission::check_request;
-use crate::balance::backend::InFlight;
+use crate::balance::backend::{Backend, InFlight};
 use crate::explain::{self, Decisions, Explanation, FilterVerdict};
 use crate::filter::Filter;
 use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
-use crate::logging::{self, AccessEntry};
+use crate::logging::{AccessEntry, AccessLog, RequestLine};
 use crate::metrics::{Metrics, Rejection};
 use crate::proxy::{Forwarded, Proxy};
 use crate::Shared;
@@ -39,8 +39,8 @@ pub struct Balancing {
     pub filter: Arc<Filter>,
     /// Balancer-wide counters.
     pub metrics: Arc<Metrics>,
-    /// Whether to write an access-log line per request.
-    pub access_log: Arc<AtomicBool>,
+    /// The access log (a line per request, unless off).
+    pub access_log: Arc<AccessLog>,
     /// Whether to explain decisions (`explain on`).
     pub explain: Arc<AtomicBool>,
     /// Where explained decisions are kept for the dashboard.
@@ -103,26 +103,23 @@ impl Handler for Balancing {
         if let Some(r) = rejection {
             self.metrics.record_rejection(r);
         }
-        if self.access_log.load(Relaxed) {
-            // Like nginx, a request refused before its head was read is logged with `-`.
-            logging::access(&AccessEntry {
-                client: head.map_or(peer.ip(), |h| h.client),
-                method: head.map_or("-", |h| &h.method),
-                target: head.map_or("-", |h| &h.target),
-                status: refusal.status,
-                backend: "-",
-                duration: waited,
-                bytes: if gone {
-                    0
-                } else {
-                    refusal.reason.len() as u64 + 1
-                },
-                attempts: 0,
-                via: "",
-                reason: Some(refusal.code),
-                aborted: gone,
-            });
-        }
+        // Like nginx, a request refused before its head was read is logged with `-`.
+        self.access_log.write(&AccessEntry {
+            client: head.map_or(peer.ip(), |h| h.client),
+            request: head.map(request_line),
+            status: refusal.status,
+            backend: None,
+            duration: waited,
+            bytes: if gone {
+                0
+            } else {
+                refusal.reason.len() as u64 + 1
+            },
+            attempts: 0,
+            via: "",
+            reason: Some(refusal.code),
+            aborted: gone,
+        });
     }
 
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>) {
@@ -150,7 +147,7 @@ impl Handler for Balancing {
         let (line, via) = match result {
             Ok(fwd) => {
                 self.metrics.record_retries(fwd.attempts.saturating_sub(1));
-                let backend = fwd.backend().name.clone();
+                let backend = Some(Arc::clone(fwd.backend()));
                 let (attempts, via) = (fwd.attempts, names(&fwd.via));
                 let relayed = relay(exchange, fwd, explained.as_mut(), asked);
                 let line = Line {
@@ -181,7 +178,7 @@ impl Handler for Balancing {
                 exchange.refuse(&failed.refusal);
                 let line = Line {
                     status: failed.refusal.status,
-                    backend: failed.backend.map_or("-".to_string(), |b| b.name.clone()),
+                    backend: failed.backend,
                     bytes: failed.refusal.reason.len() as u64 + 1,
                     attempts: failed.attempts,
                     reason: Some(failed.refusal.code),
@@ -196,23 +193,24 @@ impl Handler for Balancing {
         if let Some(explained) = explained {
             self.decisions.record(head, line.status, explained);
         }
-        if !self.access_log.load(Relaxed) {
+        if !self.access_log.enabled() {
             return;
         }
         let untaken = exchange.untaken();
         if untaken == 0 {
-            return line.log(head, &via, request.received.elapsed());
+            return line.log(&self.access_log, head, &via, request.received.elapsed());
         }
         // The client has not taken all of the answer: the line is written when it has, or has
         // left, so that it tells how much it took.
         let (head, received) = (head.clone(), request.received);
+        let access_log = Arc::clone(&self.access_log);
         exchange.when_delivered(Box::new(move |delivered| {
             let line = Line {
                 bytes: line.bytes.saturating_sub(delivered.untaken),
                 aborted: line.aborted || !delivered.complete,
                 ..line
             };
-            line.log(&head, &via, received.elapsed());
+            line.log(&access_log, &head, &via, received.elapsed());
         }));
     }
 }
@@ -243,7 +241,7 @@ impl Balancing {
 }
 
 /// The backends tried, `a>b`, when there was more than one (else empty).
-fn names(via: &[Arc<crate::balance::backend::Backend>]) -> String {
+fn names(via: &[Arc<Backend>]) -> String {
     if via.len() < 2 {
         return String::new();
     }
@@ -251,10 +249,20 @@ fn names(via: &[Arc<crate::balance::backend::Backend>]) -> String {
     names.join(">")
 }
 
+/// What the access log reads of a request's head.
+fn request_line(head: &RequestHead) -> RequestLine<'_> {
+    RequestLine {
+        method: &head.method,
+        target: &head.target,
+        http10: head.http10,
+        headers: &head.headers,
+    }
+}
+
 /// What the access log says of one forwarded request, besides its head.
 struct Line {
     status: u16,
-    backend: String,
+    backend: Option<Arc<Backend>>,
     bytes: u64,
     attempts: u32,
     reason: Option<&'static str>,
@@ -262,13 +270,12 @@ struct Line {
 }
 
 impl Line {
-    fn log(&self, head: &RequestHead, via: &str, duration: Duration) {
-        logging::access(&AccessEntry {
+    fn log(&self, log: &AccessLog, head: &RequestHead, via: &str, duration: Duration) {
+        log.write(&AccessEntry {
             client: head.client,
-            method: &head.method,
-            target: &head.target,
+            request: Some(request_line(head)),
             status: self.status,
-            backend: &self.backend,
+            backend: self.backend.as_ref().map(|b| b.name.as_str()),
             duration,
             bytes: self.bytes,
             attempts: self.attempts,
