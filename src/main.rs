@@ -1,10 +1,14 @@
 //! The `loadbalancer` command: read flags and the config file, start logging, start the balancer
 //! (and the demo backends with `--demo`), then wait for signals.
 //!
-//! Signals: SIGHUP reloads the configuration. The first SIGINT or SIGTERM drains (stop accepting,
-//! let requests in flight finish, up to `drain_timeout`) and exits 0, also when the drain timeout
-//! cut requests off (that is logged as a warning: the shutdown itself went as configured). A
-//! second SIGINT or SIGTERM during the drain exits at once with status 130.
+//! Signals: SIGHUP reloads the configuration; SIGUSR1 opens the log files again (after logrotate
+//! renamed them). The first SIGINT or SIGTERM drains (stop accepting, let requests in flight
+//! finish, up to `drain_timeout`) and exits 0, also when the drain timeout cut requests off (that
+//! is logged as a warning: the shutdown itself went as configured). A second SIGINT or SIGTERM
+//! during the drain exits at once with status 130.
+//!
+//! Log lines are written by a thread of their own: every way out of `main` first waits (a
+//! moment at most) for the lines logged so far to be written.
 //!
 //! Exit statuses: 0 after a shutdown or for `--help`, `--version` and a valid `--check`; 1 when
 //! the balancer cannot start; 2 for a bad flag or configuration; 130 for a second signal.
@@ -14,7 +18,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use loadbalancer::{config, logging, startup, supervise, Balancer};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 /// Exit status when a second SIGINT/SIGTERM cuts the drain short (128 + SIGINT, as shells do).
@@ -28,6 +32,12 @@ enum Event {
 }
 
 fn main() -> ExitCode {
+    let status = run();
+    logging::flush();
+    status
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cli = match config::parse_args(args.clone()) {
         Ok(cli) => cli,
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
     if cli.default_backends {
         startup::warn_default_backends(&cli.config);
     }
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
@@ -140,6 +150,10 @@ fn main() -> ExitCode {
                     r.request_reload_because("SIGHUP received");
                 }
             }
+            Event::Signal(SIGUSR1) => {
+                log::info!("SIGUSR1 received: reopening the log files");
+                logging::reopen();
+            }
             Event::Signal(signal) => match running.take() {
                 Some(r) => {
                     log::info!(
@@ -156,6 +170,7 @@ fn main() -> ExitCode {
                         "second {}: exiting at once, requests still in flight are cut off",
                         signal_name(signal)
                     );
+                    logging::flush();
                     std::process::exit(EXIT_INTERRUPTED.into());
                 }
             },

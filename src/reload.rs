@@ -121,7 +121,17 @@ impl Shared {
         self.proxy
             .reconfigure(proxy_settings(&new), new.retries.budget_percent);
         self.filter.reconfigure(new.filter.clone());
-        self.access_log.store(new.access_log, Relaxed);
+        let configured = self.access_log.configure(
+            new.access_log,
+            new.access_log_path.as_deref(),
+            new.access_log_format,
+        );
+        if let Err(e) = configured {
+            log::warn!("reload: {e}; keeping the running access log");
+            new.access_log = current.access_log;
+            new.access_log_path = current.access_log_path.clone();
+            new.access_log_format = current.access_log_format;
+        }
         self.explain.store(new.explain, Relaxed);
         *self.maintenance.write() = MaintenanceSettings {
             health: new.health.clone(),

@@ -16,7 +16,7 @@
 //! with [`AdminPages`] as its handler.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::filter::Filter;
 use crate::http::{
     Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead, TunnelEnded,
 };
-use crate::logging::{self, AccessEntry, TunnelTotals};
+use crate::logging::{AccessEntry, AccessLog, RequestLine, TunnelTotals};
 use crate::metrics::{tunnel_end_label, Metrics, Rejection};
 use crate::proxy::{Failed, Forwarded, Proxy, ResponseHeaders, Upgraded};
 use crate::Shared;
@@ -43,8 +43,8 @@ pub struct Balancing {
     pub filter: Arc<Filter>,
     /// Balancer-wide counters.
     pub metrics: Arc<Metrics>,
-    /// Whether to write an access-log line per request.
-    pub access_log: Arc<AtomicBool>,
+    /// The access log (a line per request, unless off).
+    pub access_log: Arc<AccessLog>,
     /// Whether to explain decisions (`explain on`).
     pub explain: Arc<AtomicBool>,
     /// Where explained decisions are kept for the dashboard.
@@ -107,27 +107,24 @@ impl Handler for Balancing {
         if let Some(r) = rejection {
             self.metrics.record_rejection(r);
         }
-        if self.access_log.load(Relaxed) {
-            // Like nginx, a request refused before its head was read is logged with `-`.
-            logging::access(&AccessEntry {
-                client: head.map_or(peer.ip(), |h| h.client),
-                method: head.map_or("-", |h| &h.method),
-                target: head.map_or("-", |h| &h.target),
-                status: refusal.status,
-                backend: "-",
-                duration: waited,
-                bytes: if gone {
-                    0
-                } else {
-                    refusal.reason.len() as u64 + 1
-                },
-                attempts: 0,
-                via: "",
-                reason: Some(refusal.code),
-                aborted: gone,
-                tunnel: None,
-            });
-        }
+        // Like nginx, a request refused before its head was read is logged with `-`.
+        self.access_log.write(&AccessEntry {
+            client: head.map_or(peer.ip(), |h| h.client),
+            request: head.map(request_line),
+            status: refusal.status,
+            backend: None,
+            duration: waited,
+            bytes: if gone {
+                0
+            } else {
+                refusal.reason.len() as u64 + 1
+            },
+            attempts: 0,
+            via: "",
+            reason: Some(refusal.code),
+            aborted: gone,
+            tunnel: None,
+        });
     }
 
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>) {
@@ -163,23 +160,24 @@ impl Handler for Balancing {
             self.decisions.record(head, line.status, explained);
         }
         // A tunnel's line is written when it ends.
-        if tunnel || !self.access_log.load(Relaxed) {
+        if tunnel || !self.access_log.enabled() {
             return;
         }
         let untaken = exchange.untaken();
         if untaken == 0 {
-            return line.log(head, &via, request.received.elapsed());
+            return line.log(&self.access_log, head, &via, request.received.elapsed());
         }
         // The client has not taken all of the answer: the line is written when it has, or has
         // left, so that it tells how much it took.
         let (head, received) = (head.clone(), request.received);
+        let access_log = Arc::clone(&self.access_log);
         exchange.when_delivered(Box::new(move |delivered| {
             let line = Line {
                 bytes: line.bytes.saturating_sub(delivered.untaken),
                 aborted: line.aborted || !delivered.complete,
                 ..line
             };
-            line.log(&head, &via, received.elapsed());
+            line.log(&access_log, &head, &via, received.elapsed());
         }));
     }
 }
@@ -216,7 +214,7 @@ impl Balancing {
         asked: bool,
     ) -> (Line, String, bool) {
         self.metrics.record_retries(fwd.attempts.saturating_sub(1));
-        let backend = fwd.backend().name.clone();
+        let backend = Some(Arc::clone(fwd.backend()));
         let (attempts, via) = (fwd.attempts, names(&fwd.via));
         let (relayed, tunnel) = match fwd.upgraded.take() {
             Some(upgraded) => {
@@ -265,7 +263,7 @@ impl Balancing {
         exchange.refuse(&failed.refusal);
         let line = Line {
             status: failed.refusal.status,
-            backend: failed.backend.map_or("-".to_string(), |b| b.name.clone()),
+            backend: failed.backend,
             bytes: failed.refusal.reason.len() as u64 + 1,
             attempts: failed.attempts,
             reason: Some(failed.refusal.code),
@@ -289,11 +287,8 @@ impl Balancing {
     ) -> Relayed {
         let backend = Arc::clone(fwd.backend());
         backend.stats.tunnels.fetch_add(1, Relaxed);
-        let head = &request.head;
         let ended = TunnelLine {
-            client: head.client,
-            method: head.method.clone(),
-            target: head.target.clone(),
+            head: request.head.clone(),
             backend,
             attempts: fwd.attempts,
             via: via.to_string(),
@@ -341,7 +336,7 @@ impl Balancing {
 }
 
 /// The backends tried, `a>b`, when there was more than one (else empty).
-fn names(via: &[Arc<crate::balance::backend::Backend>]) -> String {
+fn names(via: &[Arc<Backend>]) -> String {
     if via.len() < 2 {
         return String::new();
     }
@@ -349,10 +344,20 @@ fn names(via: &[Arc<crate::balance::backend::Backend>]) -> String {
     names.join(">")
 }
 
+/// What the access log reads of a request's head.
+fn request_line(head: &RequestHead) -> RequestLine<'_> {
+    RequestLine {
+        method: &head.method,
+        target: &head.target,
+        http10: head.http10,
+        headers: &head.headers,
+    }
+}
+
 /// What the access log says of one forwarded request, besides its head.
 struct Line {
     status: u16,
-    backend: String,
+    backend: Option<Arc<Backend>>,
     bytes: u64,
     attempts: u32,
     reason: Option<&'static str>,
@@ -360,13 +365,12 @@ struct Line {
 }
 
 impl Line {
-    fn log(&self, head: &RequestHead, via: &str, duration: Duration) {
-        logging::access(&AccessEntry {
+    fn log(&self, log: &AccessLog, head: &RequestHead, via: &str, duration: Duration) {
+        log.write(&AccessEntry {
             client: head.client,
-            method: &head.method,
-            target: &head.target,
+            request: Some(request_line(head)),
             status: self.status,
-            backend: &self.backend,
+            backend: self.backend.as_ref().map(|b| b.name.as_str()),
             duration,
             bytes: self.bytes,
             attempts: self.attempts,
@@ -398,14 +402,12 @@ fn not_forwarded(refusal: Refusal, explanation: Option<&mut Explanation>) -> Fai
 /// What a tunnel's access-log line says besides how it ended, kept until it ends (the callback
 /// runs on the poller, or on the worker when the client left before the 101).
 struct TunnelLine {
-    client: IpAddr,
-    method: String,
-    target: String,
+    head: RequestHead,
     backend: Arc<Backend>,
     attempts: u32,
     via: String,
     received: Instant,
-    access_log: Arc<AtomicBool>,
+    access_log: Arc<AccessLog>,
 }
 
 impl TunnelLine {
@@ -415,15 +417,14 @@ impl TunnelLine {
         let stats = &self.backend.stats;
         stats.tunnels.fetch_sub(1, Relaxed);
         stats.bytes_out.fetch_add(end.down, Relaxed);
-        if !self.access_log.load(Relaxed) {
+        if !self.access_log.enabled() {
             return;
         }
-        logging::access(&AccessEntry {
-            client: self.client,
-            method: &self.method,
-            target: &self.target,
+        self.access_log.write(&AccessEntry {
+            client: self.head.client,
+            request: Some(request_line(&self.head)),
             status: 101,
-            backend: &self.backend.name,
+            backend: Some(&self.backend.name),
             duration: self.received.elapsed(),
             bytes: end.down,
             attempts: self.attempts,

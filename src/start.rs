@@ -15,6 +15,7 @@ use crate::balance::selection::Pool;
 use crate::clock::{Clock, SystemClock};
 use crate::filter::Filter;
 use crate::http::limits::{default_max_connections, descriptor_limit};
+use crate::logging::{self, AccessLog};
 use crate::maintenance::{self, Maintainer, Maintenance, MaintenanceSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -76,7 +77,11 @@ impl Balancer {
                 slow_start: config.slow_start,
                 watch: config.source.clone(),
             })),
-            access_log: Arc::new(AtomicBool::new(config.access_log)),
+            access_log: Arc::new(AccessLog::new(
+                config.access_log,
+                config.access_log_path.as_deref(),
+                config.access_log_format,
+            )?),
             explain: Arc::new(AtomicBool::new(config.explain)),
             decisions: Arc::default(),
             draining: AtomicBool::new(false),
@@ -280,6 +285,8 @@ impl Running {
             a.shutdown(ADMIN_DRAIN);
         }
         log::info!("stopped");
+        // The last lines (and the access log's) reach their sinks before the caller exits.
+        logging::flush();
         drained
     }
 }

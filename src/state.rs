@@ -12,6 +12,7 @@ use crate::balance::selection::Pool;
 use crate::clock::Clock;
 use crate::explain::Decisions;
 use crate::filter::Filter;
+use crate::logging::AccessLog;
 use crate::maintenance::MaintenanceSettings;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -34,8 +35,8 @@ pub struct Shared {
     pub proxy: Arc<Proxy>,
     /// What the maintenance thread reads each tick.
     pub maintenance: Arc<RwLock<MaintenanceSettings>>,
-    /// Whether the access log is on.
-    pub access_log: Arc<AtomicBool>,
+    /// The access log: on or off, its format and sink.
+    pub access_log: Arc<AccessLog>,
     /// Whether decisions are explained (`explain on`).
     pub explain: Arc<AtomicBool>,
     /// The last explained decisions, for the dashboard.

@@ -11,6 +11,7 @@
 //! | maintenance | survives: the next tick runs | each tick starts again from the pool's state |
 //! | health check | survives: the check counts as failed and the backend is checked again at its next interval | the check is one probe, its result one message |
 //! | signals | exits the process (status 70) | without it, SIGTERM would no longer drain |
+//! | log writer | survives: the lines it held are counted as dropped, the next pass runs | each pass starts from the queue; a writer gone would leave the process without logs |
 //!
 //! Every panic is logged with the thread's name and counted (`lb_thread_panics_total` in
 //! `/metrics`). [`inject`] makes the next pass of a thread panic, so that the tests can prove
@@ -34,17 +35,20 @@ pub enum Thread {
     HealthCheck,
     /// The signal-handling thread.
     Signals,
+    /// The log writer (`logging/writer.rs`).
+    LogWriter,
 }
 
 impl Thread {
     /// Every kind, in a stable order.
-    pub const ALL: [Thread; 6] = [
+    pub const ALL: [Thread; 7] = [
         Thread::Worker,
         Thread::Admission,
         Thread::Poller,
         Thread::Maintenance,
         Thread::HealthCheck,
         Thread::Signals,
+        Thread::LogWriter,
     ];
 
     /// The label in logs and metrics.
@@ -56,6 +60,7 @@ impl Thread {
             Thread::Maintenance => "maintenance",
             Thread::HealthCheck => "health_check",
             Thread::Signals => "signals",
+            Thread::LogWriter => "log_writer",
         }
     }
 
@@ -70,7 +75,7 @@ pub type Alive = Box<dyn Fn() -> bool + Send + Sync>;
 /// The exit status of a process taken down by a panic: 70, `EX_SOFTWARE` in sysexits.h.
 pub const EXIT_PANIC: i32 = 70;
 
-static PANICS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static PANICS: [AtomicU64; Thread::ALL.len()] = [const { AtomicU64::new(0) }; Thread::ALL.len()];
 static INJECTED: AtomicU32 = AtomicU32::new(0);
 
 /// Panics caught or fatal since start, by kind.
@@ -110,7 +115,8 @@ pub fn survived(kind: Thread, what: &str, payload: &(dyn Any + Send)) {
     );
 }
 
-/// Records a panic the process cannot survive, and exits with [`EXIT_PANIC`].
+/// Records a panic the process cannot survive, and exits with [`EXIT_PANIC`] once the log lines
+/// so far are written (or a short wait for them ran out).
 pub fn fatal(kind: Thread, payload: &(dyn Any + Send)) -> ! {
     PANICS[kind as usize].fetch_add(1, Relaxed);
     log::error!(
@@ -119,6 +125,7 @@ pub fn fatal(kind: Thread, payload: &(dyn Any + Send)) -> ! {
         this_thread(),
         message(payload)
     );
+    log::logger().flush();
     std::process::exit(EXIT_PANIC)
 }
 

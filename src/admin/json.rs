@@ -74,15 +74,10 @@ pub fn status_json(v: &View) -> String {
         ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
         b.memory_bytes, b.file_bytes, b.spilled, b.full
     );
-    o.push_str(",\"thread_panics\":{");
-    for (i, (kind, n)) in v.panics.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        json_str(&mut o, kind);
-        let _ = write!(o, ":{n}");
-    }
-    o.push('}');
+    o.push_str(",\"thread_panics\":");
+    json_counts(&mut o, &v.panics);
+    o.push_str(",\"log_lines_dropped\":");
+    json_counts(&mut o, &v.log_lines_dropped);
     let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
     let _ = write!(o, ",\"responses_total\":{total}");
     let _ = write!(o, ",\"retries\":{}", v.retries);
@@ -228,6 +223,7 @@ pub(super) mod tests {
         assert_eq!(v["front"]["answers_flushing"], 4);
         assert_eq!(v["buffers"]["file_bytes"], 4096);
         assert_eq!(v["thread_panics"]["worker"], 1);
+        assert_eq!(v["log_lines_dropped"]["queue_full"], 7);
         assert_eq!(v["responses_total"], 6);
         assert_eq!(v["responses"]["503"], 1);
         assert_eq!(v["request_duration"]["count"], 6);

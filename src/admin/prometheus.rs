@@ -366,6 +366,18 @@ pub fn metrics_text(v: &View) -> String {
     by_label(&mut o, "lb_thread_panics_total", "thread", &v.panics);
     family(
         &mut o,
+        "lb_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped: the queue to the log writer was full, or the sink refused them.",
+    );
+    by_label(
+        &mut o,
+        "lb_log_lines_dropped_total",
+        "reason",
+        &v.log_lines_dropped,
+    );
+    family(
+        &mut o,
         "lb_bans_active",
         "gauge",
         "Clients banned right now.",
@@ -412,6 +424,7 @@ mod tests {
         assert!(text.contains("lb_bans_active 1\n"));
         assert!(text.contains("lb_retries_refused_total{why=\"budget\"} 2\n"));
         assert!(text.contains("lb_retry_budget_balance 105\n"));
+        assert!(text.contains("lb_log_lines_dropped_total{reason=\"queue_full\"} 7\n"));
         assert!(text.contains("lb_requests_per_second NaN\n"));
         assert!(text.contains("# TYPE lb_request_duration_seconds histogram\n"));
         assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");

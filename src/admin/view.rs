@@ -26,6 +26,8 @@ pub struct View {
     pub buffers: crate::http::BufferStats,
     /// Panics caught (or fatal) since start, by thread kind.
     pub panics: Vec<(&'static str, u64)>,
+    /// Log lines dropped since start, by why (`queue_full`, `write_failed`).
+    pub log_lines_dropped: Vec<(&'static str, u64)>,
     /// `(status, count)` for every status sent.
     pub responses: Vec<(u16, u64)>,
     /// Cumulative request-duration buckets `(le seconds, count)`, the last one `+Inf`.
@@ -78,6 +80,7 @@ impl View {
             front: shared.front.stats(),
             buffers: shared.buffers.stats(),
             panics: crate::supervise::panics(),
+            log_lines_dropped: log_lines_dropped(crate::logging::dropped()),
             responses: shared.metrics.responses_by_status(),
             duration_buckets,
             duration_sum,
@@ -92,6 +95,14 @@ impl View {
             decisions: shared.decisions.recent(),
         }
     }
+}
+
+/// The dropped-line counts by reason, as both pages label them.
+fn log_lines_dropped(d: crate::logging::Dropped) -> Vec<(&'static str, u64)> {
+    vec![
+        ("queue_full", d.queue_full),
+        ("write_failed", d.write_failed),
+    ]
 }
 
 /// `x` rounded to `digits` decimals (non-finite values pass through): both pages show measured
@@ -148,6 +159,7 @@ pub(super) mod fixtures {
                 ..Default::default()
             },
             panics: vec![("worker", 1)],
+            log_lines_dropped: vec![("queue_full", 7), ("write_failed", 0)],
             responses: vec![(200, 5), (503, 1)],
             duration_buckets: vec![(0.1, 4), (f64::INFINITY, 6)],
             duration_sum: 0.25,

@@ -111,7 +111,11 @@ impl fmt::Display for Config {
             format_size(b.temp_file),
             format_size(b.temp_total)
         )?;
-        writeln!(f, "access_log    {}", on_off(self.access_log))?;
+        write!(f, "access_log    {}", on_off(self.access_log))?;
+        if let Some(path) = &self.access_log_path {
+            write!(f, " path={}", path.display())?;
+        }
+        writeln!(f, " format={}", self.access_log_format.name())?;
         writeln!(f, "explain       {}", on_off(self.explain))?;
         writeln!(f, "drain_timeout {}", d(self.drain_timeout))?;
         write!(f, "{}", self.filter)?;

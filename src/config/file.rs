@@ -9,6 +9,7 @@ use super::words::{
     check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off, parse_size_in,
 };
 use super::{BackendConfig, Config, ConfigError};
+use crate::logging::AccessFormat;
 
 /// Applies one settings line (`key words...`) to `config`. Shared by the file parser and the
 /// tests; `seen` catches keys given twice.
@@ -181,7 +182,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                 parse_duration(w)?
             };
         }
-        "access_log" => config.access_log = parse_on_off(one("access_log")?, "access_log")?,
+        "access_log" => access_log(config, words)?,
         "explain" => config.explain = parse_on_off(one("explain")?, "explain")?,
         "upgrade" => config.upgrade = parse_upgrade(words)?,
         "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
@@ -234,6 +235,36 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                 .unwrap_or_default();
             return Err(format!("unknown setting {key:?}{hint}"));
         }
+    }
+    Ok(())
+}
+
+/// `access_log [on|off] [path=FILE] [format=plain|combined|json]`: at least one word; `path=` or
+/// `format=` alone means on.
+fn access_log(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let (first, rest) = words
+        .split_first()
+        .ok_or("access_log takes on, off, path=FILE and/or format=plain|combined|json")?;
+    let rest = if first.contains('=') {
+        config.access_log = true;
+        words
+    } else {
+        config.access_log = parse_on_off(first, "access_log")?;
+        rest
+    };
+    for (k, v) in pairs(rest, &["path", "format"])? {
+        if k == "path" {
+            let path = Path::new(v);
+            if !path.is_absolute() {
+                return Err(format!("path must be an absolute path, not {v:?}"));
+            }
+            config.access_log_path = Some(path.to_path_buf());
+            continue;
+        }
+        config.access_log_format = AccessFormat::parse(v).ok_or_else(|| {
+            let names: Vec<&str> = AccessFormat::ALL.iter().map(|(n, _)| *n).collect();
+            format!("format must be one of {}, not {v:?}", names.join(", "))
+        })?;
     }
     Ok(())
 }

@@ -37,6 +37,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::http::{BufferLimits, Limits};
+use crate::logging::AccessFormat;
 use filter::FilterConfig;
 
 pub use cli::{parse_args, parse_args_in, version, Cli, USAGE};
@@ -291,8 +292,13 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// Ramp-up time after a backend (re)joins; zero turns it off. Default 10 s.
     pub slow_start: Duration,
-    /// One info line per request on the `access` log target. Default on.
+    /// `access_log on|off`: one line per request. Default on.
     pub access_log: bool,
+    /// `access_log path=FILE`: the access log's file (absolute; reopened on SIGUSR1). `None`
+    /// (the default): stderr, as log records on target `access`.
+    pub access_log_path: Option<PathBuf>,
+    /// `access_log format=plain|combined|json`. Default plain.
+    pub access_log_format: AccessFormat,
     /// `explain on|off`: answer a request that carries `X-Balancer-Explain: 1` with a header of
     /// the same name saying why it went where it went, and keep the last decisions for the
     /// dashboard (see `src/explain.rs`). It shows backend names, weights and breaker states
@@ -346,6 +352,8 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),
             access_log: true,
+            access_log_path: None,
+            access_log_format: AccessFormat::Plain,
             explain: false,
             drain_timeout: Duration::from_secs(10),
             backends: (8081..=8083)

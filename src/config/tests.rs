@@ -224,7 +224,7 @@ retries 3 budget=50% retry_timeouts=on
 health path=/up interval=1h timeout=3s rise=4 fall=5
 breaker failures=9 cooldown=1m max_cooldown=2h statuses=500,503
 slow_start off
-access_log off
+access_log off path=/var/log/lb/access.log format=json
 explain on
 drain_timeout 0s
 deny 10.0.0.0/8 192.0.2.7 2001:db8::/32
@@ -248,6 +248,7 @@ backend http://[::1]:9000
     ));
     assert!(printed.contains("request_buffering off"));
     assert!(printed.contains("upgrade       allow=websocket,foo"));
+    assert!(printed.contains("access_log    off path=/var/log/lb/access.log format=json"));
     assert!(printed.contains("explain       on"));
     assert!(printed.contains(
         "buffers       memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB"
@@ -359,4 +360,33 @@ fn formats() {
     assert_eq!(format_size(10 << 20), "10MiB");
     assert_eq!(format_size(1000), "1000B");
     assert_eq!(format_size(0), "0B");
+}
+
+#[test]
+fn access_log_takes_a_path_and_a_format() {
+    use crate::logging::AccessFormat;
+    let c = Config::parse("access_log path=/var/log/lb/a.log format=combined\n", "x").unwrap();
+    assert!(c.access_log);
+    let path = std::path::Path::new("/var/log/lb/a.log");
+    assert_eq!(c.access_log_path.as_deref(), Some(path));
+    assert_eq!(c.access_log_format, AccessFormat::Combined);
+    let c = Config::parse("access_log off format=json\n", "x").unwrap();
+    assert!(!c.access_log);
+    assert_eq!(c.access_log_format, AccessFormat::Json);
+    let c = Config::parse("access_log on\n", "x").unwrap();
+    assert_eq!((c.access_log, c.access_log_path), (true, None));
+    assert_eq!(
+        err("\naccess_log path=logs/a.log\n"),
+        "lb.conf:2: access_log: path must be an absolute path, not \"logs/a.log\""
+    );
+    assert_eq!(
+        err("access_log format=common\n"),
+        "lb.conf:1: access_log: format must be one of plain, combined, json, not \"common\""
+    );
+    assert_eq!(
+        err("access_log yes\n"),
+        "lb.conf:1: access_log: access_log must be on or off, not \"yes\""
+    );
+    assert!(err("access_log on fromat=json\n").contains("did you mean format?"));
+    assert!(err("access_log\n").starts_with("lb.conf:1: access_log: access_log takes on, off"));
 }

@@ -22,12 +22,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use super::stats::ceil_secs;
 use super::table::Table;
 use crate::config::filter::BanConfig;
 use crate::config::format_duration;
+use crate::logging::time::Utc;
 
 /// The hit windows and the ban table.
 #[derive(Debug)]
@@ -135,7 +136,7 @@ impl Bans {
         log::warn!(
             "banned {client} for {} (until {}): rate-limited {} times within {}",
             format_duration(ban.duration),
-            fmt_utc(wall),
+            Utc::at(wall).seconds(),
             ban.after as u64 + 1,
             format_duration(ban.window)
         );
@@ -182,28 +183,6 @@ impl Bans {
         self.hits.set_cap(max_clients, last_hit);
         self.cap = max_clients.max(1);
     }
-}
-
-/// `2023-11-14T22:13:20Z`, for log lines.
-fn fmt_utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]
@@ -344,15 +323,6 @@ mod tests {
 
     #[test]
     fn formatting() {
-        assert_eq!(fmt_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            fmt_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(
-            fmt_utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
         assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");

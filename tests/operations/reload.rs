@@ -318,3 +318,37 @@ fn in_process_reloads_via_request_reload_apply_and_the_watch() {
     assert!(total >= 100, "only {total} requests");
     assert_eq!(lb.running().config().workers, 8);
 }
+
+/// A reload moves the access log to another file and format; a path that cannot be opened keeps
+/// the running one.
+#[test]
+fn a_reload_changes_the_access_logs_path_and_format() {
+    use loadbalancer::logging::AccessFormat;
+    let a = Backend::answering("A");
+    let logs = TempDir::new("reload-log");
+    let (first, second) = (
+        logs.path().join("first.log"),
+        logs.path().join("second.log"),
+    );
+    let mut config = support::test_config(&[(&a, 1)]);
+    config.access_log = true;
+    config.access_log_path = Some(first.clone());
+    let lb = Lb::with_config(config.clone());
+    assert_eq!(support::get(lb.addr, "/one").status, 200);
+    support::wait_for_line(&first, " access: 127.0.0.1 GET /one 200 ", 1);
+
+    config.access_log_path = Some(second.clone());
+    config.access_log_format = AccessFormat::Json;
+    lb.running().apply(config.clone());
+    assert_eq!(support::get(lb.addr, "/two").status, 200);
+    let line = support::wait_for_line(&second, "\"target\":\"/two\"", 1);
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 200);
+    assert!(!std::fs::read_to_string(&first).unwrap().contains("/two"));
+
+    config.access_log_path = Some(logs.path().join("missing/dir/third.log"));
+    lb.running().apply(config);
+    assert_eq!(lb.running().config().access_log_path, Some(second.clone()));
+    assert_eq!(support::get(lb.addr, "/three").status, 200);
+    support::wait_for_line(&second, "\"target\":\"/three\"", 1);
+}

@@ -23,7 +23,11 @@ fn panics_of(kind: &str) -> u64 {
 #[test]
 fn survivable_panics_leave_every_thread_serving() {
     let backend = Backend::start(|_, out| reply(out, 200, &[], b"ok"));
+    let logs = TempDir::new("supervised-log");
+    let access_log = logs.path().join("access.log");
     let lb = Lb::start(&[(&backend, 1)], |c| {
+        c.access_log = true;
+        c.access_log_path = Some(access_log.clone());
         c.workers = 1;
         c.health.enabled = true;
         c.health.interval = Duration::from_millis(100);
@@ -70,6 +74,14 @@ fn survivable_panics_leave_every_thread_serving() {
             health_checks() >= seen + 2
         });
     }
+
+    // The log writer: the pass is lost (its lines counted as dropped), the next one writes.
+    supervise::inject(Thread::LogWriter);
+    wait_until("the log writer's panic", Duration::from_secs(10), || {
+        panics_of("log_writer") == 1
+    });
+    assert_eq!(support::get(lb.addr, "/after-log-writer").status, 200);
+    support::wait_for_line(&access_log, "GET /after-log-writer 200", 1);
 
     // Every thread the balancer needs still runs.
     let shared = lb.running().shared();

@@ -66,8 +66,18 @@ pub struct LbProcess {
     dir: TempDir,
 }
 
+/// Where the child's stderr goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StderrTo {
+    /// `dir/stderr`, for [`LbProcess::stderr`].
+    File,
+    /// A pipe the test holds open and never reads: once its buffer (64 KiB) is full, every
+    /// write(2) to it blocks.
+    UnreadPipe,
+}
+
 /// Starts the balancer binary in `dir` with `--config conf`, `--listen 127.0.0.1:PORT` on a free
-/// port, `--admin off` and `extra` flags, stderr to `dir/stderr`, and the child's descriptor limit
+/// port, `--admin off` and `extra` flags, stderr to `stderr`, and the child's descriptor limit
 /// set to `nofile` (soft, hard) when given, as `ulimit -Sn` and `ulimit -Hn` would. Waits until
 /// it accepts connections. A start that fails (most likely the port was taken between choosing
 /// and binding it) is retried on another port, five times at most.
@@ -77,11 +87,15 @@ fn spawn_binary(
     extra: &[String],
     rust_log: &str,
     nofile: Option<(u64, u64)>,
+    stderr: StderrTo,
 ) -> (Child, SocketAddr) {
     use std::os::unix::process::CommandExt;
     for attempt in 0.. {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+        let stderr = match stderr {
+            StderrTo::File => Stdio::from(std::fs::File::create(dir.join("stderr")).unwrap()),
+            StderrTo::UnreadPipe => Stdio::piped(),
+        };
         let mut command = Command::new(env!("CARGO_BIN_EXE_loadbalancer"));
         if let Some((soft, hard)) = nofile {
             // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
@@ -172,7 +186,7 @@ impl LbProcess {
             .flat_map(|b| ["--backend".to_string(), b.clone()])
             .collect();
         let level = if access_log { "info" } else { "warn" };
-        LbProcess::launch(&text, &args, level, nofile)
+        LbProcess::launch(&text, &args, level, nofile, StderrTo::File)
     }
 
     /// Starts the binary with `--config` on a file of exactly `text` ([`LbProcess::conf`], in an
@@ -180,7 +194,14 @@ impl LbProcess {
     /// `RUST_LOG=rust_log`. Returns once it accepts connections.
     pub fn with_config_file(text: &str, extra: &[&str], rust_log: &str) -> LbProcess {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        LbProcess::launch(text, &extra, rust_log, None)
+        LbProcess::launch(text, &extra, rust_log, None, StderrTo::File)
+    }
+
+    /// [`LbProcess::with_config_file`] with stderr a pipe that this process holds open and never
+    /// reads, as a stalled `docker logs` or journald would ([`LbProcess::stderr`] is then empty).
+    pub fn with_unread_stderr(text: &str, extra: &[&str], rust_log: &str) -> LbProcess {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        LbProcess::launch(text, &extra, rust_log, None, StderrTo::UnreadPipe)
     }
 
     fn launch(
@@ -188,12 +209,18 @@ impl LbProcess {
         args: &[String],
         rust_log: &str,
         nofile: Option<(u64, u64)>,
+        stderr: StderrTo,
     ) -> LbProcess {
         let dir = TempDir::new("bin");
         let conf = dir.path().join("test.conf");
         std::fs::write(&conf, text).unwrap();
-        let (child, addr) = spawn_binary(dir.path(), &conf, args, rust_log, nofile);
+        let (child, addr) = spawn_binary(dir.path(), &conf, args, rust_log, nofile, stderr);
         LbProcess { child, addr, dir }
+    }
+
+    /// The process's working directory (a [`TempDir`], removed on drop).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The config file the process was started with (`test.conf`).
