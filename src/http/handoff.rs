@@ -25,9 +25,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use polling::Poller;
 
 use super::connection::Conn;
+use super::epoll::Epoll;
 use super::exchange::Fate;
 use super::gauges::Gauges;
 use super::limits::Limits;
@@ -109,7 +109,7 @@ pub(crate) struct Front {
     pub limits: Limits,
     pub buffers: Arc<Buffers>,
     pub gauges: Arc<Gauges>,
-    pub poller: Arc<Poller>,
+    pub poller: Arc<Epoll>,
     /// Graceful shutdown has begun.
     pub stopping: AtomicBool,
     /// The poller thread runs (false once it has returned).

@@ -38,6 +38,7 @@
 
 pub mod chunked;
 mod connection;
+mod epoll;
 mod exchange;
 pub mod fields;
 #[cfg(test)]

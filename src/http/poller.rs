@@ -40,7 +40,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use polling::{Event, Events};
+use polling::Event;
+
+use super::epoll::Ready;
 
 use crate::supervise::{self, Thread};
 
@@ -157,21 +159,20 @@ impl Drop for PollerThread {
 
 /// Runs the poller until the server has stopped.
 pub(crate) fn run(mut p: PollerThread) {
-    let mut events = Events::new();
+    let mut ready = Ready::default();
     loop {
         supervise::check_point(Thread::Poller);
-        events.clear();
         let timeout = p
             .next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()));
-        if let Err(e) = p.shared.poller.wait(&mut events, timeout) {
+        if let Err(e) = p.shared.poller.wait(&mut ready, timeout) {
             log::error!("poller: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
         let now = Instant::now();
         p.take_closed();
-        for ev in events.iter() {
-            p.on_event(ev.key, now);
+        for &key in &ready.keys {
+            p.on_event(key, now);
         }
         p.expire(now);
         if p.shared.stopping.load(SeqCst) && !p.stopping {

@@ -16,10 +16,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
-use polling::Poller;
 
 use crate::supervise::{self, Thread};
 
+use super::epoll::Epoll;
 use super::gauges::Gauges;
 use super::handoff::{Front, Job};
 use super::limits::Limits;
@@ -73,7 +73,7 @@ impl Server {
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let poller = Arc::new(Poller::new()?);
+        let poller = Arc::new(Epoll::new()?);
         // By default one slot per connection: each has at most one request queued, so the
         // channel is never full, and the queue is bounded by the connection limit.
         let capacity = limits.max_queue.unwrap_or(limits.max_connections).max(1);
