@@ -30,6 +30,7 @@ use super::connection::Conn;
 use super::epoll::Epoll;
 use super::exchange::Fate;
 use super::gauges::Gauges;
+use super::idle::Idle;
 use super::limits::Limits;
 use super::spool::{Buffers, Spool};
 use super::write::{AnswerTo, Refusal};
@@ -118,6 +119,8 @@ pub(crate) struct Front {
     pub finished: AtomicBool,
     /// Jobs taken from the channel so far (by workers, or by the poller for a queue timeout).
     pub taken: AtomicU64,
+    /// The sleeping workers, and when one is woken.
+    pub idle: Idle,
     /// Slots whose connection a worker closed (an answer cut off, a panic): the poller frees
     /// them when woken.
     pub closed: Sender<usize>,

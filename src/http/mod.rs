@@ -45,6 +45,7 @@ pub mod fields;
 mod fuzz;
 pub mod gauges;
 mod handoff;
+mod idle;
 pub mod limits;
 pub mod parse;
 mod poller;

@@ -22,6 +22,7 @@ use crate::supervise::{self, Thread};
 use super::epoll::Epoll;
 use super::gauges::Gauges;
 use super::handoff::{Front, Job};
+use super::idle::Idle;
 use super::limits::Limits;
 use super::poller::{self, PollerThread};
 use super::spool::Buffers;
@@ -90,6 +91,7 @@ impl Server {
             poller_alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
             taken: AtomicU64::new(0),
+            idle: Idle::new(workers.max(1)),
             closed: closed_tx,
         });
         let workers = (0..workers.max(1))
@@ -101,7 +103,7 @@ impl Server {
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
                         let _done = done;
-                        work(&queue, &shared);
+                        work(i, &queue, &shared);
                     })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -161,6 +163,7 @@ impl Server {
     fn stop(&mut self, drain: Duration, warn: bool) -> bool {
         self.shared.stopping.store(true, SeqCst);
         let _ = self.shared.poller.notify();
+        self.shared.idle.wake_all();
         let deadline = Instant::now() + drain;
         let mut drained = matches!(
             self.done.recv_deadline(deadline),
