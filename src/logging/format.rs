@@ -26,7 +26,8 @@ use log::Level;
 use serde::{Serialize, Serializer};
 
 use super::access::AccessEntry;
-use super::time::{push_num, Utc};
+use super::time::Utc;
+use crate::decimal::push_num;
 
 // Every access line is written piece by piece, numbers and addresses included, rather than with
 // `write!`: the formatting machinery took about 6 000 instructions a line (callgrind), a tenth

@@ -421,6 +421,9 @@ fn requests_pipelined_before_the_client_stops_sending_are_all_answered() {
     assert!(!reset);
     let text = String::from_utf8_lossy(&got);
     for i in 0..3 {
-        assert!(text.contains(&format!(":/last/{i}:")), "answer {i} missing: {text}");
+        assert!(
+            text.contains(&format!(":/last/{i}:")),
+            "answer {i} missing: {text}"
+        );
     }
 }
