@@ -17,6 +17,8 @@
 #   ROUNDS  rounds [5]                    PORT  balancer port; the backend on PORT+1 [18090]
 #   LB_BIN  the balancer binary [target/release/loadbalancer, built with cargo if missing]
 #   BASE_BIN  another build to measure in the same rounds [none]
+#   LOG     our access log, on or off [on, the default configuration: lines go to a file in the
+#           work directory through the log writer thread; HAProxy logs nothing by default]
 #
 # How it counts, per balancer and round: the balancer's process is sampled right before and right
 # after the measured wrk run (the warm-up run is not counted). CPU time is utime+stime of
@@ -41,7 +43,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-5} PORT=${PORT:-18090}
+C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-5} PORT=${PORT:-18090} LOG=${LOG:-on}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
 BASE_BIN=${BASE_BIN:-}
 
@@ -67,7 +69,7 @@ write_haproxy_cfg "$PORT" "$backend_port"
 cat >"$work/lb.conf" <<EOF
 listen     127.0.0.1:$PORT
 admin      off
-access_log off
+access_log $LOG
 health     path=/health interval=2s timeout=1s rise=2 fall=3
 backend    http://127.0.0.1:$backend_port
 EOF

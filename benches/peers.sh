@@ -17,6 +17,8 @@
 #   ROUNDS  rounds [10]                   PORT  balancer port; backends on PORT+1..PORT+3 [18080]
 #   LB_BIN  the balancer binary [target/release/loadbalancer, built with cargo if missing]
 #   BASE_BIN  another build to measure in the same rounds [none]
+#   LOG     our access log, on or off [on, the default configuration: lines go to a file in the
+#           work directory through the log writer thread; HAProxy logs nothing by default]
 #
 # Installs nothing: it needs nginx, haproxy and wrk on PATH (Debian: apt-get install nginx haproxy
 # wrk). Everything runs in this script's session: backends started in a session of their own get a
@@ -24,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-10} PORT=${PORT:-18080}
+C=${C:-50} D=${D:-8} W=${W:-2} ROUNDS=${ROUNDS:-10} PORT=${PORT:-18080} LOG=${LOG:-on}
 LB_BIN=${LB_BIN:-target/release/loadbalancer}
 BASE_BIN=${BASE_BIN:-}
 
@@ -55,7 +57,7 @@ measure() {
         bin=$LB_BIN
         [[ $1 == base ]] && bin=$BASE_BIN
         "$bin" --config "$work/lb.conf" --listen "127.0.0.1:$PORT" --admin off \
-            --access-log off >"$work/$1.log" 2>&1 &
+            --access-log "$LOG" >"$work/$1.log" 2>&1 &
         ;;
     esac
     pid=$!

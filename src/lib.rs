@@ -36,7 +36,7 @@
 //!
 //! | module | what it is |
 //! | --- | --- |
-//! | [`clock`], [`logging`], [`percent`], [`supervise`], [`yielding`] | small tools every layer may use |
+//! | [`clock`], [`decimal`], [`logging`], [`percent`], [`supervise`] | small tools every layer may use |
 //! | [`http`] | the front end: poller, buffers (spools), workers, heads and framing; a library the rest builds on |
 //! | [`config`] | the settings: words (durations, sizes), the file grammar with `file:line` errors, `--check`, the command line |
 //! | [`admission`] | requests a load balancer never forwards |
@@ -60,6 +60,7 @@ pub mod admission;
 pub mod balance;
 pub mod clock;
 pub mod config;
+pub mod decimal;
 pub mod explain;
 pub mod filter;
 pub mod http;
@@ -74,7 +75,6 @@ pub mod start;
 pub mod startup;
 pub mod state;
 pub mod supervise;
-pub mod yielding;
 
 pub use config::Config;
 pub use start::{Balancer, Running};

@@ -19,7 +19,6 @@ pub(crate) fn proxy_settings(config: &Config) -> ProxySettings {
         retries: config.retries.count,
         retry_timeouts: config.retries.on_timeout,
         failure_statuses: config.breaker.failure_statuses.clone(),
-        idle_connections: config.workers.max(16),
         max_request_head: config.limits.max_head,
         upgrade: config.upgrade.clone(),
     }

@@ -18,7 +18,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Poller};
+use polling::Event;
+
+use super::epoll::Epoll;
 
 /// Bytes read from the socket at a time by a worker. 16 KiB.
 const READ_SIZE: usize = 16 << 10;
@@ -44,7 +46,7 @@ pub(crate) struct Conn {
     pub key: usize,
     /// How long a worker's read or write may wait.
     pub io_timeout: Duration,
-    poller: Arc<Poller>,
+    poller: Arc<Epoll>,
 }
 
 impl Conn {
@@ -53,7 +55,7 @@ impl Conn {
         stream: TcpStream,
         peer: SocketAddr,
         key: usize,
-        poller: &Arc<Poller>,
+        poller: &Arc<Epoll>,
         io_timeout: Duration,
         now: Instant,
     ) -> io::Result<Conn> {

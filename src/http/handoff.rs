@@ -26,11 +26,12 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
-use polling::Poller;
 
 use super::connection::Conn;
+use super::epoll::Epoll;
 use super::exchange::Fate;
 use super::gauges::Gauges;
+use super::idle::Idle;
 use super::limits::Limits;
 use super::spool::{Buffers, Spool};
 use super::tunnel::Tunnel;
@@ -114,7 +115,7 @@ pub(crate) struct Front {
     pub limits: Limits,
     pub buffers: Arc<Buffers>,
     pub gauges: Arc<Gauges>,
-    pub poller: Arc<Poller>,
+    pub poller: Arc<Epoll>,
     /// Graceful shutdown has begun.
     pub stopping: AtomicBool,
     /// The poller thread runs (false once it has returned).
@@ -123,6 +124,8 @@ pub(crate) struct Front {
     pub finished: AtomicBool,
     /// Jobs taken from the channel so far (by workers, or by the poller for a queue timeout).
     pub taken: AtomicU64,
+    /// The sleeping workers, and when one is woken.
+    pub idle: Idle,
     /// Slots whose connection a worker closed (an answer cut off, a panic): the poller frees
     /// them when woken.
     pub closed: Sender<usize>,

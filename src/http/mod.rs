@@ -40,12 +40,14 @@
 
 pub mod chunked;
 mod connection;
+mod epoll;
 mod exchange;
 pub mod fields;
 #[cfg(test)]
 mod fuzz;
 pub mod gauges;
 mod handoff;
+mod idle;
 pub mod limits;
 pub mod parse;
 mod poller;

@@ -43,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use polling::{Event, Events};
+use polling::Event;
+
+use super::epoll::Ready;
 
 use crate::supervise::{self, Thread};
 
@@ -168,21 +170,20 @@ impl Drop for PollerThread {
 
 /// Runs the poller until the server has stopped.
 pub(crate) fn run(mut p: PollerThread) {
-    let mut events = Events::new();
+    let mut ready = Ready::default();
     loop {
         supervise::check_point(Thread::Poller);
-        events.clear();
         let timeout = p
             .next_deadline()
             .map(|at| at.saturating_duration_since(Instant::now()));
-        if let Err(e) = p.shared.poller.wait(&mut events, timeout) {
+        if let Err(e) = p.shared.poller.wait(&mut ready, timeout) {
             log::error!("poller: {e}");
             std::thread::sleep(Duration::from_millis(10));
         }
         let now = Instant::now();
         p.take_closed();
-        for ev in events.iter() {
-            p.on_event(ev.key, now);
+        for &key in &ready.keys {
+            p.on_event(key, now);
         }
         p.expire(now);
         if p.shared.stopping.load(SeqCst) && !p.stopping {
@@ -672,6 +673,7 @@ impl PollerThread {
         };
         match jobs.try_send(job) {
             Ok(()) => {
+                self.shared.idle.job_queued();
                 self.put(idx, Slot::Busy);
                 let entry = &mut self.entries[idx];
                 self.timers
@@ -821,11 +823,10 @@ impl PollerThread {
     /// oldest request's timeout, the end of an accept pause.
     fn next_deadline(&mut self) -> Option<Instant> {
         self.forget_taken();
-        let queue = self
-            .queued
-            .front()
-            .map(|(_, at)| *at + self.shared.limits.queue_timeout);
-        [self.timers.next(), queue, self.accept_paused_until]
+        let oldest = self.queued.front().map(|(_, at)| *at);
+        let queue = oldest.map(|at| at + self.shared.limits.queue_timeout);
+        let wake = oldest.and_then(|at| self.shared.idle.wake_due(at));
+        [self.timers.next(), queue, wake, self.accept_paused_until]
             .into_iter()
             .flatten()
             .min()
@@ -859,6 +860,9 @@ impl PollerThread {
             }
         }
         self.reap_queue(now);
+        if let Some((_, oldest)) = self.queued.front() {
+            self.shared.idle.waited(*oldest, now);
+        }
         if self.accept_paused_until.is_some_and(|t| now >= t) {
             self.accept_paused_until = None;
             self.arm_listener();
@@ -957,6 +961,7 @@ impl PollerThread {
         }
         // Without a sender, the workers end once the queue is empty.
         self.jobs = None;
+        self.shared.idle.wake_all();
         for idx in 0..self.entries.len() {
             if matches!(self.entries[idx].slot, Slot::Busy) {
                 if let Some(returned) = self.entries[idx].mailbox.take() {

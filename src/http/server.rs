@@ -16,12 +16,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver};
-use polling::Poller;
 
 use crate::supervise::{self, Thread};
 
+use super::epoll::Epoll;
 use super::gauges::Gauges;
 use super::handoff::{Front, Job};
+use super::idle::Idle;
 use super::limits::Limits;
 use super::poller::{self, PollerThread};
 use super::spool::Buffers;
@@ -73,7 +74,7 @@ impl Server {
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let poller = Arc::new(Poller::new()?);
+        let poller = Arc::new(Epoll::new()?);
         // By default one slot per connection: each has at most one request queued, so the
         // channel is never full, and the queue is bounded by the connection limit.
         let capacity = limits.max_queue.unwrap_or(limits.max_connections).max(1);
@@ -90,6 +91,7 @@ impl Server {
             poller_alive: AtomicBool::new(true),
             finished: AtomicBool::new(false),
             taken: AtomicU64::new(0),
+            idle: Idle::new(workers.max(1)),
             closed: closed_tx,
         });
         let workers = (0..workers.max(1))
@@ -101,7 +103,7 @@ impl Server {
                     .name(format!("{name}-{i}"))
                     .spawn(move || {
                         let _done = done;
-                        work(&queue, &shared);
+                        work(i, &queue, &shared);
                     })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -161,6 +163,7 @@ impl Server {
     fn stop(&mut self, drain: Duration, warn: bool) -> bool {
         self.shared.stopping.store(true, SeqCst);
         let _ = self.shared.poller.notify();
+        self.shared.idle.wake_all();
         let deadline = Instant::now() + drain;
         let mut drained = matches!(
             self.done.recv_deadline(deadline),

@@ -39,9 +39,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use polling::{Event, Poller};
+use polling::Event;
 
 use super::connection::{reset, Conn};
+use super::epoll::Epoll;
 use super::gauges::Gauges;
 use super::handoff::{Front, Mailbox, Returned};
 use super::limits::Limits;
@@ -237,7 +238,7 @@ impl Pipe {
 /// removed from it when dropped, before the socket closes.
 struct Peer {
     stream: TcpStream,
-    poller: Arc<Poller>,
+    poller: Arc<Epoll>,
     key: usize,
 }
 
@@ -278,7 +279,7 @@ impl Tunnel {
     fn new(
         mut client: Box<Conn>,
         start: TunnelStart,
-        poller: &Arc<Poller>,
+        poller: &Arc<Epoll>,
         capacity: usize,
     ) -> io::Result<Box<Tunnel>> {
         let TunnelStart {
@@ -510,7 +511,7 @@ mod tests {
 
     #[test]
     fn bytes_flow_both_ways_a_fin_is_passed_on_and_the_end_is_told_once() {
-        let poller = Arc::new(Poller::new().unwrap());
+        let poller = Arc::new(Epoll::new().unwrap());
         let (mut client, client_side) = pair();
         let (peer_side, mut peer) = pair();
         let addr = client_side.peer_addr().unwrap();

@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use crate::supervise::{self, Thread};
 
@@ -20,10 +20,25 @@ use super::tunnel;
 use super::write::{self, Refusal};
 use super::{Notify, OnDelivered, Refused, Request};
 
-/// A worker: answers jobs until the channel closes.
-pub(crate) fn work(queue: &Receiver<Box<Job>>, shared: &Front) {
+/// Worker number `me`: answers jobs until the channel closes, sleeping when there is none
+/// (see `idle.rs` for when it is woken).
+pub(crate) fn work(me: usize, queue: &Receiver<Box<Job>>, shared: &Front) {
     let mut buf = Vec::with_capacity(BUF_SIZE);
-    for job in queue.iter() {
+    loop {
+        let job = match queue.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Empty) if shared.stopping.load(Relaxed) => {
+                // The poller is about to close the queue: wait for that, not for a wake-up.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            Err(TryRecvError::Empty) => {
+                let stopping = || shared.stopping.load(Relaxed);
+                shared.idle.sleep(me, || !queue.is_empty() || stopping());
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return,
+        };
         shared.taken.fetch_add(1, Relaxed);
         let key = job.conn.key;
         shared.gauges.workers_busy.fetch_add(1, Relaxed);

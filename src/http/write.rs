@@ -16,7 +16,7 @@
 //! `Connection: close`. An HTTP/1.0 client that asked for keep-alive gets
 //! `Connection: keep-alive`.
 
-use std::fmt::Write as _;
+use crate::decimal::push_num;
 
 /// An answer the front end or the balancer gives itself: status, a short plain-text reason,
 /// maybe `Retry-After`, and a short token for the access log (`reason=cl_te`).
@@ -157,35 +157,37 @@ pub fn write_head<'a>(
     length: Option<u64>,
     persistence: Persistence,
 ) {
-    let mut line = String::with_capacity(64);
-    let _ = write!(line, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
-    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_num(out, status.into(), 3);
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    line.clear();
-    match framing {
-        BodyFraming::Length(n) => {
-            let _ = write!(line, "Content-Length: {n}\r\n");
+    let length = match framing {
+        BodyFraming::Length(n) => Some(n),
+        BodyFraming::None if status >= 200 && status != 204 => length,
+        BodyFraming::Chunked => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            None
         }
-        BodyFraming::None if status >= 200 && status != 204 => {
-            if let Some(n) = length {
-                let _ = write!(line, "Content-Length: {n}\r\n");
-            }
-        }
-        BodyFraming::Chunked => line.push_str("Transfer-Encoding: chunked\r\n"),
-        BodyFraming::None | BodyFraming::UntilClose => {}
+        BodyFraming::None | BodyFraming::UntilClose => None,
+    };
+    if let Some(n) = length {
+        out.extend_from_slice(b"Content-Length: ");
+        push_num(out, n, 1);
+        out.extend_from_slice(b"\r\n");
     }
     match persistence {
-        Persistence::Close => line.push_str("Connection: close\r\n"),
-        Persistence::KeepAlive10 => line.push_str("Connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"Connection: close\r\n"),
+        Persistence::KeepAlive10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
         Persistence::KeepAlive => {}
     }
-    line.push_str("\r\n");
-    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Our own answer for `refusal`, as bytes: a plain-text body with the reason (none for HEAD),

@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 
+use crate::decimal::push_ip;
 use crate::http::fields::trim_ows;
 use crate::http::{Framing, RequestHead};
 
@@ -37,10 +38,27 @@ const SET_BY_PROXY: &[&str] = &[
     "x-balancer-explain",
 ];
 
-/// True when `name` must not be forwarded, given the `Connection` header values of the message.
-fn is_hop_by_hop<'a>(name: &str, connection: &mut impl Iterator<Item = &'a str>) -> bool {
+/// True when `name`, in any case, must not be forwarded, given the message's
+/// [`connection_tokens`].
+fn is_hop_by_hop(name: &str, tokens: &[String]) -> bool {
     HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || connection.any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(name)))
+        || tokens.iter().any(|t| name.eq_ignore_ascii_case(t))
+}
+
+/// The tokens of a message's `Connection` headers, lowercased, that name headers: `close` and
+/// the names already in [`HOP_BY_HOP`] (`keep-alive`, the usual one) are left out, so that most
+/// answers have none.
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut tokens = Vec::new();
+    for value in values {
+        for token in String::from_utf8_lossy(value).split(',') {
+            let token = token.trim().to_ascii_lowercase();
+            if !token.is_empty() && token != "close" && !HOP_BY_HOP.contains(&token.as_str()) {
+                tokens.push(token);
+            }
+        }
+    }
+    tokens
 }
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones, the ones the
@@ -56,13 +74,10 @@ pub fn backend_request_headers<'a>(
 ) -> Vec<HeaderPair<'a>> {
     // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
     // them still count.
-    let connection: Vec<Cow<'_, str>> = head
-        .header_values("connection")
-        .map(String::from_utf8_lossy)
-        .collect();
+    let connection = connection_tokens(head.header_values("connection"));
     let mut out: Vec<HeaderPair<'_>> = Vec::with_capacity(head.headers.len() + 4);
     for (name, value) in &head.headers {
-        if is_hop_by_hop(name, &mut connection.iter().map(|c| c.as_ref()))
+        if is_hop_by_hop(name, &connection)
             || SET_BY_PROXY.iter().any(|h| name.eq_ignore_ascii_case(h))
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("content-length")
@@ -79,7 +94,7 @@ pub fn backend_request_headers<'a>(
         xff.extend_from_slice(entry);
         xff.extend_from_slice(b", ");
     }
-    xff.extend_from_slice(head.client.to_string().as_bytes());
+    push_ip(&mut xff, head.client);
     out.push(("X-Forwarded-For".into(), xff.into()));
     out.push(("X-Forwarded-Proto".into(), b"http"[..].into()));
     if let Some(host) = head.header_bytes("host") {
@@ -151,23 +166,21 @@ pub struct ResponseHeaders {
 impl ResponseHeaders {
     /// Wraps a backend's headers.
     pub fn new(map: ureq::http::HeaderMap) -> Self {
-        let connection = map
-            .get_all("connection")
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        let connection = connection_tokens(map.get_all("connection").iter().map(|v| v.as_bytes()));
         ResponseHeaders { map, connection }
     }
 
     /// The headers to pass on, repeated ones repeated: all but the hop-by-hop ones and
-    /// `Content-Length`, which reaches the client through the front end's own framing.
+    /// `Content-Length`, which reaches the client through the front end's own framing. The
+    /// HTTP library gives names in lowercase, so they are compared as they are.
     pub fn end_to_end(&self) -> impl Iterator<Item = (&str, &[u8])> {
         self.map
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_bytes()))
             .filter(|(k, _)| {
                 *k != "content-length"
-                    && !is_hop_by_hop(k, &mut self.connection.iter().map(String::as_str))
+                    && !HOP_BY_HOP.contains(k)
+                    && !self.connection.iter().any(|t| t == k)
             })
     }
 

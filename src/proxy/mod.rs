@@ -92,8 +92,6 @@ pub struct ProxySettings {
     pub retry_timeouts: bool,
     /// Statuses that count as backend failures. Default 502, 503, 504.
     pub failure_statuses: Vec<u16>,
-    /// Idle keep-alive connections kept to each backend.
-    pub idle_connections: usize,
     /// The largest request head a client may send (`limits max_head=`), so that the buffer a
     /// backend connection writes from can hold it with the forwarding headers. Default 16 KiB.
     pub max_request_head: usize,
@@ -109,7 +107,6 @@ impl ProxySettings {
             connect_timeout: self.connect_timeout,
             response_timeout: self.response_timeout,
             send_timeout: self.send_timeout,
-            idle_connections: self.idle_connections,
             max_request_head: self.max_request_head,
         }
     }
@@ -151,7 +148,7 @@ impl Proxy {
     pub fn reconfigure(&self, settings: ProxySettings, retry_budget_percent: u32) {
         let mut current = self.settings.write();
         let urls: HashSet<String> = self.pool.backends().iter().map(|b| b.url.clone()).collect();
-        self.agents.reconfigure(settings.agents(), &urls);
+        self.agents.reconfigure(settings.agents(), urls);
         *current = settings;
         self.budget.set_percent(retry_budget_percent);
     }
@@ -381,16 +378,18 @@ impl Proxy {
         for (name, value) in headers {
             builder = builder.header(name.as_ref(), value.as_ref());
         }
-        let agent = self.agent(&backend.url);
-        let response = match framing {
-            Framing::None => agent.run(builder.body(ureq::SendBody::none()).map_err(malformed)?),
-            Framing::Length(_) | Framing::Chunked => agent.run(
-                builder
-                    .body(ureq::SendBody::from_reader(body))
-                    .map_err(malformed)?,
-            ),
-        }
-        .map_err(classify)?;
+        let response = self.agents.with_agent(&backend.url, |agent| {
+            let response = match framing {
+                Framing::None => {
+                    agent.run(builder.body(ureq::SendBody::none()).map_err(malformed)?)
+                }
+                Framing::Length(_) | Framing::Chunked => {
+                    let body = ureq::SendBody::from_reader(body);
+                    agent.run(builder.body(body).map_err(malformed)?)
+                }
+            };
+            response.map_err(classify)
+        })?;
         let status = response.status().as_u16();
         if status == 101 {
             // Not asked for (an allowed upgrade goes through `upgrade.rs`): the connection now
@@ -424,11 +423,6 @@ impl Proxy {
             send: settings.send_timeout,
             response: settings.response_timeout,
         }
-    }
-
-    /// The agent for the backend at `url`, made on first use.
-    fn agent(&self, url: &str) -> ureq::Agent {
-        self.agents.get(url, || self.settings.read().agents())
     }
 }
 
@@ -517,14 +511,13 @@ mod tests {
             retries: 2,
             retry_timeouts: false,
             failure_statuses: vec![502, 503, 504],
-            idle_connections: 16,
             max_request_head: 16 * 1024,
             upgrade: vec!["websocket".into()],
         }
     }
 
     #[test]
-    fn one_agent_per_backend_kept_until_it_leaves_or_settings_change() {
+    fn one_agent_per_backend_and_thread_kept_until_the_backends_or_settings_change() {
         let backend = |id, url| {
             let config = crate::config::BackendConfig::parse(url, 1).unwrap();
             Arc::new(Backend::new(id, &config))
@@ -543,20 +536,29 @@ mod tests {
             v.sort();
             v
         };
-        proxy.agent(&a.url);
-        proxy.agent(&b.url);
-        proxy.agent(&a.url);
+        let agent = |url: &str| proxy.agents.with_agent(url, |_| ());
+        // The set of backends the agents are for is set by the first reload (start-up).
+        proxy.reconfigure(settings(2000), 20);
+        agent(&a.url);
+        agent(&b.url);
+        agent(&a.url);
         assert_eq!(urls(&proxy), ["http://a:81", "http://b:82"]);
 
-        // b leaves the pool: its agent (and its idle connections) go on reload.
+        // A reload that changes nothing keeps them (and their connections).
+        proxy.reconfigure(settings(2000), 20);
+        assert_eq!(urls(&proxy), ["http://a:81", "http://b:82"]);
+
+        // b leaves the pool: this thread's agents are made again on next use, without b's.
         pool.set_backends(vec![Arc::clone(&a)]);
         proxy.reconfigure(settings(2000), 20);
+        assert!(urls(&proxy).is_empty());
+        agent(&a.url);
         assert_eq!(urls(&proxy), ["http://a:81"]);
 
-        // New timeouts: every agent is remade on next use.
+        // New timeouts: the same.
         proxy.reconfigure(settings(500), 20);
         assert!(urls(&proxy).is_empty());
-        proxy.agent(&a.url);
+        agent(&a.url);
         assert_eq!(urls(&proxy), ["http://a:81"]);
     }
 

@@ -8,6 +8,7 @@
 //! whatever the system said, so that the client gets "backend host name does not resolve".
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -19,13 +20,14 @@ use ureq::unversioned::transport::NextTimeout;
 /// How long a resolved address list is reused. Default 30 s.
 pub const TTL: Duration = Duration::from_secs(30);
 
-/// A ureq [`Resolver`] that caches the default resolver's answers for [`TTL`].
-#[derive(Debug, Default)]
+/// A ureq [`Resolver`] that caches the default resolver's answers for [`TTL`]. Clones share
+/// the cache (every worker's agents use one).
+#[derive(Debug, Default, Clone)]
 pub struct CachingResolver {
-    inner: DefaultResolver,
+    inner: Arc<DefaultResolver>,
     /// Read by every request, written once per TTL: a read-write lock keeps workers from
     /// queueing behind each other here.
-    cache: RwLock<HashMap<String, (Instant, ResolvedSocketAddrs)>>,
+    cache: Arc<RwLock<HashMap<String, (Instant, ResolvedSocketAddrs)>>>,
 }
 
 impl Resolver for CachingResolver {

@@ -17,9 +17,7 @@
 //! `is_reset`), so that a body delimited by the connection's end is never taken as whole when
 //! the backend broke off.
 //!
-//! **Waiting for the answer.** A read first looks a few times without blocking, yielding in
-//! between, and sleeps in a blocking read only if the answer has not come (see
-//! [`crate::yielding`]).
+//! **Waiting for the answer.** A blocking read: the worker sleeps until the backend answers.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -31,8 +29,6 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, ShutdownHandle, Transport,
 };
 use ureq::Timeout;
-
-use crate::yielding::poll_yielding;
 
 /// Socket timeouts are rounded up to a multiple of this. 10 ms.
 pub const TIMEOUT_GRANULARITY: Duration = Duration::from_millis(10);
@@ -177,19 +173,11 @@ impl fmt::Debug for BackendTransport {
 }
 
 impl BackendTransport {
-    /// Reads into the input buffer: a few non-blocking looks first (the answer of a nearby
-    /// backend often comes within microseconds; see `yielding`), then a blocking read.
+    /// Reads into the input buffer, sleeping until the backend's answer comes: the one context
+    /// switch a request needs. (Looking a few times first, yielding in between, saved switches
+    /// when workers slept between requests too, and cost a `sched_yield` and a `recvfrom` per
+    /// look; see docs/PERFORMANCE.md.)
     fn read_some(&mut self) -> io::Result<usize> {
-        let stream = &*self.stream;
-        let buf = self.buffers.input_append_buf();
-        let early = poll_yielding(|| match recv(stream, buf, libc::MSG_DONTWAIT) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
-            result => Some(result),
-        });
-        if let Some(result) = early {
-            return result;
-        }
         loop {
             match (&*self.stream).read(self.buffers.input_append_buf()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -1,8 +1,10 @@
 //! The upstream side of forwarding: the ureq agents that hold the connections to backends, one
-//! per backend, with the settings they were made for. Beside this file, ureq's two plug-ins:
+//! per backend and per worker thread, with the settings they were made for. Beside this file, ureq's two plug-ins:
 //! `transport.rs` (the TCP connector) and `resolver.rs` (the name cache).
 
-use std::collections::{HashMap, HashSet};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -20,83 +22,117 @@ pub(super) struct AgentSettings {
     pub response_timeout: Duration,
     /// Time each write of a request may take.
     pub send_timeout: Duration,
-    /// Idle keep-alive connections kept to each backend.
-    pub idle_connections: usize,
     /// The largest request head, which the output buffer must hold.
     pub max_request_head: usize,
 }
 
-/// One ureq agent (and so one connection pool) per backend URL, made on first use and shared
-/// by all workers.
+/// One ureq agent (and so one connection pool) per backend and per worker thread, made on first
+/// use.
 ///
-/// A single agent would do, but ureq's pool looks for a connection, and trims itself after each
-/// request, by comparing every idle connection's host with each host it holds: with 3 backends
-/// and 64 workers callgrind put 15 % of the balancer's instructions there. One pool per backend
-/// holds one host.
+/// Why per thread: ureq's pool is shared by everyone using the agent, behind a mutex, and every
+/// request takes a connection from it and gives it back, which trims the pool by walking every idle
+/// connection and comparing its host (`Pool::purge`): about 9 000 instructions per request with
+/// 64 workers sharing one pool per backend, a seventh of the whole (callgrind). A worker forwards
+/// one request at a time, so its own pool never holds more than one connection per backend: the
+/// walk is one step, the mutex is never contended, and the connection the worker takes is the
+/// one it used last. The backends see one keep-alive connection per worker that forwarded to
+/// them, as before.
+///
+/// A reload that changes the settings or the backends bumps the generation: each worker drops
+/// its agents of older generations (and their idle connections) the next time it forwards.
 pub(super) struct AgentCache {
-    agents: RwLock<Agents>,
+    /// Tells this cache's agents from another proxy's in the same process (tests run several).
+    id: u64,
+    generation: AtomicU64,
+    /// What new agents are made with, and the backends they are for.
+    settings: RwLock<(AgentSettings, HashSet<String>)>,
+    /// One name cache for every agent.
+    resolver: CachingResolver,
 }
 
-struct Agents {
-    /// What the agents were made for; a change makes new ones.
-    made_for: AgentSettings,
-    by_url: HashMap<String, ureq::Agent>,
+/// An agent a worker thread holds.
+struct Held {
+    cache: u64,
+    generation: u64,
+    url: String,
+    agent: ureq::Agent,
+}
+
+thread_local! {
+    /// This thread's agents, a handful: one per backend (per proxy) it has forwarded to.
+    static HELD: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
 }
 
 impl AgentCache {
     /// An empty cache for agents made with `settings`.
     pub(super) fn new(settings: AgentSettings) -> AgentCache {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         AgentCache {
-            agents: RwLock::new(Agents {
-                made_for: settings,
-                by_url: HashMap::new(),
-            }),
+            id: NEXT.fetch_add(1, Relaxed),
+            generation: AtomicU64::new(0),
+            settings: RwLock::new((settings, HashSet::new())),
+            resolver: CachingResolver::default(),
         }
     }
 
-    /// The agent for the backend at `url`, made on first use with the settings `current` gives
-    /// (asked only then).
-    pub(super) fn get(&self, url: &str, current: impl FnOnce() -> AgentSettings) -> ureq::Agent {
-        if let Some(agent) = self.agents.read().by_url.get(url) {
-            return agent.clone();
-        }
-        let settings = current();
-        let mut agents = self.agents.write();
-        if agents.made_for != settings {
-            // A reload replaced the settings since we read them: use a one-off agent rather
-            // than keep one made from the old settings.
-            return new_agent(&settings);
-        }
-        agents
-            .by_url
-            .entry(url.to_string())
-            .or_insert_with(|| new_agent(&settings))
-            .clone()
+    /// Runs `f` with this thread's agent for the backend at `url`, made on first use.
+    pub(super) fn with_agent<T>(&self, url: &str, f: impl FnOnce(&ureq::Agent) -> T) -> T {
+        let generation = self.generation.load(Acquire);
+        HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            let (id, stale) = (self.id, |h: &Held| {
+                h.cache == self.id && h.generation != generation
+            });
+            if held.iter().any(stale) {
+                held.retain(|h| !stale(h));
+            }
+            let at = match held.iter().position(|h| h.cache == id && h.url == url) {
+                Some(at) => at,
+                None => {
+                    let agent = new_agent(&self.settings.read().0, self.resolver.clone());
+                    held.push(Held {
+                        cache: id,
+                        generation,
+                        url: url.to_string(),
+                        agent,
+                    });
+                    held.len() - 1
+                }
+            };
+            f(&held[at].agent)
+        })
     }
 
-    /// Applies new settings (reload): when they differ from what the agents were made for, every
-    /// agent is dropped and remade on next use (requests in flight finish on the old ones).
-    /// Agents of backends whose URL is not in `keep` are dropped, with their idle connections.
-    pub(super) fn reconfigure(&self, settings: AgentSettings, keep: &HashSet<String>) {
-        let mut agents = self.agents.write();
-        if agents.made_for != settings {
-            agents.made_for = settings;
-            agents.by_url.clear();
+    /// Applies new settings for the backends at `urls` (reload). When the settings or the
+    /// backends changed, the agents of every thread are made again on next use, so that none
+    /// keeps old timeouts or a removed backend's connections; requests in flight finish on the
+    /// old ones. Otherwise every pooled connection stays.
+    pub(super) fn reconfigure(&self, settings: AgentSettings, urls: HashSet<String>) {
+        let mut current = self.settings.write();
+        if *current != (settings, urls.clone()) {
+            *current = (settings, urls);
+            self.generation.fetch_add(1, Release);
         }
-        agents.by_url.retain(|url, _| keep.contains(url));
     }
 
-    /// The URLs that have an agent now.
+    /// The URLs this thread has an agent for, of this cache's current generation.
     #[cfg(test)]
     pub(super) fn urls(&self) -> Vec<String> {
-        self.agents.read().by_url.keys().cloned().collect()
+        let generation = self.generation.load(Acquire);
+        HELD.with(|held| {
+            let held = held.borrow();
+            let mine = held.iter().filter(|h| h.cache == self.id);
+            mine.filter(|h| h.generation == generation)
+                .map(|h| h.url.clone())
+                .collect()
+        })
     }
 }
 
 /// The transparent ureq agent for `settings`: redirects are not followed, every status is an
 /// answer rather than an error, no header is added (no `User-Agent`, `Accept` or
 /// `Accept-Encoding`), so bodies are never decompressed, and any method is sent.
-fn new_agent(settings: &AgentSettings) -> ureq::Agent {
+fn new_agent(settings: &AgentSettings, resolver: CachingResolver) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -110,8 +146,9 @@ fn new_agent(settings: &AgentSettings) -> ureq::Agent {
         // Every write of the head and the body, so that a backend that stops reading (frozen,
         // partitioned: its kernel still accepts) cannot hold a worker for ever.
         .timeout_per_write(Some(settings.send_timeout))
-        .max_idle_connections(settings.idle_connections)
-        .max_idle_connections_per_host(settings.idle_connections)
+        // One worker's agent for one backend: it never needs two idle connections.
+        .max_idle_connections(1)
+        .max_idle_connections_per_host(1)
         .max_idle_age(Duration::from_secs(15))
         .max_response_header_size(64 * 1024)
         // Each connection to a backend holds these two buffers, zeroed (so resident) once
@@ -122,5 +159,5 @@ fn new_agent(settings: &AgentSettings) -> ureq::Agent {
         .input_buffer_size(64 * 1024)
         .output_buffer_size((settings.max_request_head + 8 * 1024).max(32 * 1024))
         .build();
-    ureq::Agent::with_parts(config, BackendConnector, CachingResolver::default())
+    ureq::Agent::with_parts(config, BackendConnector, resolver)
 }

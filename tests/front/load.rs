@@ -93,7 +93,8 @@ fn ten_thousand_idle_keep_alive_connections_cost_little_and_slow_no_one() {
         fds >= IDLE,
         "the connections are all open: {fds} descriptors"
     );
-    assert!(rss < 64 << 10, "RSS {rss} KiB with {IDLE} idle connections");
+    // Issue 22's bound for the whole process (about 21 MiB in a debug build, 23 MiB release).
+    assert!(rss < 32 << 10, "RSS {rss} KiB with {IDLE} idle connections");
     // Generous: the machine is shared; a slowdown per idle connection would be far larger.
     let bound = p99(&before) * 5 + Duration::from_millis(20);
     assert!(
