@@ -219,7 +219,7 @@ impl Balancing {
         let (relayed, tunnel) = match fwd.upgraded.take() {
             Some(upgraded) => {
                 let explained = explained.map(|l| (&**l, asked));
-                let relayed = self.tunnel(request, exchange, fwd, upgraded, explained, &via);
+                let relayed = self.tunnel(request, exchange, fwd, *upgraded, explained, &via);
                 (relayed, true)
             }
             None => (relay(exchange, fwd, explained, asked), false),

@@ -100,7 +100,7 @@ pub struct Exchange<'a> {
     /// A tunnel is counted for this exchange ([`Exchange::reserve_tunnel`]).
     tunnel_reserved: bool,
     /// The protocol was switched: the tunnel to hand to the poller.
-    tunnel: Option<TunnelStart>,
+    tunnel: Option<Box<TunnelStart>>,
 }
 
 /// What an exchange leaves for the worker (see [`Exchange::finish`]).
@@ -112,7 +112,7 @@ pub(crate) struct Finished {
     /// Who to tell when it has.
     pub on_delivered: Option<OnDelivered>,
     /// The protocol was switched: the connection is a tunnel now.
-    pub tunnel: Option<TunnelStart>,
+    pub tunnel: Option<Box<TunnelStart>>,
 }
 
 /// The request body: reads end at its end, `Ok(0)`. An early end from the client, a bad chunk
@@ -312,11 +312,11 @@ impl<'a> Exchange<'a> {
             Ok(n) => {
                 out.drain(..n);
                 let to_client = out;
-                self.tunnel = Some(TunnelStart {
+                self.tunnel = Some(Box::new(TunnelStart {
                     peer,
                     to_client,
                     ender,
-                });
+                }));
                 Ok(())
             }
             Err(error) => {

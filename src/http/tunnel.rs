@@ -532,12 +532,12 @@ mod tests {
             gauges.clone(),
         );
         ender.read(false, b"early down ".len());
-        let start = TunnelStart {
+        let start = Box::new(TunnelStart {
             peer: peer_side,
             to_client: b"HTTP/1.1 101 Switching Protocols\r\n\r\nearly down ".to_vec(),
             ender,
-        };
-        let mut t = Tunnel::new(Box::new(conn), start, &poller, 64 << 10).unwrap();
+        });
+        let mut t = Tunnel::new(Box::new(conn), *start, &poller, 64 << 10).unwrap();
         t.arm().unwrap();
         client.write_all(b"up").unwrap();
         peer.write_all(b"down").unwrap();

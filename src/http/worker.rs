@@ -78,7 +78,7 @@ fn serve(shared: &Front, job: Box<Job>, buf: &mut Vec<u8>) {
     }
     let finished = ex.finish();
     if let Some(tunnel) = finished.tunnel {
-        return tunnel::hand_over(shared, conn, &mailbox, tunnel);
+        return tunnel::hand_over(shared, conn, &mailbox, *tunnel);
     }
     let fate = finished.fate.unwrap_or(Fate::Abort);
     give_back(

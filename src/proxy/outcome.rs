@@ -29,7 +29,8 @@ pub struct Forwarded {
     /// attempt (else empty).
     pub via: Vec<Arc<Backend>>,
     /// The backend switched protocols (101) for an upgrade request: its side of the tunnel.
-    pub upgraded: Option<Upgraded>,
+    /// Boxed: every other answer carries `None`, and stays small to move.
+    pub upgraded: Option<Box<Upgraded>>,
 }
 
 impl Forwarded {
@@ -64,7 +65,7 @@ pub(super) struct Answer {
     pub headers: ResponseHeaders,
     pub content_length: Option<u64>,
     pub body: Box<dyn Read + Send>,
-    pub upgraded: Option<Upgraded>,
+    pub upgraded: Option<Box<Upgraded>>,
 }
 
 /// How an attempt failed.

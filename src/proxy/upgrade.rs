@@ -85,11 +85,11 @@ pub(super) fn attempt(
             headers,
             content_length: None,
             body: Box::new(io::empty()),
-            upgraded: Some(Upgraded {
+            upgraded: Some(Box::new(Upgraded {
                 stream,
                 leftover: buf,
                 protocol,
-            }),
+            })),
         });
     }
     let chunked = headers
