@@ -67,7 +67,16 @@ pub(super) fn attempt(
         let refusal = Refusal::new(502, "backend host name does not resolve");
         AttemptError::NotSent(refusal.coded("backend_unresolved"))
     })?;
-    let stream = connect_within(addrs, timeouts.connect).map_err(classify)?;
+    let stream = connect_within(addrs, timeouts.connect).map_err(|e| match e {
+        // Each tunnel holds two descriptors: running out is ours to answer, not the backend's
+        // failure (its breaker hears nothing of it).
+        ureq::Error::Io(io) if matches!(io.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+            log::warn!("cannot open a connection for an upgrade: {io}");
+            let refusal = Refusal::retry_after(503, "out of file descriptors", 1);
+            AttemptError::Invalid(refusal.coded("no_descriptors"))
+        }
+        e => classify(e),
+    })?;
     let _ = stream.set_nodelay(true);
     send_head(&stream, head, headers, timeouts.send)?;
     let (status, fields, mut buf) = read_answer_head(&stream, timeouts.response)?;
