@@ -14,9 +14,9 @@
 //! | `Tunnel` | the answer switched protocols: bytes are relayed to and from a peer socket (`tunnel.rs`) | both sides are done, one fails, silence for `timeouts tunnel=`, or the drain ends (→ free) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
-//! a connection until someone re-arms it. A tunnel's peer socket is registered under its
-//! client's key with [`PEER_KEY`](super::tunnel::PEER_KEY) set. A worker re-arms a connection after leaving it in the
-//! slot's mailbox (`handoff.rs`), so the event that follows finds it there.
+//! a connection until someone re-arms it. A worker re-arms a connection after leaving it in the
+//! slot's mailbox (`handoff.rs`), so the event that follows finds it there. A tunnel's peer
+//! socket is registered under its client's key with [`PEER_KEY`](super::tunnel::PEER_KEY) set.
 //!
 //! **Timers** (`timers.rs`): each slot has one pending check, never later than its deadline: an
 //! `Idle` connection with part of a head gets 408 at `timeouts head=`; one without any is closed
