@@ -212,6 +212,8 @@ pub fn front_limits(config: &Config) -> http::Limits {
         max_connections: l
             .max_connections
             .unwrap_or_else(|| default_max_connections(descriptor_limit(), config.workers)),
+        tunnel_timeout: t.tunnel,
+        max_tunnels: l.tunnels,
     }
 }
 

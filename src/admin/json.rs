@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 
 use super::view::{round, View};
+use crate::http::TunnelEnd;
+use crate::metrics::tunnel_end_label;
 
 /// Appends `s` as a JSON string literal: quotes, backslashes and control characters escaped;
 /// `<`, `>` and `&` too, so the text stays inert even if someone pastes it into HTML.
@@ -55,6 +57,18 @@ pub fn status_json(v: &View) -> String {
         f.stalled_readers_closed,
         f.poller_longest_iteration_us
     );
+    let _ = write!(
+        o,
+        ",\"tunnels\":{{\"open\":{},\"bytes_up\":{},\"bytes_down\":{},\"ended\":",
+        f.tunnels_open, f.tunnel_bytes_up, f.tunnel_bytes_down
+    );
+    let ended: Vec<(&str, u64)> = TunnelEnd::ALL
+        .iter()
+        .zip(f.tunnels_ended)
+        .map(|(how, n)| (tunnel_end_label(*how), n))
+        .collect();
+    json_counts(&mut o, &ended);
+    o.push('}');
     let _ = write!(
         o,
         ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
@@ -127,8 +141,9 @@ pub fn status_json(v: &View) -> String {
         json_f64(&mut o, round(b.failure_rate, 4));
         let _ = write!(
             o,
-            ",\"in_flight\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\"share\":",
-            b.in_flight, b.requests, b.failures, b.bytes_out
+            ",\"in_flight\":{},\"tunnels\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\
+             \"share\":",
+            b.in_flight, b.tunnels, b.requests, b.failures, b.bytes_out
         );
         json_f64(&mut o, round(*share, 4));
         o.push_str(",\"last_error\":");

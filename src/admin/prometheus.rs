@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use super::view::{round, View};
 use crate::balance::backend::Snapshot;
+use crate::http::TunnelEnd;
+use crate::metrics::tunnel_end_label;
 
 /// Escapes a label value for the Prometheus text format: backslash, double quote and newline.
 pub fn label_value(s: &str) -> String {
@@ -45,6 +47,46 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let help = help.replace('\\', "\\\\").replace('\n', "\\n");
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// The tunnel families: open now, ended by how, bytes each way.
+fn tunnels(o: &mut String, v: &View) {
+    let f = &v.front;
+    family(
+        o,
+        "lb_tunnels_open",
+        "gauge",
+        "Tunnels (WebSockets after 101 Switching Protocols) open now, the poller relaying them.",
+    );
+    let _ = writeln!(o, "lb_tunnels_open {}", f.tunnels_open);
+    family(
+        o,
+        "lb_tunnels_total",
+        "counter",
+        "Tunnels ended, by how: client or backend (whose FIN came first, or who reset), idle (timeouts tunnel=), shutdown (the drain ended), error.",
+    );
+    let ended: Vec<(&'static str, u64)> = TunnelEnd::ALL
+        .iter()
+        .zip(f.tunnels_ended)
+        .map(|(how, n)| (tunnel_end_label(*how), n))
+        .collect();
+    by_label(o, "lb_tunnels_total", "end", &ended);
+    family(
+        o,
+        "lb_tunnel_bytes_total",
+        "counter",
+        "Bytes relayed by tunnels: up from clients to backends, down from backends to clients.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_tunnel_bytes_total{{direction=\"up\"}} {}",
+        f.tunnel_bytes_up
+    );
+    let _ = writeln!(
+        o,
+        "lb_tunnel_bytes_total{{direction=\"down\"}} {}",
+        f.tunnel_bytes_down
+    );
 }
 
 /// The `/metrics` page. Metric names are listed in the README's "Metrics" section.
@@ -94,8 +136,15 @@ pub fn metrics_text(v: &View) -> String {
         &mut o,
         "lb_backend_bytes_out_total",
         "counter",
-        "Response body bytes relayed from the backend to clients.",
+        "Response body bytes relayed from the backend to clients (a tunnel's when it ends).",
         &|b| Some(b.bytes_out.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_tunnels_open",
+        "gauge",
+        "Tunnels (WebSockets) open to the backend now.",
+        &|b| Some(b.tunnels.to_string()),
     );
     per_backend(
         &mut o,
@@ -307,6 +356,7 @@ pub fn metrics_text(v: &View) -> String {
         family(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {value}");
     }
+    tunnels(&mut o, v);
     family(
         &mut o,
         "lb_thread_panics_total",

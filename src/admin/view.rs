@@ -138,6 +138,7 @@ pub(super) mod fixtures {
             requests: 10,
             failures: 2,
             bytes_out: 300,
+            tunnels: 2,
             last_error: Some("health check: \"bad\"\n\u{1}<x>".into()),
         }
     }

@@ -17,9 +17,10 @@
 //!               to the connection's outgoing spool
 //!                  │ the connection, with what is left to write, left in its slot's mailbox;
 //!                  │ the worker re-arms the socket, and the event that follows wakes the poller
+//!                  │ (after a 101, the connection and the peer socket together: a tunnel)
 //!                  ▼
 //!               poller: finishes the answer as the client takes it, then reads the next request
-//!               (at once when it is already buffered: pipelining)
+//!               (at once when it is already buffered: pipelining); relays tunnels both ways
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
@@ -27,6 +28,7 @@
 //! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
 //! passes between the poller and the workers, and how a worker hands a connection back),
 //! `worker.rs` (a worker thread), `exchange.rs` (one request and its answer on a worker),
+//! `tunnel.rs` (a connection after `101 Switching Protocols`, relayed by the poller),
 //! `connection.rs` (one socket and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
 //! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
@@ -52,6 +54,7 @@ mod poller;
 mod server;
 pub mod spool;
 mod timers;
+mod tunnel;
 mod waiting;
 mod worker;
 pub mod write;
@@ -65,6 +68,7 @@ pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
 pub use server::{bind, Server, BACKLOG};
 pub use spool::{BufferLimits, BufferStats, Buffers};
+pub use tunnel::{OnTunnelEnd, TunnelEnd, TunnelEnded, MAX_TUNNELS, TUNNEL_TIMEOUT};
 pub use write::Refusal;
 
 /// How long a closing connection is read and dropped, waiting for the client to close. 5 s
@@ -124,15 +128,17 @@ impl Drop for Notify {
                 complete: !self.failed && self.untaken == 0,
                 untaken: self.untaken,
             };
-            // The callback is the handler's code, run on the poller or a worker: its panic is
-            // its own, not theirs.
-            let told =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(delivered)));
-            if let Err(panic) = told {
-                let kind = crate::supervise::Thread::Admission;
-                crate::supervise::survived(kind, "telling how an answer ended", &*panic);
-            }
+            tell_handler("telling how an answer ended", || callback(delivered));
         }
+    }
+}
+
+/// Runs a callback of the handler's (`doing` what, for the log): it runs on the poller or a
+/// worker, and its panic is its own, not theirs.
+pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
+    let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+    if let Err(panic) = told {
+        crate::supervise::survived(crate::supervise::Thread::Admission, doing, &*panic);
     }
 }
 

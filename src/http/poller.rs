@@ -11,16 +11,19 @@
 //! | `Busy` | queued for a worker, or with one | the worker leaves it in the slot's mailbox (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
 //! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
+//! | `Tunnel` | the answer switched protocols: bytes are relayed to and from a peer socket (`tunnel.rs`) | both sides are done, one fails, silence for `timeouts tunnel=`, or the drain ends (→ free) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
 //! a connection until someone re-arms it. A worker re-arms a connection after leaving it in the
-//! slot's mailbox (`handoff.rs`), so the event that follows finds it there.
+//! slot's mailbox (`handoff.rs`), so the event that follows finds it there. A tunnel's peer
+//! socket is registered under its client's key with [`PEER_KEY`](super::tunnel::PEER_KEY) set.
 //!
 //! **Timers** (`timers.rs`): each slot has one pending check, never later than its deadline: an
 //! `Idle` connection with part of a head gets 408 at `timeouts head=`; one without any is closed
 //! after `timeouts client=`; a `Body` gets 408 at `timeouts body=`, or after `timeouts client=`
 //! without a byte; a `Flushing` answer is given up after `timeouts client=` without progress; a
-//! `Lingering` connection is closed after [`LINGER`](super::LINGER). A `Busy` slot is looked at
+//! `Lingering` connection is closed after [`LINGER`](super::LINGER); a `Tunnel` after `timeouts
+//! tunnel=` without a byte either way (see `tunnel.rs`). A `Busy` slot is looked at
 //! every [`BUSY_CHECK`] at most, so that a connection a worker left in the mailbox is timed from
 //! then on even if no event comes. The queue has a deadline too: its oldest request gets 503 when
 //! it has waited `timeouts queue=` (workers check this as well when they take a job, but when
@@ -53,6 +56,7 @@ use super::handoff::{closing, queue_timeout, Front, Job, Mailbox, Returned};
 use super::parse::{parse_head, Framing, Parsed};
 use super::spool::Spool;
 use super::timers::{is_current, Check, Timers};
+use super::tunnel::{self, Tunnel, TunnelEnd};
 use super::waiting::{too_large, too_large_for_buffers, Flush, Upload};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Refused, Request, LINGER};
@@ -85,6 +89,7 @@ enum Slot {
     Busy,
     Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
+    Tunnel(Box<Tunnel>),
 }
 
 /// A slot, its timer and its mailbox.
@@ -154,6 +159,12 @@ impl Drop for PollerThread {
         if let Some(l) = self.listener.take() {
             let _ = self.shared.poller.delete(&l);
         }
+        // The drain is over: tunnels still open are closed, and told so.
+        for entry in &mut self.entries {
+            if let Slot::Tunnel(t) = &mut entry.slot {
+                t.end(TunnelEnd::Shutdown);
+            }
+        }
     }
 }
 
@@ -200,7 +211,8 @@ impl PollerThread {
             self.listener_armed = false;
             return self.accept(now);
         }
-        let idx = key - 1;
+        // Either socket of a tunnel: the slot is its client's.
+        let idx = tunnel::client_key(key) - 1;
         if idx >= self.entries.len() {
             return;
         }
@@ -216,8 +228,29 @@ impl PollerThread {
             Slot::Body(up) => self.read_body(idx, up, now),
             Slot::Flushing(f) => self.flush(idx, f, now),
             Slot::Lingering { conn, until } => self.discard(idx, conn, until),
+            Slot::Tunnel(t) => self.relay(idx, t, now),
             other => self.put(idx, other),
         }
+    }
+
+    /// Relays what a tunnel's sockets have for each other; frees the slot once it has ended.
+    fn relay(&mut self, idx: usize, mut t: Box<Tunnel>, now: Instant) {
+        if t.relay(&mut self.scratch, now).is_some() {
+            return self.end_tunnel(idx, t, None);
+        }
+        if t.arm().is_err() {
+            return self.end_tunnel(idx, t, Some(TunnelEnd::Error));
+        }
+        self.put(idx, Slot::Tunnel(t));
+    }
+
+    /// Closes a tunnel (told it ended `how`, unless it knows already) and frees its slot.
+    fn end_tunnel(&mut self, idx: usize, mut t: Box<Tunnel>, how: Option<TunnelEnd>) {
+        if let Some(how) = how {
+            t.end(how);
+        }
+        drop(t);
+        self.free_slot(idx);
     }
 
     /// Puts what a worker left in the mailbox into the slot, as the state it says, timed from
@@ -249,6 +282,8 @@ impl PollerThread {
                 then,
                 notify,
             })),
+            // A tunnel opened during the drain gets the rest of it, as the others do.
+            Returned::Tunnel(t) => Slot::Tunnel(t),
         };
         self.put(idx, slot);
     }
@@ -865,6 +900,7 @@ impl PollerThread {
                 self.close(idx, f.conn);
             }
             Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+            Slot::Tunnel(t) => self.end_tunnel(idx, t, Some(TunnelEnd::Idle)),
             other => self.put(idx, other),
         }
     }
@@ -958,6 +994,7 @@ fn deadline(slot: &Slot, limits: &super::Limits) -> Option<Instant> {
         }
         Slot::Flushing(f) => Some(f.progress + limits.client_timeout),
         Slot::Lingering { until, .. } => Some(*until),
+        Slot::Tunnel(t) => Some(t.deadline(limits)),
         Slot::Free | Slot::Busy => None,
     }
 }

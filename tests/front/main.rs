@@ -1,5 +1,6 @@
 //! The front end, one test binary: how the balancer reads requests and keeps connections (HTTP
-//! conformance, head limits, timeouts, the queue, slow clients, streaming, load, descriptors)
+//! conformance, head limits, timeouts, the queue, slow clients, streaming, load, descriptors,
+//! tunnels)
 //! and what its access log says. One module per area; `cargo test --test front limits::` runs
 //! one of them.
 
@@ -19,3 +20,4 @@ mod load;
 mod queue;
 mod slow_clients;
 mod streaming;
+mod tunnels;
