@@ -25,7 +25,9 @@ use crate::admission::check_request;
 use crate::balance::backend::InFlight;
 use crate::explain::{self, Decisions, Explanation, FilterVerdict};
 use crate::filter::Filter;
-use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
+use crate::http::{
+    Admission, Defer, Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead,
+};
 use crate::logging::{self, AccessEntry};
 use crate::metrics::{Metrics, Rejection};
 use crate::proxy::{Forwarded, Proxy};
@@ -48,23 +50,8 @@ pub struct Balancing {
 }
 
 impl Handler for Balancing {
-    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
-        if let Err(refusal) = check_request(head) {
-            self.metrics.record_rejection(Rejection::BadRequest);
-            return Err(self.explained(head, refusal, None));
-        }
-        if let Err(refusal) = self.filter.check(head, framing, Instant::now()) {
-            return Err(self.explained(head, refusal, Some(FilterVerdict::Refused)));
-        }
-        if framing != Framing::None && !self.proxy.pool().any_available() {
-            // Before the body is read, and before `100 Continue`: an upload no backend could
-            // take is refused before the client sends it.
-            self.metrics.record_rejection(Rejection::NoBackend);
-            let refusal = Refusal::retry_after(503, "no backend available", 1);
-            let verdict = self.filter_verdict();
-            return Err(self.explained(head, refusal.coded("no_backend"), verdict));
-        }
-        Ok(())
+    fn admit(&self, head: &RequestHead, framing: Framing, _defer: &Defer<'_>) -> Admission {
+        self.admit_now(head, framing).into()
     }
 
     fn max_body(&self) -> Option<u64> {
@@ -218,6 +205,26 @@ impl Handler for Balancing {
 }
 
 impl Balancing {
+    /// The admission checks (see the module documentation), decided at once.
+    fn admit_now(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
+        if let Err(refusal) = check_request(head) {
+            self.metrics.record_rejection(Rejection::BadRequest);
+            return Err(self.explained(head, refusal, None));
+        }
+        if let Err(refusal) = self.filter.check(head, framing, Instant::now()) {
+            return Err(self.explained(head, refusal, Some(FilterVerdict::Refused)));
+        }
+        if framing != Framing::None && !self.proxy.pool().any_available() {
+            // Before the body is read, and before `100 Continue`: an upload no backend could
+            // take is refused before the client sends it.
+            self.metrics.record_rejection(Rejection::NoBackend);
+            let refusal = Refusal::retry_after(503, "no backend available", 1);
+            let verdict = self.filter_verdict();
+            return Err(self.explained(head, refusal.coded("no_backend"), verdict));
+        }
+        Ok(())
+    }
+
     /// The filter's verdict on a request it let through: `pass` when it has rules to check.
     fn filter_verdict(&self) -> Option<FilterVerdict> {
         self.filter.is_active().then_some(FilterVerdict::Pass)

@@ -11,6 +11,7 @@
 //! | `Busy` | queued for a worker, or with one | the worker gives it back (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
 //! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
+//! | `Parked` | the handler deferred its admission (defer.rs); the connection is not read | the handler's note comes, or its deadline passes (→ as after an admission: `Body`, `Busy`, `Lingering`, or the next request) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
 //! a connection until someone re-arms it. A worker re-arms a connection just before it hands
@@ -19,7 +20,8 @@
 //!
 //! Timeouts are checked every [`TICK`] by one pass over the slots: an `Idle` connection with
 //! part of a head for longer than `timeouts head=` gets 408; one without any for longer than
-//! `timeouts client=` is closed. The same tick answers 503 to requests that have waited in the
+//! `timeouts client=` is closed; a `Parked` request past its deadline is resumed without a
+//! note. The same tick answers 503 to requests that have waited in the
 //! channel longer than `timeouts queue=`: workers check this too when they take a job, but
 //! when every worker is stuck on a slow backend, only the poller is there to do it.
 //!
@@ -41,6 +43,7 @@ use crate::supervise::{self, Thread};
 use polling::{Event, Events};
 
 use super::connection::Conn;
+use super::defer::{Admission, Defer, Parked, Settled};
 use super::exchange::{expects_continue, Fate};
 use super::handoff::{closing, queue_timeout, Front, Job, Returned};
 use super::parse::{parse_head, Framing, Parsed};
@@ -75,6 +78,7 @@ enum Slot {
     Busy { readable: bool },
     Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
+    Parked(Box<Parked>),
 }
 
 /// The poller thread's state (see the module documentation).
@@ -90,6 +94,11 @@ pub(crate) struct PollerThread {
     jobs: Option<Sender<Box<Job>>>,
     queue: Receiver<Box<Job>>,
     returned: Receiver<Returned>,
+    /// Deferred admissions settled by the handler's other threads (see defer.rs).
+    settled: Receiver<Settled>,
+    settled_tx: Sender<Settled>,
+    /// Admissions asked so far: each deferral's parking number.
+    parkings: u64,
     /// `(sequence number, queued at)` of the jobs sent, oldest first, until they are taken.
     queued: VecDeque<(u64, Instant)>,
     sent: u64,
@@ -109,6 +118,7 @@ impl PollerThread {
         // SAFETY: the listener is deleted from the poller before it is dropped (begin_stop,
         // and Drop below).
         unsafe { shared.poller.add(&listener, Event::readable(LISTENER))? };
+        let (settled_tx, settled) = crossbeam_channel::unbounded();
         Ok(PollerThread {
             shared,
             listener: Some(listener),
@@ -121,6 +131,9 @@ impl PollerThread {
             jobs: Some(jobs),
             queue,
             returned,
+            settled,
+            settled_tx,
+            parkings: 0,
             queued: VecDeque::new(),
             sent: 0,
             scratch: vec![0; READ_SIZE],
@@ -150,6 +163,7 @@ pub(crate) fn run(mut p: PollerThread) {
         supervise::check_point(Thread::Poller);
         let now = Instant::now();
         p.take_returned(now);
+        p.take_settled(now);
         let awaited = p.shared.awaited.load(Relaxed);
         for ev in events.iter() {
             p.on_event(ev.key, now);
@@ -210,7 +224,8 @@ impl PollerThread {
                 }
             }
             Some(Slot::Lingering { .. }) => self.discard(idx),
-            Some(Slot::Free) | None => {}
+            // Not armed while parked: nothing to hear.
+            Some(Slot::Free | Slot::Parked(_)) | None => {}
         }
     }
 
@@ -358,44 +373,153 @@ impl PollerThread {
                 self.tell(&conn, Some(&head), &refusal, why, since, now);
                 return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
             }
-            let handler = &self.shared.handler;
-            let admitted = catch_unwind(AssertUnwindSafe(|| {
-                supervise::check_point(Thread::Admission);
-                handler.admit(&head, framing)
-            }))
-            .unwrap_or_else(|panic| {
-                supervise::survived(Thread::Admission, "in the admission checks", &*panic);
-                Err(Refusal::new(500, "internal error").coded("panic"))
-            });
-            if let Err(refusal) = admitted {
-                let why = Refused::Admission;
-                self.tell(&conn, Some(&head), &refusal, why, since, now);
-                let to = AnswerTo {
-                    keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
-                    ..closing(Some(&head))
-                };
-                let (bytes, persistence) = write::refusal_bytes(&refusal, to);
-                if !conn.try_write_all(&bytes) {
-                    return self.close(idx, conn);
+            let admission = self.admit(idx, &head, framing);
+            let verdict = match admission {
+                Admission::Admit => Ok(()),
+                Admission::Refuse(refusal) => Err(refusal),
+                Admission::Later { within } => {
+                    return self.park(idx, conn, head, framing, since, within, now);
                 }
-                if !persistence.keeps_open() {
-                    return self.linger(idx, conn, now);
-                }
-                conn.idle_since = now;
-                if !conn.unread().is_empty() {
-                    conn.head_started = Some(now);
-                }
-                continue;
-            }
-            let request = Request {
-                head,
-                framing,
-                received: now,
             };
-            if framing != Framing::None && self.shared.limits.request_buffering {
-                return self.start_body(idx, conn, request, now);
+            match self.admitted(idx, conn, head, framing, since, now, verdict, now) {
+                Some(next) => conn = next,
+                None => return,
             }
-            return self.dispatch(idx, conn, request, None, now);
+        }
+    }
+
+    /// Asks the handler to admit a request (a panic in it refuses the request with 500).
+    fn admit(&mut self, idx: usize, head: &super::RequestHead, framing: Framing) -> Admission {
+        self.parkings += 1;
+        let defer = Defer {
+            to: &self.settled_tx,
+            poller: &self.shared.poller,
+            key: idx + 1,
+            parking: self.parkings,
+        };
+        let handler = &self.shared.handler;
+        catch_unwind(AssertUnwindSafe(|| {
+            supervise::check_point(Thread::Admission);
+            handler.admit(head, framing, &defer)
+        }))
+        .unwrap_or_else(|panic| {
+            supervise::survived(Thread::Admission, "in the admission checks", &*panic);
+            Admission::Refuse(Refusal::new(500, "internal error").coded("panic"))
+        })
+    }
+
+    /// Goes on with a request once its admission is decided: refused, its answer is written
+    /// (and the connection is returned when it may carry the next request, which the caller
+    /// reads); admitted, its body is read or it is queued. `received` is when its head was
+    /// complete.
+    #[allow(clippy::too_many_arguments)]
+    fn admitted(
+        &mut self,
+        idx: usize,
+        mut conn: Box<Conn>,
+        head: super::RequestHead,
+        framing: Framing,
+        since: Option<Instant>,
+        received: Instant,
+        verdict: Result<(), Refusal>,
+        now: Instant,
+    ) -> Option<Box<Conn>> {
+        if let Err(refusal) = verdict {
+            let why = Refused::Admission;
+            self.tell(&conn, Some(&head), &refusal, why, since, now);
+            let to = AnswerTo {
+                keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
+                ..closing(Some(&head))
+            };
+            let (bytes, persistence) = write::refusal_bytes(&refusal, to);
+            if !conn.try_write_all(&bytes) {
+                self.close(idx, conn);
+                return None;
+            }
+            if !persistence.keeps_open() {
+                self.linger(idx, conn, now);
+                return None;
+            }
+            conn.idle_since = now;
+            if !conn.unread().is_empty() {
+                conn.head_started = Some(now);
+            }
+            return Some(conn);
+        }
+        let request = Request {
+            head,
+            framing,
+            received,
+        };
+        if framing != Framing::None && self.shared.limits.request_buffering {
+            self.start_body(idx, conn, request, now);
+        } else {
+            self.dispatch(idx, conn, request, None, now);
+        }
+        None
+    }
+
+    /// Keeps a request whose admission the handler deferred until its note comes (or `within`
+    /// has passed). The connection is not read meanwhile: what the client sends next waits.
+    #[allow(clippy::too_many_arguments)]
+    fn park(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        head: super::RequestHead,
+        framing: Framing,
+        since: Option<Instant>,
+        within: Duration,
+        now: Instant,
+    ) {
+        self.slots[idx] = Slot::Parked(Box::new(Parked {
+            conn,
+            head,
+            framing,
+            since,
+            received: now,
+            parking: self.parkings,
+            deadline: now + within,
+        }));
+    }
+
+    /// Resumes the parked requests whose notes have come.
+    fn take_settled(&mut self, now: Instant) {
+        while let Ok((key, parking, note)) = self.settled.try_recv() {
+            let idx = key - 1;
+            let current =
+                matches!(&self.slots.get(idx), Some(Slot::Parked(p)) if p.parking == parking);
+            if current {
+                self.unpark(idx, note, now);
+            }
+        }
+    }
+
+    /// Asks the handler for the verdict on the request parked in `idx` (with its note, or
+    /// `None` when none came in time), and goes on with it.
+    fn unpark(&mut self, idx: usize, note: Option<super::Note>, now: Instant) {
+        let Slot::Parked(parked) = self.take_slot(idx) else {
+            return;
+        };
+        let Parked {
+            conn,
+            head,
+            framing,
+            since,
+            received,
+            ..
+        } = *parked;
+        let handler = &self.shared.handler;
+        let verdict = catch_unwind(AssertUnwindSafe(|| {
+            supervise::check_point(Thread::Admission);
+            handler.resume(&head, framing, note)
+        }))
+        .unwrap_or_else(|panic| {
+            supervise::survived(Thread::Admission, "in the admission checks", &*panic);
+            Err(Refusal::new(500, "internal error").coded("panic"))
+        });
+        if let Some(conn) = self.admitted(idx, conn, head, framing, since, received, verdict, now) {
+            self.resume(idx, conn, now);
         }
     }
 
@@ -774,6 +898,7 @@ impl PollerThread {
                     now.duration_since(f.progress) >= limits.client_timeout
                 }
                 Slot::Lingering { until, .. } => now >= *until,
+                Slot::Parked(p) => now >= p.deadline,
                 Slot::Free | Slot::Busy { .. } => false,
             };
             if !expired {
@@ -807,6 +932,10 @@ impl PollerThread {
                     self.close(idx, f.conn);
                 }
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+                parked @ Slot::Parked(_) => {
+                    self.slots[idx] = parked;
+                    self.unpark(idx, None, now);
+                }
                 other => self.slots[idx] = other,
             }
         }
