@@ -221,6 +221,7 @@ mod tests {
             rate: Rate::parse("2/s").unwrap(),
             burst: 3,
             path: None,
+            shared: false,
         };
         let bucket = Bucket::new(&limit);
         let t = Instant::now();
