@@ -16,7 +16,8 @@
 //! ```
 //!
 //! Nothing waits without a bound: a parked request is resumed with no note (`None`) when
-//! `within` has passed (checked every tick, so up to one tick late), and a [`Deferred`] dropped
+//! `within` has passed (the poller waits no longer than the earliest such deadline), and a
+//! [`Deferred`] dropped
 //! without being settled (its thread panicked, say) settles itself with `None` at once. A note
 //! that comes after its request was resumed, or after the connection closed and its slot was
 //! reused, is recognised by its parking number and dropped.
@@ -140,6 +141,4 @@ pub(super) struct Parked {
     pub received: Instant,
     /// Which parking this is: a note for an earlier one of the same slot is dropped.
     pub parking: u64,
-    /// When the poller stops waiting for the note.
-    pub deadline: Instant,
 }

@@ -20,8 +20,9 @@
 //!
 //! Timeouts are checked every [`TICK`] by one pass over the slots: an `Idle` connection with
 //! part of a head for longer than `timeouts head=` gets 408; one without any for longer than
-//! `timeouts client=` is closed; a `Parked` request past its deadline is resumed without a
-//! note. The same tick answers 503 to requests that have waited in the
+//! `timeouts client=` is closed. A `Parked` request is resumed without a note at its deadline
+//! itself, not at the next tick: the deadlines of parked requests are kept in a heap and the
+//! poller waits no longer than the earliest (a deferral's deadline is a few milliseconds). The same tick answers 503 to requests that have waited in the
 //! channel longer than `timeouts queue=`: workers check this too when they take a job, but
 //! when every worker is stuck on a slow backend, only the poller is there to do it.
 //!
@@ -29,7 +30,8 @@
 //! listener is not re-armed: new connections wait in the kernel's accept queue. It is re-armed
 //! when a connection closes, and after an `EMFILE` at the latest after [`ACCEPT_PAUSE`].
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{fence, Ordering::Relaxed, Ordering::SeqCst};
@@ -99,6 +101,9 @@ pub(crate) struct PollerThread {
     settled_tx: Sender<Settled>,
     /// Admissions asked so far: each deferral's parking number.
     parkings: u64,
+    /// `(deadline, slot, parking)` of the parked requests, earliest first (an entry whose
+    /// request was resumed already is dropped when it comes up).
+    deadlines: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     /// `(sequence number, queued at)` of the jobs sent, oldest first, until they are taken.
     queued: VecDeque<(u64, Instant)>,
     sent: u64,
@@ -134,6 +139,7 @@ impl PollerThread {
             settled,
             settled_tx,
             parkings: 0,
+            deadlines: BinaryHeap::new(),
             queued: VecDeque::new(),
             sent: 0,
             scratch: vec![0; READ_SIZE],
@@ -156,7 +162,10 @@ pub(crate) fn run(mut p: PollerThread) {
     let mut events = Events::new();
     loop {
         events.clear();
-        if let Err(e) = p.shared.poller.wait(&mut events, Some(TICK)) {
+        let wait = p.deadlines.peek().map_or(TICK, |Reverse((at, ..))| {
+            at.saturating_duration_since(Instant::now()).min(TICK)
+        });
+        if let Err(e) = p.shared.poller.wait(&mut events, Some(wait)) {
             log::error!("poller: {e}");
             std::thread::sleep(TICK);
         }
@@ -164,6 +173,7 @@ pub(crate) fn run(mut p: PollerThread) {
         let now = Instant::now();
         p.take_returned(now);
         p.take_settled(now);
+        p.expire_parked(now);
         let awaited = p.shared.awaited.load(Relaxed);
         for ev in events.iter() {
             p.on_event(ev.key, now);
@@ -479,8 +489,24 @@ impl PollerThread {
             since,
             received: now,
             parking: self.parkings,
-            deadline: now + within,
         }));
+        self.deadlines
+            .push(Reverse((now + within, idx, self.parkings)));
+    }
+
+    /// Resumes without a note the parked requests whose deadline has come.
+    fn expire_parked(&mut self, now: Instant) {
+        while let Some(Reverse((at, idx, parking))) = self.deadlines.peek().copied() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop();
+            let current =
+                matches!(&self.slots.get(idx), Some(Slot::Parked(p)) if p.parking == parking);
+            if current {
+                self.unpark(idx, None, now);
+            }
+        }
     }
 
     /// Resumes the parked requests whose notes have come.
@@ -898,8 +924,7 @@ impl PollerThread {
                     now.duration_since(f.progress) >= limits.client_timeout
                 }
                 Slot::Lingering { until, .. } => now >= *until,
-                Slot::Parked(p) => now >= p.deadline,
-                Slot::Free | Slot::Busy { .. } => false,
+                Slot::Free | Slot::Busy { .. } | Slot::Parked(_) => false,
             };
             if !expired {
                 continue;
@@ -932,10 +957,6 @@ impl PollerThread {
                     self.close(idx, f.conn);
                 }
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
-                parked @ Slot::Parked(_) => {
-                    self.slots[idx] = parked;
-                    self.unpark(idx, None, now);
-                }
                 other => self.slots[idx] = other,
             }
         }
