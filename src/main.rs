@@ -55,6 +55,17 @@ fn main() -> ExitCode {
             println!("# no backend configured: these are the built-in default backends");
         }
         print!("{}", cli.config);
+        match startup::check_shared(&cli.config) {
+            Ok(said) => {
+                if let Some(said) = said {
+                    eprintln!("loadbalancer: {said}");
+                }
+            }
+            Err(e) => {
+                eprintln!("loadbalancer: {e}");
+                return ExitCode::from(2);
+            }
+        }
         eprintln!("loadbalancer: configuration ok");
         return ExitCode::SUCCESS;
     }

@@ -11,6 +11,7 @@
 //! | maintenance | survives: the next tick runs | each tick starts again from the pool's state |
 //! | health check | survives: the check counts as failed and the backend is checked again at its next interval | the check is one probe, its result one message |
 //! | signals | exits the process (status 70) | without it, SIGTERM would no longer drain |
+//! | redis, redis-bans (`shared`) | survive: the loop starts again with a fresh connection; checks in flight are decided by the fallback | the state is Redis's; a connection is cheap to make again |
 //!
 //! Every panic is logged with the thread's name and counted (`lb_thread_panics_total` in
 //! `/metrics`). [`inject`] makes the next pass of a thread panic, so that the tests can prove
@@ -34,17 +35,20 @@ pub enum Thread {
     HealthCheck,
     /// The signal-handling thread.
     Signals,
+    /// The shared store's threads (`redis`, `redis-bans`).
+    SharedStore,
 }
 
 impl Thread {
     /// Every kind, in a stable order.
-    pub const ALL: [Thread; 6] = [
+    pub const ALL: [Thread; 7] = [
         Thread::Worker,
         Thread::Admission,
         Thread::Poller,
         Thread::Maintenance,
         Thread::HealthCheck,
         Thread::Signals,
+        Thread::SharedStore,
     ];
 
     /// The label in logs and metrics.
@@ -56,6 +60,7 @@ impl Thread {
             Thread::Maintenance => "maintenance",
             Thread::HealthCheck => "health_check",
             Thread::Signals => "signals",
+            Thread::SharedStore => "redis",
         }
     }
 
@@ -70,7 +75,7 @@ pub type Alive = Box<dyn Fn() -> bool + Send + Sync>;
 /// The exit status of a process taken down by a panic: 70, `EX_SOFTWARE` in sysexits.h.
 pub const EXIT_PANIC: i32 = 70;
 
-static PANICS: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static PANICS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 static INJECTED: AtomicU32 = AtomicU32::new(0);
 
 /// Panics caught or fatal since start, by kind.
