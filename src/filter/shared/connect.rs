@@ -75,9 +75,12 @@ impl Endpoint {
         if let Some(password) = &config.password {
             redis = redis.set_password(password);
         }
+        // No Nagle: a pipeline is one write, and its answer is waited for at once.
+        let tcp = redis::io::tcp::TcpSettings::default().set_nodelay(true);
         let info = ConnectionAddr::Tcp(config.host.clone(), config.port)
             .into_connection_info()
             .expect("a TCP address is always valid connection info")
+            .set_tcp_settings(tcp)
             .set_redis_settings(redis);
         Endpoint {
             info,
