@@ -309,6 +309,13 @@ fn a_wrong_password_or_a_url_that_is_not_redis_is_a_config_error_naming_the_line
         out.contains("redis=redis://:********@") && !out.contains("right-one"),
         "{out}"
     );
+    // Running with the right password: the log names Redis, never the password.
+    let backend = Backend::answering("ok\n");
+    let shared = format!("shared redis={}", redis.url(Some("right-one")));
+    let lb = LbProcess::spawn_logging(&[backend.url()], &[&shared]);
+    let line = lb.wait_log("shared limits in Redis at redis://:********@127.0.0.1:", 1);
+    assert!(!lb.stderr().contains("right-one"), "{line}");
+    drop(lb);
     // Starting, not only checking, with the wrong password fails the same way.
     std::fs::write(
         &conf,
