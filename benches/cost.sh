@@ -132,7 +132,6 @@ median() {
         }'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
 
 names=(haproxy ours)
 [[ -n $BASE_BIN ]] && names+=(base)
