@@ -44,7 +44,7 @@ impl From<RedisError> for Problem {
         if auth {
             Problem::Auth(text)
         } else if e.is_timeout() {
-            Problem::Timeout(format!("no answer in time ({text})"))
+            Problem::Timeout("no answer in time".into())
         } else {
             Problem::Other(text)
         }

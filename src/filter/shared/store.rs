@@ -177,7 +177,14 @@ impl Store {
         self.status.set_ready(true);
         self.resync();
         self.beat();
-        Ok(())
+        // Either may have failed, and a failure drops the connection (and may have connected
+        // again, or fallen back): say whether this balancer is connected now.
+        match self.con {
+            Some(_) => Ok(()),
+            None => Err(Problem::Other(
+                "the connection failed while being set up".into(),
+            )),
+        }
     }
 
     /// Records a failed call (timed out or not) and its problem.
