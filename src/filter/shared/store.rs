@@ -67,6 +67,9 @@ pub(super) struct Store {
     heartbeat: Option<(String, Instant)>,
     /// When the fallback began.
     down_since: Option<Instant>,
+    /// The credentials problem last logged (logged again only when it changes, not at every
+    /// probe).
+    auth_logged: Option<String>,
     stop: Arc<AtomicBool>,
     waiting: Receiver<Job>,
 }
@@ -93,6 +96,7 @@ impl Store {
             probe: (now, FIRST_PROBE),
             heartbeat: heartbeat.map(|id| (id, now)),
             down_since: None,
+            auth_logged: None,
             stop,
             waiting,
         }
@@ -188,7 +192,7 @@ impl Store {
     }
 
     /// Records a failed call (timed out or not) and its problem.
-    fn note(&self, problem: &Problem, started: Instant) {
+    fn note(&mut self, problem: &Problem, started: Instant) {
         let result = match problem {
             Problem::Timeout(_) => CallResult::Timeout,
             _ => CallResult::Error,
@@ -196,10 +200,13 @@ impl Store {
         self.status.record(result, started.elapsed());
         self.status.set_error(problem.text().to_string());
         if let Problem::Auth(text) = problem {
-            log::error!(
-                "shared limits: Redis at {} refused the credentials: {text}",
-                self.endpoint.name
-            );
+            if self.auth_logged.as_ref() != Some(text) {
+                log::error!(
+                    "shared limits: Redis at {} refused the credentials: {text}",
+                    self.endpoint.name
+                );
+                self.auth_logged = Some(text.clone());
+            }
         }
     }
 
