@@ -45,29 +45,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.check {
-        // Like `nginx -t`: the configuration as it would run, on stdout; nothing is bound.
-        let from = cli.config.source.as_ref().map_or_else(
-            || "built-in defaults and flags".to_string(),
-            |f| format!("{} and flags", f.display()),
-        );
-        println!("# effective configuration ({from})");
-        if cli.default_backends {
-            println!("# no backend configured: these are the built-in default backends");
-        }
-        print!("{}", cli.config);
-        match startup::check_shared(&cli.config) {
-            Ok(said) => {
-                if let Some(said) = said {
-                    eprintln!("loadbalancer: {said}");
-                }
-            }
-            Err(e) => {
-                eprintln!("loadbalancer: {e}");
-                return ExitCode::from(2);
-            }
-        }
-        eprintln!("loadbalancer: configuration ok");
-        return ExitCode::SUCCESS;
+        return check(&cli);
     }
     logging::init();
     supervise::inject_from_env();
@@ -179,6 +157,34 @@ fn main() -> ExitCode {
         }
     }
     drop(demo);
+    ExitCode::SUCCESS
+}
+
+/// `--check`: like `nginx -t`, the configuration as it would run, on stdout; nothing is bound.
+/// With a `shared` line, also whether Redis answers (a Redis refusing the password fails it).
+fn check(cli: &config::Cli) -> ExitCode {
+    // Like `nginx -t`: the configuration as it would run, on stdout; nothing is bound.
+    let from = cli.config.source.as_ref().map_or_else(
+        || "built-in defaults and flags".to_string(),
+        |f| format!("{} and flags", f.display()),
+    );
+    println!("# effective configuration ({from})");
+    if cli.default_backends {
+        println!("# no backend configured: these are the built-in default backends");
+    }
+    print!("{}", cli.config);
+    match startup::check_shared(&cli.config) {
+        Ok(said) => {
+            if let Some(said) = said {
+                eprintln!("loadbalancer: {said}");
+            }
+        }
+        Err(e) => {
+            eprintln!("loadbalancer: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    eprintln!("loadbalancer: configuration ok");
     ExitCode::SUCCESS
 }
 
