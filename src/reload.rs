@@ -51,6 +51,7 @@ fn keep_restart_only(new: &mut Config, current: &Config) {
         "limits (the front end's: max_request_line=, max_head=, max_headers=, max_connections=)": limits;
         "request_buffering": request_buffering;
         "buffers": buffers;
+        "shared (the Redis of shared limits)": filter.shared;
     }
 }
 

@@ -15,6 +15,8 @@
 //!   (process.rs) runs the built binary.
 //! - [`Traffic`], [`poll`], [`serial`], [`LogCapture`] (traffic.rs): continuous load and what
 //!   the resilience tests measure with.
+//! - [`Redis`] (redis_server.rs): a real `redis-server` on a free port, for shared limits;
+//!   skipped with a note where it is not installed, a failure under CI.
 //!
 //! Everything binds loopback only, and every wait polls against a deadline.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
@@ -24,6 +26,7 @@ mod balancer;
 mod client;
 mod data;
 mod process;
+mod redis_server;
 mod traffic;
 mod wire;
 
@@ -32,6 +35,7 @@ pub use balancer::*;
 pub use client::*;
 pub use data::*;
 pub use process::*;
+pub use redis_server::*;
 pub use traffic::*;
 pub use wire::*;
 
