@@ -18,8 +18,9 @@
 //! Nothing waits without a bound: a parked request is resumed with no note (`None`) when
 //! `within` has passed (its slot's timer, `timers.rs`, as every other deadline of the poller),
 //! and a [`Deferred`] dropped without being settled (its thread panicked, say) settles itself
-//! with `None` at once. A note that comes after its request was resumed, or after the
-//! connection closed and its slot was reused, is recognised by its parking number and dropped.
+//! with `None` at once. A request parked when a graceful shutdown begins is answered 503 at
+//! once. A note that comes after its request was resumed or answered, or after the connection
+//! closed and its slot was reused, is recognised by its parking number and dropped.
 
 use std::any::Any;
 use std::sync::Arc;

@@ -11,7 +11,7 @@
 //! | `Busy` | queued for a worker, or with one | the worker leaves it in the slot's mailbox (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
 //! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
-//! | `Parked` | the handler deferred its admission (`defer.rs`); the connection is not read | the handler's note comes, or its deadline passes (→ as after an admission: `Body`, `Busy`, `Lingering`, or the next request) |
+//! | `Parked` | the handler deferred its admission (`defer.rs`); the connection is not read | the handler's note comes, or its deadline passes (→ as after an admission: `Body`, `Busy`, `Lingering`, or the next request), or a graceful shutdown begins (503) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
 //! a connection until someone re-arms it. A worker re-arms a connection after leaving it in the
@@ -190,7 +190,7 @@ pub(crate) fn run(mut p: PollerThread) {
         }
         p.expire(now);
         if p.shared.stopping.load(SeqCst) && !p.stopping {
-            p.begin_stop();
+            p.begin_stop(now);
         }
         if p.stopping && (p.open == 0 || p.shared.finished.load(SeqCst)) {
             return;
@@ -437,10 +437,7 @@ impl PollerThread {
             conn.scanned = 0;
             let since = conn.head_started.take();
             if self.stopping {
-                let refusal = Refusal::retry_after(503, "shutting down", 1).coded("shutting_down");
-                let why = Refused::ShuttingDown;
-                self.tell(&conn, Some(&head), &refusal, why, since, now);
-                return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
+                return self.refuse_stopping(idx, conn, &head, since, now);
             }
             let request = Request {
                 head,
@@ -774,11 +771,26 @@ impl PollerThread {
         let refusal = match why {
             Refused::QueueTimeout => queue_timeout(),
             Refused::QueueFull => Refusal::retry_after(503, "server busy", 1).coded("queue_full"),
-            _ => Refusal::retry_after(503, "shutting down", 1).coded("shutting_down"),
+            _ => shutting_down(),
         };
         let head = Some(&request.head);
         self.tell(&conn, head, &refusal, why, Some(request.received), now);
         self.refuse(idx, conn, &refusal, closing(head), now);
+    }
+
+    /// Answers 503 to a request (its head complete, since `since`) that the server will not
+    /// take because it is stopping.
+    fn refuse_stopping(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        head: &super::RequestHead,
+        since: Option<Instant>,
+        now: Instant,
+    ) {
+        let (refusal, why) = (shutting_down(), Refused::ShuttingDown);
+        self.tell(&conn, Some(head), &refusal, why, since, now);
+        self.refuse(idx, conn, &refusal, closing(Some(head)), now);
     }
 
     /// Tells the handler of an answer the front end gives by itself, and how long the client
@@ -1033,8 +1045,9 @@ impl PollerThread {
     }
 
     /// Graceful shutdown begins: no new connections, no new requests; idle connections (those
-    /// a worker left in a mailbox too) close at once; bodies being read are dropped.
-    fn begin_stop(&mut self) {
+    /// a worker left in a mailbox too) close at once; bodies being read are dropped; requests
+    /// whose admission is deferred are answered 503 at once, without waiting for their note.
+    fn begin_stop(&mut self, now: Instant) {
         self.stopping = true;
         if let Some(l) = self.listener.take() {
             let _ = self.shared.poller.delete(&l);
@@ -1049,16 +1062,22 @@ impl PollerThread {
                 }
             }
             match self.entries[idx].slot {
-                Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) => {}
+                Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) | Slot::Parked(_) => {}
                 _ => continue,
             }
             match self.take_slot(idx) {
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
                 Slot::Body(up) => self.close(idx, up.conn),
+                Slot::Parked(p) => self.refuse_stopping(idx, p.conn, &p.request.head, p.since, now),
                 other => self.put(idx, other),
             }
         }
     }
+}
+
+/// The answer to a request the server will not take because it is stopping.
+fn shutting_down() -> Refusal {
+    Refusal::retry_after(503, "shutting down", 1).coded("shutting_down")
 }
 
 /// When `slot` expires, if it can (a `Busy` slot's connection is with a worker, which has

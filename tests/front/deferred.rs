@@ -2,25 +2,29 @@
 //! other thread settles the request. The front end alone, with a handler of the test's own:
 //! parked requests wait without holding the poller, are resumed with the note (admitted or
 //! refused, keep-alive kept, a pipelined request behind read afterwards), and are never left
-//! waiting: a handle dropped unsettled, or one never settled, resumes the request with no note.
+//! waiting: a handle dropped unsettled, or one never settled, resumes the request with no note,
+//! and a request parked when the server stops is answered 503 at once.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use loadbalancer::http::{
-    Admission, Buffers, Defer, Exchange, Framing, Gauges, Handler, Limits, Note, Refusal, Request,
-    RequestHead, Server,
+    Admission, Buffers, Defer, Deferred, Exchange, Framing, Gauges, Handler, Limits, Note, Refusal,
+    Request, RequestHead, Server,
 };
 
-use crate::support::Client;
+use crate::support::{wait_until, Client, Headers};
 
 /// Defers every request whose path starts with `/later/`: `/later/yes/MS` and `/later/no/MS`
 /// are settled after MS milliseconds with "yes" or "no" (`/later/yes/MS/WITHIN` has the poller
 /// wait WITHIN ms instead of [`WITHIN`]); `/later/drop` drops its handle; `/later/never` keeps it
-/// forever (the poller's deadline resumes it).
-struct Deferring;
+/// forever (the poller's deadline resumes it); `/later/hold` leaves it in `held` for the test.
+#[derive(Default)]
+struct Deferring {
+    held: Arc<Mutex<Vec<Deferred>>>,
+}
 
 /// How long the poller waits for a note in this test.
 const WITHIN: Duration = Duration::from_millis(300);
@@ -45,6 +49,7 @@ impl Handler for Deferring {
                 });
             }
             (Some("drop"), _) => drop(handle),
+            (Some("hold"), _) => self.held.lock().unwrap().push(handle),
             _ => std::mem::forget(handle),
         }
         Admission::Later { within }
@@ -65,6 +70,10 @@ impl Handler for Deferring {
 }
 
 fn server() -> Server {
+    server_for(Deferring::default())
+}
+
+fn server_for(handler: Deferring) -> Server {
     let listener = loadbalancer::http::bind("127.0.0.1:0").unwrap();
     Server::start(
         listener,
@@ -73,7 +82,7 @@ fn server() -> Server {
         Buffers::new(Default::default()),
         Arc::new(Gauges::default()),
         "deferred",
-        Arc::new(Deferring),
+        Arc::new(handler),
     )
     .unwrap()
 }
@@ -147,4 +156,34 @@ fn a_deferred_admission_never_settled_is_resumed_without_a_note() {
     let r = c.request(&get("/later/no/800/5000"));
     assert_eq!((r.status, r.text().as_str()), (429, "said no\n"));
     server.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn a_request_parked_when_the_server_stops_is_answered_503_at_once() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let server = server_for(Deferring {
+        held: Arc::clone(&held),
+    });
+    let addr = server.addr();
+    // Parked with a deadline far beyond the drain: only the shutdown can answer it in time.
+    let client = thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let r = c.request(&get("/later/hold/0/30000"));
+        let connection = r.header("connection").map(str::to_string);
+        (r.status, r.text(), connection)
+    });
+    let parked = || !held.lock().unwrap().is_empty();
+    wait_until("the request to be parked", Duration::from_secs(10), parked);
+    let started = Instant::now();
+    server.shutdown(Duration::from_secs(1));
+    let (status, text, connection) = client.join().expect("the parked request got no answer");
+    assert_eq!((status, text.as_str()), (503, "shutting down\n"));
+    assert_eq!(connection.as_deref(), Some("close"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The note that comes after is dropped: nothing is left to settle.
+    held.lock().unwrap().clear();
 }
