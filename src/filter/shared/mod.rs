@@ -32,10 +32,12 @@
 //!
 //! # When Redis is slow or gone
 //!
-//! No request waits on Redis longer than `timeout=` plus [`PARK_MARGIN`]: the poller resumes a
-//! parked request at that deadline (store.rs's own socket timeouts are coarser), and a check
-//! that gets no answer in time is decided by the fallback (`fallback=local`: this balancer's own bucket at
-//! rate/N and burst/N, N from `instances=` or the heartbeats; `open`: admitted; `closed`: 503).
+//! No request waits on Redis longer than `timeout=` plus [`PARK_MARGIN`], plus at most the
+//! millisecond by which the poller's timers may be late (`epoll_wait` counts milliseconds): the
+//! poller resumes a parked request at that deadline (store.rs's own socket timeouts are
+//! coarser), and a check that gets no answer in time is decided by the fallback
+//! (`fallback=local`: this balancer's own bucket at rate/N and burst/N, N from `instances=` or
+//! the heartbeats; `open`: admitted; `closed`: 503).
 //! After three failed calls in a row the balancer stops asking until Redis answers a probe.
 
 mod connect;
@@ -67,8 +69,10 @@ use connect::Endpoint;
 use keys::Keys;
 use store::Store;
 
-/// What a parked request may wait beyond `timeout=` for its answer to travel back. 2 ms.
-pub const PARK_MARGIN: Duration = Duration::from_millis(2);
+/// What a parked request may wait beyond `timeout=` for its answer to travel back. 1 ms: the
+/// poller's timer may fire up to a millisecond late, so a parked request waits at most
+/// `timeout=` + 2 ms.
+pub const PARK_MARGIN: Duration = Duration::from_millis(1);
 
 /// The GCRA script (gcra.lua), sent with `SCRIPT LOAD` and run with `EVALSHA`.
 pub const SCRIPT: &str = include_str!("gcra.lua");
