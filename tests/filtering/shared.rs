@@ -229,12 +229,27 @@ fn redis_paused_falls_back_at_once_and_comes_back_and_a_restart_reloads_script_a
     );
     assert!(status["rtt_p50_ms"].as_f64().is_some(), "{status}");
 
-    // Paused: the first checks wait for the 5 ms timeout, no longer; then the fallback.
-    redis.pause();
-    let (longest, _) = new_clients(&lb, 30, &mut from);
+    // Paused: the first checks wait for the 5 ms timeout, no longer; then the fallback. A
+    // loaded machine can hold up any one request by milliseconds, so a pause whose longest wait
+    // is over the bound is tried again, up to three pauses: a wait the balancer causes (a missed
+    // deadline, the Redis thread's coarse socket timeout) comes back in every pause.
+    let bound = Duration::from_millis(10);
+    let mut longest = Vec::new();
+    for _ in 0..3 {
+        redis.pause();
+        longest.push(new_clients(&lb, 10, &mut from).0);
+        if longest.last() <= Some(&bound) {
+            break;
+        }
+        redis.resume();
+        wait_until("shared again", Duration::from_secs(3), || {
+            let status = shared_status(&lb);
+            status["connected"] == true && status["fallback"] == false
+        });
+    }
     assert!(
-        longest <= Duration::from_millis(10),
-        "a shared check added {longest:?}: more than timeout 5 ms + 5 ms"
+        longest.last() <= Some(&bound),
+        "a shared check added {longest:?} in each pause: more than timeout 5 ms + 5 ms"
     );
     wait_until("the fallback", Duration::from_secs(3), || {
         shared_status(&lb)["fallback"] == true
@@ -266,8 +281,9 @@ fn redis_paused_falls_back_at_once_and_comes_back_and_a_restart_reloads_script_a
     let errors = |lb: &Lb| shared_status(lb)["calls"]["error"].as_u64().unwrap();
     let errors_before = errors(&lb);
     new_clients(&lb, 1, &mut from);
-    let exists: Vec<u8> = redis.command(&["SCRIPT", "EXISTS", &sha]);
-    assert_eq!(exists, vec![1], "the script was loaded again");
+    wait_until("the script loaded again", Duration::from_secs(3), || {
+        redis.command::<Vec<u8>>(&["SCRIPT", "EXISTS", &sha]) == [1]
+    });
     assert_eq!(errors(&lb), errors_before);
 
     // Killed and restarted: the fallback, then shared again with the script loaded.
@@ -299,6 +315,8 @@ fn a_wrong_password_or_a_url_that_is_not_redis_is_a_config_error_naming_the_line
     };
     let dir = TempDir::new("shared-conf");
     let conf = dir.path().join("lb.conf");
+    // connect_timeout=2s: a loaded machine must not turn "refused the credentials" into "does
+    // not answer" (the check waits for Redis's PING for about two of them).
     let check = |shared_line: &str| {
         let text =
             format!("backend http://127.0.0.1:9\nrate_limit rate=5/s shared=on\n{shared_line}\n");
@@ -310,7 +328,11 @@ fn a_wrong_password_or_a_url_that_is_not_redis_is_a_config_error_naming_the_line
             Duration::from_secs(20),
         )
     };
-    let (status, out, err) = check(&format!("shared redis={}", redis.url(Some("wrong-one"))));
+    let wrong = format!(
+        "shared redis={} connect_timeout=2s",
+        redis.url(Some("wrong-one"))
+    );
+    let (status, out, err) = check(&wrong);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(
         err.contains("lb.conf:3: shared: Redis at redis://:********@127.0.0.1:")
@@ -327,7 +349,11 @@ fn a_wrong_password_or_a_url_that_is_not_redis_is_a_config_error_naming_the_line
         err.contains("lb.conf:3: shared: the Redis URL must start with redis://, not http://"),
         "{err}"
     );
-    let (status, out, err) = check(&format!("shared redis={}", redis.url(Some("right-one"))));
+    let right = format!(
+        "shared redis={} connect_timeout=2s",
+        redis.url(Some("right-one"))
+    );
+    let (status, out, err) = check(&right);
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("answers (PING in"), "{err}");
     assert!(
@@ -345,7 +371,7 @@ fn a_wrong_password_or_a_url_that_is_not_redis_is_a_config_error_naming_the_line
     std::fs::write(
         &conf,
         format!(
-            "backend http://127.0.0.1:9\nshared redis={}\n",
+            "backend http://127.0.0.1:9\nshared redis={} connect_timeout=2s\n",
             redis.url(Some("nope"))
         ),
     )
