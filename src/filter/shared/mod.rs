@@ -16,7 +16,8 @@
 //!
 //! Files: `gcra.lua` (the algorithm, with its worked example: start there), `keys.rs` (what is
 //! kept in Redis, under which names), `store.rs` (the Redis thread: pipelining, timeouts, the
-//! fallback, probing, the heartbeat, bans published and read again), `subscriber.rs` (bans from
+//! fallback, probing, the heartbeat, bans published and read again), `outage.rs` (when to fall
+//! back and when to probe, with its worked example), `subscriber.rs` (bans from
 //! other balancers), `connect.rs` (connections with bounded waits), `status.rs` (what `/status`
 //! and `/metrics` show).
 //!
@@ -42,6 +43,7 @@
 
 mod connect;
 mod keys;
+mod outage;
 mod status;
 mod store;
 mod subscriber;
@@ -57,8 +59,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{unbounded, Sender};
 
 pub use connect::{probe, Problem};
+pub use outage::{FAILURES_TO_FALLBACK, FIRST_PROBE, MAX_PROBE};
 pub use status::{SharedStats, SharedStatus, RECENT_RTTS, RTT_BUCKETS};
-pub use store::{FAILURES_TO_FALLBACK, FIRST_PROBE, HEARTBEAT, MAX_PROBE};
+pub use store::HEARTBEAT;
 
 use crate::config::filter::BanConfig;
 use crate::config::shared::{Instances, SharedConfig};

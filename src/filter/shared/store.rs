@@ -12,10 +12,12 @@
 //! own are cleared after connecting: connect.rs). A call that fails or times out answers its
 //! checks [`Outcome::Unknown`] at once (the filter applies the fallback to them), drops the
 //! connection (late replies must never be read as answers to later calls) and connects again.
-//! After [`FAILURES_TO_FALLBACK`] failures in a row the balancer is *in its fallback*: logged
-//! once, shown in `/status`, and the poller no longer sends checks (they are decided locally at
-//! once). The thread then probes (connect, `PING`, `SCRIPT LOAD`) after [`FIRST_PROBE`],
-//! doubling up to [`MAX_PROBE`], and comes back by itself, logging that too.
+//! After [`FAILURES_TO_FALLBACK`](super::FAILURES_TO_FALLBACK) failures in a row the balancer is
+//! *in its fallback*: logged once, shown in `/status`, and the poller no longer sends checks
+//! (they are decided locally at once). The thread then probes (connect, `PING`, `SCRIPT LOAD`)
+//! after [`FIRST_PROBE`](super::FIRST_PROBE), doubling up to [`MAX_PROBE`](super::MAX_PROBE),
+//! and comes back by itself, logging that too. When to do what is outage.rs's, with its worked
+//! example.
 //!
 //! A timed-out call is *unknown*, not "not counted": Redis may have run it (a stopped server
 //! runs what was sent once it is continued), so its tokens may be taken although the request
@@ -32,17 +34,9 @@ use redis::{Connection, Value};
 
 use super::connect::{Endpoint, Problem};
 use super::keys::Keys;
+use super::outage::{AfterFailure, Outage};
 use super::status::{CallResult, SharedStatus};
 use super::{Answer, BanSink, Check, Job, Outcome, SCRIPT};
-
-/// Failed calls in a row that put the balancer in its fallback. 3.
-pub const FAILURES_TO_FALLBACK: u32 = 3;
-
-/// The first probe after falling back. 100 ms.
-pub const FIRST_PROBE: Duration = Duration::from_millis(100);
-
-/// The longest wait between probes. 500 ms: back within a second of Redis answering again.
-pub const MAX_PROBE: Duration = Duration::from_millis(500);
 
 /// How often an instance beats (`instances=auto`). 1 s; a beat older than three of these no
 /// longer counts.
@@ -59,14 +53,10 @@ pub(super) struct Store {
     con: Option<Connection>,
     status: Arc<SharedStatus>,
     on_ban: BanSink,
-    /// Failed calls in a row.
-    failures: u32,
-    /// When the next probe is due (in the fallback), and the wait after it.
-    probe: (Instant, Duration),
+    /// Failures in a row, the fallback, the probes.
+    outage: Outage,
     /// This instance's heartbeat member and when it next beats (`instances=auto`).
     heartbeat: Option<(String, Instant)>,
-    /// When the fallback began.
-    down_since: Option<Instant>,
     /// The credentials problem last logged (logged again only when it changes, not at every
     /// probe).
     auth_logged: Option<String>,
@@ -92,10 +82,8 @@ impl Store {
             con: None,
             status,
             on_ban,
-            failures: 0,
-            probe: (now, FIRST_PROBE),
+            outage: Outage::new(now),
             heartbeat: heartbeat.map(|id| (id, now)),
-            down_since: None,
             auth_logged: None,
             stop,
             waiting,
@@ -106,7 +94,8 @@ impl Store {
     pub(super) fn run(mut self) {
         let jobs = self.waiting.clone();
         if let Err(p) = self.open() {
-            self.fall_back(&p);
+            let first = self.outage.fall_back(Instant::now());
+            self.fallen(first, &p);
         }
         let mut batch: Vec<Check> = Vec::new();
         while !self.stop.load(Relaxed) {
@@ -136,7 +125,7 @@ impl Store {
     fn next_timer(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(1);
         if self.con.is_none() {
-            return self.probe.0.min(far);
+            return self.outage.next_probe().min(far);
         }
         self.heartbeat
             .as_ref()
@@ -147,7 +136,7 @@ impl Store {
     fn timers(&mut self) {
         let now = Instant::now();
         if self.con.is_none() {
-            if now >= self.probe.0 {
+            if now >= self.outage.next_probe() {
                 self.try_again();
             }
             return;
@@ -211,21 +200,19 @@ impl Store {
     }
 
     /// A call failed: drop the connection; connect again at once, or fall back after
-    /// [`FAILURES_TO_FALLBACK`] in a row.
+    /// [`FAILURES_TO_FALLBACK`](super::FAILURES_TO_FALLBACK) in a row.
     fn failed(&mut self, problem: Problem, started: Instant) {
         self.note(&problem, started);
         self.drop_connection();
         // The poller sends no more checks; those already sent are answered now rather than
         // after the reconnection (a bounded wait, but longer than `timeout=`).
         self.answer_waiting();
-        self.failures += 1;
-        if self.failures >= FAILURES_TO_FALLBACK {
-            return self.fall_back(&problem);
+        if let AfterFailure::FallBack { first } = self.outage.failed(Instant::now()) {
+            return self.fallen(first, &problem);
         }
         if let Err(p) = self.open() {
-            self.failures += 1;
-            if self.failures >= FAILURES_TO_FALLBACK {
-                self.fall_back(&p);
+            if let AfterFailure::FallBack { first } = self.outage.failed(Instant::now()) {
+                self.fallen(first, &p);
             }
         }
     }
@@ -246,14 +233,13 @@ impl Store {
         self.status.set_connected(false);
     }
 
-    /// Enters the fallback (logged once) and schedules the first probe.
-    fn fall_back(&mut self, problem: &Problem) {
+    /// In the fallback (the outage says so): no connection; `first`, the fallback has just
+    /// begun: shown in the status and logged, once.
+    fn fallen(&mut self, first: bool, problem: &Problem) {
         self.drop_connection();
-        self.probe = (Instant::now() + FIRST_PROBE, FIRST_PROBE);
-        if self.down_since.is_some() {
+        if !first {
             return;
         }
-        self.down_since = Some(Instant::now());
         self.status.set_fallback(true);
         let fallback = self.status.fallback();
         let how = match fallback {
@@ -276,12 +262,11 @@ impl Store {
     fn try_again(&mut self) {
         match self.open() {
             Ok(()) => {
-                self.failures = 0;
+                // A connection lost without a fallback comes back silently.
+                let Some(down) = self.outage.recovered(Instant::now()) else {
+                    return;
+                };
                 self.status.set_fallback(false);
-                let down = self
-                    .down_since
-                    .take()
-                    .map_or(Duration::ZERO, |t| t.elapsed());
                 log::info!(
                     "shared limits: Redis at {} answers again after {:.1}s: limits are shared again",
                     self.endpoint.name,
@@ -289,11 +274,8 @@ impl Store {
                 );
             }
             Err(p) => {
-                if self.down_since.is_none() {
-                    self.fall_back(&p);
-                }
-                let wait = (self.probe.1 * 2).min(MAX_PROBE);
-                self.probe = (Instant::now() + wait, wait);
+                let first = self.outage.probe_failed(Instant::now());
+                self.fallen(first, &p);
                 log::debug!("shared limits: probe failed: {}", p.text());
             }
         }
@@ -326,7 +308,7 @@ impl Store {
             }
         };
         self.status.record(CallResult::Ok, started.elapsed());
-        self.failures = 0;
+        self.outage.answered();
         let mut missing = Vec::new();
         let mut bans = Vec::new();
         for (check, reply) in checks.into_iter().zip(replies) {
@@ -465,7 +447,7 @@ impl Store {
         match pipe.query::<T>(con) {
             Ok(v) => {
                 self.status.record(CallResult::Ok, started.elapsed());
-                self.failures = 0;
+                self.outage.answered();
                 Some(v)
             }
             Err(e) => {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::connect::Endpoint;
-use super::store::{FIRST_PROBE, MAX_PROBE};
+use super::outage::{FIRST_PROBE, MAX_PROBE};
 use super::{BanSink, Job};
 
 /// How long a read waits before the thread looks at the stop flag. 1 s.
