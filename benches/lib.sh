@@ -52,6 +52,18 @@ await_port() {
     return 1
 }
 
+# Exits with a message if something already accepts connections on any of the ports given: a
+# bench would otherwise measure whatever listens there (another bench's nginx, say).
+require_free_ports() {
+    local p
+    for p in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "${NAME:-bench}: port $p is in use already: choose another PORT=" >&2
+            exit 1
+        fi
+    done
+}
+
 # Waits until nothing accepts connections on 127.0.0.1:$1 any more (10 s at most).
 await_free() {
     local tries

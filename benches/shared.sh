@@ -33,6 +33,7 @@ NAME=shared.sh
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 require_tools nginx wrk redis-server redis-cli curl
+require_free_ports "$PORT" "$BACKEND" "$REDIS" "$ADMIN"
 ensure_built "$LB_BIN"
 
 start_work shared
