@@ -53,6 +53,7 @@ fn keep_restart_only(new: &mut Config, current: &Config) {
         "limits (the front end's: max_request_line=, max_head=, max_headers=, max_connections=, tunnels=)": limits;
         "request_buffering": request_buffering;
         "buffers": buffers;
+        "shared (the Redis of shared limits)": filter.shared;
     }
 }
 

@@ -4,6 +4,8 @@
 //! ```text
 //! poller thread   Balancing::admit   admission.rs (CONNECT, targets, Host)      → 405 / 400
 //!                                    filter/ (allow/deny, bans, rules, rate)    → 403 / 405 / 413 / 414 / 429
+//!                                    a shared limit: parked, asked of Redis, then
+//!                 Balancing::resume  filter/ decides with Redis's answer         → 403 / 429 / 503
 //! worker          Balancing::handle  an upgrade (WebSocket)? reserve a tunnel         → 503
 //!                                    proxy.forward: pick a backend, send, retry when safe
 //!                                    relay the answer (streamed), or our own 502 / 503 / 504,
@@ -26,9 +28,11 @@ use crate::admin::{self, AdminRequest, AdminResponse};
 use crate::admission::check_request;
 use crate::balance::backend::{Backend, InFlight};
 use crate::explain::{self, Decisions, Explanation, FilterVerdict};
-use crate::filter::Filter;
+use crate::filter::shared::Answer;
+use crate::filter::{Checked, Filter, LimitSource};
 use crate::http::{
-    Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead, TunnelEnded,
+    Admission, Defer, Exchange, Framing, Handler, Note, Refusal, Refused, Request, RequestHead,
+    TunnelEnded,
 };
 use crate::logging::{AccessEntry, AccessLog, RequestLine, TunnelTotals};
 use crate::metrics::{tunnel_end_label, Metrics, Rejection};
@@ -52,23 +56,31 @@ pub struct Balancing {
 }
 
 impl Handler for Balancing {
-    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
+    fn admit(&self, head: &RequestHead, framing: Framing, defer: &Defer<'_>) -> Admission {
         if let Err(refusal) = check_request(head) {
             self.metrics.record_rejection(Rejection::BadRequest);
-            return Err(self.explained(head, refusal, None));
+            return Admission::Refuse(self.explained(head, refusal, None, None));
         }
-        if let Err(refusal) = self.filter.check(head, framing, Instant::now()) {
-            return Err(self.explained(head, refusal, Some(FilterVerdict::Refused)));
+        match self.filter.check(head, framing, Instant::now()) {
+            Checked::Done { verdict, limit } => self.filtered(head, framing, verdict, limit).into(),
+            // A shared limit: Redis's answer comes through `resume`.
+            Checked::Ask(ask) => {
+                self.filter.ask(ask, defer.handle());
+                let within = self.filter.shared_within();
+                Admission::Later { within }
+            }
         }
-        if framing != Framing::None && !self.proxy.pool().any_available() {
-            // Before the body is read, and before `100 Continue`: an upload no backend could
-            // take is refused before the client sends it.
-            self.metrics.record_rejection(Rejection::NoBackend);
-            let refusal = Refusal::retry_after(503, "no backend available", 1);
-            let verdict = self.filter_verdict();
-            return Err(self.explained(head, refusal.coded("no_backend"), verdict));
-        }
-        Ok(())
+    }
+
+    fn resume(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        note: Option<Note>,
+    ) -> Result<(), Refusal> {
+        let answer = note.and_then(|n| n.downcast::<Answer>().ok()).map(|a| *a);
+        let (verdict, limit) = self.filter.settle(head, answer, Instant::now());
+        self.filtered(head, framing, verdict, limit)
     }
 
     fn max_body(&self) -> Option<u64> {
@@ -136,6 +148,7 @@ impl Handler for Balancing {
         // asked gets the line. With it off, nothing is traced.
         let mut explanation = self.explain.load(Relaxed).then(|| Explanation {
             filter: self.filter_verdict(),
+            limit: self.filter.limit_of(head).map(LimitSource::name),
             ..Explanation::default()
         });
         let reserved = match upgrade {
@@ -311,6 +324,30 @@ impl Balancing {
         }
     }
 
+    /// The rest of admission once the filter has decided (`limit`: which limit decided, for a
+    /// shared rule): an upload that no backend could take is refused now.
+    fn filtered(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        verdict: Result<(), Refusal>,
+        limit: Option<LimitSource>,
+    ) -> Result<(), Refusal> {
+        if let Err(refusal) = verdict {
+            let filter = Some(FilterVerdict::Refused);
+            return Err(self.explained(head, refusal, filter, limit));
+        }
+        if framing != Framing::None && !self.proxy.pool().any_available() {
+            // Before the body is read, and before `100 Continue`: an upload no backend could
+            // take is refused before the client sends it.
+            self.metrics.record_rejection(Rejection::NoBackend);
+            let refusal = Refusal::retry_after(503, "no backend available", 1);
+            let verdict = self.filter_verdict();
+            return Err(self.explained(head, refusal.coded("no_backend"), verdict, limit));
+        }
+        Ok(())
+    }
+
     /// The filter's verdict on a request it let through: `pass` when it has rules to check.
     fn filter_verdict(&self) -> Option<FilterVerdict> {
         self.filter.is_active().then_some(FilterVerdict::Pass)
@@ -323,9 +360,12 @@ impl Balancing {
         head: &RequestHead,
         mut refusal: Refusal,
         filter: Option<FilterVerdict>,
+        limit: Option<LimitSource>,
     ) -> Refusal {
         if self.explain.load(Relaxed) {
-            let line = Explanation::refusal(filter, refusal.status, refusal.code).line();
+            let mut e = Explanation::refusal(filter, refusal.status, refusal.code);
+            e.limit = limit.map(LimitSource::name);
+            let line = e.line();
             if explain::asked(head) {
                 refusal.header = Some(Box::new((explain::HEADER, line.clone())));
             }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use super::view::{round, View};
 use crate::balance::backend::Snapshot;
+use crate::filter::shared::SharedStats;
 use crate::http::TunnelEnd;
 use crate::metrics::tunnel_end_label;
 
@@ -383,6 +384,9 @@ pub fn metrics_text(v: &View) -> String {
         "Clients banned right now.",
     );
     let _ = writeln!(o, "lb_bans_active {}", v.bans.len());
+    if let Some(shared) = &v.shared {
+        shared_metrics(&mut o, shared);
+    }
     family(
         &mut o,
         "lb_requests_per_second",
@@ -402,6 +406,53 @@ pub fn metrics_text(v: &View) -> String {
         prom_f64(round(v.uptime.as_secs_f64(), 3))
     );
     o
+}
+
+/// The shared store's families (only with a `shared` line).
+fn shared_metrics(o: &mut String, s: &SharedStats) {
+    family(
+        o,
+        "lb_shared_calls_total",
+        "counter",
+        "Round trips to the shared store (Redis), by result: ok, timeout (unknown whether Redis ran it), error.",
+    );
+    by_label(o, "lb_shared_calls_total", "result", &s.calls);
+    family(
+        o,
+        "lb_shared_fallback",
+        "gauge",
+        "1 while shared limits are decided by the fallback because Redis does not answer, else 0.",
+    );
+    let _ = writeln!(o, "lb_shared_fallback {}", u8::from(s.fallback));
+    family(
+        o,
+        "lb_shared_connected",
+        "gauge",
+        "1 while a connection to the shared store is open, else 0.",
+    );
+    let _ = writeln!(o, "lb_shared_connected {}", u8::from(s.connected));
+    family(
+        o,
+        "lb_shared_instances",
+        "gauge",
+        "Balancers sharing the limits (the local fallback limits each at rate/N).",
+    );
+    let _ = writeln!(o, "lb_shared_instances {}", s.instances);
+    family(
+        o,
+        "lb_shared_rtt_seconds",
+        "histogram",
+        "Round-trip time of the shared store's answered calls (a pipeline of checks is one call).",
+    );
+    for (le, n) in &s.rtt_buckets {
+        let _ = writeln!(
+            o,
+            "lb_shared_rtt_seconds_bucket{{le=\"{}\"}} {n}",
+            prom_f64(*le)
+        );
+    }
+    let _ = writeln!(o, "lb_shared_rtt_seconds_sum {}", prom_f64(s.rtt_sum));
+    let _ = writeln!(o, "lb_shared_rtt_seconds_count {}", s.rtt_count);
 }
 
 #[cfg(test)]
@@ -428,5 +479,11 @@ mod tests {
         assert!(text.contains("lb_requests_per_second NaN\n"));
         assert!(text.contains("# TYPE lb_request_duration_seconds histogram\n"));
         assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert!(text.contains("lb_shared_calls_total{result=\"timeout\"} 3\n"));
+        assert!(text.contains("lb_shared_fallback 1\n"));
+        assert!(text.contains("# TYPE lb_shared_rtt_seconds histogram\n"));
+        assert!(text.contains("lb_shared_rtt_seconds_bucket{le=\"+Inf\"} 7\n"));
+        assert!(text.contains("lb_shared_rtt_seconds_count 7\n"));
+        assert!(!metrics_text(&View::default()).contains("lb_shared_"));
     }
 }

@@ -384,6 +384,12 @@ impl Config {
                 seen.push(key);
             }
             apply_line(&mut config, key, &words).map_err(|m| err(format!("{key}: {m}")))?;
+            if key == "shared" {
+                // Some problems show only when connecting (a wrong password): they name the line.
+                if let Some(shared) = config.filter.shared.as_mut() {
+                    shared.at = Some(format!("{origin}:{}", i + 1));
+                }
+            }
         }
         let defaulted = config.backends.is_empty();
         if defaulted {

@@ -26,6 +26,7 @@ mod cli;
 mod display;
 mod file;
 pub mod filter;
+pub mod shared;
 mod words;
 
 #[cfg(test)]

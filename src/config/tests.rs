@@ -230,7 +230,8 @@ drain_timeout 0s
 deny 10.0.0.0/8 192.0.2.7 2001:db8::/32
 allow 127.0.0.0/8 ::1
 trusted_proxies 10.1.0.0/16
-rate_limit rate=100/s burst=200
+shared redis=redis://127.0.0.1:6390/1 prefix=x: timeout=7ms connect_timeout=1s fallback=closed instances=4
+rate_limit rate=100/s burst=200 shared=on
 rate_limit rate=10/m path=/login
 ban after=3 window=1m duration=10m
 limits max_target=8KiB max_body=1000B max_clients=5000 max_head=32KiB max_connections=700 tunnels=50

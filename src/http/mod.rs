@@ -6,6 +6,7 @@
 //!               accepts; owns every idle connection; reads request heads without blocking;
 //!               enforces the head limits and timeouts (414, 431, 400, 408);
 //!               Handler::admit (cheap checks, e.g. filtering) ─ refused? answer at once
+//!                  (or "later": the request is parked until another thread settles it, defer.rs)
 //!               reads the body into a spool (memory, then a temporary file; 413, 408)
 //!                  │ complete request (head + body) + its connection
 //!                  ▼
@@ -25,11 +26,12 @@
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
 //! `timers.rs` (each connection's deadline, so that the poller sleeps until the next one),
-//! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
-//! passes between the poller and the workers, and how a worker hands a connection back),
-//! `worker.rs` (a worker thread), `exchange.rs` (one request and its answer on a worker),
-//! `tunnel.rs` (a connection after `101 Switching Protocols`, relayed by the poller),
-//! `connection.rs` (one socket and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
+//! `waiting.rs` (an upload still arriving, an answer still being taken), `defer.rs` (an
+//! admission decided later, on another thread), `handoff.rs` (what passes between the poller
+//! and the workers, and how a worker hands a connection back), `worker.rs` (a worker thread),
+//! `exchange.rs` (one request and its answer on a worker), `tunnel.rs` (a connection after
+//! `101 Switching Protocols`, relayed by the poller), `connection.rs` (one socket and its
+//! buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
 //! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
@@ -40,6 +42,7 @@
 
 pub mod chunked;
 mod connection;
+mod defer;
 mod epoll;
 mod exchange;
 pub mod fields;
@@ -62,6 +65,7 @@ pub mod write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use defer::{Admission, Defer, Deferred, Note};
 pub use exchange::{Body, Exchange, SendError};
 pub use gauges::{FrontStats, Gauges};
 pub use limits::Limits;
@@ -171,9 +175,24 @@ pub enum Refused {
 /// What a server does with requests.
 pub trait Handler: Send + Sync + 'static {
     /// Decides, on the poller thread, whether a complete request may wait for a worker. It
-    /// runs for every request, so it must be cheap and must not block. Default: admit all.
-    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
-        let _ = (head, framing);
+    /// runs for every request, so it must be cheap and must not block. A decision that needs
+    /// another thread (a network store) answers [`Admission::Later`] with a handle from `defer`
+    /// (see [`Defer`]); the poller then calls [`Handler::resume`]. Default: admit all.
+    fn admit(&self, head: &RequestHead, framing: Framing, defer: &Defer<'_>) -> Admission {
+        let _ = (head, framing, defer);
+        Admission::Admit
+    }
+
+    /// Decides, on the poller thread, on a request whose admission [`Handler::admit`] deferred:
+    /// with the [`Note`] its [`Deferred`] was settled with, or `None` when none came in time (or
+    /// the handle was dropped unsettled). Must be as cheap as `admit`. Default: admit.
+    fn resume(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        note: Option<Note>,
+    ) -> Result<(), Refusal> {
+        let _ = (head, framing, note);
         Ok(())
     }
 

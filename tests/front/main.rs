@@ -11,6 +11,7 @@ mod access_log;
 mod client_timeout;
 mod concurrency;
 mod conformance;
+mod deferred;
 mod exchanges;
 mod fuzz;
 mod http;
