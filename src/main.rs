@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
-use loadbalancer::{config, logging, startup, supervise, Balancer};
+use loadbalancer::{config, logging, startup, supervise, Balancer, Running};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -57,6 +57,19 @@ fn run() -> ExitCode {
     if cli.check {
         return check(&cli);
     }
+    match serve(cli, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the balancer of `cli` (and its demo backends) until a signal has drained it. `args`
+/// are the command line again: a reload applies the same flags on top of the file. An error is
+/// what kept it from starting.
+fn serve(cli: config::Cli, args: Vec<String>) -> Result<(), String> {
     logging::init();
     supervise::inject_from_env();
     // Like nginx and HAProxy: the soft limit (often 1024) would cap the connections long before
@@ -74,21 +87,10 @@ fn run() -> ExitCode {
     if cli.default_backends {
         startup::warn_default_backends(&cli.config);
     }
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let demo = if cli.demo {
-        match start_demo(&cli.config) {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        start_demo(&cli.config)?
     } else {
         Vec::new()
     };
@@ -97,28 +99,30 @@ fn run() -> ExitCode {
     // A reload reads the file again and applies the same flags on top, so flags keep winning.
     let loader: loadbalancer::ConfigLoader =
         Box::new(move || config::parse_args(args.clone()).map(|c| c.config));
-    let running = match Balancer::start_with_loader(cli.config, Some(loader)) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let running =
+        Balancer::start_with_loader(cli.config, Some(loader)).map_err(|e| e.to_string())?;
     startup::announce_dashboard(&running);
     if let Err(e) = startup::probe_backends(backends, connect_timeout) {
         log::warn!("cannot probe the backends: {e}");
     }
-
     let (events, next) = mpsc::channel();
-    let forward = events.clone();
-    let spawned = thread::Builder::new()
+    listen_for_signals(signals, events.clone())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    wait(running, &events, next);
+    drop(demo);
+    Ok(())
+}
+
+/// Starts the thread that turns signals into [`Event`]s. Without it SIGTERM would not drain:
+/// a panic there ends the process.
+fn listen_for_signals(mut signals: Signals, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+    thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            // Without this thread SIGTERM would not drain: a panic here ends the process.
             let listened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 for signal in signals.forever() {
                     supervise::check_point(supervise::Thread::Signals);
-                    if forward.send(Event::Signal(signal)).is_err() {
+                    if events.send(Event::Signal(signal)).is_err() {
                         return;
                     }
                 }
@@ -126,11 +130,14 @@ fn run() -> ExitCode {
             if let Err(panic) = listened {
                 supervise::fatal(supervise::Thread::Signals, &*panic);
             }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the signal thread: {e}");
-        return ExitCode::FAILURE;
-    }
+        })
+        .map(drop)
+}
+
+/// Answers signals until the drain is over: SIGHUP reloads, SIGUSR1 reopens the log files, the
+/// first SIGINT/SIGTERM starts the drain on a thread of its own (which sends
+/// [`Event::Drained`] on `events`), a second one exits at once.
+fn wait(running: Running, events: &mpsc::Sender<Event>, next: mpsc::Receiver<Event>) {
     let mut running = Some(running);
     for event in next {
         match event {
@@ -167,12 +174,10 @@ fn run() -> ExitCode {
                 if !drained {
                     log::warn!("the drain timeout ran out: requests still in flight were cut off");
                 }
-                break;
+                return;
             }
         }
     }
-    drop(demo);
-    ExitCode::SUCCESS
 }
 
 /// `--check`: like `nginx -t`, the configuration as it would run, on stdout; nothing is bound.
