@@ -14,7 +14,7 @@
 //!    poller thread accepts the connection, reads the head and the body into a buffer, and asks
 //!    the handler whether to admit it: [`admission`] (what is never forwarded) and [`filter`]
 //!    (allow/deny, bans, request rules, rate limits), whose settings come from [`config`].
-//! 2. A worker takes the complete request from the channel; [`server`] is the balancer's
+//! 2. A worker takes the complete request from the channel; [`handler`] is the balancer's
 //!    handler: [`proxy`] picks a backend through [`balance`] (smooth weighted round-robin over
 //!    the backends the breaker and the health checks allow), forwards with ureq, retries when it
 //!    is safe, and tells [`balance`] how the attempt went (latency, failures: the breaker and the
@@ -48,7 +48,7 @@
 //! | [`maintenance`] | the thread that moves time-driven state |
 //! | [`state`] | what every part of a running balancer shares ([`Shared`]) |
 //! | [`admin`], [`reload`] | the admin pages; applying a new configuration |
-//! | [`server`] | the balancer's handler on the front end: admission, forwarding, relaying, access log |
+//! | [`handler`] | the balancer's handler on the front end: admission, forwarding, relaying, access log |
 //! | [`start`] | [`Balancer::start`]: everything wired together, and [`Running`] |
 //! | [`startup`] | what the command says when it starts |
 //!
@@ -63,6 +63,7 @@ pub mod config;
 pub mod decimal;
 pub mod explain;
 pub mod filter;
+pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod maintenance;
@@ -70,7 +71,6 @@ pub mod metrics;
 pub mod percent;
 pub mod proxy;
 pub mod reload;
-pub mod server;
 pub mod start;
 pub mod startup;
 pub mod state;

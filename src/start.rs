@@ -17,13 +17,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::shared::SharedConfig;
 use crate::filter::shared::{self, BanSink, Problem, SharedLimits};
 use crate::filter::Filter;
+use crate::handler::{AdminPages, Balancing, ADMIN_WORKERS};
 use crate::http::limits::{default_max_connections, descriptor_limit};
 use crate::logging::{self, AccessLog};
 use crate::maintenance::{self, Maintainer, Maintenance, MaintenanceSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::proxy_settings;
-use crate::server::{AdminPages, Balancing, ADMIN_WORKERS};
 use crate::state::{ConfigLoader, Shared};
 use crate::{http, Config};
 

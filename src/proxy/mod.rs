@@ -1,7 +1,7 @@
 //! Forwarding one request: the HTTP rules a proxy must keep, retries, and error mapping.
 //!
 //! This folder works on the front end's parsed request head ([`RequestHead`]) and plain
-//! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` connects it
+//! `std::io::Read` bodies, so its rules can be tested without sockets; `handler.rs` connects it
 //! to the front end (`http/`). What a request may not be at all (`CONNECT`, a target that is not
 //! a path) was refused before, at admission (`admission.rs`).
 //!
