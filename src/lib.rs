@@ -50,7 +50,7 @@
 //! | [`admin`], [`reload`] | the admin pages; applying a new configuration |
 //! | [`handler`] | the balancer's handler on the front end: admission, forwarding, relaying, access log |
 //! | [`start`] | [`Balancer::start`]: everything wired together, and [`Running`] |
-//! | [`startup`] | what the command says when it starts |
+//! | [`command`] | what the `loadbalancer` command does around a running balancer: start-up warnings and probes, `--check`'s Redis line, the `--demo` plan |
 //!
 //! Each module imports only modules above it in this table (`tests/layering.rs` checks that
 //! there is no circle). Worked examples are in the module docs: `cargo doc --open`.
@@ -59,6 +59,7 @@ pub mod admin;
 pub mod admission;
 pub mod balance;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod decimal;
 pub mod explain;
@@ -72,7 +73,6 @@ pub mod percent;
 pub mod proxy;
 pub mod reload;
 pub mod start;
-pub mod startup;
 pub mod state;
 pub mod supervise;
 

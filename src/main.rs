@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
-use loadbalancer::{config, logging, startup, supervise, Balancer, Running};
+use loadbalancer::{command, config, logging, supervise, Balancer, Running};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -85,7 +85,7 @@ fn serve(cli: config::Cli, args: Vec<String>) -> Result<(), String> {
         log::info!("config from {}", file.display());
     }
     if cli.default_backends {
-        startup::warn_default_backends(&cli.config);
+        command::warn_default_backends(&cli.config);
     }
     let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -101,8 +101,8 @@ fn serve(cli: config::Cli, args: Vec<String>) -> Result<(), String> {
         Box::new(move || config::parse_args(args.clone()).map(|c| c.config));
     let running =
         Balancer::start_with_loader(cli.config, Some(loader)).map_err(|e| e.to_string())?;
-    startup::announce_dashboard(&running);
-    if let Err(e) = startup::probe_backends(backends, connect_timeout) {
+    command::announce_dashboard(&running);
+    if let Err(e) = command::probe_backends(backends, connect_timeout) {
         log::warn!("cannot probe the backends: {e}");
     }
     let (events, next) = mpsc::channel();
@@ -192,7 +192,7 @@ fn check(cli: &config::Cli) -> ExitCode {
         println!("# no backend configured: these are the built-in default backends");
     }
     print!("{}", cli.config);
-    match startup::check_shared(&cli.config) {
+    match command::check_shared(&cli.config) {
         Ok(said) => {
             if let Some(said) = said {
                 eprintln!("loadbalancer: {said}");
@@ -216,13 +216,13 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Starts a demo backend for every configured backend on this machine, whatever its port:
-/// `serverN` for the Nth backend (see [`startup::demo_servers`]). One that cannot start (its port
+/// `serverN` for the Nth backend (see [`command::demo_servers`]). One that cannot start (its port
 /// is taken, most often by the same server started on its own, which then answers instead) is
 /// skipped with the reason, as a backend elsewhere is.
 #[cfg(feature = "demo")]
 fn start_demo(config: &loadbalancer::Config) -> Result<Vec<servers::DemoServer>, String> {
     let mut started = Vec::new();
-    for plan in startup::demo_servers(&config.backends) {
+    for plan in command::demo_servers(&config.backends) {
         let plan = match plan {
             Ok(plan) => plan,
             Err(why) => {
