@@ -52,8 +52,21 @@
 //! | [`start`] | [`Balancer::start`]: everything wired together, and [`Running`] |
 //! | [`command`] | what the `loadbalancer` command does around a running balancer: start-up warnings and probes, `--check`'s Redis line, the `--demo` plan |
 //!
-//! Each module imports only modules above it in this table (`tests/layering.rs` checks that
-//! there is no circle). Worked examples are in the module docs: `cargo doc --open`.
+//! Each module imports only modules above it in this table (`tests/operations/layering.rs`
+//! checks that there is no circle). Worked examples are in the module docs: `cargo doc --open`.
+//!
+//! # Refusals: the words
+//!
+//! A request the balancer answers itself instead of a backend is *refused*; the answer is a
+//! [`Refusal`](http::Refusal) (status, short text, and a `code` such as `queue_timeout`, which
+//! the access log shows as `reason=`). Why it was refused has a type where it is decided, and
+//! each is counted once:
+//!
+//! | type | says | counted in |
+//! | --- | --- | --- |
+//! | [`http::RefusalCause`] | why the front end refused (a bad head, a timeout, a full queue, the drain...) or the handler's `admit` did, told to [`http::Handler::refused`] | by the balancer's handler (`handler.rs`): as a rejection, or (a body too large) as the filter's `body_too_large` |
+//! | `filter::stats::Reason` | why the filter refused (denied, banned, rate limited...) | the filter's `RefusalCounts`: `lb_filtered_total{reason}`, `/status` `filter.refused` |
+//! | [`metrics::RejectionReason`] | a refusal of the balancer's own that is not the filter's: a *rejection* | `lb_rejections_total{reason}`, `/status` `rejections` |
 
 pub mod admin;
 pub mod admission;

@@ -146,9 +146,11 @@ pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
     }
 }
 
-/// Why the front end answered a request itself, for the [`Handler::refused`] counters.
+/// Why the front end answered a request itself (with a [`Refusal`]) or dropped it, told to
+/// [`Handler::refused`] for its counters and logs. The words for a refusal are in the crate's
+/// documentation ("Refusals: the words").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub enum RefusalCause {
     /// The head broke a rule or a limit (400, 414, 431, 505).
     Malformed,
     /// The head did not arrive within `timeouts head=` (408).
@@ -216,7 +218,7 @@ pub trait Handler: Send + Sync + 'static {
         peer: SocketAddr,
         head: Option<&RequestHead>,
         refusal: &Refusal,
-        why: Refused,
+        why: RefusalCause,
         waited: Duration,
     ) {
         let _ = (peer, head, refusal, why, waited);
