@@ -138,7 +138,9 @@ impl Drop for Notify {
 }
 
 /// Runs a callback of the handler's (`doing` what, for the log): it runs on the poller or a
-/// worker, and its panic is its own, not theirs.
+/// worker, and its panic is its own, not theirs. Wherever it ran, the panic is counted as the
+/// handler's code outside `handle` ([`Thread::Admission`](crate::supervise::Thread::Admission),
+/// label `admission`), not as the poller's or the worker's.
 pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
     let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
     if let Err(panic) = told {
