@@ -25,15 +25,16 @@
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
-//! `timers.rs` (each connection's deadline, so that the poller sleeps until the next one),
-//! `waiting.rs` (an upload still arriving, an answer still being taken), `defer.rs` (an
-//! admission decided later, on another thread), `handoff.rs` (what passes between the poller
-//! and the workers, and how a worker hands a connection back), `worker.rs` (a worker thread),
-//! `exchange.rs` (one request and its answer on a worker), `tunnel.rs` (a connection after
-//! `101 Switching Protocols`, relayed by the poller), `connection.rs` (one socket and its
-//! buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
-//! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
-//! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
+//! `epoll.rs` (what it waits on), `timers.rs` (each connection's deadline, so that the poller
+//! sleeps until the next one), `waiting.rs` (an upload still arriving, an answer still being
+//! taken), `defer.rs` (an admission decided later, on another thread), `handoff.rs` (what passes
+//! between the poller and the workers, and how a worker hands a connection back), `worker.rs` (a
+//! worker thread), `idle.rs` (which workers sleep, and when one is woken), `exchange.rs` (one
+//! request and its answer on a worker), `tunnel.rs` (a connection after `101 Switching Protocols`,
+//! relayed by the poller), `connection.rs` (one socket and its buffer); [`parse`] (heads and
+//! framing), [`fields`] (the `Content-Length` and `Host` grammar, also used for backends' answers),
+//! [`chunked`] (request bodies), [`spool`] (the buffers between clients and workers),
+//! [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
 //! follow a refused request are never read as a request. A closing connection is closed
