@@ -779,26 +779,33 @@ impl PollerThread {
             body,
             mailbox,
         });
-        let Some(jobs) = &self.jobs else {
-            return self.refuse_job(idx, *job, RefusalCause::ShuttingDown, now);
-        };
-        match jobs.try_send(job) {
-            Ok(()) => {
-                self.shared.idle.job_queued();
-                self.put(idx, Slot::Busy);
-                let entry = &mut self.entries[idx];
-                self.timers
-                    .schedule(idx, &mut entry.check, now + BUSY_CHECK);
-                self.queued.push_back((self.sent, now));
-                self.sent += 1;
-            }
-            Err(TrySendError::Full(job)) => {
-                self.refuse_job(idx, *job, RefusalCause::QueueFull, now)
-            }
-            Err(TrySendError::Disconnected(job)) => {
-                self.refuse_job(idx, *job, RefusalCause::ShuttingDown, now)
-            }
+        if self.send_job(idx, job, now, now) {
+            self.shared.idle.job_queued();
+            self.put(idx, Slot::Busy);
+            let entry = &mut self.entries[idx];
+            self.timers
+                .schedule(idx, &mut entry.check, now + BUSY_CHECK);
         }
+    }
+
+    /// Puts `job` in the queue for the workers, noting it as queued at `queued_at` (for the
+    /// queue timeout); true when it is there. Else it is answered 503: the queue is full, or
+    /// the server is stopping.
+    fn send_job(&mut self, idx: usize, job: Box<Job>, queued_at: Instant, now: Instant) -> bool {
+        let (job, why) = match &self.jobs {
+            Some(jobs) => match jobs.try_send(job) {
+                Ok(()) => {
+                    self.queued.push_back((self.sent, queued_at));
+                    self.sent += 1;
+                    return true;
+                }
+                Err(TrySendError::Full(job)) => (job, RefusalCause::QueueFull),
+                Err(TrySendError::Disconnected(job)) => (job, RefusalCause::ShuttingDown),
+            },
+            None => (job, RefusalCause::ShuttingDown),
+        };
+        self.refuse_job(idx, *job, why, now);
+        false
     }
 
     /// Answers 503 to a request that cannot wait for a worker (`why`: the queue is full, or the
@@ -1066,21 +1073,7 @@ impl PollerThread {
             }
             // A worker took the expired one first: this one goes back, at the end.
             let received = job.request.received;
-            match &self.jobs {
-                Some(jobs) => match jobs.try_send(job) {
-                    Ok(()) => {
-                        self.queued.push_back((self.sent, received));
-                        self.sent += 1;
-                    }
-                    Err(TrySendError::Full(job)) => {
-                        self.refuse_job(idx, *job, RefusalCause::QueueFull, now)
-                    }
-                    Err(TrySendError::Disconnected(job)) => {
-                        self.refuse_job(idx, *job, RefusalCause::ShuttingDown, now)
-                    }
-                },
-                None => self.refuse_job(idx, *job, RefusalCause::ShuttingDown, now),
-            }
+            self.send_job(idx, job, received, now);
         }
     }
 
