@@ -1,6 +1,6 @@
 //! `/status`: the [`View`] as one JSON document, written by serde. The types below are the
-//! document's shape (field names are stable; see the README's "/status fields"), beside the
-//! view's own types that serialise as they are (`FrontStats`, `BufferStats`, `BudgetState`,
+//! document's shape (field names are stable; see docs/OPERATIONS.md, "/status fields"), beside
+//! the view's own types that serialise as they are (`FrontStats`, `BufferStats`, `BudgetState`,
 //! `Decision`). Numbers that are not finite are written `null` (JSON has no NaN or infinity);
 //! measured values are rounded as the dashboard shows them.
 
@@ -119,7 +119,7 @@ fn counts<K: Serialize, S: Serializer>(counts: &[(K, u64)], s: S) -> Result<S::O
     s.collect_map(counts.iter().map(|(label, n)| (label, n)))
 }
 
-/// The `/status` document. Field names are stable; see the README's "/status fields".
+/// The `/status` document. Field names are stable; see docs/OPERATIONS.md, "/status fields".
 pub fn status_json(v: &View) -> String {
     let status = Status {
         uptime_s: round(v.uptime.as_secs_f64(), 3),
