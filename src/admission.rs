@@ -1,6 +1,6 @@
 //! Admission: what the balancer never forwards, whatever the filter is told: `CONNECT`, a
 //! target that is not a path, an `Authorization` that is not text. Checked on the
-//! poller thread as soon as a request's head has arrived (`Balancing::admit` in `server.rs`,
+//! poller thread as soon as a request's head has arrived (`Balancing::admit` in `handler.rs`,
 //! before the filter), so that such a request takes no worker and no backend ever sees it.
 
 use crate::http::{Refusal, RequestHead};

@@ -292,17 +292,18 @@ fn bounded(mut body: String, last: Option<&str>) -> String {
     body
 }
 
-/// One explained decision, as `/status` and the dashboard show it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One explained decision, as `/status` (serialised, an item of its `decisions`) and the
+/// dashboard show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Decision {
     /// When it was made, in milliseconds since the Unix epoch.
     pub at_ms: u64,
+    /// The status the client got.
+    pub status: u16,
     /// The request's method.
     pub method: String,
     /// The request's target, cut to [`TARGET_LEN`] bytes.
     pub target: String,
-    /// The status the client got.
-    pub status: u16,
     /// The line, as [`Explanation::line`] wrote it.
     pub line: String,
 }

@@ -14,7 +14,7 @@
 //!    poller thread accepts the connection, reads the head and the body into a buffer, and asks
 //!    the handler whether to admit it: [`admission`] (what is never forwarded) and [`filter`]
 //!    (allow/deny, bans, request rules, rate limits), whose settings come from [`config`].
-//! 2. A worker takes the complete request from the channel; [`server`] is the balancer's
+//! 2. A worker takes the complete request from the channel; [`handler`] is the balancer's
 //!    handler: [`proxy`] picks a backend through [`balance`] (smooth weighted round-robin over
 //!    the backends the breaker and the health checks allow), forwards with ureq, retries when it
 //!    is safe, and tells [`balance`] how the attempt went (latency, failures: the breaker and the
@@ -48,21 +48,39 @@
 //! | [`maintenance`] | the thread that moves time-driven state |
 //! | [`state`] | what every part of a running balancer shares ([`Shared`]) |
 //! | [`admin`], [`reload`] | the admin pages; applying a new configuration |
-//! | [`server`] | the balancer's handler on the front end: admission, forwarding, relaying, access log |
+//! | [`handler`] | the balancer's handler on the front end: admission, forwarding, relaying, access log |
 //! | [`start`] | [`Balancer::start`]: everything wired together, and [`Running`] |
-//! | [`startup`] | what the command says when it starts |
+//! | [`command`] | what the `loadbalancer` command does around a running balancer: start-up warnings and probes, `--check`'s Redis line, the `--demo` plan |
 //!
-//! Each module imports only modules above it in this table (`tests/layering.rs` checks that
-//! there is no circle). Worked examples are in the module docs: `cargo doc --open`.
+//! Each module imports only modules above it in this table (`tests/operations/layering.rs`
+//! checks that there is no circle). Worked examples are in the module docs: `cargo doc --open`.
+//!
+//! # Refusals: the words
+//!
+//! A request the balancer answers itself instead of a backend is *refused*; the answer is a
+//! [`Refusal`](http::Refusal) (status, short text, and a `code` such as `queue_timeout`, which
+//! the access log shows as `reason=`). Why it was refused has a type where it is decided, and
+//! each is counted once:
+//!
+//! | type | says | counted in |
+//! | --- | --- | --- |
+//! | [`http::RefusalCause`] | why the front end refused (a bad head, a timeout, a full queue, the drain...) or the handler's `admit` did, told to [`http::Handler::refused`] | by the balancer's handler (`handler.rs`): as a rejection, or (a body too large) as the filter's `body_too_large` |
+//! | `filter::stats::Reason` | why the filter refused (denied, banned, rate limited...) | the filter's `RefusalCounts`: `lb_filtered_total{reason}`, `/status` `filter.refused` |
+//! | [`metrics::RejectionReason`] | a refusal of the balancer's own that is not the filter's: a *rejection* | `lb_rejections_total{reason}`, `/status` `rejections` |
+
+// No function over 100 lines (the threshold is in clippy.toml): each reads in one sitting.
+#![warn(clippy::too_many_lines)]
 
 pub mod admin;
 pub mod admission;
 pub mod balance;
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod decimal;
 pub mod explain;
 pub mod filter;
+pub mod handler;
 pub mod http;
 pub mod logging;
 pub mod maintenance;
@@ -70,9 +88,7 @@ pub mod metrics;
 pub mod percent;
 pub mod proxy;
 pub mod reload;
-pub mod server;
 pub mod start;
-pub mod startup;
 pub mod state;
 pub mod supervise;
 

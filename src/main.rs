@@ -13,11 +13,14 @@
 //! Exit statuses: 0 after a shutdown or for `--help`, `--version` and a valid `--check`; 1 when
 //! the balancer cannot start; 2 for a bad flag or configuration; 130 for a second signal.
 
+// No function over 100 lines (the threshold is in clippy.toml): each reads in one sitting.
+#![warn(clippy::too_many_lines)]
+
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 
-use loadbalancer::{config, logging, startup, supervise, Balancer};
+use loadbalancer::{command, config, logging, supervise, Balancer, Running};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -57,6 +60,19 @@ fn run() -> ExitCode {
     if cli.check {
         return check(&cli);
     }
+    match serve(cli, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the balancer of `cli` (and its demo backends) until a signal has drained it. `args`
+/// are the command line again: a reload applies the same flags on top of the file. An error is
+/// what kept it from starting.
+fn serve(cli: config::Cli, args: Vec<String>) -> Result<(), String> {
     logging::init();
     supervise::inject_from_env();
     // Like nginx and HAProxy: the soft limit (often 1024) would cap the connections long before
@@ -72,23 +88,12 @@ fn run() -> ExitCode {
         log::info!("config from {}", file.display());
     }
     if cli.default_backends {
-        startup::warn_default_backends(&cli.config);
+        command::warn_default_backends(&cli.config);
     }
-    let mut signals = match Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let demo = if cli.demo {
-        match start_demo(&cli.config) {
-            Ok(d) => d,
-            Err(e) => {
-                log::error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        start_demo(&cli.config)?
     } else {
         Vec::new()
     };
@@ -97,28 +102,30 @@ fn run() -> ExitCode {
     // A reload reads the file again and applies the same flags on top, so flags keep winning.
     let loader: loadbalancer::ConfigLoader =
         Box::new(move || config::parse_args(args.clone()).map(|c| c.config));
-    let running = match Balancer::start_with_loader(cli.config, Some(loader)) {
-        Ok(r) => r,
-        Err(e) => {
-            log::error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    startup::announce_dashboard(&running);
-    if let Err(e) = startup::probe_backends(backends, connect_timeout) {
+    let running =
+        Balancer::start_with_loader(cli.config, Some(loader)).map_err(|e| e.to_string())?;
+    command::announce_dashboard(&running);
+    if let Err(e) = command::probe_backends(backends, connect_timeout) {
         log::warn!("cannot probe the backends: {e}");
     }
-
     let (events, next) = mpsc::channel();
-    let forward = events.clone();
-    let spawned = thread::Builder::new()
+    listen_for_signals(signals, events.clone())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    wait(running, &events, next);
+    drop(demo);
+    Ok(())
+}
+
+/// Starts the thread that turns signals into [`Event`]s. Without it SIGTERM would not drain:
+/// a panic there ends the process.
+fn listen_for_signals(mut signals: Signals, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+    thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            // Without this thread SIGTERM would not drain: a panic here ends the process.
             let listened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 for signal in signals.forever() {
                     supervise::check_point(supervise::Thread::Signals);
-                    if forward.send(Event::Signal(signal)).is_err() {
+                    if events.send(Event::Signal(signal)).is_err() {
                         return;
                     }
                 }
@@ -126,11 +133,14 @@ fn run() -> ExitCode {
             if let Err(panic) = listened {
                 supervise::fatal(supervise::Thread::Signals, &*panic);
             }
-        });
-    if let Err(e) = spawned {
-        log::error!("cannot start the signal thread: {e}");
-        return ExitCode::FAILURE;
-    }
+        })
+        .map(drop)
+}
+
+/// Answers signals until the drain is over: SIGHUP reloads, SIGUSR1 reopens the log files, the
+/// first SIGINT/SIGTERM starts the drain on a thread of its own (which sends
+/// [`Event::Drained`] on `events`), a second one exits at once.
+fn wait(running: Running, events: &mpsc::Sender<Event>, next: mpsc::Receiver<Event>) {
     let mut running = Some(running);
     for event in next {
         match event {
@@ -167,12 +177,10 @@ fn run() -> ExitCode {
                 if !drained {
                     log::warn!("the drain timeout ran out: requests still in flight were cut off");
                 }
-                break;
+                return;
             }
         }
     }
-    drop(demo);
-    ExitCode::SUCCESS
 }
 
 /// `--check`: like `nginx -t`, the configuration as it would run, on stdout; nothing is bound.
@@ -187,7 +195,7 @@ fn check(cli: &config::Cli) -> ExitCode {
         println!("# no backend configured: these are the built-in default backends");
     }
     print!("{}", cli.config);
-    match startup::check_shared(&cli.config) {
+    match command::check_shared(&cli.config) {
         Ok(said) => {
             if let Some(said) = said {
                 eprintln!("loadbalancer: {said}");
@@ -211,13 +219,13 @@ fn signal_name(signal: i32) -> &'static str {
 }
 
 /// Starts a demo backend for every configured backend on this machine, whatever its port:
-/// `serverN` for the Nth backend (see [`startup::demo_servers`]). One that cannot start (its port
+/// `serverN` for the Nth backend (see [`command::demo_servers`]). One that cannot start (its port
 /// is taken, most often by the same server started on its own, which then answers instead) is
 /// skipped with the reason, as a backend elsewhere is.
 #[cfg(feature = "demo")]
 fn start_demo(config: &loadbalancer::Config) -> Result<Vec<servers::DemoServer>, String> {
     let mut started = Vec::new();
-    for plan in startup::demo_servers(&config.backends) {
+    for plan in command::demo_servers(&config.backends) {
         let plan = match plan {
             Ok(plan) => plan,
             Err(why) => {

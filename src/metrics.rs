@@ -18,9 +18,11 @@ pub const DURATION_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// Why the balancer answered a request itself without asking a backend.
+/// Why the balancer answered a request itself without asking a backend, when the filter did
+/// not refuse it (the filter counts its own, by [`filter`](crate::filter) reason): the `reason`
+/// label of `lb_rejections_total`, and a key of `/status`' `rejections`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejection {
+pub enum RejectionReason {
     /// The queue of requests waiting for a worker was full (`queue N`; 503).
     QueueFull,
     /// The request waited longer than `timeouts queue=` for a worker (503).
@@ -41,32 +43,32 @@ pub enum Rejection {
     TunnelLimit,
 }
 
-impl Rejection {
+impl RejectionReason {
     /// Every reason, in a stable order.
-    pub const ALL: [Rejection; 9] = [
-        Rejection::QueueFull,
-        Rejection::QueueTimeout,
-        Rejection::ShuttingDown,
-        Rejection::BadRequest,
-        Rejection::HeadTimeout,
-        Rejection::NoBackend,
-        Rejection::BodyTimeout,
-        Rejection::BufferFull,
-        Rejection::TunnelLimit,
+    pub const ALL: [RejectionReason; 9] = [
+        RejectionReason::QueueFull,
+        RejectionReason::QueueTimeout,
+        RejectionReason::ShuttingDown,
+        RejectionReason::BadRequest,
+        RejectionReason::HeadTimeout,
+        RejectionReason::NoBackend,
+        RejectionReason::BodyTimeout,
+        RejectionReason::BufferFull,
+        RejectionReason::TunnelLimit,
     ];
 
     /// The label used in status and metrics.
     pub fn label(self) -> &'static str {
         match self {
-            Rejection::QueueFull => "queue_full",
-            Rejection::QueueTimeout => "queue_timeout",
-            Rejection::ShuttingDown => "shutting_down",
-            Rejection::BadRequest => "bad_request",
-            Rejection::HeadTimeout => "head_timeout",
-            Rejection::NoBackend => "no_backend",
-            Rejection::BodyTimeout => "body_timeout",
-            Rejection::BufferFull => "buffer_full",
-            Rejection::TunnelLimit => "tunnel_limit",
+            RejectionReason::QueueFull => "queue_full",
+            RejectionReason::QueueTimeout => "queue_timeout",
+            RejectionReason::ShuttingDown => "shutting_down",
+            RejectionReason::BadRequest => "bad_request",
+            RejectionReason::HeadTimeout => "head_timeout",
+            RejectionReason::NoBackend => "no_backend",
+            RejectionReason::BodyTimeout => "body_timeout",
+            RejectionReason::BufferFull => "buffer_full",
+            RejectionReason::TunnelLimit => "tunnel_limit",
         }
     }
 }
@@ -101,7 +103,7 @@ pub struct Metrics {
     duration_sum_us: AtomicU64,
     /// Extra attempts made on another backend.
     retries: AtomicU64,
-    rejections: [AtomicU64; Rejection::ALL.len()],
+    rejections: [AtomicU64; RejectionReason::ALL.len()],
     /// Samples of (time, per-backend (id, requests)) once a second, for the share window.
     window: Mutex<VecDeque<Sample>>,
 }
@@ -148,7 +150,7 @@ impl Metrics {
     }
 
     /// Records a request the balancer answered itself.
-    pub fn record_rejection(&self, why: Rejection) {
+    pub fn record_rejection(&self, why: RejectionReason) {
         self.rejections[why as usize].fetch_add(1, Relaxed);
     }
 
@@ -195,7 +197,7 @@ impl Metrics {
 
     /// `(reason label, count)` for every rejection reason.
     pub fn rejections(&self) -> Vec<(&'static str, u64)> {
-        Rejection::ALL
+        RejectionReason::ALL
             .iter()
             .map(|r| (r.label(), self.rejections[*r as usize].load(Relaxed)))
             .collect()
@@ -271,7 +273,7 @@ mod tests {
         m.record_response(200, Duration::from_millis(30));
         m.record_response(503, Duration::from_secs(20));
         m.record_response(42, Duration::ZERO); // out of range: ignored, never a panic
-        m.record_rejection(Rejection::QueueTimeout);
+        m.record_rejection(RejectionReason::QueueTimeout);
         m.record_retries(2);
         assert_eq!(m.responses_by_status(), [(200, 2), (503, 1)]);
         let (buckets, sum, count) = m.duration_histogram();

@@ -17,13 +17,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::shared::SharedConfig;
 use crate::filter::shared::{self, BanSink, Problem, SharedLimits};
 use crate::filter::Filter;
+use crate::handler::{AdminPages, Balancing, ADMIN_WORKERS};
 use crate::http::limits::{default_max_connections, descriptor_limit};
 use crate::logging::{self, AccessLog};
 use crate::maintenance::{self, Maintainer, Maintenance, MaintenanceSettings};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::proxy_settings;
-use crate::server::{AdminPages, Balancing, ADMIN_WORKERS};
 use crate::state::{ConfigLoader, Shared};
 use crate::{http, Config};
 
@@ -45,121 +45,23 @@ impl Balancer {
     /// [`Balancer::start`] with an explicit way to load the configuration again on reload.
     pub fn start_with_loader(config: Config, loader: Option<ConfigLoader>) -> io::Result<Running> {
         config.validate().map_err(io::Error::other)?;
-        let backends: Vec<Arc<Backend>> = config
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                Arc::new(Backend::with_policy(
-                    i as u64,
-                    b,
-                    &config.breaker,
-                    &config.health,
-                ))
-            })
-            .collect();
-        let next_id = AtomicU64::new(backends.len() as u64);
-        let pool = Arc::new(Pool::new(backends));
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let resilience = Arc::new(Resilience::new(Arc::clone(&clock)));
-        let metrics = Arc::new(Metrics::default());
-        let proxy = Arc::new(Proxy::new(
-            Arc::clone(&pool),
-            resilience.clone(),
-            resilience,
-            RetryBudget::new(config.retries.budget_percent, Arc::clone(&clock)),
-            proxy_settings(&config),
-        ));
-        let shared = Arc::new(Shared {
-            pool: Arc::clone(&pool),
-            metrics: Arc::clone(&metrics),
-            filter: Arc::new(Filter::new(config.filter.clone())),
-            proxy: Arc::clone(&proxy),
-            maintenance: Arc::new(RwLock::new(MaintenanceSettings {
-                health: config.health.clone(),
-                slow_start: config.slow_start,
-                watch: config.source.clone(),
-            })),
-            access_log: Arc::new(AccessLog::new(
-                config.access_log,
-                config.access_log_path.as_deref(),
-                config.access_log_format,
-            )?),
-            explain: Arc::new(AtomicBool::new(config.explain)),
-            decisions: Arc::default(),
-            draining: AtomicBool::new(false),
-            config: RwLock::new(config.clone()),
-            queue_depth: RwLock::new(None),
-            buffers: http::Buffers::new(config.buffers.clone()),
-            front: Arc::new(http::Gauges::default()),
-            threads: RwLock::new(Vec::new()),
-            clock: Arc::clone(&clock),
-            next_id,
-            loader,
-            reloading: Mutex::new(()),
-        });
+        let shared = shared_state(&config, loader)?;
         if let Some(store) = &config.filter.shared {
             start_shared(&shared.filter, store)?;
         }
         let limits = front_limits(&config);
-        let balancing = Balancing {
-            proxy,
-            filter: Arc::clone(&shared.filter),
-            metrics: Arc::clone(&metrics),
-            access_log: Arc::clone(&shared.access_log),
-            explain: Arc::clone(&shared.explain),
-            decisions: Arc::clone(&shared.decisions),
-        };
-        let front = http::Server::start(
-            bind(&config.listen, "")?,
-            config.workers,
-            limits,
-            Arc::clone(&shared.buffers),
-            Arc::clone(&shared.front),
-            "worker",
-            Arc::new(balancing),
-        )?;
-        *shared.queue_depth.write() = Some(front.queue_depth_fn());
-        shared.threads.write().push(("poller", front.alive_fn()));
-        log::info!(
-            "listening on {} with {} workers, up to {} connections",
-            front.addr(),
-            config.workers,
-            limits.max_connections
-        );
-        for b in pool.backends() {
-            log::info!("backend {} weight {}", b.name, b.weight());
-        }
+        let front = start_front(&shared, &config, limits)?;
         let admin = match &config.admin {
-            Some(addr) => {
-                let pages = AdminPages {
-                    shared: Arc::clone(&shared),
-                };
-                let limits = http::Limits {
-                    max_connections: ADMIN_CONNECTIONS,
-                    ..limits
-                };
-                let server = http::Server::start(
-                    bind(addr, "admin ")?,
-                    ADMIN_WORKERS,
-                    limits,
-                    Arc::clone(&shared.buffers),
-                    Arc::new(http::Gauges::default()),
-                    "admin",
-                    Arc::new(pages),
-                )?;
-                log::info!("admin listening on {}", server.addr());
-                Some(server)
-            }
+            Some(addr) => Some(start_admin(&shared, addr, limits)?),
             None => None,
         };
         let maintainer = Maintainer::new(
-            Arc::clone(&pool),
-            Arc::clone(&metrics),
+            Arc::clone(&shared.pool),
+            Arc::clone(&shared.metrics),
             Arc::clone(&shared.maintenance),
         )
         .with_reload(Arc::clone(&shared) as Arc<dyn maintenance::Reload>);
-        let maintenance = Maintenance::start(maintainer, clock)?;
+        let maintenance = Maintenance::start(maintainer, Arc::clone(&shared.clock))?;
         shared
             .threads
             .write()
@@ -171,6 +73,117 @@ impl Balancer {
             maintenance,
         })
     }
+}
+
+/// What every part of a balancer for `config` shares: the pool of backends, the forwarding
+/// engine and its retry budget, the filter, the counters, the access log; no thread runs yet.
+fn shared_state(config: &Config, loader: Option<ConfigLoader>) -> io::Result<Arc<Shared>> {
+    let backends: Vec<Arc<Backend>> = (config.backends.iter().enumerate())
+        .map(|(i, b)| {
+            let backend = Backend::with_policy(i as u64, b, &config.breaker, &config.health);
+            Arc::new(backend)
+        })
+        .collect();
+    let next_id = AtomicU64::new(backends.len() as u64);
+    let pool = Arc::new(Pool::new(backends));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let resilience = Arc::new(Resilience::new(Arc::clone(&clock)));
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&pool),
+        resilience.clone(),
+        resilience,
+        RetryBudget::new(config.retries.budget_percent, Arc::clone(&clock)),
+        proxy_settings(config),
+    ));
+    Ok(Arc::new(Shared {
+        pool,
+        metrics: Arc::new(Metrics::default()),
+        filter: Arc::new(Filter::new(config.filter.clone())),
+        proxy,
+        maintenance: Arc::new(RwLock::new(MaintenanceSettings {
+            health: config.health.clone(),
+            slow_start: config.slow_start,
+            watch: config.source.clone(),
+        })),
+        access_log: Arc::new(AccessLog::new(
+            config.access_log,
+            config.access_log_path.as_deref(),
+            config.access_log_format,
+        )?),
+        explain: Arc::new(AtomicBool::new(config.explain)),
+        decisions: Arc::default(),
+        draining: AtomicBool::new(false),
+        config: RwLock::new(config.clone()),
+        queue_depth: RwLock::new(None),
+        buffers: http::Buffers::new(config.buffers.clone()),
+        front: Arc::new(http::Gauges::default()),
+        threads: RwLock::new(Vec::new()),
+        clock,
+        next_id,
+        loader,
+        reloading: Mutex::new(()),
+    }))
+}
+
+/// Starts the front end on `config.listen` with the balancer's handler, [`Balancing`]: the
+/// poller and the workers. Logs what it listens on, and the backends.
+fn start_front(
+    shared: &Arc<Shared>,
+    config: &Config,
+    limits: http::Limits,
+) -> io::Result<http::Server> {
+    let balancing = Balancing {
+        proxy: Arc::clone(&shared.proxy),
+        filter: Arc::clone(&shared.filter),
+        metrics: Arc::clone(&shared.metrics),
+        access_log: Arc::clone(&shared.access_log),
+        explain: Arc::clone(&shared.explain),
+        decisions: Arc::clone(&shared.decisions),
+    };
+    let front = http::Server::start(
+        bind(&config.listen, "")?,
+        config.workers,
+        limits,
+        Arc::clone(&shared.buffers),
+        Arc::clone(&shared.front),
+        "worker",
+        Arc::new(balancing),
+    )?;
+    *shared.queue_depth.write() = Some(front.queue_depth_fn());
+    shared.threads.write().push(("poller", front.alive_fn()));
+    log::info!(
+        "listening on {} with {} workers, up to {} connections",
+        front.addr(),
+        config.workers,
+        limits.max_connections
+    );
+    for b in shared.pool.backends() {
+        log::info!("backend {} weight {}", b.name, b.weight());
+    }
+    Ok(front)
+}
+
+/// Starts the admin listener on `addr`: a front end of its own, with [`AdminPages`] as its
+/// handler, [`ADMIN_WORKERS`] workers and at most [`ADMIN_CONNECTIONS`] connections.
+fn start_admin(shared: &Arc<Shared>, addr: &str, limits: http::Limits) -> io::Result<http::Server> {
+    let pages = AdminPages {
+        shared: Arc::clone(shared),
+    };
+    let limits = http::Limits {
+        max_connections: ADMIN_CONNECTIONS,
+        ..limits
+    };
+    let server = http::Server::start(
+        bind(addr, "admin ")?,
+        ADMIN_WORKERS,
+        limits,
+        Arc::clone(&shared.buffers),
+        Arc::new(http::Gauges::default()),
+        "admin",
+        Arc::new(pages),
+    )?;
+    log::info!("admin listening on {}", server.addr());
+    Ok(server)
 }
 
 /// Starts the shared store of the `shared` line and gives it to the filter; the bans it learns

@@ -6,7 +6,7 @@
 //! | thread | on a panic | why |
 //! | --- | --- | --- |
 //! | worker | survives: the request gets 500 (or its connection closes), the worker takes the next | a panic belongs to one request; the worker holds nothing else |
-//! | poller, in the handler's admission checks | survives: that request gets 500 | the checks (the filter) run on client input; the poller's own state is untouched |
+//! | poller, in the handler's admission checks; the handler's callbacks (how an answer or a tunnel ended) on the poller or a worker | survives: that request gets 500 (a callback's panic is logged and counted) | the checks (the filter) run on client input; the poller's own state is untouched |
 //! | poller, anywhere else | exits the process (status 70) | every connection's state lives in the poller: after an unexpected panic none of it can be trusted, and a balancer that accepts nothing must not look alive |
 //! | maintenance | survives: the next tick runs | each tick starts again from the pool's state |
 //! | health check | survives: the check counts as failed and the backend is checked again at its next interval | the check is one probe, its result one message |
@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 pub enum Thread {
     /// A worker, outside the handler (which has a catch of its own).
     Worker,
-    /// The poller's admission checks (`Handler::admit`).
+    /// The handler's code that the front end runs outside `Handler::handle`: its admission
+    /// checks on the poller (`admit`, `resume`, `refused`), and the callbacks it gave (how an
+    /// answer or a tunnel ended), on the poller or on a worker. Label `admission`.
     Admission,
     /// The poller itself.
     Poller,

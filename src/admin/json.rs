@@ -1,221 +1,215 @@
-//! `/status`: the [`View`] as one JSON document, written by hand (no serialisation dependency).
-//! Strings are escaped by [`json_str`], numbers by [`json_f64`].
+//! `/status`: the [`View`] as one JSON document, written by serde. The types below are the
+//! document's shape (field names are stable; see docs/OPERATIONS.md, "/status fields"), beside
+//! the view's own types that serialise as they are (`FrontStats`, `BufferStats`, `BudgetState`,
+//! `Decision`). Numbers that are not finite are written `null` (JSON has no NaN or infinity);
+//! measured values are rounded as the dashboard shows them.
 
-use std::fmt::Write as _;
+use serde::{Serialize, Serializer};
 
 use super::view::{round, View};
+use crate::balance::backend::Snapshot;
+use crate::balance::retry::BudgetState;
+use crate::explain::Decision;
 use crate::filter::shared::SharedStats;
-use crate::http::TunnelEnd;
+use crate::http::{BufferStats, FrontStats, TunnelEnd};
 use crate::metrics::tunnel_end_label;
 
-/// Appends `s` as a JSON string literal: quotes, backslashes and control characters escaped;
-/// `<`, `>` and `&` too, so the text stays inert even if someone pastes it into HTML.
-pub fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c < ' ' || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// The `/status` document.
+#[derive(Serialize)]
+struct Status<'a> {
+    uptime_s: f64,
+    requests_per_s: f64,
+    queue_depth: usize,
+    front: &'a FrontStats,
+    tunnels: Tunnels,
+    buffers: &'a BufferStats,
+    #[serde(serialize_with = "counts")]
+    thread_panics: &'a [(&'static str, u64)],
+    #[serde(serialize_with = "counts")]
+    log_lines_dropped: &'a [(&'static str, u64)],
+    responses_total: u64,
+    retries: u64,
+    retry_budget: &'a BudgetState,
+    /// By status code: `{"200": 5, "503": 1}`.
+    #[serde(serialize_with = "counts")]
+    responses: &'a [(u16, u64)],
+    request_duration: RequestDuration,
+    #[serde(serialize_with = "counts")]
+    rejections: &'a [(&'static str, u64)],
+    filter: Filter<'a>,
+    backends: Vec<Backend<'a>>,
+    explain: bool,
+    decisions: &'a [Decision],
+    /// `null` without a `shared` line.
+    shared: Option<Shared<'a>>,
 }
 
-/// Appends a JSON number, or `null` when `x` is not finite (JSON has no NaN or infinity).
-pub fn json_f64(out: &mut String, x: f64) {
-    if x.is_finite() {
-        let _ = write!(out, "{x}");
-    } else {
-        out.push_str("null");
-    }
+/// `tunnels`: open now, bytes each way, ended by how.
+#[derive(Serialize)]
+struct Tunnels {
+    open: usize,
+    bytes_up: u64,
+    bytes_down: u64,
+    #[serde(serialize_with = "counts")]
+    ended: Vec<(&'static str, u64)>,
 }
 
-/// The `/status` document. Field names are stable; see the README's "/status fields".
+/// `request_duration`: requests timed, their total and their mean (`null` before the first).
+#[derive(Serialize)]
+struct RequestDuration {
+    count: u64,
+    sum_s: f64,
+    mean_ms: Option<f64>,
+}
+
+/// `filter`: requests refused by reason, and the clients banned now.
+#[derive(Serialize)]
+struct Filter<'a> {
+    #[serde(serialize_with = "counts")]
+    refused: &'a [(&'static str, u64)],
+    bans: Vec<Ban>,
+}
+
+/// An item of `filter.bans`.
+#[derive(Serialize)]
+struct Ban {
+    client: String,
+    seconds_left: u64,
+}
+
+/// An item of `backends`: its [`Snapshot`] with its share of the last minute's attempts.
+#[derive(Serialize)]
+struct Backend<'a> {
+    id: u64,
+    name: &'a str,
+    url: &'a str,
+    state: &'static str,
+    healthy: bool,
+    breaker: &'static str,
+    weight: u32,
+    effective_weight: f64,
+    latency_ms: Option<f64>,
+    failure_rate: f64,
+    in_flight: u64,
+    tunnels: u64,
+    requests: u64,
+    failures: u64,
+    bytes_out: u64,
+    share: f64,
+    last_error: Option<&'a str>,
+}
+
+/// `shared`: the shared store, its URL's password hidden.
+#[derive(Serialize)]
+struct Shared<'a> {
+    redis: &'a str,
+    connected: bool,
+    fallback: bool,
+    fallback_mode: &'static str,
+    instances: u32,
+    last_error: Option<&'a str>,
+    rtt_p50_ms: Option<f64>,
+    rtt_p99_ms: Option<f64>,
+    #[serde(serialize_with = "counts")]
+    calls: &'a [(&'static str, u64)],
+}
+
+/// Writes `[(label, count), ...]` as the object `{"label": count, ...}`, in order.
+fn counts<K: Serialize, S: Serializer>(counts: &[(K, u64)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(counts.iter().map(|(label, n)| (label, n)))
+}
+
+/// The `/status` document. Field names are stable; see docs/OPERATIONS.md, "/status fields".
 pub fn status_json(v: &View) -> String {
-    let mut o = String::with_capacity(1024 + 512 * v.backends.len());
-    o.push_str("{\"uptime_s\":");
-    json_f64(&mut o, round(v.uptime.as_secs_f64(), 3));
-    o.push_str(",\"requests_per_s\":");
-    json_f64(&mut o, round(v.requests_per_s, 3));
-    let _ = write!(o, ",\"queue_depth\":{}", v.queue_depth);
-    let (f, b) = (&v.front, &v.buffers);
-    let _ = write!(
-        o,
-        ",\"front\":{{\"workers_busy\":{},\"bodies_buffering\":{},\"answers_flushing\":{},\
-         \"backpressure_waits\":{},\"stalled_readers_closed\":{},\
-         \"poller_longest_iteration_us\":{}}}",
-        f.workers_busy,
-        f.bodies_buffering,
-        f.answers_flushing,
-        f.backpressure_waits,
-        f.stalled_readers_closed,
-        f.poller_longest_iteration_us
-    );
-    let _ = write!(
-        o,
-        ",\"tunnels\":{{\"open\":{},\"bytes_up\":{},\"bytes_down\":{},\"ended\":",
-        f.tunnels_open, f.tunnel_bytes_up, f.tunnel_bytes_down
-    );
-    let ended: Vec<(&str, u64)> = TunnelEnd::ALL
-        .iter()
-        .zip(f.tunnels_ended)
-        .map(|(how, n)| (tunnel_end_label(*how), n))
-        .collect();
-    json_counts(&mut o, &ended);
-    o.push('}');
-    let _ = write!(
-        o,
-        ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
-        b.memory_bytes, b.file_bytes, b.spilled, b.full
-    );
-    o.push_str(",\"thread_panics\":");
-    json_counts(&mut o, &v.panics);
-    o.push_str(",\"log_lines_dropped\":");
-    json_counts(&mut o, &v.log_lines_dropped);
-    let total: u64 = v.responses.iter().map(|(_, n)| n).sum();
-    let _ = write!(o, ",\"responses_total\":{total}");
-    let _ = write!(o, ",\"retries\":{}", v.retries);
-    let rb = &v.retry_budget;
-    let _ = write!(
-        o,
-        ",\"retry_budget\":{{\"percent\":{},\"balance\":{},\"window_requests\":{},\
-         \"window_retries\":{},\"refused\":{}}}",
-        rb.percent, rb.balance, rb.requests, rb.retries, rb.refused
-    );
-    o.push_str(",\"responses\":{");
-    for (i, (code, n)) in v.responses.iter().enumerate() {
-        let _ = write!(o, "{}\"{code}\":{n}", if i > 0 { "," } else { "" });
-    }
-    o.push_str("},\"request_duration\":{");
-    let _ = write!(o, "\"count\":{},\"sum_s\":", v.duration_count);
-    json_f64(&mut o, round(v.duration_sum, 6));
-    o.push_str(",\"mean_ms\":");
-    if v.duration_count > 0 {
-        json_f64(
-            &mut o,
-            round(v.duration_sum * 1000.0 / v.duration_count as f64, 3),
-        );
-    } else {
-        o.push_str("null");
-    }
-    o.push_str("},\"rejections\":");
-    json_counts(&mut o, &v.rejections);
-    o.push_str(",\"filter\":{\"refused\":");
-    json_counts(&mut o, &v.refused);
-    o.push_str(",\"bans\":[");
-    for (i, (ip, left)) in v.bans.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        o.push_str("{\"client\":");
-        json_str(&mut o, &ip.to_string());
-        let _ = write!(o, ",\"seconds_left\":{left}}}");
-    }
-    o.push_str("]},\"backends\":[");
-    for (i, (b, share)) in v.backends.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        let _ = write!(o, "{{\"id\":{},\"name\":", b.id);
-        json_str(&mut o, &b.name);
-        o.push_str(",\"url\":");
-        json_str(&mut o, &b.url);
-        o.push_str(",\"state\":");
-        json_str(&mut o, b.state);
-        let _ = write!(o, ",\"healthy\":{},\"breaker\":", b.healthy);
-        json_str(&mut o, b.breaker);
-        let _ = write!(o, ",\"weight\":{},\"effective_weight\":", b.weight);
-        json_f64(&mut o, round(b.effective_weight, 3));
-        o.push_str(",\"latency_ms\":");
-        match b.latency_ms {
-            Some(ms) => json_f64(&mut o, round(ms, 3)),
-            None => o.push_str("null"),
-        }
-        o.push_str(",\"failure_rate\":");
-        json_f64(&mut o, round(b.failure_rate, 4));
-        let _ = write!(
-            o,
-            ",\"in_flight\":{},\"tunnels\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\
-             \"share\":",
-            b.in_flight, b.tunnels, b.requests, b.failures, b.bytes_out
-        );
-        json_f64(&mut o, round(*share, 4));
-        o.push_str(",\"last_error\":");
-        match &b.last_error {
-            Some(e) => json_str(&mut o, e),
-            None => o.push_str("null"),
-        }
-        o.push('}');
-    }
-    let _ = write!(o, "],\"explain\":{},\"decisions\":[", v.explain);
-    for (i, d) in v.decisions.iter().enumerate() {
-        o.push_str(if i > 0 { ",{" } else { "{" });
-        let _ = write!(o, "\"at_ms\":{},\"status\":{}", d.at_ms, d.status);
-        for (name, text) in [
-            ("method", &d.method),
-            ("target", &d.target),
-            ("line", &d.line),
-        ] {
-            let _ = write!(o, ",\"{name}\":");
-            json_str(&mut o, text);
-        }
-        o.push('}');
-    }
-    o.push_str("],\"shared\":");
-    json_shared(&mut o, v.shared.as_ref());
-    o.push_str("}\n");
-    o
-}
-
-/// The `shared` object (`null` without a `shared` line). The URL's password is hidden.
-fn json_shared(o: &mut String, shared: Option<&SharedStats>) {
-    let Some(s) = shared else {
-        o.push_str("null");
-        return;
+    let status = Status {
+        uptime_s: round(v.uptime.as_secs_f64(), 3),
+        requests_per_s: round(v.requests_per_s, 3),
+        queue_depth: v.queue_depth,
+        front: &v.front,
+        tunnels: Tunnels {
+            open: v.front.tunnels_open,
+            bytes_up: v.front.tunnel_bytes_up,
+            bytes_down: v.front.tunnel_bytes_down,
+            ended: TunnelEnd::ALL
+                .iter()
+                .zip(v.front.tunnels_ended)
+                .map(|(how, n)| (tunnel_end_label(*how), n))
+                .collect(),
+        },
+        buffers: &v.buffers,
+        thread_panics: &v.panics,
+        log_lines_dropped: &v.log_lines_dropped,
+        responses_total: v.responses.iter().map(|(_, n)| n).sum(),
+        retries: v.retries,
+        retry_budget: &v.retry_budget,
+        responses: &v.responses,
+        request_duration: RequestDuration {
+            count: v.duration_count,
+            sum_s: round(v.duration_sum, 6),
+            mean_ms: (v.duration_count > 0)
+                .then(|| round(v.duration_sum * 1000.0 / v.duration_count as f64, 3)),
+        },
+        rejections: &v.rejections,
+        filter: Filter {
+            refused: &v.refused,
+            bans: (v.bans.iter())
+                .map(|(ip, left)| Ban {
+                    client: ip.to_string(),
+                    seconds_left: *left,
+                })
+                .collect(),
+        },
+        backends: v
+            .backends
+            .iter()
+            .map(|(b, share)| backend(b, *share))
+            .collect(),
+        explain: v.explain,
+        decisions: &v.decisions,
+        shared: v.shared.as_ref().map(shared),
     };
-    o.push_str("{\"redis\":");
-    json_str(o, &s.redis);
-    let _ = write!(
-        o,
-        ",\"connected\":{},\"fallback\":{},\"fallback_mode\":",
-        s.connected, s.fallback
-    );
-    json_str(o, s.fallback_mode);
-    let _ = write!(o, ",\"instances\":{},\"last_error\":", s.instances);
-    match &s.last_error {
-        Some(e) => json_str(o, e),
-        None => o.push_str("null"),
-    }
-    for (name, ms) in [("rtt_p50_ms", s.rtt_p50_ms), ("rtt_p99_ms", s.rtt_p99_ms)] {
-        let _ = write!(o, ",\"{name}\":");
-        match ms {
-            Some(ms) => json_f64(o, round(ms, 3)),
-            None => o.push_str("null"),
-        }
-    }
-    o.push_str(",\"calls\":");
-    json_counts(o, &s.calls);
-    o.push('}');
+    // Every field serialises, and a String takes anything written into it.
+    let mut text = serde_json::to_string(&status).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
-/// Appends `{"label":count,...}`.
-fn json_counts(o: &mut String, counts: &[(&str, u64)]) {
-    o.push('{');
-    for (i, (label, n)) in counts.iter().enumerate() {
-        if i > 0 {
-            o.push(',');
-        }
-        json_str(o, label);
-        let _ = write!(o, ":{n}");
+/// A backend as `/status` lists it.
+fn backend(b: &Snapshot, share: f64) -> Backend<'_> {
+    Backend {
+        id: b.id,
+        name: &b.name,
+        url: &b.url,
+        state: b.state,
+        healthy: b.healthy,
+        breaker: b.breaker,
+        weight: b.weight,
+        effective_weight: round(b.effective_weight, 3),
+        latency_ms: b.latency_ms.map(|ms| round(ms, 3)),
+        failure_rate: round(b.failure_rate, 4),
+        in_flight: b.in_flight,
+        tunnels: b.tunnels,
+        requests: b.requests,
+        failures: b.failures,
+        bytes_out: b.bytes_out,
+        share: round(share, 4),
+        last_error: b.last_error.as_deref(),
     }
-    o.push('}');
+}
+
+/// The shared store as `/status` shows it.
+fn shared(s: &SharedStats) -> Shared<'_> {
+    Shared {
+        redis: &s.redis,
+        connected: s.connected,
+        fallback: s.fallback,
+        fallback_mode: s.fallback_mode,
+        instances: s.instances,
+        last_error: s.last_error.as_deref(),
+        rtt_p50_ms: s.rtt_p50_ms.map(|ms| round(ms, 3)),
+        rtt_p99_ms: s.rtt_p99_ms.map(|ms| round(ms, 3)),
+        calls: &s.calls,
+    }
 }
 
 #[cfg(test)]
@@ -226,24 +220,6 @@ pub(super) mod tests {
     /// Parses `s`, failing the test with the text when it is not JSON.
     pub(in crate::admin) fn json(s: &str) -> serde_json::Value {
         serde_json::from_str(s).unwrap_or_else(|e| panic!("invalid JSON ({e}): {s}"))
-    }
-
-    #[test]
-    fn json_strings_and_numbers_are_escaped() {
-        let mut s = String::new();
-        json_str(&mut s, "q\"b\\n\n\t\u{0}<é>\u{2028}");
-        assert_eq!(s, r#""q\"b\\n\n\t\u0000\u003cé\u003e\u2028""#);
-        assert_eq!(json(&s), "q\"b\\n\n\t\u{0}<é>\u{2028}");
-        for (x, text) in [
-            (f64::NAN, "null"),
-            (f64::INFINITY, "null"),
-            (1.0, "1"),
-            (0.25, "0.25"),
-        ] {
-            let mut s = String::new();
-            json_f64(&mut s, x);
-            assert_eq!(s, text);
-        }
     }
 
     #[test]

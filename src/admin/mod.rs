@@ -9,8 +9,8 @@
 //!
 //! Every answer is built from one [`View`] taken at the moment of the request: backend
 //! snapshots ([`crate::balance::backend::Snapshot`]), balancer-wide counters ([`crate::metrics::Metrics`])
-//! and the filter's counters and bans. JSON and the Prometheus text are written by hand (no
-//! serialisation dependency): see [`json_str`] and [`label_value`] for the escaping rules.
+//! and the filter's counters and bans. The JSON is written by serde (`json.rs` declares its
+//! shape), the Prometheus text by hand (see [`label_value`] for its escaping rules).
 //!
 //! | path | answer |
 //! | --- | --- |
@@ -32,7 +32,7 @@ mod prometheus;
 mod readiness;
 mod view;
 
-pub use json::{json_f64, json_str, status_json};
+pub use json::status_json;
 pub use prometheus::{label_value, metrics_text};
 pub use view::View;
 

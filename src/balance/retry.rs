@@ -62,17 +62,20 @@ const SLOTS: usize = WINDOW_SECONDS as usize;
 /// The refusal code (`reason=` in the access log) of a request whose retry the budget refused.
 pub const EXHAUSTED: &str = "retry_budget_exhausted";
 
-/// What the budget holds now, for `/status` and `/metrics`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the budget holds now, for `/status` (serialised, its `retry_budget` object) and
+/// `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BudgetState {
     /// `budget=`: retries allowed, as a percentage of the window's requests.
     pub percent: u32,
-    /// Requests that arrived in the window.
-    pub requests: u64,
-    /// Retries made in the window.
-    pub retries: u64,
     /// Retries that may be made now.
     pub balance: u64,
+    /// Requests that arrived in the window.
+    #[serde(rename = "window_requests")]
+    pub requests: u64,
+    /// Retries made in the window.
+    #[serde(rename = "window_retries")]
+    pub retries: u64,
     /// Requests refused a retry for lack of budget, since the start.
     pub refused: u64,
 }

@@ -52,7 +52,7 @@ pub const MIN_FACTOR: f64 = 0.05;
 /// Slow start begins at this fraction of the weight. 10 %.
 pub const SLOW_START_FLOOR: f64 = 0.1;
 
-/// Latency within `RELATIVE_BAND × fastest + ABSOLUTE_BAND` counts as "alike".
+/// Latency within `RELATIVE_BAND × fastest + ABSOLUTE_BAND_MS` counts as "alike".
 pub const RELATIVE_BAND: f64 = 2.0;
 
 /// See [`RELATIVE_BAND`]. 10 ms.

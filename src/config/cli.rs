@@ -114,20 +114,71 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
     args: I,
     dir: &Path,
 ) -> Result<Cli, ConfigError> {
-    let flag_err = |flag: &str, message: String| ConfigError {
+    let Words {
+        mut cli,
+        file,
+        flags,
+    } = read_words(args)?;
+    if cli.help || cli.version {
+        // Answered without reading a config file, which may be broken.
+        return Ok(cli);
+    }
+    let default_file = dir.join(DEFAULT_CONFIG_FILE);
+    let (mut config, file_defaulted) = match file {
+        Some(f) => Config::read_noting_defaults(&f)?,
+        None if default_file.is_file() => Config::read_noting_defaults(&default_file)?,
+        None => (Config::default(), true),
+    };
+    // A demonstration explains its decisions unless told not to; flags below may say otherwise.
+    config.explain |= cli.demo;
+    let mut flag_backends = Vec::new();
+    for (name, value) in flags {
+        apply_flag(&mut config, &name, value, &mut flag_backends)
+            .map_err(|m| flag_err(&name, m))?;
+    }
+    cli.default_backends = file_defaulted && flag_backends.is_empty();
+    if !flag_backends.is_empty() {
+        config.backends = flag_backends;
+    }
+    config
+        .validate()
+        .map_err(|m| flag_err("configuration", m))?;
+    cli.config = config;
+    Ok(cli)
+}
+
+/// A problem with `flag`.
+fn flag_err(flag: &str, message: String) -> ConfigError {
+    ConfigError {
         origin: flag.to_string(),
         line: 0,
         message,
+    }
+}
+
+/// The command line read, before any file: the switches (in a [`Cli`] still without its
+/// config), the `--config` file, and the other flags with their values, in order.
+struct Words {
+    cli: Cli,
+    file: Option<PathBuf>,
+    flags: Vec<(String, String)>,
+}
+
+/// Reads the command line's words: `--flag value`, `--flag=value`, switches; `--backend URL
+/// weight=N` as the config file writes it. An unknown flag gets the closest known one as a hint.
+fn read_words<I: IntoIterator<Item = String>>(args: I) -> Result<Words, ConfigError> {
+    let mut words = Words {
+        cli: Cli::default(),
+        file: None,
+        flags: Vec::new(),
     };
-    let mut file: Option<PathBuf> = None;
-    let mut flags: Vec<(String, String)> = Vec::new();
-    let mut cli = Cli::default();
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
+        let cli = &mut words.cli;
         match name.as_str() {
             "--help" | "-h" => cli.help = true,
             "--version" | "-V" => cli.version = true,
@@ -147,9 +198,9 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
                     }
                 }
                 if name == "--config" {
-                    file = Some(PathBuf::from(value));
+                    words.file = Some(PathBuf::from(value));
                 } else {
-                    flags.push((name, value));
+                    words.flags.push((name, value));
                 }
             }
             _ => {
@@ -161,72 +212,57 @@ pub fn parse_args_in<I: IntoIterator<Item = String>>(
             }
         }
     }
-    if cli.help || cli.version {
-        // Answered without reading a config file, which may be broken.
-        return Ok(cli);
-    }
-    let default_file = dir.join(DEFAULT_CONFIG_FILE);
-    let (mut config, file_defaulted) = match file {
-        Some(f) => Config::read_noting_defaults(&f)?,
-        None if default_file.is_file() => Config::read_noting_defaults(&default_file)?,
-        None => (Config::default(), true),
-    };
-    // A demonstration explains its decisions unless told not to; flags below may say otherwise.
-    config.explain |= cli.demo;
-    let mut flag_backends = Vec::new();
-    for (name, value) in flags {
-        let e = |m: String| flag_err(&name, m);
-        match name.as_str() {
-            "--listen" => config.listen = check_addr(&value).map_err(e)?,
-            "--backend" => {
-                let b = parse_backend_flag(&value).map_err(e)?;
-                if flag_backends.iter().any(|x: &BackendConfig| x.url == b.url) {
-                    return Err(e(format!("backend {} is given twice", b.url)));
-                }
-                flag_backends.push(b);
+    Ok(words)
+}
+
+/// Applies flag `name` (one of [`VALUE_FLAGS`] but `--config`) to `config`; a `--backend` goes
+/// to `flag_backends` (which replace the file's).
+fn apply_flag(
+    config: &mut Config,
+    name: &str,
+    value: String,
+    flag_backends: &mut Vec<BackendConfig>,
+) -> Result<(), String> {
+    match name {
+        "--listen" => config.listen = check_addr(&value)?,
+        "--backend" => {
+            let b = parse_backend_flag(&value)?;
+            if flag_backends.iter().any(|x| x.url == b.url) {
+                return Err(format!("backend {} is given twice", b.url));
             }
-            "--workers" => {
-                config.workers = parse_count(&value, "workers", 1, 4096).map_err(e)? as usize
-            }
-            "--queue" => {
-                config.queue = if value == "off" {
-                    None
-                } else {
-                    Some(parse_count(&value, "queue", 1, 10_000_000).map_err(e)? as usize)
-                }
-            }
-            "--connect-timeout" | "--response-timeout" => {
-                let d = parse_duration(&value).map_err(e)?;
-                if d.is_zero() {
-                    return Err(e("must be more than zero".into()));
-                }
-                if name == "--connect-timeout" {
-                    config.timeouts.connect = d
-                } else {
-                    config.timeouts.response = d
-                }
-            }
-            "--access-log" => config.access_log = parse_on_off(&value, "access-log").map_err(e)?,
-            "--explain" => config.explain = parse_on_off(&value, "explain").map_err(e)?,
-            "--admin" => {
-                config.admin = if value == "off" {
-                    None
-                } else {
-                    Some(check_addr(&value).map_err(e)?)
-                }
-            }
-            "--admin-token" if value.is_empty() => return Err(e("must not be empty".into())),
-            "--admin-token" => config.admin_token = Some(value),
-            _ => unreachable!("flag list above"),
+            flag_backends.push(b);
         }
+        "--workers" => config.workers = parse_count(&value, "workers", 1, 4096)? as usize,
+        "--queue" => {
+            config.queue = if value == "off" {
+                None
+            } else {
+                Some(parse_count(&value, "queue", 1, 10_000_000)? as usize)
+            }
+        }
+        "--connect-timeout" | "--response-timeout" => {
+            let d = parse_duration(&value)?;
+            if d.is_zero() {
+                return Err("must be more than zero".into());
+            }
+            if name == "--connect-timeout" {
+                config.timeouts.connect = d
+            } else {
+                config.timeouts.response = d
+            }
+        }
+        "--access-log" => config.access_log = parse_on_off(&value, "access-log")?,
+        "--explain" => config.explain = parse_on_off(&value, "explain")?,
+        "--admin" => {
+            config.admin = if value == "off" {
+                None
+            } else {
+                Some(check_addr(&value)?)
+            }
+        }
+        "--admin-token" if value.is_empty() => return Err("must not be empty".into()),
+        "--admin-token" => config.admin_token = Some(value),
+        _ => unreachable!("read_words passes on only VALUE_FLAGS"),
     }
-    cli.default_backends = file_defaulted && flag_backends.is_empty();
-    if !flag_backends.is_empty() {
-        config.backends = flag_backends;
-    }
-    config
-        .validate()
-        .map_err(|m| flag_err("configuration", m))?;
-    cli.config = config;
-    Ok(cli)
+    Ok(())
 }

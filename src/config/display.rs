@@ -1,7 +1,6 @@
 //! A configuration written back in the file's grammar: what `loadbalancer --check` prints.
 
 use std::fmt;
-use std::time::Duration;
 
 use super::words::{format_duration, format_size};
 use super::Config;
@@ -14,8 +13,29 @@ pub const HIDDEN_TOKEN: &str = "********";
 /// the admin token, written as [`HIDDEN_TOKEN`]. This is what `loadbalancer --check` prints.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = |d: Duration| format_duration(d);
-        let on_off = |b: bool| if b { "on" } else { "off" };
+        self.write_front(f)?;
+        self.write_resilience(f)?;
+        self.write_buffers_and_logs(f)?;
+        write!(f, "{}", self.filter)?;
+        for b in &self.backends {
+            writeln!(f, "backend       {} weight={}", b.url, b.weight)?;
+        }
+        Ok(())
+    }
+}
+
+/// `on` or `off`.
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl Config {
+    /// Where clients and the admin connect, the workers and the queue, the timeouts, the limits.
+    fn write_front(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "listen        {}", self.listen)?;
         match (&self.admin, &self.admin_token) {
             (None, _) => writeln!(f, "admin         off")?,
@@ -27,20 +47,20 @@ impl fmt::Display for Config {
             Some(n) => writeln!(f, "queue         {n}")?,
             None => writeln!(f, "queue         off")?,
         }
+        let t = &self.timeouts;
         writeln!(
             f,
             "timeouts      connect={} response={}{} client={} head={} body={} queue={} tunnel={}",
-            d(self.timeouts.connect),
-            d(self.timeouts.response),
+            format_duration(t.connect),
+            format_duration(t.response),
             // Unset, it follows the response timeout (a reload that changes one changes both).
-            self.timeouts
-                .send
-                .map_or(String::new(), |s| format!(" send={}", d(s))),
-            d(self.timeouts.client),
-            d(self.timeouts.head),
-            d(self.timeouts.body),
-            d(self.timeouts.queue),
-            d(self.timeouts.tunnel)
+            t.send
+                .map_or(String::new(), |s| format!(" send={}", format_duration(s))),
+            format_duration(t.client),
+            format_duration(t.head),
+            format_duration(t.body),
+            format_duration(t.queue),
+            format_duration(t.tunnel)
         )?;
         let mut limits = vec![
             format!(
@@ -55,7 +75,11 @@ impl fmt::Display for Config {
         }
         limits.push(format!("tunnels={}", self.limits.tunnels));
         limits.extend(self.filter.limits_words());
-        writeln!(f, "limits        {}", limits.join(" "))?;
+        writeln!(f, "limits        {}", limits.join(" "))
+    }
+
+    /// Retries, health checks, the breaker, slow start.
+    fn write_resilience(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "retries       {} budget={}% retry_timeouts={}",
@@ -69,8 +93,8 @@ impl fmt::Display for Config {
                 f,
                 "health        path={} interval={} timeout={} rise={} fall={}",
                 h.path,
-                d(h.interval),
-                d(h.timeout),
+                format_duration(h.interval),
+                format_duration(h.timeout),
                 h.rise,
                 h.fall
             )?;
@@ -82,8 +106,8 @@ impl fmt::Display for Config {
             f,
             "breaker       failures={} cooldown={} max_cooldown={}",
             b.failures,
-            d(b.cooldown),
-            d(b.max_cooldown)
+            format_duration(b.cooldown),
+            format_duration(b.max_cooldown)
         )?;
         let statuses: Vec<String> = b.failure_statuses.iter().map(u16::to_string).collect();
         if !statuses.is_empty() {
@@ -91,10 +115,14 @@ impl fmt::Display for Config {
         }
         writeln!(f)?;
         if self.slow_start.is_zero() {
-            writeln!(f, "slow_start    off")?;
+            writeln!(f, "slow_start    off")
         } else {
-            writeln!(f, "slow_start    {}", d(self.slow_start))?;
+            writeln!(f, "slow_start    {}", format_duration(self.slow_start))
         }
+    }
+
+    /// Request buffering, upgrades, the buffers, the access log, explain, the drain.
+    fn write_buffers_and_logs(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "request_buffering {}", on_off(self.request_buffering))?;
         if self.upgrade.is_empty() {
             writeln!(f, "upgrade       off")?;
@@ -117,11 +145,6 @@ impl fmt::Display for Config {
         }
         writeln!(f, " format={}", self.access_log_format.name())?;
         writeln!(f, "explain       {}", on_off(self.explain))?;
-        writeln!(f, "drain_timeout {}", d(self.drain_timeout))?;
-        write!(f, "{}", self.filter)?;
-        for b in &self.backends {
-            writeln!(f, "backend       {} weight={}", b.url, b.weight)?;
-        }
-        Ok(())
+        writeln!(f, "drain_timeout {}", format_duration(self.drain_timeout))
     }
 }

@@ -6,236 +6,297 @@ use std::time::Duration;
 
 use super::filter;
 use super::words::{
-    check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off, parse_size_in,
+    check_addr, did_you_mean, pairs, parse_count, parse_duration, parse_on_off, parse_size_in, Key,
 };
 use super::{BackendConfig, Config, ConfigError};
 use crate::logging::AccessFormat;
 
-/// Applies one settings line (`key words...`) to `config`. Shared by the file parser and the
-/// tests; `seen` catches keys given twice.
+/// Applies one settings line (`key words...`) to `config`: the key's function from [`KEYS`], or
+/// from the filter's [`filter::KEYS`] (applied to [`Config::filter`]). An unknown key gets the
+/// closest known one as a hint.
 fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), String> {
-    let one = |what: &str| -> Result<&str, String> {
-        match words {
-            [w] => Ok(*w),
-            _ => Err(format!("{what} takes exactly one value")),
-        }
+    if let Some(k) = KEYS.iter().find(|k| k.name == key) {
+        return (k.apply)(config, words);
+    }
+    if let Some(k) = filter::KEYS.iter().find(|k| k.name == key) {
+        return (k.apply)(&mut config.filter, words);
+    }
+    let known = KEYS.iter().map(|k| k.name);
+    let hint = did_you_mean(key, known.chain(filter::KEYS.iter().map(|k| k.name)))
+        .map(|k| format!(": did you mean {k}?"))
+        .unwrap_or_default();
+    Err(format!("unknown setting {key:?}{hint}"))
+}
+
+/// True when `key` may stand on several lines (`backend`, and the filter's lists).
+fn repeatable(key: &str) -> bool {
+    KEYS.iter().any(|k| k.name == key && k.repeatable)
+        || filter::KEYS.iter().any(|k| k.name == key && k.repeatable)
+}
+
+/// The keys of the file but the filter's ([`filter::KEYS`]), each with the function that
+/// applies its line; one line each, but for `backend`.
+const KEYS: &[Key<Config>] = &[
+    Key::once("listen", |c, w| {
+        c.listen = check_addr(one("listen", w)?)?;
+        Ok(())
+    }),
+    Key::once("admin", admin),
+    Key::once("workers", |c, w| {
+        c.workers = parse_count(one("workers", w)?, "workers", 1, 4096)? as usize;
+        Ok(())
+    }),
+    Key::once("queue", queue),
+    Key::once("timeouts", timeouts),
+    Key::once("limits", limits),
+    Key::once("retries", retries),
+    Key::once("health", health),
+    Key::once("breaker", breaker),
+    Key::once("slow_start", slow_start),
+    Key::once("access_log", access_log),
+    Key::once("explain", |c, w| {
+        c.explain = parse_on_off(one("explain", w)?, "explain")?;
+        Ok(())
+    }),
+    Key::once("upgrade", |c, w| {
+        c.upgrade = parse_upgrade(w)?;
+        Ok(())
+    }),
+    Key::once("drain_timeout", |c, w| {
+        c.drain_timeout = parse_duration(one("drain_timeout", w)?)?;
+        Ok(())
+    }),
+    Key::once("request_buffering", |c, w| {
+        let w = one("request_buffering", w)?;
+        c.request_buffering = parse_on_off(w, "request_buffering")?;
+        Ok(())
+    }),
+    Key::once("buffers", buffers),
+    Key::repeatable("backend", backend),
+];
+
+/// The one word of a key that takes exactly one.
+fn one<'w>(key: &str, words: &[&'w str]) -> Result<&'w str, String> {
+    match words {
+        [w] => Ok(w),
+        _ => Err(format!("{key} takes exactly one value")),
+    }
+}
+
+/// The problem of a key given none of its `names`: `{lead} one or more of a=, b=, ...`.
+fn none_of(lead: &str, names: &[&str]) -> String {
+    let names: Vec<String> = names.iter().map(|k| format!("{k}=")).collect();
+    format!("{lead} one or more of {}", names.join(", "))
+}
+
+/// `admin ADDR|off [token=SECRET]`.
+fn admin(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let (addr, rest) = words.split_first().ok_or("admin takes an address or off")?;
+    config.admin = if *addr == "off" {
+        None
+    } else {
+        Some(check_addr(addr)?)
     };
-    match key {
-        "listen" => config.listen = check_addr(one("listen")?)?,
-        "admin" => {
-            let mut words = words.iter();
-            let addr = words.next().ok_or("admin takes an address or off")?;
-            config.admin = if *addr == "off" {
-                None
-            } else {
-                Some(check_addr(addr)?)
-            };
-            let rest: Vec<&str> = words.copied().collect();
-            for (k, v) in pairs(&rest, &["token"])? {
-                if k == "token" {
-                    if v.is_empty() {
-                        return Err("token must not be empty".into());
-                    }
-                    config.admin_token = Some(v.to_string());
-                }
-            }
+    for (_, token) in pairs(rest, &["token"])? {
+        if token.is_empty() {
+            return Err("token must not be empty".into());
         }
-        "workers" => config.workers = parse_count(one("workers")?, "workers", 1, 4096)? as usize,
-        "queue" => {
-            let w = one("queue")?;
-            config.queue = if w == "off" {
-                None
-            } else {
-                Some(parse_count(w, "queue", 1, 10_000_000)? as usize)
-            };
+        config.admin_token = Some(token.to_string());
+    }
+    Ok(())
+}
+
+/// `queue N|off`.
+fn queue(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let w = one("queue", words)?;
+    config.queue = if w == "off" {
+        None
+    } else {
+        Some(parse_count(w, "queue", 1, 10_000_000)? as usize)
+    };
+    Ok(())
+}
+
+/// `timeouts connect= response= send= client= head= body= queue= tunnel=`: each more than
+/// zero, `client=` at least 1 s.
+fn timeouts(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err(
+            "timeouts takes connect=, response=, send=, client=, head=, body=, queue= \
+             and/or tunnel= durations"
+                .into(),
+        );
+    }
+    let names = [
+        "connect", "response", "send", "client", "head", "body", "queue", "tunnel",
+    ];
+    let t = &mut config.timeouts;
+    for (k, v) in pairs(words, &names)? {
+        let d = parse_duration(v)?;
+        if d.is_zero() {
+            return Err(format!("{k} timeout must be more than zero"));
         }
-        "timeouts" => {
-            if words.is_empty() {
-                return Err(
-                    "timeouts takes connect=, response=, send=, client=, head=, body=, queue= \
-                     and/or tunnel= durations"
-                        .into(),
-                );
+        match k {
+            "connect" => t.connect = d,
+            "response" => t.response = d,
+            "send" => t.send = Some(d),
+            "head" => t.head = d,
+            "body" => t.body = d,
+            "queue" => t.queue = d,
+            "tunnel" => t.tunnel = d,
+            _ if d < Duration::from_secs(1) => {
+                return Err("client timeout must be at least 1s".into())
             }
-            let names = [
-                "connect", "response", "send", "client", "head", "body", "queue", "tunnel",
-            ];
-            for (k, v) in pairs(words, &names)? {
-                let d = parse_duration(v)?;
-                if d.is_zero() {
-                    return Err(format!("{k} timeout must be more than zero"));
-                }
-                match k {
-                    "connect" => config.timeouts.connect = d,
-                    "response" => config.timeouts.response = d,
-                    "send" => config.timeouts.send = Some(d),
-                    "head" => config.timeouts.head = d,
-                    "body" => config.timeouts.body = d,
-                    "queue" => config.timeouts.queue = d,
-                    "tunnel" => config.timeouts.tunnel = d,
-                    _ if d < Duration::from_secs(1) => {
-                        return Err("client timeout must be at least 1s".into())
-                    }
-                    _ => config.timeouts.client = d,
-                }
-            }
-        }
-        "limits" => {
-            if words.is_empty() {
-                return Err(format!(
-                    "expected one or more of {}",
-                    LIMITS.map(|k| format!("{k}=")).join(", ")
-                ));
-            }
-            // Check every name against the whole list first, so the error lists them all.
-            pairs(words, &LIMITS)?;
-            let (front, filtering): (Vec<&str>, Vec<&str>) = words
-                .iter()
-                .partition(|w| FRONT_LIMITS.iter().any(|k| w.starts_with(&format!("{k}="))));
-            for (k, v) in pairs(&front, &FRONT_LIMITS)? {
-                match k {
-                    "max_request_line" => {
-                        config.limits.max_request_line = parse_size_in(v, k, 256, 1 << 20)?
-                    }
-                    "max_head" => config.limits.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
-                    "max_headers" => {
-                        config.limits.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize
-                    }
-                    "tunnels" => {
-                        config.limits.tunnels = parse_count(v, "tunnels", 1, 10_000_000)? as usize
-                    }
-                    _ => {
-                        config.limits.max_connections =
-                            Some(parse_count(v, "max_connections", 1, 10_000_000)? as usize)
-                    }
-                }
-            }
-            if !filtering.is_empty() {
-                config.filter.apply_line("limits", &filtering)?;
-            }
-        }
-        "retries" => {
-            let (n, rest) = words.split_first().ok_or("retries takes a count")?;
-            config.retries.count = parse_count(n, "retries", 0, 10)? as u32;
-            for (k, v) in pairs(rest, &["budget", "retry_timeouts"])? {
-                if k == "retry_timeouts" {
-                    config.retries.on_timeout = parse_on_off(v, "retry_timeouts")?;
-                    continue;
-                }
-                let pct = v
-                    .strip_suffix('%')
-                    .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
-                config.retries.budget_percent = parse_count(pct, "budget", 0, 100)? as u32;
-            }
-        }
-        "health" => {
-            if words == ["off"] {
-                config.health.enabled = false;
-                return Ok(());
-            }
-            let h = &mut config.health;
-            h.enabled = true;
-            for (k, v) in pairs(words, &["path", "interval", "timeout", "rise", "fall"])? {
-                match k {
-                    "path" if v.starts_with('/') => h.path = v.to_string(),
-                    "path" => return Err(format!("health path must start with /, not {v:?}")),
-                    "interval" | "timeout" => {
-                        let d = parse_duration(v)?;
-                        if d.is_zero() {
-                            return Err(format!("health {k} must be more than zero"));
-                        }
-                        if k == "interval" {
-                            h.interval = d
-                        } else {
-                            h.timeout = d
-                        }
-                    }
-                    "rise" => h.rise = parse_count(v, "rise", 1, 100)? as u32,
-                    _ => h.fall = parse_count(v, "fall", 1, 100)? as u32,
-                }
-            }
-        }
-        "breaker" => {
-            let b = &mut config.breaker;
-            for (k, v) in pairs(words, &["failures", "cooldown", "max_cooldown", "statuses"])? {
-                match k {
-                    "failures" => b.failures = parse_count(v, "failures", 1, 1000)? as u32,
-                    "cooldown" => b.cooldown = parse_duration(v)?,
-                    "max_cooldown" => b.max_cooldown = parse_duration(v)?,
-                    _ => {
-                        b.failure_statuses = v
-                            .split(',')
-                            .map(|s| parse_count(s, "status", 100, 599).map(|n| n as u16))
-                            .collect::<Result<_, _>>()?
-                    }
-                }
-            }
-            if b.max_cooldown < b.cooldown {
-                return Err("max_cooldown must not be less than cooldown".into());
-            }
-        }
-        "slow_start" => {
-            let w = one("slow_start")?;
-            config.slow_start = if w == "off" {
-                Duration::ZERO
-            } else {
-                parse_duration(w)?
-            };
-        }
-        "access_log" => access_log(config, words)?,
-        "explain" => config.explain = parse_on_off(one("explain")?, "explain")?,
-        "upgrade" => config.upgrade = parse_upgrade(words)?,
-        "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
-        "request_buffering" => {
-            config.request_buffering = parse_on_off(one("request_buffering")?, "request_buffering")?
-        }
-        "buffers" => {
-            if words.is_empty() {
-                return Err(format!(
-                    "buffers takes one or more of {}",
-                    BUFFERS.map(|k| format!("{k}=")).join(", ")
-                ));
-            }
-            let b = &mut config.buffers;
-            for (k, v) in pairs(words, &BUFFERS)? {
-                match k {
-                    "memory" => b.memory = parse_size_in(v, k, 1 << 10, 1 << 30)?,
-                    "memory_total" => {
-                        b.memory_total = parse_size_in(v, k, 1 << 10, 1 << 40)? as u64
-                    }
-                    "temp_file" => b.temp_file = parse_size_in(v, k, 0, 1 << 50)? as u64,
-                    "temp_total" => b.temp_total = parse_size_in(v, k, 0, 1 << 50)? as u64,
-                    _ => {
-                        let dir = Path::new(v);
-                        if !dir.is_absolute() {
-                            return Err(format!("temp_dir must be an absolute path, not {v:?}"));
-                        }
-                        b.temp_dir = dir.to_path_buf();
-                    }
-                }
-            }
-        }
-        "backend" => {
-            let (url, rest) = words.split_first().ok_or("backend takes a URL")?;
-            let mut weight = 1;
-            for (_, v) in pairs(rest, &["weight"])? {
-                weight = parse_count(v, "weight", 1, 1000)? as u32;
-            }
-            let b = BackendConfig::parse(url, weight)?;
-            if config.backends.iter().any(|x| x.url == b.url) {
-                return Err(format!("backend {} is listed twice", b.url));
-            }
-            config.backends.push(b);
-        }
-        k if filter::KEYS.contains(&k) => config.filter.apply_line(k, words)?,
-        _ => {
-            let known = KEYS.iter().chain(filter::KEYS).copied();
-            let hint = did_you_mean(key, known)
-                .map(|k| format!(": did you mean {k}?"))
-                .unwrap_or_default();
-            return Err(format!("unknown setting {key:?}{hint}"));
+            _ => t.client = d,
         }
     }
+    Ok(())
+}
+
+/// `limits`: the front end's words ([`FRONT_LIMITS`]) here, the filter's passed on to it.
+fn limits(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err(none_of("expected", &LIMITS));
+    }
+    // Check every name against the whole list first, so the error lists them all.
+    pairs(words, &LIMITS)?;
+    let (front, filtering): (Vec<&str>, Vec<&str>) = words
+        .iter()
+        .partition(|w| FRONT_LIMITS.iter().any(|k| w.starts_with(&format!("{k}="))));
+    let l = &mut config.limits;
+    for (k, v) in pairs(&front, &FRONT_LIMITS)? {
+        match k {
+            "max_request_line" => l.max_request_line = parse_size_in(v, k, 256, 1 << 20)?,
+            "max_head" => l.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
+            "max_headers" => l.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize,
+            "tunnels" => l.tunnels = parse_count(v, "tunnels", 1, 10_000_000)? as usize,
+            _ => {
+                l.max_connections = Some(parse_count(v, "max_connections", 1, 10_000_000)? as usize)
+            }
+        }
+    }
+    if !filtering.is_empty() {
+        config.filter.apply_line("limits", &filtering)?;
+    }
+    Ok(())
+}
+
+/// `retries N [budget=P%] [retry_timeouts=on|off]`.
+fn retries(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let (n, rest) = words.split_first().ok_or("retries takes a count")?;
+    config.retries.count = parse_count(n, "retries", 0, 10)? as u32;
+    for (k, v) in pairs(rest, &["budget", "retry_timeouts"])? {
+        if k == "retry_timeouts" {
+            config.retries.on_timeout = parse_on_off(v, "retry_timeouts")?;
+            continue;
+        }
+        let pct = v
+            .strip_suffix('%')
+            .ok_or_else(|| format!("budget must be a percentage like 20%, not {v:?}"))?;
+        config.retries.budget_percent = parse_count(pct, "budget", 0, 100)? as u32;
+    }
+    Ok(())
+}
+
+/// `health off`, or `health path= interval= timeout= rise= fall=` (which turns checks on).
+fn health(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    if words == ["off"] {
+        config.health.enabled = false;
+        return Ok(());
+    }
+    let h = &mut config.health;
+    h.enabled = true;
+    for (k, v) in pairs(words, &["path", "interval", "timeout", "rise", "fall"])? {
+        match k {
+            "path" if v.starts_with('/') => h.path = v.to_string(),
+            "path" => return Err(format!("health path must start with /, not {v:?}")),
+            "interval" | "timeout" => {
+                let d = parse_duration(v)?;
+                if d.is_zero() {
+                    return Err(format!("health {k} must be more than zero"));
+                }
+                if k == "interval" {
+                    h.interval = d
+                } else {
+                    h.timeout = d
+                }
+            }
+            "rise" => h.rise = parse_count(v, "rise", 1, 100)? as u32,
+            _ => h.fall = parse_count(v, "fall", 1, 100)? as u32,
+        }
+    }
+    Ok(())
+}
+
+/// `breaker failures= cooldown= max_cooldown= statuses=A,B,...`.
+fn breaker(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let b = &mut config.breaker;
+    for (k, v) in pairs(words, &["failures", "cooldown", "max_cooldown", "statuses"])? {
+        match k {
+            "failures" => b.failures = parse_count(v, "failures", 1, 1000)? as u32,
+            "cooldown" => b.cooldown = parse_duration(v)?,
+            "max_cooldown" => b.max_cooldown = parse_duration(v)?,
+            _ => {
+                b.failure_statuses = v
+                    .split(',')
+                    .map(|s| parse_count(s, "status", 100, 599).map(|n| n as u16))
+                    .collect::<Result<_, _>>()?
+            }
+        }
+    }
+    if b.max_cooldown < b.cooldown {
+        return Err("max_cooldown must not be less than cooldown".into());
+    }
+    Ok(())
+}
+
+/// `slow_start DURATION|off`.
+fn slow_start(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let w = one("slow_start", words)?;
+    config.slow_start = if w == "off" {
+        Duration::ZERO
+    } else {
+        parse_duration(w)?
+    };
+    Ok(())
+}
+
+/// `buffers memory= memory_total= temp_dir= temp_file= temp_total=`: at least one.
+fn buffers(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err(none_of("buffers takes", &BUFFERS));
+    }
+    let b = &mut config.buffers;
+    for (k, v) in pairs(words, &BUFFERS)? {
+        match k {
+            "memory" => b.memory = parse_size_in(v, k, 1 << 10, 1 << 30)?,
+            "memory_total" => b.memory_total = parse_size_in(v, k, 1 << 10, 1 << 40)? as u64,
+            "temp_file" => b.temp_file = parse_size_in(v, k, 0, 1 << 50)? as u64,
+            "temp_total" => b.temp_total = parse_size_in(v, k, 0, 1 << 50)? as u64,
+            _ => {
+                let dir = Path::new(v);
+                if !dir.is_absolute() {
+                    return Err(format!("temp_dir must be an absolute path, not {v:?}"));
+                }
+                b.temp_dir = dir.to_path_buf();
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `backend URL [weight=N]`, one line per backend, each URL once.
+fn backend(config: &mut Config, words: &[&str]) -> Result<(), String> {
+    let (url, rest) = words.split_first().ok_or("backend takes a URL")?;
+    let mut weight = 1;
+    for (_, v) in pairs(rest, &["weight"])? {
+        weight = parse_count(v, "weight", 1, 1000)? as u32;
+    }
+    let b = BackendConfig::parse(url, weight)?;
+    if config.backends.iter().any(|x| x.url == b.url) {
+        return Err(format!("backend {} is listed twice", b.url));
+    }
+    config.backends.push(b);
     Ok(())
 }
 
@@ -268,27 +329,6 @@ fn access_log(config: &mut Config, words: &[&str]) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The keys [`apply_line`] reads itself; the filtering keys are [`filter::KEYS`]. Typos are
-/// matched against both.
-const KEYS: [&str; 16] = [
-    "listen",
-    "admin",
-    "workers",
-    "queue",
-    "timeouts",
-    "limits",
-    "retries",
-    "health",
-    "breaker",
-    "slow_start",
-    "access_log",
-    "drain_timeout",
-    "request_buffering",
-    "buffers",
-    "backend",
-    "upgrade",
-];
 
 /// Names the `limits` key takes: the front end's and the filter's.
 const LIMITS: [&str; 8] = [
@@ -348,9 +388,6 @@ fn parse_upgrade(words: &[&str]) -> Result<Vec<String>, String> {
     Ok(allowed)
 }
 
-/// Keys that may appear on more than one line.
-const REPEATABLE: &[&str] = &["backend"];
-
 impl Config {
     /// Parses config text. `origin` names the file in errors. Settings not in the text keep their
     /// defaults, except backends: a file that lists any replaces the default three.
@@ -377,7 +414,7 @@ impl Config {
             let mut words = line.split_whitespace();
             let key = words.next().unwrap_or_default();
             let words: Vec<&str> = words.collect();
-            if !REPEATABLE.contains(&key) && !filter::REPEATABLE.contains(&key) {
+            if !repeatable(key) {
                 if seen.contains(&key) {
                     return Err(err(format!("setting {key:?} is given twice")));
                 }
@@ -429,7 +466,8 @@ mod tests {
     /// does not exist.
     #[test]
     fn the_key_list_is_the_keys_read() {
-        for key in KEYS.iter().chain(filter::KEYS) {
+        let keys = KEYS.iter().map(|k| k.name);
+        for key in keys.chain(filter::KEYS.iter().map(|k| k.name)) {
             let result = apply_line(&mut Config::default(), key, &[]);
             if let Err(e) = result {
                 assert!(!e.contains("unknown setting"), "{key}: {e}");

@@ -13,13 +13,13 @@
 //! deny_path       /.git /admin
 //! ```
 //!
-//! The config parser hands each line of these keys ([`KEYS`]) to [`FilterConfig::apply_line`];
-//! the result is a [`FilterConfig`], the settings the rest of the filter runs on. This file is
-//! the grammar and nothing else: the runtime (the other files of `filter/`) reads a
-//! `FilterConfig` and never a config line, and this file uses nothing of the runtime but the
-//! address type [`Cidr`] (cidr.rs, which depends on nothing in the crate). It is the only file of
-//! the filter that uses `crate::config` (its word parsers: `name=value` pairs, sizes, durations),
-//! so the grammar can move next to the rest of the config as one file.
+//! The config parser applies each line of these keys with the key's function in `KEYS` (as
+//! [`FilterConfig::apply_line`] does); the result is a [`FilterConfig`], the settings the rest of
+//! the filter runs on. This file is the grammar and nothing else: the runtime (the other files of
+//! `filter/`) reads a `FilterConfig` and never a config line, and this file uses nothing of the
+//! runtime but the address type [`Cidr`] (cidr.rs, which depends on nothing in the crate). It is
+//! the only file of the filter that uses `crate::config` (its word parsers: `name=value` pairs,
+//! sizes, durations), so the grammar can move next to the rest of the config as one file.
 //!
 //! Everything is checked here, once, when the file is read: a range with host bits set, a path
 //! with `..` segments, two general rate limits, a `ban` without a `rate_limit`. The runtime
@@ -32,7 +32,7 @@ use std::time::Duration;
 use super::cidr::Cidr;
 use super::shared::SharedConfig;
 use super::words::{
-    format_duration, format_size, pairs, parse_count, parse_duration, parse_on_off, parse_size,
+    format_duration, format_size, pairs, parse_count, parse_duration, parse_on_off, parse_size, Key,
 };
 
 /// Default cap on each client table (`limits max_clients=`).
@@ -178,27 +178,23 @@ impl Default for FilterConfig {
     }
 }
 
-/// Config keys this module parses.
-pub const KEYS: &[&str] = &[
-    "deny",
-    "allow",
-    "trusted_proxies",
-    "rate_limit",
-    "ban",
-    "limits",
-    "deny_method",
-    "deny_path",
-    "shared",
-];
-
-/// Of [`KEYS`], the ones that may appear on several lines.
-pub const REPEATABLE: &[&str] = &[
-    "deny",
-    "allow",
-    "trusted_proxies",
-    "rate_limit",
-    "deny_method",
-    "deny_path",
+/// The filtering keys, each with the function that applies its line (the config file's
+/// grammar looks them up here, after its own keys). The lists may stand on several lines.
+pub(crate) const KEYS: &[Key<FilterConfig>] = &[
+    Key::repeatable("deny", |f, w| add_ranges(&mut f.deny, w)),
+    Key::repeatable("allow", |f, w| add_ranges(&mut f.allow, w)),
+    Key::repeatable("trusted_proxies", |f, w| {
+        add_ranges(&mut f.trusted_proxies, w)
+    }),
+    Key::repeatable("rate_limit", rate_limit),
+    Key::once("ban", ban),
+    Key::once("limits", limits),
+    Key::repeatable("deny_method", deny_method),
+    Key::repeatable("deny_path", deny_path),
+    Key::once("shared", |f, w| {
+        f.shared = Some(SharedConfig::parse(w)?);
+        Ok(())
+    }),
 ];
 
 /// A configured path prefix: starts with `/`, written decoded (no `%`), no `?`, `#`, `\`, empty,
@@ -234,132 +230,138 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// `deny`, `allow`, `trusted_proxies`: addresses and ranges added to `list` (each once).
+fn add_ranges(list: &mut Vec<Cidr>, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err(
+            "expected one or more addresses or ranges, e.g. 10.0.0.0/8 192.0.2.7 2001:db8::/32"
+                .into(),
+        );
+    }
+    for w in words {
+        let c = Cidr::parse(w)?;
+        if !list.contains(&c) {
+            list.push(c);
+        }
+    }
+    Ok(())
+}
+
+/// `rate_limit rate=N/s|N/m [burst=N] [path=/prefix] [shared=on]`: one general rule, one per
+/// path.
+fn rate_limit(f: &mut FilterConfig, words: &[&str]) -> Result<(), String> {
+    let mut rate = None;
+    let mut burst = None;
+    let mut path = None;
+    let mut shared = false;
+    for (k, v) in pairs(words, &["rate", "burst", "path", "shared"])? {
+        match k {
+            "rate" => rate = Some(Rate::parse(v)?),
+            "burst" => burst = Some(parse_count(v, "burst", 1, MAX_RATE)?),
+            "shared" => shared = parse_on_off(v, "shared")?,
+            _ => path = Some(parse_path_prefix(v)?),
+        }
+    }
+    let rate = rate.ok_or("rate= is required, e.g. rate_limit rate=100/s burst=200")?;
+    if let Some(old) = f.rate_limits.iter().find(|r| r.path == path) {
+        return Err(match &old.path {
+            None => "a general rate_limit (without path=) is already set; add path=/prefix for a stricter rule on part of the site".into(),
+            Some(p) => format!("a rate_limit for path={p} is already set"),
+        });
+    }
+    f.rate_limits.push(RateLimit {
+        rate,
+        burst: burst.unwrap_or(rate.count),
+        path,
+        shared,
+    });
+    Ok(())
+}
+
+/// `ban [after=N] [window=D] [duration=D] [shared=on]`.
+fn ban(f: &mut FilterConfig, words: &[&str]) -> Result<(), String> {
+    let mut ban = BanConfig::default();
+    for (k, v) in pairs(words, &["after", "window", "duration", "shared"])? {
+        match k {
+            "shared" => ban.shared = parse_on_off(v, "shared")?,
+            "after" => ban.after = parse_count(v, "after", 1, MAX_BAN_AFTER as u64)? as u32,
+            _ => {
+                let d = parse_duration(v)?;
+                if d.is_zero() {
+                    return Err(format!("{k} must be more than zero"));
+                }
+                if k == "window" {
+                    ban.window = d;
+                } else {
+                    ban.duration = d;
+                }
+            }
+        }
+    }
+    f.ban = Some(ban);
+    Ok(())
+}
+
+/// The filter's words of the `limits` line: `max_target=`, `max_body=`, `max_clients=`.
+fn limits(f: &mut FilterConfig, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err("expected max_target=SIZE, max_body=SIZE and/or max_clients=N".into());
+    }
+    for (k, v) in pairs(words, &["max_target", "max_body", "max_clients"])? {
+        match k {
+            "max_target" => {
+                let n = parse_size(v)?;
+                if n == 0 {
+                    return Err("max_target must be at least 1B".into());
+                }
+                f.max_target = Some(n);
+            }
+            "max_body" => f.max_body = Some(parse_size(v)?),
+            _ => f.max_clients = parse_count(v, "max_clients", 1, MAX_CLIENTS_LIMIT)? as usize,
+        }
+    }
+    Ok(())
+}
+
+/// `deny_method TRACE CONNECT ...`: method names, kept in capitals (each once).
+fn deny_method(f: &mut FilterConfig, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err("expected one or more methods, e.g. TRACE CONNECT".into());
+    }
+    for w in words {
+        if !is_token(w) {
+            return Err(format!("{w:?} is not a method name"));
+        }
+        let m = w.to_ascii_uppercase();
+        if !f.deny_methods.contains(&m) {
+            f.deny_methods.push(m);
+        }
+    }
+    Ok(())
+}
+
+/// `deny_path /prefix ...` (each once).
+fn deny_path(f: &mut FilterConfig, words: &[&str]) -> Result<(), String> {
+    if words.is_empty() {
+        return Err("expected one or more path prefixes, e.g. /.git /admin".into());
+    }
+    for w in words {
+        let p = parse_path_prefix(w)?;
+        if !f.deny_paths.contains(&p) {
+            f.deny_paths.push(p);
+        }
+    }
+    Ok(())
+}
+
 impl FilterConfig {
-    /// Applies one config line `key words...` (key is one of [`KEYS`]). Errors do not repeat the
+    /// Applies one config line `key words...` (key is one of `KEYS`). Errors do not repeat the
     /// key: the config parser puts `file:line: key: ` in front.
     pub fn apply_line(&mut self, key: &str, words: &[&str]) -> Result<(), String> {
-        match key {
-            "deny" | "allow" | "trusted_proxies" => {
-                if words.is_empty() {
-                    return Err(
-                        "expected one or more addresses or ranges, e.g. 10.0.0.0/8 192.0.2.7 2001:db8::/32"
-                            .into(),
-                    );
-                }
-                let list = match key {
-                    "deny" => &mut self.deny,
-                    "allow" => &mut self.allow,
-                    _ => &mut self.trusted_proxies,
-                };
-                for w in words {
-                    let c = Cidr::parse(w)?;
-                    if !list.contains(&c) {
-                        list.push(c);
-                    }
-                }
-            }
-            "rate_limit" => {
-                let mut rate = None;
-                let mut burst = None;
-                let mut path = None;
-                let mut shared = false;
-                for (k, v) in pairs(words, &["rate", "burst", "path", "shared"])? {
-                    match k {
-                        "rate" => rate = Some(Rate::parse(v)?),
-                        "burst" => burst = Some(parse_count(v, "burst", 1, MAX_RATE)?),
-                        "shared" => shared = parse_on_off(v, "shared")?,
-                        _ => path = Some(parse_path_prefix(v)?),
-                    }
-                }
-                let rate = rate.ok_or("rate= is required, e.g. rate_limit rate=100/s burst=200")?;
-                if let Some(old) = self.rate_limits.iter().find(|r| r.path == path) {
-                    return Err(match &old.path {
-                        None => "a general rate_limit (without path=) is already set; add path=/prefix for a stricter rule on part of the site".into(),
-                        Some(p) => format!("a rate_limit for path={p} is already set"),
-                    });
-                }
-                self.rate_limits.push(RateLimit {
-                    rate,
-                    burst: burst.unwrap_or(rate.count),
-                    path,
-                    shared,
-                });
-            }
-            "ban" => {
-                let mut ban = BanConfig::default();
-                for (k, v) in pairs(words, &["after", "window", "duration", "shared"])? {
-                    match k {
-                        "shared" => ban.shared = parse_on_off(v, "shared")?,
-                        "after" => {
-                            ban.after = parse_count(v, "after", 1, MAX_BAN_AFTER as u64)? as u32
-                        }
-                        _ => {
-                            let d = parse_duration(v)?;
-                            if d.is_zero() {
-                                return Err(format!("{k} must be more than zero"));
-                            }
-                            if k == "window" {
-                                ban.window = d;
-                            } else {
-                                ban.duration = d;
-                            }
-                        }
-                    }
-                }
-                self.ban = Some(ban);
-            }
-            "limits" => {
-                if words.is_empty() {
-                    return Err(
-                        "expected max_target=SIZE, max_body=SIZE and/or max_clients=N".into(),
-                    );
-                }
-                for (k, v) in pairs(words, &["max_target", "max_body", "max_clients"])? {
-                    match k {
-                        "max_target" => {
-                            let n = parse_size(v)?;
-                            if n == 0 {
-                                return Err("max_target must be at least 1B".into());
-                            }
-                            self.max_target = Some(n);
-                        }
-                        "max_body" => self.max_body = Some(parse_size(v)?),
-                        _ => {
-                            self.max_clients =
-                                parse_count(v, "max_clients", 1, MAX_CLIENTS_LIMIT)? as usize
-                        }
-                    }
-                }
-            }
-            "deny_method" => {
-                if words.is_empty() {
-                    return Err("expected one or more methods, e.g. TRACE CONNECT".into());
-                }
-                for w in words {
-                    if !is_token(w) {
-                        return Err(format!("{w:?} is not a method name"));
-                    }
-                    let m = w.to_ascii_uppercase();
-                    if !self.deny_methods.contains(&m) {
-                        self.deny_methods.push(m);
-                    }
-                }
-            }
-            "deny_path" => {
-                if words.is_empty() {
-                    return Err("expected one or more path prefixes, e.g. /.git /admin".into());
-                }
-                for w in words {
-                    let p = parse_path_prefix(w)?;
-                    if !self.deny_paths.contains(&p) {
-                        self.deny_paths.push(p);
-                    }
-                }
-            }
-            "shared" => self.shared = Some(SharedConfig::parse(words)?),
-            _ => return Err(format!("unknown filtering key {key:?}")),
+        match KEYS.iter().find(|k| k.name == key) {
+            Some(k) => (k.apply)(self, words),
+            None => Err(format!("unknown filtering key {key:?}")),
         }
-        Ok(())
     }
 
     /// True when these settings refuse nothing (the filter then costs one atomic load).

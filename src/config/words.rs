@@ -6,6 +6,45 @@
 use std::net::ToSocketAddrs;
 use std::time::Duration;
 
+/// A key of the config file: its name, whether it may stand on several lines, and the function
+/// that applies its words to a `T` (the [`Config`](super::Config), or its filter part). The
+/// keys' tables are the grammar, and the list a mistyped key is matched against.
+pub(crate) struct Key<T> {
+    /// The key, e.g. `listen`.
+    pub name: &'static str,
+    /// It may stand on several lines (`backend`, `deny`): each adds to the setting.
+    pub repeatable: bool,
+    /// Applies the line's words. Its errors do not name the key: the caller puts
+    /// `file:line: key: ` in front.
+    pub apply: fn(&mut T, &[&str]) -> Result<(), String>,
+}
+
+impl<T> Key<T> {
+    /// A key given at most once.
+    pub const fn once(
+        name: &'static str,
+        apply: fn(&mut T, &[&str]) -> Result<(), String>,
+    ) -> Self {
+        Key {
+            name,
+            repeatable: false,
+            apply,
+        }
+    }
+
+    /// A key that may stand on several lines.
+    pub const fn repeatable(
+        name: &'static str,
+        apply: fn(&mut T, &[&str]) -> Result<(), String>,
+    ) -> Self {
+        Key {
+            name,
+            repeatable: true,
+            apply,
+        }
+    }
+}
+
 /// The units of a duration, in milliseconds, largest last.
 const DURATION_UNITS: &[(&str, u64)] = &[("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
 

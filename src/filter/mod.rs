@@ -87,7 +87,7 @@ use client::client_of;
 use path::{normalize_path, segment_prefix};
 use rate_limit::{Bucket, Buckets, RateRules, Rule};
 use shared::{Answer, Outcome, SharedLimits, SharedStats};
-use stats::{ceil_secs, Reason, Refused};
+use stats::{ceil_secs, Reason, RefusalCounts};
 use table::Table;
 
 /// The settings compiled for checking: address lists as [`IpSet`]s, rate rules with their
@@ -211,7 +211,7 @@ pub struct Filter {
     /// `max_body` for the streaming check, `u64::MAX` for none (read by every worker).
     max_body: AtomicU64,
     /// Requests refused, by reason: counted outside the lock.
-    refused: Refused,
+    refused: RefusalCounts,
     inner: Mutex<Inner>,
     /// The shared store, when the settings have a `shared` line and it was started.
     shared: OnceLock<SharedLimits>,

@@ -98,7 +98,7 @@ mod tests {
             assert_eq!(code(&f, &get("10.0.0.1", target), t), want, "{target}");
         }
         // An absolute-form target (`http://host/admin`) reaches the filter as its path: the
-        // parser rewrites it (tests/conformance.rs, row r33).
+        // parser rewrites it (tests/front/conformance.rs, row r33).
         let all = Filter::new(cfg("deny_path /\n"));
         assert_eq!(code(&all, &get("10.0.0.1", "/anything"), t), 403);
         assert_eq!(code(&all, &get("10.0.0.1", "/"), t), 403);

@@ -56,11 +56,12 @@ impl Reason {
     }
 }
 
-/// Requests refused since the filter was created, one counter per [`Reason`].
+/// Requests refused since the filter was created, one counter per [`Reason`]
+/// (`lb_filtered_total`).
 #[derive(Debug, Default)]
-pub(super) struct Refused([AtomicU64; REASONS.len()]);
+pub(super) struct RefusalCounts([AtomicU64; REASONS.len()]);
 
-impl Refused {
+impl RefusalCounts {
     /// Counts one request refused for `reason`.
     pub(super) fn count(&self, reason: Reason) {
         self.0[reason as usize].fetch_add(1, Ordering::Relaxed);

@@ -23,8 +23,9 @@ pub struct Gauges {
     pub(crate) tunnel_bytes_down: AtomicU64,
 }
 
-/// A snapshot of [`Gauges`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A snapshot of [`Gauges`]. Serialised, it is the `front` object of `/status`, which shows the
+/// tunnels' fields in an object of their own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FrontStats {
     /// Workers answering a request now.
     pub workers_busy: usize,
@@ -42,13 +43,17 @@ pub struct FrontStats {
     /// instead of silently.
     pub poller_longest_iteration_us: u64,
     /// Tunnels open now (including those whose 101 is on its way to the client).
+    #[serde(skip)]
     pub tunnels_open: usize,
     /// Tunnels ended since start, by how, in the order of
     /// [`TunnelEnd::ALL`](super::TunnelEnd::ALL).
+    #[serde(skip)]
     pub tunnels_ended: [u64; 5],
     /// Bytes tunnels read from clients (for the peers), since start.
+    #[serde(skip)]
     pub tunnel_bytes_up: u64,
     /// Bytes tunnels read from peers (for the clients), since start.
+    #[serde(skip)]
     pub tunnel_bytes_down: u64,
 }
 

@@ -25,15 +25,16 @@
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
-//! `timers.rs` (each connection's deadline, so that the poller sleeps until the next one),
-//! `waiting.rs` (an upload still arriving, an answer still being taken), `defer.rs` (an
-//! admission decided later, on another thread), `handoff.rs` (what passes between the poller
-//! and the workers, and how a worker hands a connection back), `worker.rs` (a worker thread),
-//! `exchange.rs` (one request and its answer on a worker), `tunnel.rs` (a connection after
-//! `101 Switching Protocols`, relayed by the poller), `connection.rs` (one socket and its
-//! buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
-//! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
-//! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
+//! `epoll.rs` (what it waits on), `timers.rs` (each connection's deadline, so that the poller
+//! sleeps until the next one), `waiting.rs` (an upload still arriving, an answer still being
+//! taken), `defer.rs` (an admission decided later, on another thread), `handoff.rs` (what passes
+//! between the poller and the workers, and how a worker hands a connection back), `worker.rs` (a
+//! worker thread), `idle.rs` (which workers sleep, and when one is woken), `exchange.rs` (one
+//! request and its answer on a worker), `tunnel.rs` (a connection after `101 Switching Protocols`,
+//! relayed by the poller), `connection.rs` (one socket and its buffer); [`parse`] (heads and
+//! framing), [`fields`] (the `Content-Length` and `Host` grammar, also used for backends' answers),
+//! [`chunked`] (request bodies), [`spool`] (the buffers between clients and workers),
+//! [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
 //! Every refusal by the front end itself closes the connection after the answer, so bytes that
 //! follow a refused request are never read as a request. A closing connection is closed
@@ -138,7 +139,9 @@ impl Drop for Notify {
 }
 
 /// Runs a callback of the handler's (`doing` what, for the log): it runs on the poller or a
-/// worker, and its panic is its own, not theirs.
+/// worker, and its panic is its own, not theirs. Wherever it ran, the panic is counted as the
+/// handler's code outside `handle` ([`Thread::Admission`](crate::supervise::Thread::Admission),
+/// label `admission`), not as the poller's or the worker's.
 pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
     let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
     if let Err(panic) = told {
@@ -146,9 +149,11 @@ pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
     }
 }
 
-/// Why the front end answered a request itself, for the [`Handler::refused`] counters.
+/// Why the front end answered a request itself (with a [`Refusal`]) or dropped it, told to
+/// [`Handler::refused`] for its counters and logs. The words for a refusal are in the crate's
+/// documentation ("Refusals: the words").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub enum RefusalCause {
     /// The head broke a rule or a limit (400, 414, 431, 505).
     Malformed,
     /// The head did not arrive within `timeouts head=` (408).
@@ -216,7 +221,7 @@ pub trait Handler: Send + Sync + 'static {
         peer: SocketAddr,
         head: Option<&RequestHead>,
         refusal: &Refusal,
-        why: Refused,
+        why: RefusalCause,
         waited: Duration,
     ) {
         let _ = (peer, head, refusal, why, waited);

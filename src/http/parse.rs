@@ -6,7 +6,7 @@
 //! so a client that sends its head a byte at a time costs linear work; the head is parsed (by
 //! `httparse`) once, when it is complete.
 //!
-//! Refused, each with the connection closed afterwards (see `server.rs`):
+//! Refused, each with the connection closed afterwards (see [`crate::http`]):
 //! - request line over `max_request_line` → 414; head over `max_head` or more than
 //!   `max_headers` fields → 431;
 //! - anything `httparse` rejects → 400: a NUL or other control character in a header value, a

@@ -62,7 +62,7 @@ use super::timers::{is_current, Check, Timers};
 use super::tunnel::{self, Tunnel, TunnelEnd};
 use super::waiting::{too_large, too_large_for_buffers, Flush, Upload};
 use super::write::{self, AnswerTo, Refusal};
-use super::{Refused, Request, LINGER};
+use super::{RefusalCause, Request, LINGER};
 
 /// How long accepting pauses after `accept` failed for lack of descriptors or memory. 100 ms.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -463,7 +463,7 @@ impl PollerThread {
                 }
                 Err(refusal) => {
                     let since = conn.head_started;
-                    self.tell(&conn, None, &refusal, Refused::Malformed, since, now);
+                    self.tell(&conn, None, &refusal, RefusalCause::Malformed, since, now);
                     return self.refuse(idx, conn, &refusal, closing(None), now);
                 }
                 Ok(Parsed::Complete { head, framing, len }) => (head, framing, len),
@@ -527,7 +527,7 @@ impl PollerThread {
     ) -> Option<Box<Conn>> {
         if let Err(refusal) = verdict {
             let (head, framing) = (&request.head, request.framing);
-            let why = Refused::Admission;
+            let why = RefusalCause::Admission;
             self.tell(&conn, Some(head), &refusal, why, since, now);
             let to = AnswerTo {
                 keep_alive: framing == Framing::None && head.wants_keep_alive(),
@@ -672,7 +672,7 @@ impl PollerThread {
                         &u.conn,
                         head,
                         &gone.coded("client_aborted"),
-                        Refused::ClientGone,
+                        RefusalCause::ClientGone,
                         since,
                         now,
                     );
@@ -779,33 +779,44 @@ impl PollerThread {
             body,
             mailbox,
         });
-        let Some(jobs) = &self.jobs else {
-            return self.refuse_job(idx, *job, Refused::ShuttingDown, now);
-        };
-        match jobs.try_send(job) {
-            Ok(()) => {
-                self.shared.idle.job_queued();
-                self.put(idx, Slot::Busy);
-                let entry = &mut self.entries[idx];
-                self.timers
-                    .schedule(idx, &mut entry.check, now + BUSY_CHECK);
-                self.queued.push_back((self.sent, now));
-                self.sent += 1;
-            }
-            Err(TrySendError::Full(job)) => self.refuse_job(idx, *job, Refused::QueueFull, now),
-            Err(TrySendError::Disconnected(job)) => {
-                self.refuse_job(idx, *job, Refused::ShuttingDown, now)
-            }
+        if self.send_job(idx, job, now, now) {
+            self.shared.idle.job_queued();
+            self.put(idx, Slot::Busy);
+            let entry = &mut self.entries[idx];
+            self.timers
+                .schedule(idx, &mut entry.check, now + BUSY_CHECK);
         }
+    }
+
+    /// Puts `job` in the queue for the workers, noting it as queued at `queued_at` (for the
+    /// queue timeout); true when it is there. Else it is answered 503: the queue is full, or
+    /// the server is stopping.
+    fn send_job(&mut self, idx: usize, job: Box<Job>, queued_at: Instant, now: Instant) -> bool {
+        let (job, why) = match &self.jobs {
+            Some(jobs) => match jobs.try_send(job) {
+                Ok(()) => {
+                    self.queued.push_back((self.sent, queued_at));
+                    self.sent += 1;
+                    return true;
+                }
+                Err(TrySendError::Full(job)) => (job, RefusalCause::QueueFull),
+                Err(TrySendError::Disconnected(job)) => (job, RefusalCause::ShuttingDown),
+            },
+            None => (job, RefusalCause::ShuttingDown),
+        };
+        self.refuse_job(idx, *job, why, now);
+        false
     }
 
     /// Answers 503 to a request that cannot wait for a worker (`why`: the queue is full, or the
     /// server is stopping) or waited too long.
-    fn refuse_job(&mut self, idx: usize, job: Job, why: Refused, now: Instant) {
+    fn refuse_job(&mut self, idx: usize, job: Job, why: RefusalCause, now: Instant) {
         let Job { conn, request, .. } = job;
         let refusal = match why {
-            Refused::QueueTimeout => queue_timeout(),
-            Refused::QueueFull => Refusal::retry_after(503, "server busy", 1).coded("queue_full"),
+            RefusalCause::QueueTimeout => queue_timeout(),
+            RefusalCause::QueueFull => {
+                Refusal::retry_after(503, "server busy", 1).coded("queue_full")
+            }
             _ => shutting_down(),
         };
         let head = Some(&request.head);
@@ -823,7 +834,7 @@ impl PollerThread {
         since: Option<Instant>,
         now: Instant,
     ) {
-        let (refusal, why) = (shutting_down(), Refused::ShuttingDown);
+        let (refusal, why) = (shutting_down(), RefusalCause::ShuttingDown);
         self.tell(&conn, Some(head), &refusal, why, since, now);
         self.refuse(idx, conn, &refusal, closing(Some(head)), now);
     }
@@ -835,7 +846,7 @@ impl PollerThread {
         conn: &Conn,
         head: Option<&super::RequestHead>,
         refusal: &Refusal,
-        why: Refused,
+        why: RefusalCause,
         since: Option<Instant>,
         now: Instant,
     ) {
@@ -1002,7 +1013,7 @@ impl PollerThread {
             Slot::Idle(conn) if conn.head_started.is_some() => {
                 let refusal =
                     Refusal::new(408, "request head not received in time").coded("head_timeout");
-                let (why, since) = (Refused::HeadTimeout, conn.head_started);
+                let (why, since) = (RefusalCause::HeadTimeout, conn.head_started);
                 self.tell(&conn, None, &refusal, why, since, now);
                 self.refuse(idx, conn, &refusal, closing(None), now);
             }
@@ -1010,7 +1021,7 @@ impl PollerThread {
                 let refusal =
                     Refusal::new(408, "request body not received in time").coded("body_timeout");
                 let head = Some(&up.request.head);
-                let why = Refused::BodyTimeout;
+                let why = RefusalCause::BodyTimeout;
                 self.tell(&up.conn, head, &refusal, why, Some(up.started), now);
                 self.refuse(idx, up.conn, &refusal, closing(head), now);
             }
@@ -1057,26 +1068,12 @@ impl PollerThread {
             self.shared.taken.fetch_add(1, Relaxed);
             let idx = job.conn.key - 1;
             if now.duration_since(job.request.received) >= timeout {
-                self.refuse_job(idx, *job, Refused::QueueTimeout, now);
+                self.refuse_job(idx, *job, RefusalCause::QueueTimeout, now);
                 continue;
             }
             // A worker took the expired one first: this one goes back, at the end.
             let received = job.request.received;
-            match &self.jobs {
-                Some(jobs) => match jobs.try_send(job) {
-                    Ok(()) => {
-                        self.queued.push_back((self.sent, received));
-                        self.sent += 1;
-                    }
-                    Err(TrySendError::Full(job)) => {
-                        self.refuse_job(idx, *job, Refused::QueueFull, now)
-                    }
-                    Err(TrySendError::Disconnected(job)) => {
-                        self.refuse_job(idx, *job, Refused::ShuttingDown, now)
-                    }
-                },
-                None => self.refuse_job(idx, *job, Refused::ShuttingDown, now),
-            }
+            self.send_job(idx, job, received, now);
         }
     }
 

@@ -107,8 +107,8 @@ pub struct Buffers {
     last_warning: Mutex<Option<Instant>>,
 }
 
-/// A snapshot of [`Buffers`] for status pages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A snapshot of [`Buffers`] for status pages (serialised, the `buffers` object of `/status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BufferStats {
     /// Bytes held in memory by all spools now.
     pub memory_bytes: u64,

@@ -11,7 +11,7 @@ use super::exchange::Fate;
 use super::parse::Framing;
 use super::spool::{Full, Spool};
 use super::write::Refusal;
-use super::{Notify, Refused, Request};
+use super::{Notify, RefusalCause, Request};
 
 /// A request whose body the poller is reading into a spool.
 pub(super) struct Upload {
@@ -59,7 +59,7 @@ impl Upload {
 
     /// Takes what arrived of the body; returns how many bytes of `data` belong to it (the rest
     /// is what the client sends next), or the answer that refuses the request.
-    pub fn take(&mut self, data: &[u8]) -> Result<usize, (Refusal, Refused)> {
+    pub fn take(&mut self, data: &[u8]) -> Result<usize, (Refusal, RefusalCause)> {
         let (spool, max) = (&mut self.spool, self.max);
         let mut refused = None;
         let used = match &mut self.chunked {
@@ -79,7 +79,7 @@ impl Upload {
         used.map_err(|e| {
             refused.unwrap_or_else(|| {
                 let refusal = Refusal::new(400, e.to_string()).coded("bad_chunk");
-                (refusal, Refused::Malformed)
+                (refusal, RefusalCause::Malformed)
             })
         })
     }
@@ -105,19 +105,19 @@ impl Upload {
 }
 
 /// Refuses a body announced or found to be over `limits max_body=`.
-pub(super) fn too_large() -> (Refusal, Refused) {
+pub(super) fn too_large() -> (Refusal, RefusalCause) {
     let refusal = Refusal::new(413, "request body too large").coded("body_too_large");
-    (refusal, Refused::BodyTooLarge)
+    (refusal, RefusalCause::BodyTooLarge)
 }
 
 /// Refuses a body larger than one temporary file may be (`buffers temp_file=`).
-pub(super) fn too_large_for_buffers() -> (Refusal, Refused) {
+pub(super) fn too_large_for_buffers() -> (Refusal, RefusalCause) {
     let refusal = Refusal::new(413, "request body larger than the buffers allow");
-    (refusal.coded("body_too_large"), Refused::BodyTooLarge)
+    (refusal.coded("body_too_large"), RefusalCause::BodyTooLarge)
 }
 
 /// Adds a piece of body to `spool`, within `max` bytes and the buffers' limits.
-fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, Refused)> {
+fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, RefusalCause)> {
     if spool.len() + piece.len() as u64 > max {
         return Err(too_large());
     }
@@ -125,7 +125,7 @@ fn store(spool: &mut Spool, max: u64, piece: &[u8]) -> Result<(), (Refusal, Refu
         Full::FileLimit => too_large_for_buffers(),
         Full::TotalLimit | Full::Disk(_) => (
             Refusal::retry_after(503, "no room to buffer the request body", 1).coded("buffer_full"),
-            Refused::NoBufferRoom,
+            RefusalCause::NoBufferRoom,
         ),
     })
 }

@@ -18,7 +18,7 @@ use super::handoff::{closing, queue_timeout, Front, Job, Mailbox, Returned};
 use super::spool::Spool;
 use super::tunnel;
 use super::write::{self, Refusal};
-use super::{Notify, OnDelivered, Refused, Request};
+use super::{Notify, OnDelivered, RefusalCause, Request};
 
 /// Worker number `me`: answers jobs until the channel closes, sleeping when there is none
 /// (see `idle.rs` for when it is woken).
@@ -93,7 +93,7 @@ fn serve(shared: &Front, job: Box<Job>, buf: &mut Vec<u8>) {
 
 fn refuse_queued(shared: &Front, conn: Box<Conn>, request: &Request, mailbox: &Mailbox) {
     let refusal = queue_timeout();
-    let why = Refused::QueueTimeout;
+    let why = RefusalCause::QueueTimeout;
     let waited = request.received.elapsed();
     shared
         .handler

@@ -1,6 +1,6 @@
 //! Logging: one format for every line, one thread that writes them all, and the access log.
 //!
-//! Lines look like `2026-11-25T17:13:08.123Z INFO  loadbalancer::server: message`: time (UTC,
+//! Lines look like `2026-11-25T17:13:08.123Z INFO  loadbalancer::handler: message`: time (UTC,
 //! milliseconds), level, target, message. `RUST_LOG` chooses what is shown (default `info`, the
 //! syntax of env_logger, which still does the filtering); the access log uses the target
 //! `access`, so `RUST_LOG=info,access=off` hides it on stderr too.

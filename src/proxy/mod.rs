@@ -1,7 +1,7 @@
 //! Forwarding one request: the HTTP rules a proxy must keep, retries, and error mapping.
 //!
 //! This folder works on the front end's parsed request head ([`RequestHead`]) and plain
-//! `std::io::Read` bodies, so its rules can be tested without sockets; `server.rs` connects it
+//! `std::io::Read` bodies, so its rules can be tested without sockets; `handler.rs` connects it
 //! to the front end (`http/`). What a request may not be at all (`CONNECT`, a target that is not
 //! a path) was refused before, at admission (`admission.rs`).
 //!
@@ -48,11 +48,6 @@ pub use headers::{backend_request_headers, upgrade_protocols, HeaderPair, Respon
 pub use outcome::{Failed, Forwarded};
 pub use upgrade::Upgraded;
 
-// Compatibility: `check_request` runs at admission, on the poller, and so lives in
-// `admission.rs`; this path keeps code written against `proxy::check_request` compiling.
-#[doc(no_inline)]
-pub use crate::admission::check_request;
-
 use std::collections::HashSet;
 use std::io::Read;
 use std::sync::atomic::Ordering::Relaxed;
@@ -63,17 +58,13 @@ use parking_lot::RwLock;
 
 use crate::balance::backend::Backend;
 use crate::balance::retry::{self, RetryBudget};
-use crate::balance::{selection::Pool, Availability};
+use crate::balance::{selection::Pool, Availability, Observer};
 use crate::explain::Explanation;
 use crate::http::fields::content_length;
 use crate::http::{Framing, Refusal, RequestHead};
 use client_body::ClientBody;
 use outcome::{classify, invalid_length, Answer, AttemptError};
 use upstream::{AgentCache, AgentSettings};
-
-/// Defined in `balance/` beside the backends whose state it feeds; re-exported here, where the
-/// proxy calls it.
-pub use crate::balance::Observer;
 
 /// Forwarding settings (from [`crate::Config`]).
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use loadbalancer::http::{
-    BufferLimits, Buffers, Exchange, Handler, Limits, Refusal, Refused, Request, RequestHead,
+    BufferLimits, Buffers, Exchange, Handler, Limits, Refusal, RefusalCause, Request, RequestHead,
     Server,
 };
 
@@ -354,10 +354,10 @@ impl Handler for PanicsOnQueueTimeout {
         _: SocketAddr,
         _: Option<&RequestHead>,
         _: &Refusal,
-        why: Refused,
+        why: RefusalCause,
         _: Duration,
     ) {
-        if why == Refused::QueueTimeout {
+        if why == RefusalCause::QueueTimeout {
             panic!("the handler's own code panicked while told of a queue timeout");
         }
     }

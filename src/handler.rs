@@ -31,11 +31,11 @@ use crate::explain::{self, Decisions, Explanation, FilterVerdict};
 use crate::filter::shared::Answer;
 use crate::filter::{Checked, Filter, LimitSource};
 use crate::http::{
-    Admission, Defer, Exchange, Framing, Handler, Note, Refusal, Refused, Request, RequestHead,
-    TunnelEnded,
+    Admission, Defer, Exchange, Framing, Handler, Note, Refusal, RefusalCause, Request,
+    RequestHead, TunnelEnded,
 };
 use crate::logging::{AccessEntry, AccessLog, RequestLine, TunnelTotals};
-use crate::metrics::{tunnel_end_label, Metrics, Rejection};
+use crate::metrics::{tunnel_end_label, Metrics, RejectionReason};
 use crate::proxy::{Failed, Forwarded, Proxy, ResponseHeaders, Upgraded};
 use crate::Shared;
 
@@ -58,7 +58,7 @@ pub struct Balancing {
 impl Handler for Balancing {
     fn admit(&self, head: &RequestHead, framing: Framing, defer: &Defer<'_>) -> Admission {
         if let Err(refusal) = check_request(head) {
-            self.metrics.record_rejection(Rejection::BadRequest);
+            self.metrics.record_rejection(RejectionReason::BadRequest);
             return Admission::Refuse(self.explained(head, refusal, None, None));
         }
         match self.filter.check(head, framing, Instant::now()) {
@@ -92,29 +92,29 @@ impl Handler for Balancing {
         peer: SocketAddr,
         head: Option<&RequestHead>,
         refusal: &Refusal,
-        why: Refused,
+        why: RefusalCause,
         waited: Duration,
     ) {
-        let gone = why == Refused::ClientGone;
+        let gone = why == RefusalCause::ClientGone;
         if !gone {
             self.metrics.record_response(refusal.status, waited);
         }
         let rejection = match why {
-            Refused::Malformed => Some(Rejection::BadRequest),
-            Refused::HeadTimeout => Some(Rejection::HeadTimeout),
-            Refused::QueueFull => Some(Rejection::QueueFull),
-            Refused::QueueTimeout => Some(Rejection::QueueTimeout),
-            Refused::ShuttingDown => Some(Rejection::ShuttingDown),
-            Refused::BodyTimeout => Some(Rejection::BodyTimeout),
-            Refused::NoBufferRoom => Some(Rejection::BufferFull),
-            Refused::BodyTooLarge => {
+            RefusalCause::Malformed => Some(RejectionReason::BadRequest),
+            RefusalCause::HeadTimeout => Some(RejectionReason::HeadTimeout),
+            RefusalCause::QueueFull => Some(RejectionReason::QueueFull),
+            RefusalCause::QueueTimeout => Some(RejectionReason::QueueTimeout),
+            RefusalCause::ShuttingDown => Some(RejectionReason::ShuttingDown),
+            RefusalCause::BodyTimeout => Some(RejectionReason::BodyTimeout),
+            RefusalCause::NoBufferRoom => Some(RejectionReason::BufferFull),
+            RefusalCause::BodyTooLarge => {
                 self.filter.note_body_too_large();
                 None
             }
             // Counted where it was decided: in `admit` or by the filter.
-            Refused::Admission => None,
+            RefusalCause::Admission => None,
             // Nothing was answered: only the access log hears of it.
-            Refused::ClientGone => None,
+            RefusalCause::ClientGone => None,
         };
         if let Some(r) = rejection {
             self.metrics.record_rejection(r);
@@ -260,9 +260,9 @@ impl Balancing {
             .record_retries(failed.attempts.saturating_sub(1));
         if failed.attempts == 0 {
             self.metrics.record_rejection(match failed.refusal.code {
-                "tunnel_limit" => Rejection::TunnelLimit,
-                "shutting_down" => Rejection::ShuttingDown,
-                _ => Rejection::NoBackend,
+                "tunnel_limit" => RejectionReason::TunnelLimit,
+                "shutting_down" => RejectionReason::ShuttingDown,
+                _ => RejectionReason::NoBackend,
             });
         }
         // Only a streamed body (`request_buffering off`) is cut off here; a buffered one was
@@ -340,7 +340,7 @@ impl Balancing {
         if framing != Framing::None && !self.proxy.pool().any_available() {
             // Before the body is read, and before `100 Continue`: an upload no backend could
             // take is refused before the client sends it.
-            self.metrics.record_rejection(Rejection::NoBackend);
+            self.metrics.record_rejection(RejectionReason::NoBackend);
             let refusal = Refusal::retry_after(503, "no backend available", 1);
             let verdict = self.filter_verdict();
             return Err(self.explained(head, refusal.coded("no_backend"), verdict, limit));

@@ -1,7 +1,8 @@
-//! What the `loadbalancer` command says around start-up, so that an operator sees at once what
-//! is running and what is wrong: a warning when the built-in default backends are used or when
-//! no backend answers, and the dashboard's address (a port already taken gets its hint where
-//! it is bound, in `lib.rs`); and which demo servers `--demo` starts ([`demo_servers`]).
+//! What the `loadbalancer` command does around a running balancer, so that an operator sees at
+//! once what is running and what is wrong: a warning when the built-in default backends are
+//! used or when no backend answers, and the dashboard's address (a port already taken gets its
+//! hint where it is bound, in `start.rs`); what `--check` says of the shared store's Redis
+//! ([`check_shared`]); and which demo servers `--demo` starts ([`demo_servers`]).
 //!
 //! None of this changes how the balancer works; [`crate::Balancer::start`] does not call it.
 
