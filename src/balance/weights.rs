@@ -280,6 +280,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// Measured from the share last logged, not from fixed steps, so a weight that jitters around
 /// 50 % writes nothing; a change held back by the interval is logged on a later tick.
+///
+/// Nothing is said while the backend is out (unhealthy, breaker open): no request is sent to
+/// it, so its weight is nobody's news, and a line such as `slow start over` would read as if it
+/// were back. What changed while it was out is said once it is back.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WeightLog {
     /// The share last logged; 1.0 (full) before any line.
@@ -315,11 +319,21 @@ pub enum WeightNews {
 }
 
 impl WeightLog {
-    /// Looks at this tick's `weighing` at `now`: the news worth a line, if any.
-    pub fn observe(&mut self, weighing: &Weighing, now: Instant) -> Option<WeightNews> {
+    /// Looks at this tick's `weighing` at `now`, of a backend that can take requests
+    /// (`available`) or not: the news worth a line, if any.
+    pub fn observe(
+        &mut self,
+        weighing: &Weighing,
+        available: bool,
+        now: Instant,
+    ) -> Option<WeightNews> {
         let share = weighing.share();
         let ramping = weighing.ramping();
-        let news = if ramping != self.ramping {
+        let news = if !available {
+            // Nobody's news; `ramping` is still followed below, so that a backend that comes
+            // back is compared with what it is then, not with a ramp it left.
+            None
+        } else if ramping != self.ramping {
             Some(if ramping {
                 WeightNews::RampBegan
             } else {
@@ -449,6 +463,13 @@ impl Measurements {
     /// Starts slow start at `now`.
     pub fn join(&mut self, now: Instant) {
         self.joined = Some(now);
+    }
+
+    /// Ends slow start early: the backend is out (health checks fail, its breaker opened).
+    /// Whatever brings it back starts a new ramp (see `Backend`), so a ramp never runs, nor
+    /// ends, while nobody is sent to the backend.
+    pub fn leave(&mut self) {
+        self.joined = None;
     }
 
     /// Forgets the failure average: the failures it counted are over (a breaker closed again).
@@ -623,7 +644,7 @@ mod tests {
         let mut log = WeightLog::default();
         let mut look = |w: Weighing| {
             clock.advance(tick);
-            log.observe(&w, clock.now())
+            log.observe(&w, true, clock.now())
         };
         // Alike backends at full weight: nothing to say, tick after tick.
         for _ in 0..20 {
