@@ -563,28 +563,42 @@ mod tests {
         assert!((4..=6).contains(&ramp_lines.len()), "{ramp_lines:#?}");
     }
 
-    #[test]
-    fn a_backend_that_goes_out_while_ramping_says_nothing_until_it_is_back() {
+    /// One maintenance tick of `b` on `clock`, a 5 s ramp and no other backend: breaker
+    /// timeouts, the tick's samples folded, the weight; returns the line logged, if any.
+    fn tick(b: &Backend, clock: &crate::clock::ManualClock) -> Option<String> {
+        use crate::clock::Clock;
+        let ramp = Duration::from_secs(5);
+        clock.advance(Duration::from_millis(100));
+        b.tick(clock.now());
+        b.fold_tick();
+        let inputs = b.weight_inputs(clock.now(), ramp);
+        b.apply_weighing(&weights::weigh(&inputs, None, ramp), clock.now())
+    }
+
+    /// A backend that joins (a reload added it while its process does not run yet), says so,
+    /// and fails its first 5 requests: its breaker opens.
+    fn joined_and_failing() -> (Backend, crate::clock::ManualClock) {
         use crate::clock::{Clock, ManualClock};
         let b = backend();
         let clock = ManualClock::new();
-        let ramp = Duration::from_secs(5);
-        let tick = || {
-            clock.advance(Duration::from_millis(100));
-            b.fold_tick();
-            let inputs = b.weight_inputs(clock.now(), ramp);
-            b.apply_weighing(&weights::weigh(&inputs, None, ramp), clock.now())
-        };
-        // Added by a reload while its process is not running yet: it joins, and every request
-        // sent to it fails until the breaker opens and the health checks take it out.
         b.join(clock.now());
         assert_eq!(
-            tick().as_deref(),
+            tick(&b, &clock).as_deref(),
             Some("backend a:1: slow start: effective weight 10% of weight 2, full in 5s")
         );
         for _ in 0..5 {
             b.record(false, Duration::ZERO, clock.now());
         }
+        assert!(!b.is_available());
+        (b, clock)
+    }
+
+    #[test]
+    fn a_backend_that_goes_out_while_ramping_says_nothing_until_it_is_back() {
+        use crate::clock::Clock;
+        let (b, clock) = joined_and_failing();
+        let tick = || tick(&b, &clock);
+        // The health checks take it out too.
         let fail = health::Outcome::Failed("refused".into());
         for _ in 0..3 {
             b.record_check(&fail, clock.now());
@@ -611,22 +625,9 @@ mod tests {
 
     #[test]
     fn a_breaker_that_opens_mid_ramp_ends_the_ramp_quietly() {
-        use crate::clock::{Clock, ManualClock};
-        let b = backend();
-        let clock = ManualClock::new();
-        let ramp = Duration::from_secs(5);
-        let tick = || {
-            clock.advance(Duration::from_millis(100));
-            b.tick(clock.now());
-            b.fold_tick();
-            let inputs = b.weight_inputs(clock.now(), ramp);
-            b.apply_weighing(&weights::weigh(&inputs, None, ramp), clock.now())
-        };
-        b.join(clock.now());
-        assert!(tick().is_some_and(|l| l.contains("slow start: effective weight 10%")));
-        for _ in 0..5 {
-            b.record(false, Duration::ZERO, clock.now());
-        }
+        use crate::clock::Clock;
+        let (b, clock) = joined_and_failing();
+        let tick = || tick(&b, &clock);
         // Open for 10 s, longer than the ramp: nothing is said about a backend that is out.
         let while_open: Vec<String> = (0..99).filter_map(|_| tick()).collect();
         assert_eq!(while_open, Vec::<String>::new());
