@@ -134,8 +134,6 @@ median() {
         }'
 }
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
-
 names=(haproxy ours)
 [[ -n $BASE_BIN ]] && names+=(base)
 metrics=(cpu_us user_us sys_us switches rps)

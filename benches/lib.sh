@@ -52,6 +52,18 @@ await_port() {
     return 1
 }
 
+# Exits with a message if something already accepts connections on any of the ports given: a
+# bench would otherwise measure whatever listens there (another bench's nginx, say).
+require_free_ports() {
+    local p
+    for p in "$@"; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "${NAME:-bench}: port $p is in use already: choose another PORT=" >&2
+            exit 1
+        fi
+    done
+}
+
 # Waits until nothing accepts connections on 127.0.0.1:$1 any more (10 s at most).
 await_free() {
     local tries
@@ -103,4 +115,33 @@ write_haproxy_cfg() {
             i=$((i + 1))
         done
     } >"$work/haproxy.cfg"
+}
+
+# "req/s p50 p99" (the latencies in milliseconds) of the `wrk --latency` output in file $1, and $3 after
+# them; complains on stderr, naming $2, when wrk reported errors.
+wrk_summary() {
+    awk -v script="${NAME:-bench}" -v name="$2" -v extra="${3:-}" 'function ms(t) {
+             if (t ~ /us$/) return substr(t, 1, length(t) - 2) / 1000
+             if (t ~ /ms$/) return substr(t, 1, length(t) - 2) + 0
+             if (t ~ /s$/) return substr(t, 1, length(t) - 1) * 1000
+             return t
+         }
+         /Requests\/sec/ {rps = $2} /^ +50%/ {p50 = ms($2)} /^ +99%/ {p99 = ms($2)}
+         /Non-2xx|Socket errors/ {bad = bad " " $0}
+         END {
+             if (bad != "") print script ": " name ": wrk reported errors:" bad > "/dev/stderr"
+             printf "%d %.2f %.2f%s\n", rps, p50, p99, extra
+         }' "$1"
+}
+
+# $1 / $2 to three decimals (0 when $2 is 0).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
+
+# The median and range of the numbers on standard input.
+median() {
+    sort -n | awk '{r[NR] = $1}
+        END {
+            m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+            printf "%.3f (range %s to %s)", m, r[1], r[NR]
+        }'
 }

@@ -67,29 +67,7 @@ measure() {
     kill "$pid"
     wait "$pid" 2>/dev/null || true
     await_free "$PORT"
-    awk -v name="$1" 'function ms(t) {
-             if (t ~ /us$/) return substr(t, 1, length(t) - 2) / 1000
-             if (t ~ /ms$/) return substr(t, 1, length(t) - 2) + 0
-             if (t ~ /s$/) return substr(t, 1, length(t) - 1) * 1000
-             return t
-         }
-         /Requests\/sec/ {rps = $2} /^ +50%/ {p50 = ms($2)} /^ +99%/ {p99 = ms($2)}
-         /Non-2xx|Socket errors/ {bad = bad " " $0}
-         END {
-             if (bad != "") print "peers.sh: " name ": wrk reported errors:" bad > "/dev/stderr"
-             printf "%d %.2f %.2f\n", rps, p50, p99
-         }' "$work/wrk.out"
-}
-
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}'; }
-
-# The median and range of the numbers on standard input.
-median() {
-    sort -n | awk '{r[NR] = $1}
-        END {
-            m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
-            printf "%.3f (range %s to %s)", m, r[1], r[NR]
-        }'
+    wrk_summary "$work/wrk.out" "$1"
 }
 
 names=(haproxy ours)

@@ -14,6 +14,7 @@
 //! | field | value |
 //! | --- | --- |
 //! | `filter` | `pass` (the filter has rules and let the request through) or `refused` |
+//! | `limit` | which limit decided, when a `shared=on` rate limit applies: `shared` (Redis, or what it said), `local-fallback`, `open-fallback` or `closed-fallback` (Redis did not answer). For a forwarded request, the mode when it was forwarded |
 //! | `pick` | the backend of the last attempt, or `none` when no backend could take the request |
 //! | `cw` | each backend's smooth WRR score in the last pick: `COMPARED>AFTER`, the score the pick compared (its stored `current` plus its weight) and what is stored for the next pick (the chosen one lost the sum of the weights). A backend left out keeps its score: `x>x` |
 //! | `ew` | each backend's effective weight; when it is not the configured weight, `EFFECTIVE/CONFIGURED(REASONS)`, the reasons being the factors below 100 % of the weight formula: `latency P%`, `failures P%`, `slow_start P%`, and `floor 5%` when their product fell under the floor |
@@ -85,6 +86,8 @@ pub enum FilterVerdict {
 pub struct Explanation {
     /// The filter's verdict, when it checked the request.
     pub filter: Option<FilterVerdict>,
+    /// Which limit decided, when a `shared=on` rate limit applied (`LimitSource::name`).
+    pub limit: Option<&'static str>,
     /// What the picks saw: the last pick's scores, every pick's refusals.
     pub trace: PickTrace,
     /// The backend of the last attempt; `None` with a trace: no backend could be picked.
@@ -115,6 +118,9 @@ impl Explanation {
                 FilterVerdict::Refused => "refused",
             };
             fields.push(format!("filter={verdict}"));
+        }
+        if let Some(limit) = self.limit {
+            fields.push(format!("limit={limit}"));
         }
         let peers = &self.trace.peers;
         if self.chosen.is_some() || !peers.is_empty() {

@@ -22,6 +22,8 @@
 //! 3. The answer goes back without the worker waiting on the client: what the client does not
 //!    take at once waits in the connection's buffer, and the poller finishes it. [`metrics`]
 //!    counts it, [`logging`] writes the access-log line.
+//!    A WebSocket's `101 Switching Protocols` instead makes the connection a tunnel: the worker
+//!    hands both sockets to the poller, which relays bytes both ways until both sides are done.
 //!
 //! With `explain on`, [`explain`] writes down why: the pick's scores, the weights and what was
 //! skipped or retried, for a client that asks (`X-Balancer-Explain: 1`) and for the dashboard.

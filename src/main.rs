@@ -55,18 +55,7 @@ fn run() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.check {
-        // Like `nginx -t`: the configuration as it would run, on stdout; nothing is bound.
-        let from = cli.config.source.as_ref().map_or_else(
-            || "built-in defaults and flags".to_string(),
-            |f| format!("{} and flags", f.display()),
-        );
-        println!("# effective configuration ({from})");
-        if cli.default_backends {
-            println!("# no backend configured: these are the built-in default backends");
-        }
-        print!("{}", cli.config);
-        eprintln!("loadbalancer: configuration ok");
-        return ExitCode::SUCCESS;
+        return check(&cli);
     }
     logging::init();
     supervise::inject_from_env();
@@ -183,6 +172,33 @@ fn run() -> ExitCode {
         }
     }
     drop(demo);
+    ExitCode::SUCCESS
+}
+
+/// `--check`: like `nginx -t`, the configuration as it would run, on stdout; nothing is bound.
+/// With a `shared` line, also whether Redis answers (a Redis refusing the password fails it).
+fn check(cli: &config::Cli) -> ExitCode {
+    let from = cli.config.source.as_ref().map_or_else(
+        || "built-in defaults and flags".to_string(),
+        |f| format!("{} and flags", f.display()),
+    );
+    println!("# effective configuration ({from})");
+    if cli.default_backends {
+        println!("# no backend configured: these are the built-in default backends");
+    }
+    print!("{}", cli.config);
+    match startup::check_shared(&cli.config) {
+        Ok(said) => {
+            if let Some(said) = said {
+                eprintln!("loadbalancer: {said}");
+            }
+        }
+        Err(e) => {
+            eprintln!("loadbalancer: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    eprintln!("loadbalancer: configuration ok");
     ExitCode::SUCCESS
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::balance::backend::Backend;
+use crate::http::TunnelEnd;
 
 /// Upper bounds (seconds) of the request-duration histogram buckets, Prometheus style
 /// (`le`); a last `+Inf` bucket is implied.
@@ -36,11 +37,13 @@ pub enum Rejection {
     BodyTimeout,
     /// The buffers had no room for the request body (503).
     BufferFull,
+    /// An upgrade past `limits tunnels=` (503).
+    TunnelLimit,
 }
 
 impl Rejection {
     /// Every reason, in a stable order.
-    pub const ALL: [Rejection; 8] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::QueueFull,
         Rejection::QueueTimeout,
         Rejection::ShuttingDown,
@@ -49,6 +52,7 @@ impl Rejection {
         Rejection::NoBackend,
         Rejection::BodyTimeout,
         Rejection::BufferFull,
+        Rejection::TunnelLimit,
     ];
 
     /// The label used in status and metrics.
@@ -62,7 +66,20 @@ impl Rejection {
             Rejection::NoBackend => "no_backend",
             Rejection::BodyTimeout => "body_timeout",
             Rejection::BufferFull => "buffer_full",
+            Rejection::TunnelLimit => "tunnel_limit",
         }
+    }
+}
+
+/// The label of how a tunnel ended, in metrics and the access log: `client`, `backend` (the
+/// front end's peer), `idle`, `shutdown` or `error`.
+pub fn tunnel_end_label(how: TunnelEnd) -> &'static str {
+    match how {
+        TunnelEnd::Client => "client",
+        TunnelEnd::Peer => "backend",
+        TunnelEnd::Idle => "idle",
+        TunnelEnd::Shutdown => "shutdown",
+        TunnelEnd::Error => "error",
     }
 }
 

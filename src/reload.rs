@@ -20,6 +20,7 @@ pub(crate) fn proxy_settings(config: &Config) -> ProxySettings {
         retry_timeouts: config.retries.on_timeout,
         failure_statuses: config.breaker.failure_statuses.clone(),
         max_request_head: config.limits.max_head,
+        upgrade: config.upgrade.clone(),
     }
 }
 
@@ -48,9 +49,11 @@ fn keep_restart_only(new: &mut Config, current: &Config) {
         "timeouts head=": timeouts.head;
         "timeouts body=": timeouts.body;
         "timeouts queue=": timeouts.queue;
-        "limits (the front end's: max_request_line=, max_head=, max_headers=, max_connections=)": limits;
+        "timeouts tunnel=": timeouts.tunnel;
+        "limits (the front end's: max_request_line=, max_head=, max_headers=, max_connections=, tunnels=)": limits;
         "request_buffering": request_buffering;
         "buffers": buffers;
+        "shared (the Redis of shared limits)": filter.shared;
     }
 }
 

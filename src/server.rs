@@ -4,9 +4,13 @@
 //! ```text
 //! poller thread   Balancing::admit   admission.rs (CONNECT, targets, Host)      → 405 / 400
 //!                                    filter/ (allow/deny, bans, rules, rate)    → 403 / 405 / 413 / 414 / 429
-//! worker          Balancing::handle  proxy.forward: pick a backend, send, retry when safe
-//!                                    relay the answer (streamed), or our own 502 / 503 / 504
-//!                                    metrics, access log
+//!                                    a shared limit: parked, asked of Redis, then
+//!                 Balancing::resume  filter/ decides with Redis's answer         → 403 / 429 / 503
+//! worker          Balancing::handle  an upgrade (WebSocket)? reserve a tunnel         → 503
+//!                                    proxy.forward: pick a backend, send, retry when safe
+//!                                    relay the answer (streamed), or our own 502 / 503 / 504,
+//!                                    or a 101: hand both sockets to the poller as a tunnel
+//!                                    metrics, access log (a tunnel's when it ends)
 //! ```
 //!
 //! The admission checks run on the poller thread, before a request takes a worker, so a flood of
@@ -24,11 +28,15 @@ use crate::admin::{self, AdminRequest, AdminResponse};
 use crate::admission::check_request;
 use crate::balance::backend::{Backend, InFlight};
 use crate::explain::{self, Decisions, Explanation, FilterVerdict};
-use crate::filter::Filter;
-use crate::http::{Exchange, Framing, Handler, Refusal, Refused, Request, RequestHead};
-use crate::logging::{AccessEntry, AccessLog, RequestLine};
-use crate::metrics::{Metrics, Rejection};
-use crate::proxy::{Forwarded, Proxy};
+use crate::filter::shared::Answer;
+use crate::filter::{Checked, Filter, LimitSource};
+use crate::http::{
+    Admission, Defer, Exchange, Framing, Handler, Note, Refusal, Refused, Request, RequestHead,
+    TunnelEnded,
+};
+use crate::logging::{AccessEntry, AccessLog, RequestLine, TunnelTotals};
+use crate::metrics::{tunnel_end_label, Metrics, Rejection};
+use crate::proxy::{Failed, Forwarded, Proxy, ResponseHeaders, Upgraded};
 use crate::Shared;
 
 /// The balancer's request handler (see the module documentation).
@@ -48,23 +56,31 @@ pub struct Balancing {
 }
 
 impl Handler for Balancing {
-    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
+    fn admit(&self, head: &RequestHead, framing: Framing, defer: &Defer<'_>) -> Admission {
         if let Err(refusal) = check_request(head) {
             self.metrics.record_rejection(Rejection::BadRequest);
-            return Err(self.explained(head, refusal, None));
+            return Admission::Refuse(self.explained(head, refusal, None, None));
         }
-        if let Err(refusal) = self.filter.check(head, framing, Instant::now()) {
-            return Err(self.explained(head, refusal, Some(FilterVerdict::Refused)));
+        match self.filter.check(head, framing, Instant::now()) {
+            Checked::Done { verdict, limit } => self.filtered(head, framing, verdict, limit).into(),
+            // A shared limit: Redis's answer comes through `resume`.
+            Checked::Ask(ask) => {
+                self.filter.ask(ask, defer.handle());
+                let within = self.filter.shared_within();
+                Admission::Later { within }
+            }
         }
-        if framing != Framing::None && !self.proxy.pool().any_available() {
-            // Before the body is read, and before `100 Continue`: an upload no backend could
-            // take is refused before the client sends it.
-            self.metrics.record_rejection(Rejection::NoBackend);
-            let refusal = Refusal::retry_after(503, "no backend available", 1);
-            let verdict = self.filter_verdict();
-            return Err(self.explained(head, refusal.coded("no_backend"), verdict));
-        }
-        Ok(())
+    }
+
+    fn resume(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        note: Option<Note>,
+    ) -> Result<(), Refusal> {
+        let answer = note.and_then(|n| n.downcast::<Answer>().ok()).map(|a| *a);
+        let (verdict, limit) = self.filter.settle(head, answer, Instant::now());
+        self.filtered(head, framing, verdict, limit)
     }
 
     fn max_body(&self) -> Option<u64> {
@@ -119,73 +135,36 @@ impl Handler for Balancing {
             via: "",
             reason: Some(refusal.code),
             aborted: gone,
+            tunnel: None,
         });
     }
 
     fn handle(&self, request: &Request, exchange: &mut Exchange<'_>) {
         let head = &request.head;
-        let max_body = self.filter.max_body();
-        let framing = request.framing;
+        // An upgrade to an allowed protocol (a WebSocket) may become a tunnel; for any other
+        // request this is one look for an `Upgrade` header.
+        let upgrade = self.proxy.upgrade_of(head, request.framing);
         // With `explain on` every request is explained, for the dashboard; only a client that
         // asked gets the line. With it off, nothing is traced.
         let mut explanation = self.explain.load(Relaxed).then(|| Explanation {
             filter: self.filter_verdict(),
+            limit: self.filter.limit_of(head).map(LimitSource::name),
             ..Explanation::default()
         });
-        let result = match &mut explanation {
-            Some(e) => {
-                let body = &mut exchange.body();
-                self.proxy
-                    .forward_explained(head, framing, body, max_body, e)
-            }
-            None => self
-                .proxy
-                .forward(head, framing, &mut exchange.body(), max_body),
+        let reserved = match upgrade {
+            // Before any backend is asked: an upgrade past the limit costs no connection.
+            Some(_) => exchange.reserve_tunnel(),
+            None => Ok(()),
+        };
+        let result = match reserved {
+            Ok(()) => self.forward(request, exchange, upgrade.as_deref(), explanation.as_mut()),
+            Err(refusal) => Err(not_forwarded(refusal, explanation.as_mut())),
         };
         let mut explained = explanation.map(|e| e.line());
         let asked = explained.is_some() && explain::asked(head);
-        let (line, via) = match result {
-            Ok(fwd) => {
-                self.metrics.record_retries(fwd.attempts.saturating_sub(1));
-                let backend = Some(Arc::clone(fwd.backend()));
-                let (attempts, via) = (fwd.attempts, names(&fwd.via));
-                let relayed = relay(exchange, fwd, explained.as_mut(), asked);
-                let line = Line {
-                    status: relayed.status,
-                    backend,
-                    bytes: relayed.bytes,
-                    attempts,
-                    reason: relayed.reason,
-                    aborted: relayed.aborted,
-                };
-                (line, via)
-            }
-            Err(mut failed) => {
-                self.metrics
-                    .record_retries(failed.attempts.saturating_sub(1));
-                if failed.attempts == 0 {
-                    self.metrics.record_rejection(Rejection::NoBackend);
-                }
-                // Only a streamed body (`request_buffering off`) is cut off here; a buffered one was
-                // refused on the poller and counted there.
-                if failed.refusal.code == "body_too_large" {
-                    self.filter.note_body_too_large();
-                }
-                if asked {
-                    failed.refusal.header =
-                        explained.clone().map(|l| Box::new((explain::HEADER, l)));
-                }
-                exchange.refuse(&failed.refusal);
-                let line = Line {
-                    status: failed.refusal.status,
-                    backend: failed.backend,
-                    bytes: failed.refusal.reason.len() as u64 + 1,
-                    attempts: failed.attempts,
-                    reason: Some(failed.refusal.code),
-                    aborted: false,
-                };
-                (line, names(&failed.via))
-            }
+        let (line, via, tunnel) = match result {
+            Ok(fwd) => self.answer(request, exchange, fwd, explained.as_mut(), asked),
+            Err(failed) => self.fail(exchange, failed, explained.as_ref(), asked),
         };
         self.metrics
             .record_response(line.status, request.received.elapsed());
@@ -193,7 +172,8 @@ impl Handler for Balancing {
         if let Some(explained) = explained {
             self.decisions.record(head, line.status, explained);
         }
-        if !self.access_log.enabled() {
+        // A tunnel's line is written when it ends.
+        if tunnel || !self.access_log.enabled() {
             return;
         }
         let untaken = exchange.untaken();
@@ -216,6 +196,158 @@ impl Handler for Balancing {
 }
 
 impl Balancing {
+    /// Forwards `request` (as an upgrade to `upgrade` when given), explained into `explanation`
+    /// when `explain` is on.
+    fn forward(
+        &self,
+        request: &Request,
+        exchange: &mut Exchange<'_>,
+        upgrade: Option<&[u8]>,
+        explanation: Option<&mut Explanation>,
+    ) -> Result<Forwarded, Failed> {
+        let (head, framing) = (&request.head, request.framing);
+        let max_body = self.filter.max_body();
+        let body = &mut exchange.body();
+        match explanation {
+            Some(e) => self
+                .proxy
+                .forward_explained(head, framing, body, max_body, upgrade, e),
+            None => self.proxy.forward(head, framing, body, max_body, upgrade),
+        }
+    }
+
+    /// Relays a backend's answer, or turns its 101 into a tunnel. Returns the access-log line,
+    /// the backends tried, and whether a tunnel was opened (its line is written at its end).
+    fn answer(
+        &self,
+        request: &Request,
+        exchange: &mut Exchange<'_>,
+        mut fwd: Forwarded,
+        explained: Option<&mut String>,
+        asked: bool,
+    ) -> (Line, String, bool) {
+        self.metrics.record_retries(fwd.attempts.saturating_sub(1));
+        let backend = Some(Arc::clone(fwd.backend()));
+        let (attempts, via) = (fwd.attempts, names(&fwd.via));
+        let (relayed, tunnel) = match fwd.upgraded.take() {
+            Some(upgraded) => {
+                let explained = explained.map(|l| (&**l, asked));
+                let relayed = self.tunnel(request, exchange, fwd, *upgraded, explained, &via);
+                (relayed, true)
+            }
+            None => (relay(exchange, fwd, explained, asked), false),
+        };
+        let line = Line {
+            status: relayed.status,
+            backend,
+            bytes: relayed.bytes,
+            attempts,
+            reason: relayed.reason,
+            aborted: relayed.aborted,
+        };
+        (line, via, tunnel)
+    }
+
+    /// Answers our own refusal for a request that was not forwarded, or not answered.
+    fn fail(
+        &self,
+        exchange: &mut Exchange<'_>,
+        mut failed: Failed,
+        explained: Option<&String>,
+        asked: bool,
+    ) -> (Line, String, bool) {
+        self.metrics
+            .record_retries(failed.attempts.saturating_sub(1));
+        if failed.attempts == 0 {
+            self.metrics.record_rejection(match failed.refusal.code {
+                "tunnel_limit" => Rejection::TunnelLimit,
+                "shutting_down" => Rejection::ShuttingDown,
+                _ => Rejection::NoBackend,
+            });
+        }
+        // Only a streamed body (`request_buffering off`) is cut off here; a buffered one was
+        // refused on the poller and counted there.
+        if failed.refusal.code == "body_too_large" {
+            self.filter.note_body_too_large();
+        }
+        if asked {
+            failed.refusal.header = explained.cloned().map(|l| Box::new((explain::HEADER, l)));
+        }
+        exchange.refuse(&failed.refusal);
+        let line = Line {
+            status: failed.refusal.status,
+            backend: failed.backend,
+            bytes: failed.refusal.reason.len() as u64 + 1,
+            attempts: failed.attempts,
+            reason: Some(failed.refusal.code),
+            aborted: false,
+        };
+        (line, names(&failed.via), false)
+    }
+
+    /// Answers the backend's 101 to the client and hands both sockets to the poller as a
+    /// tunnel: from here on no worker is involved. The tunnel counts against its backend (on
+    /// `/status`) until it ends, when its access-log line is written. `explained` is the
+    /// request's explanation when `explain` is on, and whether the client asked for it.
+    fn tunnel(
+        &self,
+        request: &Request,
+        exchange: &mut Exchange<'_>,
+        fwd: Forwarded,
+        upgraded: Upgraded,
+        explained: Option<(&str, bool)>,
+        via: &str,
+    ) -> Relayed {
+        let backend = Arc::clone(fwd.backend());
+        backend.stats.tunnels.fetch_add(1, Relaxed);
+        let ended = TunnelLine {
+            head: request.head.clone(),
+            backend,
+            attempts: fwd.attempts,
+            via: via.to_string(),
+            received: request.received,
+            access_log: Arc::clone(&self.access_log),
+        };
+        let Upgraded {
+            stream,
+            leftover,
+            protocol,
+        } = upgraded;
+        let headers = passed_on(&fwd.headers, explained);
+        let on_end = Box::new(move |end: TunnelEnded| ended.ended(end));
+        let switched = exchange.switch_protocols(&protocol, headers, stream, &leftover, on_end);
+        Relayed {
+            status: 101,
+            bytes: 0,
+            reason: None,
+            aborted: switched.is_err(),
+        }
+    }
+
+    /// The rest of admission once the filter has decided (`limit`: which limit decided, for a
+    /// shared rule): an upload that no backend could take is refused now.
+    fn filtered(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        verdict: Result<(), Refusal>,
+        limit: Option<LimitSource>,
+    ) -> Result<(), Refusal> {
+        if let Err(refusal) = verdict {
+            let filter = Some(FilterVerdict::Refused);
+            return Err(self.explained(head, refusal, filter, limit));
+        }
+        if framing != Framing::None && !self.proxy.pool().any_available() {
+            // Before the body is read, and before `100 Continue`: an upload no backend could
+            // take is refused before the client sends it.
+            self.metrics.record_rejection(Rejection::NoBackend);
+            let refusal = Refusal::retry_after(503, "no backend available", 1);
+            let verdict = self.filter_verdict();
+            return Err(self.explained(head, refusal.coded("no_backend"), verdict, limit));
+        }
+        Ok(())
+    }
+
     /// The filter's verdict on a request it let through: `pass` when it has rules to check.
     fn filter_verdict(&self) -> Option<FilterVerdict> {
         self.filter.is_active().then_some(FilterVerdict::Pass)
@@ -228,9 +360,12 @@ impl Balancing {
         head: &RequestHead,
         mut refusal: Refusal,
         filter: Option<FilterVerdict>,
+        limit: Option<LimitSource>,
     ) -> Refusal {
         if self.explain.load(Relaxed) {
-            let line = Explanation::refusal(filter, refusal.status, refusal.code).line();
+            let mut e = Explanation::refusal(filter, refusal.status, refusal.code);
+            e.limit = limit.map(LimitSource::name);
+            let line = e.line();
             if explain::asked(head) {
                 refusal.header = Some(Box::new((explain::HEADER, line.clone())));
             }
@@ -282,6 +417,65 @@ impl Line {
             via,
             reason: self.reason,
             aborted: self.aborted,
+            tunnel: None,
+        });
+    }
+}
+
+/// A refusal given before any backend was asked (an upgrade past `limits tunnels=`, or during
+/// the drain), as a failed forward of no attempt.
+fn not_forwarded(refusal: Refusal, explanation: Option<&mut Explanation>) -> Failed {
+    if let Some(e) = explanation {
+        e.refused = Some((refusal.status, refusal.code));
+    }
+    Failed {
+        refusal,
+        backend: None,
+        attempts: 0,
+        via: Vec::new(),
+        client_fault: false,
+        body_read: 0,
+        body_done: true,
+    }
+}
+
+/// What a tunnel's access-log line says besides how it ended, kept until it ends (the callback
+/// runs on the poller, or on the worker when the client left before the 101).
+struct TunnelLine {
+    head: RequestHead,
+    backend: Arc<Backend>,
+    attempts: u32,
+    via: String,
+    received: Instant,
+    access_log: Arc<AccessLog>,
+}
+
+impl TunnelLine {
+    /// The tunnel has ended: it stops counting against its backend, whose `bytes_out` gets
+    /// what it sent, and its line is written.
+    fn ended(self, end: TunnelEnded) {
+        let stats = &self.backend.stats;
+        stats.tunnels.fetch_sub(1, Relaxed);
+        stats.bytes_out.fetch_add(end.down, Relaxed);
+        if !self.access_log.enabled() {
+            return;
+        }
+        self.access_log.write(&AccessEntry {
+            client: self.head.client,
+            request: Some(request_line(&self.head)),
+            status: 101,
+            backend: Some(&self.backend.name),
+            duration: self.received.elapsed(),
+            bytes: end.down,
+            attempts: self.attempts,
+            via: &self.via,
+            reason: None,
+            aborted: false,
+            tunnel: Some(TunnelTotals {
+                up: end.up,
+                down: end.down,
+                end: tunnel_end_label(end.how),
+            }),
         });
     }
 }
@@ -328,12 +522,7 @@ fn relay(
         reason,
         aborted,
     };
-    let ours = explained.is_some();
-    let header = explained.as_deref().filter(|_| asked);
-    let headers = headers
-        .end_to_end()
-        .filter(|(name, _)| !(ours && name.eq_ignore_ascii_case(explain::HEADER)))
-        .chain(header.map(|line| (explain::HEADER, line.as_bytes())));
+    let headers = passed_on(&headers, explained.as_deref().map(|l| (&**l, asked)));
     match exchange.respond(status, headers, content_length, &mut source) {
         Ok(bytes) => relayed(bytes, None, false),
         Err(e) if e.source_failed && e.nothing_sent => {
@@ -367,6 +556,22 @@ fn relay(
             relayed(e.bytes, None, true)
         }
     }
+}
+
+/// The backend's headers the client gets: the end-to-end ones; with `explain` on (`explained`:
+/// the line, and whether the client asked for it), not the backend's `X-Balancer-Explain` but
+/// ours, when asked.
+fn passed_on<'h>(
+    headers: &'h ResponseHeaders,
+    explained: Option<(&'h str, bool)>,
+) -> impl Iterator<Item = (&'h str, &'h [u8])> {
+    let header = explained.filter(|(_, asked)| *asked).map(|(line, _)| line);
+    headers
+        .end_to_end()
+        .filter(move |(name, _)| {
+            !(explained.is_some() && name.eq_ignore_ascii_case(explain::HEADER))
+        })
+        .chain(header.map(|line| (explain::HEADER, line.as_bytes())))
 }
 
 /// A backend's body, counted into its `bytes_out`; keeps the backend's in-flight gauge until

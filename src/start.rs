@@ -5,6 +5,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -13,6 +14,8 @@ use crate::balance::resilience::Resilience;
 use crate::balance::retry::RetryBudget;
 use crate::balance::selection::Pool;
 use crate::clock::{Clock, SystemClock};
+use crate::config::shared::SharedConfig;
+use crate::filter::shared::{self, BanSink, Problem, SharedLimits};
 use crate::filter::Filter;
 use crate::http::limits::{default_max_connections, descriptor_limit};
 use crate::logging::{self, AccessLog};
@@ -95,6 +98,9 @@ impl Balancer {
             loader,
             reloading: Mutex::new(()),
         });
+        if let Some(store) = &config.filter.shared {
+            start_shared(&shared.filter, store)?;
+        }
         let limits = front_limits(&config);
         let balancing = Balancing {
             proxy,
@@ -167,6 +173,41 @@ impl Balancer {
     }
 }
 
+/// Starts the shared store of the `shared` line and gives it to the filter; the bans it learns
+/// go to the filter's ban table. A Redis that refuses the credentials is a configuration error
+/// (named by the line); one that does not answer is not: the balancer starts with its fallback
+/// and comes to Redis when it answers.
+fn start_shared(filter: &Arc<Filter>, config: &SharedConfig) -> io::Result<()> {
+    if let Err(Problem::Auth(why)) = shared::probe(config) {
+        return Err(io::Error::other(auth_error(config, &why)));
+    }
+    let weak = Arc::downgrade(filter);
+    let on_ban: BanSink = Arc::new(move |client, left| {
+        if let Some(filter) = weak.upgrade() {
+            filter.adopt_ban(client, left, Instant::now());
+        }
+    });
+    filter.attach_shared(SharedLimits::start(config, on_ban)?);
+    log::info!(
+        "shared limits in Redis at {} (fallback={})",
+        config.redacted_url(),
+        config.fallback.name()
+    );
+    Ok(())
+}
+
+/// `FILE:LINE: shared: Redis at URL refused the credentials: WHY` (the password hidden).
+pub fn auth_error(config: &SharedConfig, why: &str) -> String {
+    let at = config
+        .at
+        .as_deref()
+        .map_or(String::new(), |at| format!("{at}: "));
+    format!(
+        "{at}shared: Redis at {} refused the credentials: {why}",
+        config.redacted_url()
+    )
+}
+
 /// Most connections to the admin listener at once. 256.
 const ADMIN_CONNECTIONS: usize = 256;
 
@@ -212,6 +253,8 @@ pub fn front_limits(config: &Config) -> http::Limits {
         max_connections: l
             .max_connections
             .unwrap_or_else(|| default_max_connections(descriptor_limit(), config.workers)),
+        tunnel_timeout: t.tunnel,
+        max_tunnels: l.tunnels,
     }
 }
 
@@ -279,6 +322,7 @@ impl Running {
         self.shared.draining.store(true, Relaxed);
         drop(self.maintenance);
         let drained = self.front.shutdown(drain);
+        self.shared.filter.stop_shared();
         if let Some(a) = self.admin {
             a.shutdown(ADMIN_DRAIN);
         }

@@ -105,6 +105,32 @@ fn probe(backend: &BackendConfig, timeout: Duration) -> Result<(), String> {
     Err(last)
 }
 
+/// What `--check` says of the `shared` line's Redis: `Ok` with a line saying it answers, or that
+/// it does not (not an error: the balancer would start with its fallback); `Err` when it refuses
+/// the credentials, naming the line (`FILE:LINE: shared: ...`). Nothing when there is no
+/// `shared` line. Waits at most about two `connect_timeout=`s.
+pub fn check_shared(config: &Config) -> Result<Option<String>, String> {
+    let Some(shared) = &config.filter.shared else {
+        return Ok(None);
+    };
+    let url = shared.redacted_url();
+    match crate::filter::shared::probe(shared) {
+        Ok(rtt) => Ok(Some(format!(
+            "shared: Redis at {url} answers (PING in {:.1} ms)",
+            rtt.as_secs_f64() * 1000.0
+        ))),
+        Err(crate::filter::shared::Problem::Auth(why)) => {
+            Err(crate::start::auth_error(shared, &why))
+        }
+        Err(p) => Ok(Some(format!(
+            "shared: Redis at {url} does not answer ({}): the balancer would start with \
+             fallback={} and use Redis once it answers",
+            p.text(),
+            shared.fallback.name()
+        ))),
+    }
+}
+
 /// A demo server that `--demo` starts for one configured backend.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoServerPlan {

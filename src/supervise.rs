@@ -12,6 +12,7 @@
 //! | health check | survives: the check counts as failed and the backend is checked again at its next interval | the check is one probe, its result one message |
 //! | signals | exits the process (status 70) | without it, SIGTERM would no longer drain |
 //! | log writer | survives: the lines it held are counted as dropped, the next pass runs | each pass starts from the queue; a writer gone would leave the process without logs |
+//! | redis, redis-bans (`shared`) | survive: the loop starts again with a fresh connection; checks in flight are decided by the fallback | the state is Redis's; a connection is cheap to make again |
 //!
 //! Every panic is logged with the thread's name and counted (`lb_thread_panics_total` in
 //! `/metrics`). [`inject`] makes the next pass of a thread panic, so that the tests can prove
@@ -37,11 +38,13 @@ pub enum Thread {
     Signals,
     /// The log writer (`logging/writer.rs`).
     LogWriter,
+    /// The shared store's threads (`redis`, `redis-bans`).
+    SharedStore,
 }
 
 impl Thread {
     /// Every kind, in a stable order.
-    pub const ALL: [Thread; 7] = [
+    pub const ALL: [Thread; 8] = [
         Thread::Worker,
         Thread::Admission,
         Thread::Poller,
@@ -49,6 +52,7 @@ impl Thread {
         Thread::HealthCheck,
         Thread::Signals,
         Thread::LogWriter,
+        Thread::SharedStore,
     ];
 
     /// The label in logs and metrics.
@@ -61,6 +65,7 @@ impl Thread {
             Thread::HealthCheck => "health_check",
             Thread::Signals => "signals",
             Thread::LogWriter => "log_writer",
+            Thread::SharedStore => "redis",
         }
     }
 

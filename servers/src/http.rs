@@ -39,6 +39,10 @@ pub struct Head {
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends its body.
     pub expects_continue: bool,
+    /// The client asks to switch to WebSocket (RFC 6455 §4.1: `Connection: upgrade`, `Upgrade:
+    /// websocket`, `Sec-WebSocket-Version: 13`, a GET without a body): its
+    /// `Sec-WebSocket-Key`.
+    pub websocket_key: Option<String>,
 }
 
 /// How the body after a head is framed.
@@ -170,18 +174,26 @@ pub fn read_head(r: &mut impl BufRead) -> Result<Option<Head>, HeadError> {
         _ => Body::None,
     };
     let http10 = request.version == Some(0);
+    let method = request.method.unwrap_or_default();
+    let websocket = fields.connection_upgrade
+        && fields.upgrade_websocket
+        && fields.websocket_version.as_deref() == Some("13")
+        && method == "GET"
+        && body == Body::None
+        && !http10;
     let keep_alive = if http10 {
         fields.keep_alive && !fields.close
     } else {
         !fields.close
     };
     Ok(Some(Head {
-        method: request.method.unwrap_or_default().to_string(),
+        method: method.to_string(),
         target: request.path.unwrap_or_default().to_string(),
         body,
         http10,
         keep_alive,
         expects_continue: fields.expects_continue && body != Body::None,
+        websocket_key: fields.websocket_key.filter(|_| websocket),
     }))
 }
 
@@ -198,6 +210,14 @@ struct Fields {
     keep_alive: bool,
     /// `Expect: 100-continue`.
     expects_continue: bool,
+    /// `Connection: upgrade`.
+    connection_upgrade: bool,
+    /// `Upgrade: websocket`.
+    upgrade_websocket: bool,
+    /// `Sec-WebSocket-Key`.
+    websocket_key: Option<String>,
+    /// `Sec-WebSocket-Version`.
+    websocket_version: Option<String>,
 }
 
 impl Fields {
@@ -230,8 +250,16 @@ impl Fields {
                     for token in value.split(',').map(str::trim) {
                         seen.close |= token.eq_ignore_ascii_case("close");
                         seen.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                        seen.connection_upgrade |= token.eq_ignore_ascii_case("upgrade");
                     }
                 }
+                "upgrade" => {
+                    seen.upgrade_websocket |= value
+                        .split(',')
+                        .any(|p| p.trim().eq_ignore_ascii_case("websocket"));
+                }
+                "sec-websocket-key" => seen.websocket_key = Some(value.to_string()),
+                "sec-websocket-version" => seen.websocket_version = Some(value.to_string()),
                 "expect" => seen.expects_continue = value.eq_ignore_ascii_case("100-continue"),
                 _ => {}
             }

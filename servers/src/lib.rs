@@ -8,6 +8,7 @@
 //! | `GET /health` | `200 ok`, or `503 unhealthy` once switched unhealthy through `/control` |
 //! | `GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&drop=true&refuse=10s` | changes any subset of the behaviour, answers it as JSON |
 //! | `GET /bytes/N` | `200` and N bytes of `x`, for large answers |
+//! | `GET /ws` (a WebSocket handshake) | `101`, then every message echoed prefixed with the server's name (`websocket.rs`); without the handshake, `400` |
 //! | any other request | `200 {"message":"Hello from server1","address":":8081"}`, after the injected delay, or the injected failure |
 //!
 //! The switches exist so a learner can make one backend misbehave while the balancer runs and
@@ -45,6 +46,7 @@
 //! of a burst of keep-alive connections unserved. `tests/tiny_http_limits.rs` shows all three.
 
 mod http;
+mod websocket;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -650,6 +652,15 @@ fn serve(stream: TcpStream, shared: &Shared) {
                 return;
             }
         };
+        if let (Some(key), "/ws") = (&head.websocket_key, path(&head.target)) {
+            // The connection is a WebSocket from now on, on this thread; it takes no turn to
+            // answer, so open WebSockets never keep requests waiting.
+            let read_ahead = reader.buffer().to_vec();
+            if let Err(e) = websocket::echo(writer, read_ahead, key, &shared.name) {
+                log::debug!("{}: WebSocket handshake failed: {e}", shared.name);
+            }
+            return;
+        }
         if head.expects_continue && http::write_continue(&mut writer).is_err() {
             return;
         }
@@ -760,9 +771,19 @@ impl Reply {
     }
 }
 
+/// The path of a request target: what comes before `?`.
+fn path(target: &str) -> &str {
+    target.split_once('?').map_or(target, |(path, _)| path)
+}
+
 fn route(url: &str, shared: &Shared, rng: &mut Rng) -> Reply {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     match path {
+        "/ws" => Reply::text(
+            400,
+            "/ws speaks WebSocket (RFC 6455): connect with a WebSocket client, e.g. \
+             python3 -m websockets ws://HOST:PORT/ws\n",
+        ),
         "/health" => {
             if shared.state().healthy {
                 Reply::text(200, "ok")
@@ -1000,6 +1021,7 @@ fn usage(name: &str, default_port: u16) -> String {
 A demo backend for the load balancer.
   GET /         answers {{\"message\":\"Hello from {name}\",\"address\":\":PORT\"}}
   GET /health   answers 200 ok (503 once switched unhealthy)
+  GET /ws       a WebSocket echo: every message comes back as \"{name}: ...\"
   GET /control?delay=50ms&fail_rate=0.5&status=503&healthy=false&drop=true&refuse=10s
                 changes any of these while running and answers the result as JSON:
                 drop=true cuts every answer mid-body; refuse=10s stops listening for 10 s
@@ -1205,6 +1227,40 @@ mod tests {
                 format!(r#"{{"message":"Hello from server1","address":":{port}"}}"#)
             );
         }
+        server.stop();
+    }
+
+    #[test]
+    fn ws_echoes_websocket_messages_prefixed_with_the_name() {
+        use tungstenite::Message;
+        let server = start("server1");
+        let stream = TcpStream::connect(server.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let url = format!("ws://{}/ws", server.addr());
+        let (mut ws, _) = tungstenite::client::client(url, stream).expect("handshake");
+        ws.send(Message::text("hello")).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("server1: hello"));
+        ws.send(Message::binary(vec![0u8, 255])).unwrap();
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::binary(b"server1: \0\xff".to_vec())
+        );
+        ws.send(Message::Ping(b"p".to_vec().into())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::Pong(b"p".to_vec().into()));
+        ws.close(None).unwrap();
+        loop {
+            match ws.read() {
+                Ok(Message::Close(_)) => {}
+                Err(tungstenite::Error::ConnectionClosed) => break,
+                other => panic!("expected the close handshake, got {other:?}"),
+            }
+        }
+        // Without a handshake, /ws says what it is.
+        let answer = get(server.addr(), "/ws");
+        assert_eq!(answer.status, 400);
+        assert!(answer.body.contains("WebSocket"), "{}", answer.body);
         server.stop();
     }
 

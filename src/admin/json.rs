@@ -4,6 +4,9 @@
 use std::fmt::Write as _;
 
 use super::view::{round, View};
+use crate::filter::shared::SharedStats;
+use crate::http::TunnelEnd;
+use crate::metrics::tunnel_end_label;
 
 /// Appends `s` as a JSON string literal: quotes, backslashes and control characters escaped;
 /// `<`, `>` and `&` too, so the text stays inert even if someone pastes it into HTML.
@@ -55,6 +58,18 @@ pub fn status_json(v: &View) -> String {
         f.stalled_readers_closed,
         f.poller_longest_iteration_us
     );
+    let _ = write!(
+        o,
+        ",\"tunnels\":{{\"open\":{},\"bytes_up\":{},\"bytes_down\":{},\"ended\":",
+        f.tunnels_open, f.tunnel_bytes_up, f.tunnel_bytes_down
+    );
+    let ended: Vec<(&str, u64)> = TunnelEnd::ALL
+        .iter()
+        .zip(f.tunnels_ended)
+        .map(|(how, n)| (tunnel_end_label(*how), n))
+        .collect();
+    json_counts(&mut o, &ended);
+    o.push('}');
     let _ = write!(
         o,
         ",\"buffers\":{{\"memory_bytes\":{},\"file_bytes\":{},\"spilled\":{},\"full\":{}}}",
@@ -127,8 +142,9 @@ pub fn status_json(v: &View) -> String {
         json_f64(&mut o, round(b.failure_rate, 4));
         let _ = write!(
             o,
-            ",\"in_flight\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\"share\":",
-            b.in_flight, b.requests, b.failures, b.bytes_out
+            ",\"in_flight\":{},\"tunnels\":{},\"requests\":{},\"failures\":{},\"bytes_out\":{},\
+             \"share\":",
+            b.in_flight, b.tunnels, b.requests, b.failures, b.bytes_out
         );
         json_f64(&mut o, round(*share, 4));
         o.push_str(",\"last_error\":");
@@ -152,8 +168,41 @@ pub fn status_json(v: &View) -> String {
         }
         o.push('}');
     }
-    o.push_str("]}\n");
+    o.push_str("],\"shared\":");
+    json_shared(&mut o, v.shared.as_ref());
+    o.push_str("}\n");
     o
+}
+
+/// The `shared` object (`null` without a `shared` line). The URL's password is hidden.
+fn json_shared(o: &mut String, shared: Option<&SharedStats>) {
+    let Some(s) = shared else {
+        o.push_str("null");
+        return;
+    };
+    o.push_str("{\"redis\":");
+    json_str(o, &s.redis);
+    let _ = write!(
+        o,
+        ",\"connected\":{},\"fallback\":{},\"fallback_mode\":",
+        s.connected, s.fallback
+    );
+    json_str(o, s.fallback_mode);
+    let _ = write!(o, ",\"instances\":{},\"last_error\":", s.instances);
+    match &s.last_error {
+        Some(e) => json_str(o, e),
+        None => o.push_str("null"),
+    }
+    for (name, ms) in [("rtt_p50_ms", s.rtt_p50_ms), ("rtt_p99_ms", s.rtt_p99_ms)] {
+        let _ = write!(o, ",\"{name}\":");
+        match ms {
+            Some(ms) => json_f64(o, round(ms, 3)),
+            None => o.push_str("null"),
+        }
+    }
+    o.push_str(",\"calls\":");
+    json_counts(o, &s.calls);
+    o.push('}');
 }
 
 /// Appends `{"label":count,...}`.
@@ -246,5 +295,21 @@ pub(super) mod tests {
             (Some("GET"), Some("/<x>\""))
         );
         assert_eq!(d["line"], "pick=a:1; cw=a:1:1>0");
+        let s = &v["shared"];
+        assert_eq!(s["redis"], "redis://:********@127.0.0.1:6379/0");
+        assert_eq!(
+            (s["connected"].as_bool(), s["fallback"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(
+            (s["fallback_mode"].as_str(), s["instances"].as_u64()),
+            (Some("local"), Some(2))
+        );
+        assert_eq!(s["last_error"], "no answer in time \"x\"");
+        assert_eq!(s["rtt_p50_ms"], 0.25);
+        assert!(s["rtt_p99_ms"].is_null());
+        assert_eq!(s["calls"]["timeout"], 3);
+        let none = status_json(&View::default());
+        assert!(json(&none)["shared"].is_null());
     }
 }

@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use super::view::{round, View};
 use crate::balance::backend::Snapshot;
+use crate::filter::shared::SharedStats;
+use crate::http::TunnelEnd;
+use crate::metrics::tunnel_end_label;
 
 /// Escapes a label value for the Prometheus text format: backslash, double quote and newline.
 pub fn label_value(s: &str) -> String {
@@ -45,6 +48,46 @@ fn family(o: &mut String, name: &str, kind: &str, help: &str) {
     let help = help.replace('\\', "\\\\").replace('\n', "\\n");
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+/// The tunnel families: open now, ended by how, bytes each way.
+fn tunnels(o: &mut String, v: &View) {
+    let f = &v.front;
+    family(
+        o,
+        "lb_tunnels_open",
+        "gauge",
+        "Tunnels (WebSockets after 101 Switching Protocols) open now, the poller relaying them.",
+    );
+    let _ = writeln!(o, "lb_tunnels_open {}", f.tunnels_open);
+    family(
+        o,
+        "lb_tunnels_total",
+        "counter",
+        "Tunnels ended, by how: client or backend (whose FIN came first, or who reset), idle (timeouts tunnel=), shutdown (the drain ended), error.",
+    );
+    let ended: Vec<(&'static str, u64)> = TunnelEnd::ALL
+        .iter()
+        .zip(f.tunnels_ended)
+        .map(|(how, n)| (tunnel_end_label(*how), n))
+        .collect();
+    by_label(o, "lb_tunnels_total", "end", &ended);
+    family(
+        o,
+        "lb_tunnel_bytes_total",
+        "counter",
+        "Bytes relayed by tunnels: up from clients to backends, down from backends to clients.",
+    );
+    let _ = writeln!(
+        o,
+        "lb_tunnel_bytes_total{{direction=\"up\"}} {}",
+        f.tunnel_bytes_up
+    );
+    let _ = writeln!(
+        o,
+        "lb_tunnel_bytes_total{{direction=\"down\"}} {}",
+        f.tunnel_bytes_down
+    );
 }
 
 /// The `/metrics` page. Metric names are listed in the README's "Metrics" section.
@@ -94,8 +137,15 @@ pub fn metrics_text(v: &View) -> String {
         &mut o,
         "lb_backend_bytes_out_total",
         "counter",
-        "Response body bytes relayed from the backend to clients.",
+        "Response body bytes relayed from the backend to clients (a tunnel's when it ends).",
         &|b| Some(b.bytes_out.to_string()),
+    );
+    per_backend(
+        &mut o,
+        "lb_backend_tunnels_open",
+        "gauge",
+        "Tunnels (WebSockets) open to the backend now.",
+        &|b| Some(b.tunnels.to_string()),
     );
     per_backend(
         &mut o,
@@ -307,6 +357,7 @@ pub fn metrics_text(v: &View) -> String {
         family(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {value}");
     }
+    tunnels(&mut o, v);
     family(
         &mut o,
         "lb_thread_panics_total",
@@ -333,6 +384,9 @@ pub fn metrics_text(v: &View) -> String {
         "Clients banned right now.",
     );
     let _ = writeln!(o, "lb_bans_active {}", v.bans.len());
+    if let Some(shared) = &v.shared {
+        shared_metrics(&mut o, shared);
+    }
     family(
         &mut o,
         "lb_requests_per_second",
@@ -352,6 +406,53 @@ pub fn metrics_text(v: &View) -> String {
         prom_f64(round(v.uptime.as_secs_f64(), 3))
     );
     o
+}
+
+/// The shared store's families (only with a `shared` line).
+fn shared_metrics(o: &mut String, s: &SharedStats) {
+    family(
+        o,
+        "lb_shared_calls_total",
+        "counter",
+        "Round trips to the shared store (Redis), by result: ok, timeout (unknown whether Redis ran it), error.",
+    );
+    by_label(o, "lb_shared_calls_total", "result", &s.calls);
+    family(
+        o,
+        "lb_shared_fallback",
+        "gauge",
+        "1 while shared limits are decided by the fallback because Redis does not answer, else 0.",
+    );
+    let _ = writeln!(o, "lb_shared_fallback {}", u8::from(s.fallback));
+    family(
+        o,
+        "lb_shared_connected",
+        "gauge",
+        "1 while a connection to the shared store is open, else 0.",
+    );
+    let _ = writeln!(o, "lb_shared_connected {}", u8::from(s.connected));
+    family(
+        o,
+        "lb_shared_instances",
+        "gauge",
+        "Balancers sharing the limits (the local fallback limits each at rate/N).",
+    );
+    let _ = writeln!(o, "lb_shared_instances {}", s.instances);
+    family(
+        o,
+        "lb_shared_rtt_seconds",
+        "histogram",
+        "Round-trip time of the shared store's answered calls (a pipeline of checks is one call).",
+    );
+    for (le, n) in &s.rtt_buckets {
+        let _ = writeln!(
+            o,
+            "lb_shared_rtt_seconds_bucket{{le=\"{}\"}} {n}",
+            prom_f64(*le)
+        );
+    }
+    let _ = writeln!(o, "lb_shared_rtt_seconds_sum {}", prom_f64(s.rtt_sum));
+    let _ = writeln!(o, "lb_shared_rtt_seconds_count {}", s.rtt_count);
 }
 
 #[cfg(test)]
@@ -378,5 +479,11 @@ mod tests {
         assert!(text.contains("lb_requests_per_second NaN\n"));
         assert!(text.contains("# TYPE lb_request_duration_seconds histogram\n"));
         assert_eq!(label_value("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+        assert!(text.contains("lb_shared_calls_total{result=\"timeout\"} 3\n"));
+        assert!(text.contains("lb_shared_fallback 1\n"));
+        assert!(text.contains("# TYPE lb_shared_rtt_seconds histogram\n"));
+        assert!(text.contains("lb_shared_rtt_seconds_bucket{le=\"+Inf\"} 7\n"));
+        assert!(text.contains("lb_shared_rtt_seconds_count 7\n"));
+        assert!(!metrics_text(&View::default()).contains("lb_shared_"));
     }
 }

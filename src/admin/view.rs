@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::balance::backend::Snapshot;
 use crate::balance::retry::BudgetState;
 use crate::explain::Decision;
+use crate::filter::shared::SharedStats;
 use crate::Shared;
 
 /// Everything the admin pages show, taken at one moment.
@@ -52,6 +53,8 @@ pub struct View {
     pub explain: bool,
     /// The last explained decisions, newest first.
     pub decisions: Vec<Decision>,
+    /// The shared store (`shared` line), when there is one.
+    pub shared: Option<SharedStats>,
 }
 
 impl View {
@@ -93,6 +96,7 @@ impl View {
             backends,
             explain: shared.explain.load(Relaxed),
             decisions: shared.decisions.recent(),
+            shared: shared.filter.shared_stats(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub(super) mod fixtures {
             requests: 10,
             failures: 2,
             bytes_out: 300,
+            tunnels: 2,
             last_error: Some("health check: \"bad\"\n\u{1}<x>".into()),
         }
     }
@@ -183,6 +188,20 @@ pub(super) mod fixtures {
                 status: 200,
                 line: "pick=a:1; cw=a:1:1>0".into(),
             }],
+            shared: Some(SharedStats {
+                redis: "redis://:********@127.0.0.1:6379/0".into(),
+                connected: false,
+                fallback: true,
+                fallback_mode: "local",
+                instances: 2,
+                last_error: Some("no answer in time \"x\"".into()),
+                rtt_p50_ms: Some(0.25),
+                rtt_p99_ms: None,
+                calls: vec![("ok", 7), ("timeout", 3), ("error", 0)],
+                rtt_buckets: vec![(0.001, 7), (f64::INFINITY, 7)],
+                rtt_sum: 0.002,
+                rtt_count: 7,
+            }),
         }
     }
 }

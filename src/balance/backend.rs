@@ -80,8 +80,11 @@ pub struct BackendStats {
     pub failures: AtomicU64,
     /// Requests being forwarded right now.
     pub in_flight: AtomicU64,
-    /// Response body bytes relayed to clients.
+    /// Response body bytes relayed to clients (a tunnel's, when it ends).
     pub bytes_out: AtomicU64,
+    /// Tunnels (WebSockets) open to this backend now. A tunnel counts from its 101 to its end,
+    /// also after a reload removed the backend.
+    pub tunnels: AtomicU64,
 }
 
 /// A consistent view of one backend for status pages and metrics.
@@ -115,6 +118,8 @@ pub struct Snapshot {
     pub failures: u64,
     /// Response body bytes relayed.
     pub bytes_out: u64,
+    /// Tunnels open now.
+    pub tunnels: u64,
     /// Last reason the backend failed a check or a request, if any.
     pub last_error: Option<String>,
 }
@@ -444,6 +449,7 @@ impl Backend {
             requests: self.stats.requests.load(Relaxed),
             failures: self.stats.failures.load(Relaxed),
             bytes_out: self.stats.bytes_out.load(Relaxed),
+            tunnels: self.stats.tunnels.load(Relaxed),
             last_error: live.last_error.clone(),
         }
     }

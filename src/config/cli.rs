@@ -56,7 +56,8 @@ OPTIONS:
                              (localhost, 127.0.0.1, ::1; any port), serverN for the Nth,
                              and turn --explain on
     --check                  print the effective configuration and exit: 0 when valid,
-                             2 with file:line when not (binds nothing, like nginx -t)
+                             2 with file:line when not (binds nothing, like nginx -t);
+                             with a shared line, also say whether Redis answers
     --version                print the version
     --help                   print this help
 

@@ -29,7 +29,7 @@ impl fmt::Display for Config {
         }
         writeln!(
             f,
-            "timeouts      connect={} response={}{} client={} head={} body={} queue={}",
+            "timeouts      connect={} response={}{} client={} head={} body={} queue={} tunnel={}",
             d(self.timeouts.connect),
             d(self.timeouts.response),
             // Unset, it follows the response timeout (a reload that changes one changes both).
@@ -39,7 +39,8 @@ impl fmt::Display for Config {
             d(self.timeouts.client),
             d(self.timeouts.head),
             d(self.timeouts.body),
-            d(self.timeouts.queue)
+            d(self.timeouts.queue),
+            d(self.timeouts.tunnel)
         )?;
         let mut limits = vec![
             format!(
@@ -52,6 +53,7 @@ impl fmt::Display for Config {
         if let Some(n) = self.limits.max_connections {
             limits.push(format!("max_connections={n}"));
         }
+        limits.push(format!("tunnels={}", self.limits.tunnels));
         limits.extend(self.filter.limits_words());
         writeln!(f, "limits        {}", limits.join(" "))?;
         writeln!(
@@ -94,6 +96,11 @@ impl fmt::Display for Config {
             writeln!(f, "slow_start    {}", d(self.slow_start))?;
         }
         writeln!(f, "request_buffering {}", on_off(self.request_buffering))?;
+        if self.upgrade.is_empty() {
+            writeln!(f, "upgrade       off")?;
+        } else {
+            writeln!(f, "upgrade       allow={}", self.upgrade.join(","))?;
+        }
         let b = &self.buffers;
         writeln!(
             f,

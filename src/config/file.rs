@@ -52,13 +52,13 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         "timeouts" => {
             if words.is_empty() {
                 return Err(
-                    "timeouts takes connect=, response=, send=, client=, head=, body= and/or \
-                     queue= durations"
+                    "timeouts takes connect=, response=, send=, client=, head=, body=, queue= \
+                     and/or tunnel= durations"
                         .into(),
                 );
             }
             let names = [
-                "connect", "response", "send", "client", "head", "body", "queue",
+                "connect", "response", "send", "client", "head", "body", "queue", "tunnel",
             ];
             for (k, v) in pairs(words, &names)? {
                 let d = parse_duration(v)?;
@@ -72,6 +72,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                     "head" => config.timeouts.head = d,
                     "body" => config.timeouts.body = d,
                     "queue" => config.timeouts.queue = d,
+                    "tunnel" => config.timeouts.tunnel = d,
                     _ if d < Duration::from_secs(1) => {
                         return Err("client timeout must be at least 1s".into())
                     }
@@ -99,6 +100,9 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
                     "max_head" => config.limits.max_head = parse_size_in(v, k, 1 << 10, 1 << 20)?,
                     "max_headers" => {
                         config.limits.max_headers = parse_count(v, "max_headers", 1, 1000)? as usize
+                    }
+                    "tunnels" => {
+                        config.limits.tunnels = parse_count(v, "tunnels", 1, 10_000_000)? as usize
                     }
                     _ => {
                         config.limits.max_connections =
@@ -180,6 +184,7 @@ fn apply_line(config: &mut Config, key: &str, words: &[&str]) -> Result<(), Stri
         }
         "access_log" => access_log(config, words)?,
         "explain" => config.explain = parse_on_off(one("explain")?, "explain")?,
+        "upgrade" => config.upgrade = parse_upgrade(words)?,
         "drain_timeout" => config.drain_timeout = parse_duration(one("drain_timeout")?)?,
         "request_buffering" => {
             config.request_buffering = parse_on_off(one("request_buffering")?, "request_buffering")?
@@ -266,7 +271,7 @@ fn access_log(config: &mut Config, words: &[&str]) -> Result<(), String> {
 
 /// The keys [`apply_line`] reads itself; the filtering keys are [`filter::KEYS`]. Typos are
 /// matched against both.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 16] = [
     "listen",
     "admin",
     "workers",
@@ -282,25 +287,28 @@ const KEYS: [&str; 15] = [
     "request_buffering",
     "buffers",
     "backend",
+    "upgrade",
 ];
 
 /// Names the `limits` key takes: the front end's and the filter's.
-const LIMITS: [&str; 7] = [
+const LIMITS: [&str; 8] = [
     "max_request_line",
     "max_head",
     "max_headers",
     "max_connections",
+    "tunnels",
     "max_target",
     "max_body",
     "max_clients",
 ];
 
 /// Of [`LIMITS`], the front end's.
-const FRONT_LIMITS: [&str; 4] = [
+const FRONT_LIMITS: [&str; 5] = [
     "max_request_line",
     "max_head",
     "max_headers",
     "max_connections",
+    "tunnels",
 ];
 
 /// The names the `buffers` line takes.
@@ -311,6 +319,34 @@ const BUFFERS: [&str; 5] = [
     "temp_file",
     "temp_total",
 ];
+
+/// The `upgrade` line: `off`, or `allow=` a comma-separated list of protocol names (`Upgrade`
+/// tokens such as `websocket`), kept in lowercase.
+fn parse_upgrade(words: &[&str]) -> Result<Vec<String>, String> {
+    if words == ["off"] {
+        return Ok(Vec::new());
+    }
+    let mut allowed = Vec::new();
+    for (_, v) in pairs(words, &["allow"])? {
+        for token in v.split(',') {
+            let valid = !token.is_empty()
+                && token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !valid {
+                return Err(format!(
+                    "upgrade allow= takes protocol names like websocket, separated by commas, \
+                     not {token:?}"
+                ));
+            }
+            allowed.push(token.to_ascii_lowercase());
+        }
+    }
+    if allowed.is_empty() {
+        return Err("upgrade takes allow=PROTOCOL[,PROTOCOL...] or off".into());
+    }
+    Ok(allowed)
+}
 
 /// Keys that may appear on more than one line.
 const REPEATABLE: &[&str] = &["backend"];
@@ -348,6 +384,12 @@ impl Config {
                 seen.push(key);
             }
             apply_line(&mut config, key, &words).map_err(|m| err(format!("{key}: {m}")))?;
+            if key == "shared" {
+                // Some problems show only when connecting (a wrong password): they name the line.
+                if let Some(shared) = config.filter.shared.as_mut() {
+                    shared.at = Some(format!("{origin}:{}", i + 1));
+                }
+            }
         }
         let defaulted = config.backends.is_empty();
         if defaulted {

@@ -30,7 +30,10 @@ use std::fmt;
 use std::time::Duration;
 
 use super::cidr::Cidr;
-use super::words::{format_duration, format_size, pairs, parse_count, parse_duration, parse_size};
+use super::shared::SharedConfig;
+use super::words::{
+    format_duration, format_size, pairs, parse_count, parse_duration, parse_on_off, parse_size,
+};
 
 /// Default cap on each client table (`limits max_clients=`).
 pub const DEFAULT_MAX_CLIENTS: usize = 100_000;
@@ -99,6 +102,9 @@ pub struct RateLimit {
     pub burst: u64,
     /// The path prefix this rule is for (`None`: the general rule).
     pub path: Option<String>,
+    /// `shared=on`: the bucket is kept in Redis for every balancer of the `shared` line
+    /// (`filter/shared/`). Default off: each balancer keeps its own.
+    pub shared: bool,
 }
 
 /// The `ban` line.
@@ -111,6 +117,9 @@ pub struct BanConfig {
     pub window: Duration,
     /// How long a ban lasts. Default 10 min.
     pub duration: Duration,
+    /// `shared=on`: the rate-limit refusals are counted in Redis and a ban reaches every
+    /// balancer of the `shared` line. Default off.
+    pub shared: bool,
 }
 
 impl Default for BanConfig {
@@ -119,6 +128,7 @@ impl Default for BanConfig {
             after: 5,
             window: Duration::from_secs(60),
             duration: Duration::from_secs(600),
+            shared: false,
         }
     }
 }
@@ -146,6 +156,8 @@ pub struct FilterConfig {
     pub deny_methods: Vec<String>,
     /// `deny_path`: path prefixes answered with 403, matched on whole path segments.
     pub deny_paths: Vec<String>,
+    /// `shared`: the Redis server for the rules marked `shared=on`. Default none.
+    pub shared: Option<SharedConfig>,
 }
 
 impl Default for FilterConfig {
@@ -161,6 +173,7 @@ impl Default for FilterConfig {
             max_clients: DEFAULT_MAX_CLIENTS,
             deny_methods: Vec::new(),
             deny_paths: Vec::new(),
+            shared: None,
         }
     }
 }
@@ -175,6 +188,7 @@ pub const KEYS: &[&str] = &[
     "limits",
     "deny_method",
     "deny_path",
+    "shared",
 ];
 
 /// Of [`KEYS`], the ones that may appear on several lines.
@@ -248,10 +262,12 @@ impl FilterConfig {
                 let mut rate = None;
                 let mut burst = None;
                 let mut path = None;
-                for (k, v) in pairs(words, &["rate", "burst", "path"])? {
+                let mut shared = false;
+                for (k, v) in pairs(words, &["rate", "burst", "path", "shared"])? {
                     match k {
                         "rate" => rate = Some(Rate::parse(v)?),
                         "burst" => burst = Some(parse_count(v, "burst", 1, MAX_RATE)?),
+                        "shared" => shared = parse_on_off(v, "shared")?,
                         _ => path = Some(parse_path_prefix(v)?),
                     }
                 }
@@ -266,12 +282,14 @@ impl FilterConfig {
                     rate,
                     burst: burst.unwrap_or(rate.count),
                     path,
+                    shared,
                 });
             }
             "ban" => {
                 let mut ban = BanConfig::default();
-                for (k, v) in pairs(words, &["after", "window", "duration"])? {
+                for (k, v) in pairs(words, &["after", "window", "duration", "shared"])? {
                     match k {
+                        "shared" => ban.shared = parse_on_off(v, "shared")?,
                         "after" => {
                             ban.after = parse_count(v, "after", 1, MAX_BAN_AFTER as u64)? as u32
                         }
@@ -338,6 +356,7 @@ impl FilterConfig {
                     }
                 }
             }
+            "shared" => self.shared = Some(SharedConfig::parse(words)?),
             _ => return Err(format!("unknown filtering key {key:?}")),
         }
         Ok(())
@@ -359,6 +378,22 @@ impl FilterConfig {
         if self.ban.is_some() && self.rate_limits.is_empty() {
             return Err(
                 "ban needs a rate_limit: only rate-limited requests count towards a ban".into(),
+            );
+        }
+        let shared_rule = self.rate_limits.iter().any(|r| r.shared);
+        let shared_ban = self.ban.is_some_and(|b| b.shared);
+        if (shared_rule || shared_ban) && self.shared.is_none() {
+            return Err(
+                "shared=on needs a shared line naming the Redis server, e.g. shared \
+                        redis=redis://127.0.0.1:6379/0"
+                    .into(),
+            );
+        }
+        if shared_ban && !self.rate_limits.iter().all(|r| r.shared) {
+            return Err(
+                "ban shared=on counts the refusals of shared rate limits: add shared=on \
+                        to every rate_limit line, or keep the ban local (without shared=on)"
+                    .into(),
             );
         }
         Ok(())
@@ -403,20 +438,25 @@ impl fmt::Display for FilterConfig {
                 )?;
             }
         }
+        if let Some(s) = &self.shared {
+            writeln!(f, "{s}")?;
+        }
+        let shared = |on: bool| if on { " shared=on" } else { "" };
         for r in &self.rate_limits {
             write!(f, "rate_limit rate={} burst={}", r.rate, r.burst)?;
-            match &r.path {
-                Some(p) => writeln!(f, " path={p}")?,
-                None => writeln!(f)?,
+            if let Some(p) = &r.path {
+                write!(f, " path={p}")?;
             }
+            writeln!(f, "{}", shared(r.shared))?;
         }
         if let Some(b) = &self.ban {
             writeln!(
                 f,
-                "ban after={} window={} duration={}",
+                "ban after={} window={} duration={}{}",
                 b.after,
                 format_duration(b.window),
-                format_duration(b.duration)
+                format_duration(b.duration),
+                shared(b.shared)
             )?;
         }
         if !self.deny_methods.is_empty() {
@@ -475,7 +515,8 @@ deny_path   /.git /admin
                         per: Duration::from_secs(1)
                     },
                     burst: 200,
-                    path: None
+                    path: None,
+                    shared: false
                 },
                 RateLimit {
                     rate: Rate {
@@ -483,7 +524,8 @@ deny_path   /.git /admin
                         per: Duration::from_secs(1)
                     },
                     burst: 20,
-                    path: Some("/login".into())
+                    path: Some("/login".into()),
+                    shared: false
                 },
             ]
         );
@@ -492,7 +534,8 @@ deny_path   /.git /admin
             Some(BanConfig {
                 after: 5,
                 window: Duration::from_secs(60),
-                duration: Duration::from_secs(600)
+                duration: Duration::from_secs(600),
+                shared: false
             })
         );
         assert_eq!(c.max_target, Some(8192));
@@ -515,6 +558,47 @@ deny_path   /.git /admin
     }
 
     #[test]
+    fn shared_rules_need_the_shared_line_and_print_back() {
+        let c = cfg("\
+shared     redis=redis://:pw@127.0.0.1:6390/2 fallback=open
+rate_limit rate=10/s burst=10 shared=on
+rate_limit rate=1/s path=/login shared=on
+ban        after=2 shared=on
+");
+        assert!(c.rate_limits.iter().all(|r| r.shared));
+        assert!(c.ban.unwrap().shared);
+        let s = c.shared.clone().unwrap();
+        assert_eq!((s.port, s.db, s.password.as_deref()), (6390, 2, Some("pw")));
+        assert_eq!(s.at.as_deref(), Some("t:1"));
+        let printed = c.to_string();
+        assert!(
+            printed.contains("rate_limit rate=10/s burst=10 shared=on\n"),
+            "{printed}"
+        );
+        assert!(printed.contains("ban after=2 window=1m duration=10m shared=on\n"));
+        assert!(printed.contains("shared redis=redis://:********@127.0.0.1:6390/2 prefix=lb: "));
+        assert!(!printed.contains("pw@"));
+        // a local ban over shared limits is fine; the other way round is not
+        cfg("shared redis=redis://h\nrate_limit rate=1/s shared=on\nban\n");
+        assert_eq!(
+            err("rate_limit rate=1/s shared=on\n"),
+            "lb.conf: shared=on needs a shared line naming the Redis server, e.g. shared \
+             redis=redis://127.0.0.1:6379/0"
+        );
+        assert!(
+            err("shared redis=redis://h\nrate_limit rate=1/s\nban shared=on\n")
+                .contains("add shared=on to every rate_limit line")
+        );
+        assert!(err("rate_limit rate=1/s shared=yes\n").contains("shared must be on or off"));
+        assert_eq!(
+            err("shared redis=http://127.0.0.1:6379\n"),
+            "lb.conf:1: shared: the Redis URL must start with redis://, not http://, e.g. \
+             redis://127.0.0.1:6379/0"
+        );
+        assert!(err("shared redis=redis://h\nshared redis=redis://h\n").contains("given twice"));
+    }
+
+    #[test]
     fn config_errors_are_clear() {
         assert_eq!(
             err("deny 10.0.0.0/33\n"),
@@ -528,7 +612,7 @@ deny_path   /.git /admin
         assert!(err("rate_limit rate=0/s\n").contains("out of range"));
         assert_eq!(
             err("rate_limit rate=1/s colour=red\n"),
-            "lb.conf:1: rate_limit: unknown option \"colour\" (expected one of: rate, burst, path)"
+            "lb.conf:1: rate_limit: unknown option \"colour\" (expected one of: rate, burst, path, shared)"
         );
         assert!(err("rate_limit burst=5\n").contains("rate= is required"));
         assert!(err("rate_limit rate=1/s burst=0\n").contains("burst must be a whole number"));

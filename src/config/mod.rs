@@ -26,6 +26,7 @@ mod cli;
 mod display;
 mod file;
 pub mod filter;
+pub mod shared;
 mod words;
 
 #[cfg(test)]
@@ -210,6 +211,9 @@ pub struct Timeouts {
     /// `queue=`: a complete request waiting for a worker; then 503. Default 5 s (HAProxy
     /// `timeout queue`).
     pub queue: Duration,
+    /// `tunnel=`: a tunnel (a WebSocket, after `101 Switching Protocols`) passing no byte in
+    /// either direction; then both sides are closed. Default 1 h (HAProxy `timeout tunnel`).
+    pub tunnel: Duration,
 }
 
 impl Timeouts {
@@ -232,6 +236,9 @@ pub struct HeadLimits {
     /// `max_connections=`: most client connections at once; `None` derives it from the
     /// descriptor limit (see [`crate::http::limits::default_max_connections`]).
     pub max_connections: Option<usize>,
+    /// `tunnels=`: most tunnels (WebSockets) open at once; an upgrade past it gets 503 with
+    /// `Retry-After`. Default 10 000.
+    pub tunnels: usize,
 }
 
 /// The `retries` line.
@@ -275,6 +282,11 @@ pub struct Config {
     pub buffers: BufferLimits,
     /// The `retries` line.
     pub retries: Retries,
+    /// `upgrade allow=websocket,...`: the protocols a client may switch to through the
+    /// balancer (`Upgrade` tokens, compared without regard to case); `upgrade off` (empty):
+    /// none. A request asking for another protocol is served as plain HTTP/1.1 (its `Upgrade`
+    /// is removed as hop-by-hop). Default `websocket`.
+    pub upgrade: Vec<String>,
     /// Active health checks.
     pub health: HealthConfig,
     /// Circuit breaker.
@@ -320,12 +332,14 @@ impl Default for Config {
                 head: front.head_timeout,
                 body: front.body_timeout,
                 queue: front.queue_timeout,
+                tunnel: front.tunnel_timeout,
             },
             limits: HeadLimits {
                 max_request_line: front.max_request_line,
                 max_head: front.max_head,
                 max_headers: front.max_headers,
                 max_connections: None,
+                tunnels: front.max_tunnels,
             },
             request_buffering: front.request_buffering,
             buffers: BufferLimits::default(),
@@ -334,6 +348,7 @@ impl Default for Config {
                 budget_percent: 20,
                 on_timeout: false,
             },
+            upgrade: vec!["websocket".into()],
             health: HealthConfig::default(),
             breaker: BreakerConfig::default(),
             slow_start: Duration::from_secs(10),

@@ -191,14 +191,34 @@ fn retry_timeouts_is_off_by_default_and_set_on_the_retries_line() {
 }
 
 #[test]
+fn upgrades_are_websocket_by_default_and_set_on_the_upgrade_line() {
+    let d = Config::default();
+    assert_eq!(d.upgrade, ["websocket"]);
+    assert_eq!(d.timeouts.tunnel, Duration::from_secs(3600));
+    assert_eq!(d.limits.tunnels, 10_000);
+    assert!(Config::parse("upgrade off\n", "x")
+        .unwrap()
+        .upgrade
+        .is_empty());
+    let c = Config::parse("upgrade allow=WebSocket,h2c\n", "x").unwrap();
+    assert_eq!(c.upgrade, ["websocket", "h2c"]);
+    assert!(err("upgrade allow=\n").contains("upgrade allow= takes protocol names"));
+    assert!(err("upgrade allow=a/b\n").contains("upgrade allow= takes protocol names"));
+    assert!(err("upgrade on\n").contains("expected name=value"));
+    assert!(err("limits tunnels=0\n").contains("tunnels"));
+    assert!(err("timeouts tunnel=0s\n").contains("tunnel timeout must be more than zero"));
+}
+
+#[test]
 fn the_printed_configuration_parses_back_to_the_same() {
     let text = "\
 listen 127.0.0.1:8000
 admin 127.0.0.1:9999
 workers 7
 queue 99
-timeouts connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms
+timeouts connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms tunnel=5m
 request_buffering off
+upgrade allow=websocket,Foo
 buffers memory=16KiB memory_total=1MiB temp_dir=/ temp_file=2MiB temp_total=8MiB
 retries 3 budget=50% retry_timeouts=on
 health path=/up interval=1h timeout=3s rise=4 fall=5
@@ -210,10 +230,11 @@ drain_timeout 0s
 deny 10.0.0.0/8 192.0.2.7 2001:db8::/32
 allow 127.0.0.0/8 ::1
 trusted_proxies 10.1.0.0/16
-rate_limit rate=100/s burst=200
+shared redis=redis://127.0.0.1:6390/1 prefix=x: timeout=7ms connect_timeout=1s fallback=closed instances=4
+rate_limit rate=100/s burst=200 shared=on
 rate_limit rate=10/m path=/login
 ban after=3 window=1m duration=10m
-limits max_target=8KiB max_body=1000B max_clients=5000 max_head=32KiB max_connections=700
+limits max_target=8KiB max_body=1000B max_clients=5000 max_head=32KiB max_connections=700 tunnels=50
 deny_method TRACE connect
 deny_path /.git /admin
 backend http://localhost:8081 weight=3
@@ -223,9 +244,11 @@ backend http://[::1]:9000
     let printed = c.to_string();
     assert_eq!(Config::parse(&printed, "printed").unwrap(), c, "{printed}");
     assert!(printed.contains(
-        "timeouts      connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms"
+        "timeouts      connect=250ms response=1500ms send=4s client=2m head=3s body=20s queue=750ms \
+         tunnel=5m"
     ));
     assert!(printed.contains("request_buffering off"));
+    assert!(printed.contains("upgrade       allow=websocket,foo"));
     assert!(printed.contains("access_log    off path=/var/log/lb/access.log format=json"));
     assert!(printed.contains("explain       on"));
     assert!(printed.contains(
@@ -233,7 +256,7 @@ backend http://[::1]:9000
     ));
     assert!(printed.contains(
         "limits        max_request_line=8KiB max_head=32KiB max_headers=100 \
-         max_connections=700 max_target=8KiB max_body=1000B max_clients=5000"
+         max_connections=700 tunnels=50 max_target=8KiB max_body=1000B max_clients=5000"
     ));
     // The defaults print every setting, and parse back too.
     let d = Config::default();

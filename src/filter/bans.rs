@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::stats::ceil_secs;
 use super::table::Table;
@@ -115,22 +115,7 @@ impl Bans {
 
     /// Bans `client` from `now` for `ban.duration`, and logs it.
     pub(super) fn start(&mut self, client: IpAddr, now: Instant, ban: &BanConfig) {
-        let cap = self.cap;
-        if self.until.len() >= cap {
-            self.expire(now);
-        }
-        while self.until.len() >= cap {
-            // Full of live bans: the one ending soonest makes room (O(bans), only at the cap).
-            let Some((&ip, _)) = self.until.iter().min_by_key(|(_, until)| **until) else {
-                break;
-            };
-            self.until.remove(&ip);
-            self.ended += 1;
-            log::info!("ban of {ip} ended early: the ban table is full ({cap} entries)");
-        }
-        let until = now + ban.duration;
-        self.until.insert(client, until);
-        self.next_end = Some(self.next_end.map_or(until, |t| t.min(until)));
+        self.insert(client, now + ban.duration, now);
         self.started += 1;
         let wall = SystemTime::now() + ban.duration;
         log::warn!(
@@ -140,6 +125,44 @@ impl Bans {
             ban.after as u64 + 1,
             format_duration(ban.window)
         );
+    }
+
+    /// Bans `client` for `left` from `now` because another balancer banned it (shared bans):
+    /// logged once, at the first news of it; news of a ban already known changes nothing but a
+    /// later end.
+    pub(super) fn adopt(&mut self, client: IpAddr, left: Duration, now: Instant) {
+        let until = now + left;
+        if left.is_zero() || self.until.get(&client).is_some_and(|u| *u >= until) {
+            return;
+        }
+        if !self.until.contains_key(&client) {
+            log::info!(
+                "banned {client} for {} (until {}): banned by a balancer sharing the limits",
+                format_duration(Duration::from_secs(ceil_secs(left))),
+                Utc::at(SystemTime::now() + left).seconds()
+            );
+        }
+        self.hits.map.remove(&client);
+        self.insert(client, until, now);
+    }
+
+    /// Puts `client` in the ban table until `until`, making room when it is full.
+    fn insert(&mut self, client: IpAddr, until: Instant, now: Instant) {
+        let cap = self.cap;
+        if self.until.len() >= cap && !self.until.contains_key(&client) {
+            self.expire(now);
+        }
+        while self.until.len() >= cap && !self.until.contains_key(&client) {
+            // Full of live bans: the one ending soonest makes room (O(bans), only at the cap).
+            let Some((&ip, _)) = self.until.iter().min_by_key(|(_, until)| **until) else {
+                break;
+            };
+            self.until.remove(&ip);
+            self.ended += 1;
+            log::info!("ban of {ip} ended early: the ban table is full ({cap} entries)");
+        }
+        self.until.insert(client, until);
+        self.next_end = Some(self.next_end.map_or(until, |t| t.min(until)));
     }
 
     /// Removes bans that have ended, logging each once. Cheap unless one is due.
@@ -193,7 +216,6 @@ mod tests {
     use crate::http::Framing;
     use std::net::Ipv4Addr;
     use std::sync::atomic::Ordering;
-    use std::time::Duration;
 
     #[test]
     fn bans_count_refusals_within_the_window_and_expire() {
@@ -206,7 +228,10 @@ mod tests {
         assert_eq!(code(&f, &a, t), 429); // 1st refusal
         assert_eq!(code(&f, &a, t + ms(100)), 429); // 2nd
         assert_eq!(code(&f, &a, t + ms(200)), 403); // 3rd: more than 2, banned
-        let r = f.check(&a, Framing::None, t + ms(300)).unwrap_err();
+        let r = f
+            .check(&a, Framing::None, t + ms(300))
+            .decided()
+            .unwrap_err();
         assert_eq!(
             (r.status, r.reason.as_str(), r.retry_after),
             (403, "banned", None)

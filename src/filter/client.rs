@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(code(&f, &spoof, t), 403);
         assert_eq!(refused(&f, t, "denied"), 4);
         assert_eq!(
-            f.check(&spoof, Framing::None, t).unwrap_err().reason,
+            f.check(&spoof, Framing::None, t)
+                .decided()
+                .unwrap_err()
+                .reason,
             "access denied"
         );
     }

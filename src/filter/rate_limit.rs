@@ -76,6 +76,30 @@ impl Bucket {
         }
     }
 
+    /// Time for one token to come back.
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// `burst * interval`.
+    pub(super) fn depth(&self) -> Duration {
+        self.depth
+    }
+
+    /// This bucket's share when `n` balancers limit on their own (a shared rule in the local
+    /// fallback): the rate divided by `n` (the interval times `n`) and the burst too (rounded
+    /// up, at least 1), so that together they stay near the shared limit. `rate=10/s burst=10`
+    /// shared by 2: `5/s burst=5` each.
+    pub(super) fn shared_by(&self, n: u32) -> Bucket {
+        let n = n.max(1);
+        let burst = (self.depth.as_nanos() / self.interval.as_nanos().max(1)) as u32;
+        let interval = self.interval.saturating_mul(n);
+        Bucket {
+            interval,
+            depth: interval.saturating_mul(burst.div_ceil(n).max(1)),
+        }
+    }
+
     /// Takes a token from the bucket whose state is `tat`, or says how long until one is there.
     fn take(&self, tat: &mut Instant, now: Instant) -> Result<(), Duration> {
         let next = (*tat).max(now) + self.interval;
@@ -89,30 +113,47 @@ impl Bucket {
     }
 }
 
+/// The rate rule a request draws from.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rule {
+    /// The rule's id: its place in the settings.
+    pub id: u32,
+    pub bucket: Bucket,
+    /// `shared=on`.
+    pub shared: bool,
+}
+
 /// The `rate_limit` lines compiled for checking: which rule, and so which bucket, a request
 /// draws from.
 #[derive(Debug)]
 pub(super) struct RateRules {
     /// The general rate rule and its id.
-    general: Option<(u32, Bucket)>,
-    /// Path rules, longest prefix first, with their ids.
-    by_path: Vec<(String, u32, Bucket)>,
+    general: Option<(u32, Bucket, bool)>,
+    /// Path rules, longest prefix first, with their ids and `shared=`.
+    by_path: Vec<(String, u32, Bucket, bool)>,
 }
 
 impl RateRules {
-    /// Compiles the `rate_limit` lines; a rule's id is its place in `limits`.
-    pub(super) fn new(limits: &[RateLimit]) -> RateRules {
-        let mut by_path: Vec<(String, u32, Bucket)> = limits
+    /// Compiles the `rate_limit` lines; a rule's id is its place in `limits`. `shared` is false
+    /// when there is no shared store to ask: every rule is then local.
+    pub(super) fn new(limits: &[RateLimit], shared: bool) -> RateRules {
+        let mut by_path: Vec<(String, u32, Bucket, bool)> = limits
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| Some((r.path.clone()?, i as u32, Bucket::new(r))))
+            .filter_map(|(i, r)| {
+                let rule = (i as u32, Bucket::new(r), r.shared && shared);
+                Some((r.path.clone()?, rule.0, rule.1, rule.2))
+            })
             .collect();
-        by_path.sort_by_key(|(p, _, _)| Reverse(p.len()));
+        by_path.sort_by_key(|(p, ..)| Reverse(p.len()));
         RateRules {
-            general: limits
-                .iter()
-                .position(|r| r.path.is_none())
-                .map(|i| (i as u32, Bucket::new(&limits[i]))),
+            general: limits.iter().position(|r| r.path.is_none()).map(|i| {
+                (
+                    i as u32,
+                    Bucket::new(&limits[i]),
+                    limits[i].shared && shared,
+                )
+            }),
             by_path,
         }
     }
@@ -123,21 +164,34 @@ impl RateRules {
     }
 
     /// The rate rule for `path`: the longest matching path prefix, else the general rule.
-    pub(super) fn bucket_for(&self, path: Option<&[u8]>) -> Option<(u32, Bucket)> {
+    pub(super) fn bucket_for(&self, path: Option<&[u8]>) -> Option<Rule> {
         if let Some(path) = path {
-            for (prefix, id, bucket) in &self.by_path {
+            for (prefix, id, bucket, shared) in &self.by_path {
                 if segment_prefix(path, prefix.as_bytes()) {
-                    return Some((*id, *bucket));
+                    return Some(Rule {
+                        id: *id,
+                        bucket: *bucket,
+                        shared: *shared,
+                    });
                 }
             }
         }
         self.general
+            .map(|(id, bucket, shared)| Rule { id, bucket, shared })
+    }
+
+    /// The `path=` of rule `id` (`None` for the general rule).
+    pub(super) fn path_of(&self, id: u32) -> Option<&str> {
+        self.by_path
+            .iter()
+            .find(|(_, i, ..)| *i == id)
+            .map(|(p, ..)| p.as_str())
     }
 
     /// The ids of all the rules.
     fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        let ids = self.general.iter().map(|(id, _)| *id);
-        ids.chain(self.by_path.iter().map(|(_, id, _)| *id))
+        let ids = self.general.iter().map(|(id, ..)| *id);
+        ids.chain(self.by_path.iter().map(|(_, id, ..)| *id))
     }
 }
 
@@ -221,6 +275,7 @@ mod tests {
             rate: Rate::parse("2/s").unwrap(),
             burst: 3,
             path: None,
+            shared: false,
         };
         let bucket = Bucket::new(&limit);
         let t = Instant::now();
@@ -237,6 +292,22 @@ mod tests {
             assert_eq!(bucket.take(&mut tat, t + ms(at)), answer, "at {at}");
             assert_eq!(tat, t + ms(tat_after), "at {at}");
         }
+    }
+
+    #[test]
+    fn a_shared_bucket_in_the_local_fallback_is_its_share() {
+        let limit = |rate: &str, burst| RateLimit {
+            rate: Rate::parse(rate).unwrap(),
+            burst,
+            path: None,
+            shared: true,
+        };
+        let half = Bucket::new(&limit("10/s", 10)).shared_by(2);
+        assert_eq!((half.interval, half.depth), (ms(200), ms(1000)));
+        let third = Bucket::new(&limit("10/s", 10)).shared_by(3);
+        assert_eq!((third.interval, third.depth), (ms(300), ms(1200)));
+        let one = Bucket::new(&limit("1/s", 1)).shared_by(4);
+        assert_eq!((one.interval, one.depth), (ms(4000), ms(4000)));
     }
 
     #[test]
@@ -266,6 +337,7 @@ mod tests {
         assert_eq!(code(&f, &a, later + ms(500)), 200);
         assert_eq!(
             f.check(&a, Framing::None, later + ms(500))
+                .decided()
                 .unwrap_err()
                 .reason,
             "rate limited"

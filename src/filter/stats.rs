@@ -18,10 +18,12 @@ pub(super) enum Reason {
     Path,
     BodyTooLarge,
     RateLimited,
+    /// A shared rate limit with `fallback=closed` while Redis does not answer.
+    SharedUnavailable,
 }
 
 /// Reason names as [`FilterStats::refused`] reports them, indexed by [`Reason`].
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
     "denied",
     "banned",
     "method",
@@ -29,6 +31,7 @@ const REASONS: [&str; 7] = [
     "path",
     "body_too_large",
     "rate_limited",
+    "shared_unavailable",
 ];
 
 impl Reason {
@@ -48,6 +51,7 @@ impl Reason {
             Reason::Path => (403, "path not allowed"),
             Reason::BodyTooLarge => (413, "request body too large"),
             Reason::RateLimited => (429, "rate limited"),
+            Reason::SharedUnavailable => (503, "rate limit store unavailable"),
         }
     }
 }
@@ -76,7 +80,8 @@ impl Refused {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FilterStats {
     /// Requests refused, by reason (`denied`, `banned`, `method`, `target_too_long`, `path`,
-    /// `body_too_large`, `rate_limited`), every reason listed, in check order.
+    /// `body_too_large`, `rate_limited`, `shared_unavailable`), every reason listed, in check
+    /// order.
     pub refused: Vec<(&'static str, u64)>,
     /// Clients banned right now, with seconds left (rounded up), by address.
     pub bans: Vec<(IpAddr, u64)>,

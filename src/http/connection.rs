@@ -89,6 +89,13 @@ impl Conn {
         self.poller.modify(&self.stream, Event::writable(self.key))
     }
 
+    /// Asks the poller to report this connection when it is `readable` and/or `writable` (a
+    /// tunnel's client side); neither still reports an error or a hang-up.
+    pub fn watch(&self, readable: bool, writable: bool) -> io::Result<()> {
+        let event = Event::new(self.key, readable, writable);
+        self.poller.modify(&self.stream, event)
+    }
+
     /// The socket, for non-blocking writes (`&TcpStream` is a `Write`).
     pub fn socket(&self) -> &TcpStream {
         &self.stream
@@ -244,24 +251,28 @@ impl Conn {
 
     /// Makes closing this connection send a reset (RST) instead of an orderly end (FIN), as for
     /// an answer cut off: a client reading a body that ends when the connection does (no
-    /// length, HTTP/1.0) would take a FIN for the end of a whole answer. `SO_LINGER` with a
-    /// zero timeout.
+    /// length, HTTP/1.0) would take a FIN for the end of a whole answer. See [`reset`].
     pub fn reset(&self) {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt(2) on a descriptor this connection owns, reading `linger` for the
-        // size given.
-        unsafe {
-            libc::setsockopt(
-                self.stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        reset(&self.stream);
+    }
+}
+
+/// Makes closing `stream` send a reset (RST) instead of an orderly end (FIN): `SO_LINGER` with a
+/// zero timeout.
+pub(crate) fn reset(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a descriptor `stream` owns, reading `linger` for the size given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
     }
 }
 

@@ -15,18 +15,25 @@
 //! poller finishes the spool after the worker has moved on. Only when the buffers are full
 //! does the worker wait for the client ([`Spool::push`] fails): then it writes directly, with
 //! the client timeout, as a server without buffers would.
+//!
+//! An answer may also switch protocols ([`Exchange::switch_protocols`]): the 101 head goes out
+//! the same way (what the client does not take waits in the tunnel's buffer instead of a
+//! spool), and the connection becomes a tunnel the poller relays (`tunnel.rs`).
 
 use std::io::{self, Read};
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use super::chunked::ChunkedDecoder;
 use super::connection::Conn;
 use super::gauges::Gauges;
+use super::handoff::Front;
 use super::parse::{Framing, RequestHead};
 use super::spool::{Buffers, Spool};
-use super::write::{self, AnswerTo, BodyFraming, Refusal};
+use super::tunnel::{self, Ender, OnTunnelEnd, TunnelEnd, TunnelStart};
+use super::write::{self, AnswerTo, BodyFraming, Persistence, Refusal};
 use super::{OnDelivered, Request};
 
 /// Why an answer could not be sent whole.
@@ -82,15 +89,30 @@ pub struct Exchange<'a> {
     conn: &'a mut Conn,
     body: BodySource,
     to: AnswerTo,
-    /// The server is stopping: answers from then on say `Connection: close`.
-    stopping: &'a AtomicBool,
+    /// What the poller and the workers share: once it is stopping, answers say
+    /// `Connection: close`; its buffers hold what the client does not take at once.
+    front: &'a Front,
     buf: &'a mut Vec<u8>,
     /// What the client has not taken yet; made on first need.
     out: Option<Spool>,
-    buffers: &'a Arc<Buffers>,
-    gauges: &'a Gauges,
     fate: Option<Fate>,
     on_delivered: Option<OnDelivered>,
+    /// A tunnel is counted for this exchange ([`Exchange::reserve_tunnel`]).
+    tunnel_reserved: bool,
+    /// The protocol was switched: the tunnel to hand to the poller.
+    tunnel: Option<Box<TunnelStart>>,
+}
+
+/// What an exchange leaves for the worker (see [`Exchange::finish`]).
+pub(crate) struct Finished {
+    /// What to do with the connection; `None` if nothing was answered.
+    pub fate: Option<Fate>,
+    /// What of the answer the client has not taken yet.
+    pub out: Option<Spool>,
+    /// Who to tell when it has.
+    pub on_delivered: Option<OnDelivered>,
+    /// The protocol was switched: the connection is a tunnel now.
+    pub tunnel: Option<Box<TunnelStart>>,
 }
 
 /// The request body: reads end at its end, `Ok(0)`. An early end from the client, a bad chunk
@@ -102,16 +124,14 @@ pub struct Body<'e, 'a> {
 impl<'a> Exchange<'a> {
     /// An exchange on `conn` for `request`. `body` is the body the poller buffered (`None` when
     /// it is to be read from the client, as the request's framing says); what the client does
-    /// not take at once goes to a spool counted in `buffers`. Once `stopping` is set, the answer
-    /// closes the connection.
+    /// not take at once goes to a spool counted in `front`'s buffers. Once `front` is stopping,
+    /// the answer closes the connection.
     pub(crate) fn new(
         conn: &'a mut Conn,
         request: &Request,
         body: Option<Spool>,
-        stopping: &'a AtomicBool,
         buf: &'a mut Vec<u8>,
-        buffers: &'a Arc<Buffers>,
-        gauges: &'a Gauges,
+        front: &'a Front,
     ) -> Exchange<'a> {
         let (head, framing) = (&request.head, request.framing);
         let body = match body {
@@ -135,13 +155,13 @@ impl<'a> Exchange<'a> {
                 http10: head.http10,
                 keep_alive: head.wants_keep_alive(),
             },
-            stopping,
+            front,
             buf,
             out: None,
-            buffers,
-            gauges,
             fate: None,
             on_delivered: None,
+            tunnel_reserved: false,
+            tunnel: None,
         }
     }
 
@@ -152,7 +172,7 @@ impl<'a> Exchange<'a> {
 
     /// True once an answer has been started.
     pub fn answered(&self) -> bool {
-        self.fate.is_some()
+        self.fate.is_some() || self.tunnel.is_some()
     }
 
     /// Bytes of the answer the client has not taken yet: the poller will finish them after
@@ -167,11 +187,19 @@ impl<'a> Exchange<'a> {
         self.on_delivered = Some(callback);
     }
 
-    /// Ends the exchange: what the worker should do with the connection (`None` if nothing
-    /// was answered), what of the answer the client has not taken yet, and who to tell when it
-    /// has.
-    pub(crate) fn finish(self) -> (Option<Fate>, Option<Spool>, Option<OnDelivered>) {
-        (self.fate, self.out, self.on_delivered)
+    /// Ends the exchange: what the worker should do with the connection, what of the answer
+    /// the client has not taken yet, who to tell when it has, or the tunnel it became. A
+    /// tunnel reserved and not opened is given back.
+    pub(crate) fn finish(self) -> Finished {
+        if self.tunnel_reserved {
+            self.front.gauges.tunnels.fetch_sub(1, Relaxed);
+        }
+        Finished {
+            fate: self.fate,
+            out: self.out,
+            on_delivered: self.on_delivered,
+            tunnel: self.tunnel,
+        }
     }
 
     /// What the answer is for: the connection may stay open only if the request body has been
@@ -184,7 +212,7 @@ impl<'a> Exchange<'a> {
             BodySource::Streaming(state) => state.done,
         };
         AnswerTo {
-            keep_alive: self.to.keep_alive && body_done && !self.stopping.load(Relaxed),
+            keep_alive: self.to.keep_alive && body_done && !self.front.stopping.load(Relaxed),
             ..self.to
         }
     }
@@ -226,9 +254,88 @@ impl<'a> Exchange<'a> {
         });
     }
 
+    /// Counts a tunnel this exchange is about to open, under `limits tunnels=`: call it before
+    /// asking the peer to switch protocols, so that a request past the limit costs no peer
+    /// connection. `Err` is the answer to give instead, 503 with `Retry-After`: the limit is
+    /// reached (code `tunnel_limit`), or the server is stopping (`shutting_down`: a graceful
+    /// shutdown opens no new tunnel). The count is given back if no tunnel is opened.
+    pub fn reserve_tunnel(&mut self) -> Result<(), Refusal> {
+        if self.front.stopping.load(Relaxed) {
+            return Err(Refusal::retry_after(503, "shutting down", 1).coded("shutting_down"));
+        }
+        if !self.tunnel_reserved {
+            let max = self.front.limits.max_tunnels;
+            if !tunnel::reserve(&self.front.gauges, max) {
+                let reason = format!("too many tunnels open ({max}, limits tunnels=)");
+                return Err(Refusal::retry_after(503, reason, 1).coded("tunnel_limit"));
+            }
+            self.tunnel_reserved = true;
+        }
+        Ok(())
+    }
+
+    /// Answers `101 Switching Protocols` to `upgrade` (the protocol, e.g. `websocket`) with
+    /// end-to-end `headers` (`Upgrade` and `Connection: upgrade` are added here), and makes the
+    /// connection a tunnel to `peer`, which the poller relays once the handler returns (see
+    /// `tunnel.rs`). `from_peer` are the bytes the peer sent behind its own 101 head: the client
+    /// gets them first. The head is written without waiting: what the client does not take at
+    /// once waits in the tunnel's buffer. `on_end` is told how the tunnel ended, exactly once;
+    /// when the client has left before the head (`Err`), at once, as [`TunnelEnd::Client`]. The
+    /// tunnel counts against `limits tunnels=` (reserved by [`Exchange::reserve_tunnel`], or
+    /// counted now). Call once, instead of [`Exchange::respond`].
+    pub fn switch_protocols<'h>(
+        &mut self,
+        upgrade: &'h [u8],
+        headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+        peer: TcpStream,
+        from_peer: &[u8],
+        on_end: OnTunnelEnd,
+    ) -> Result<(), SendError> {
+        if !std::mem::take(&mut self.tunnel_reserved) {
+            self.front.gauges.tunnels.fetch_add(1, Relaxed);
+        }
+        let mut ender = Ender::new(on_end, Arc::clone(&self.front.gauges));
+        ender.read(false, from_peer.len());
+        let mut out = Vec::with_capacity(256 + from_peer.len());
+        let switching: [(&str, &[u8]); 2] = [("Upgrade", upgrade), ("Connection", b"upgrade")];
+        let headers = headers.into_iter().chain(switching);
+        write::write_head(
+            &mut out,
+            101,
+            headers,
+            BodyFraming::None,
+            None,
+            Persistence::KeepAlive,
+        );
+        out.extend_from_slice(from_peer);
+        match self.conn.try_write_vectored(&[&out]) {
+            Ok(n) => {
+                out.drain(..n);
+                let to_client = out;
+                self.tunnel = Some(Box::new(TunnelStart {
+                    peer,
+                    to_client,
+                    ender,
+                }));
+                Ok(())
+            }
+            Err(error) => {
+                ender.how = TunnelEnd::Client;
+                self.fate = Some(Fate::Abort);
+                Err(SendError {
+                    bytes: 0,
+                    source_failed: false,
+                    nothing_sent: false,
+                    error,
+                })
+            }
+        }
+    }
+
     /// [`send`] on this exchange's connection.
     fn send(&mut self, parts: &[&[u8]]) -> io::Result<()> {
-        send(self.conn, &mut self.out, self.buffers, self.gauges, parts)
+        let (buffers, gauges) = (&self.front.buffers, &self.front.gauges);
+        send(self.conn, &mut self.out, buffers, gauges, parts)
     }
 
     /// Writes `head` and the body; see [`Exchange::respond`].
@@ -315,7 +422,8 @@ impl<'a> Exchange<'a> {
             let start: &[u8] = if head_pending { head } else { b"" };
             let data = &self.buf[..n];
             let parts = [start, prefix, data, suffix];
-            let result = send(self.conn, &mut self.out, self.buffers, self.gauges, &parts);
+            let (buffers, gauges) = (&self.front.buffers, &self.front.gauges);
+            let result = send(self.conn, &mut self.out, buffers, gauges, &parts);
             result.map_err(|e| failed(sent, false, false, e))?;
             head_pending = false;
             sent += n as u64;

@@ -1,5 +1,6 @@
 //! What the front end is doing now, for status pages: busy workers, the connections that wait
-//! on a slow client rather than on a worker, and how long the poller's longest loop took.
+//! on a slow client rather than on a worker, the tunnels it relays, and how long the poller's
+//! longest loop took.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -14,6 +15,12 @@ pub struct Gauges {
     pub(crate) stalled: AtomicU64,
     /// Microseconds: see [`FrontStats::poller_longest_iteration_us`].
     pub(crate) poller_longest: AtomicU64,
+    /// Tunnels open, or reserved by a handler about to open one.
+    pub(crate) tunnels: AtomicUsize,
+    /// Tunnels ended, by [`TunnelEnd::ALL`](super::TunnelEnd::ALL).
+    pub(crate) tunnels_ended: [AtomicU64; 5],
+    pub(crate) tunnel_bytes_up: AtomicU64,
+    pub(crate) tunnel_bytes_down: AtomicU64,
 }
 
 /// A snapshot of [`Gauges`].
@@ -34,6 +41,15 @@ pub struct FrontStats {
     /// runs: a stall here (a slow disk under a temporary file, a blocked log) shows up here
     /// instead of silently.
     pub poller_longest_iteration_us: u64,
+    /// Tunnels open now (including those whose 101 is on its way to the client).
+    pub tunnels_open: usize,
+    /// Tunnels ended since start, by how, in the order of
+    /// [`TunnelEnd::ALL`](super::TunnelEnd::ALL).
+    pub tunnels_ended: [u64; 5],
+    /// Bytes tunnels read from clients (for the peers), since start.
+    pub tunnel_bytes_up: u64,
+    /// Bytes tunnels read from peers (for the clients), since start.
+    pub tunnel_bytes_down: u64,
 }
 
 impl Gauges {
@@ -46,6 +62,10 @@ impl Gauges {
             backpressure_waits: self.backpressure.load(Relaxed),
             stalled_readers_closed: self.stalled.load(Relaxed),
             poller_longest_iteration_us: self.poller_longest.load(Relaxed),
+            tunnels_open: self.tunnels.load(Relaxed),
+            tunnels_ended: self.tunnels_ended.each_ref().map(|n| n.load(Relaxed)),
+            tunnel_bytes_up: self.tunnel_bytes_up.load(Relaxed),
+            tunnel_bytes_down: self.tunnel_bytes_down.load(Relaxed),
         }
     }
 }

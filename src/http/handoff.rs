@@ -18,6 +18,7 @@
 //! | the answer is out, keep-alive | `Idle` | readable (writable if a next request is buffered) |
 //! | the client has not taken it all | `Flush` | writable |
 //! | the answer said `Connection: close` | `Linger` | readable |
+//! | the answer switched protocols (101) | `Tunnel`, with the peer socket | both sockets, as the tunnel needs (`tunnel.rs`) |
 //! | the answer was cut off | nothing: closed with a reset, the slot freed through `closed` | |
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -33,6 +34,7 @@ use super::gauges::Gauges;
 use super::idle::Idle;
 use super::limits::Limits;
 use super::spool::{Buffers, Spool};
+use super::tunnel::Tunnel;
 use super::write::{AnswerTo, Refusal};
 use super::{Handler, Notify, Request, RequestHead};
 
@@ -59,14 +61,23 @@ pub(crate) enum Returned {
         then: Fate,
         notify: Notify,
     },
+    /// The answer switched protocols: the poller relays the tunnel to the peer.
+    Tunnel(Box<Tunnel>),
 }
 
 impl Returned {
-    /// The connection.
-    pub fn conn(&self) -> &Conn {
-        match self {
+    /// Asks the poller to report the connection when it is readable, or `writable`; a tunnel
+    /// when either of its sockets can make progress.
+    fn arm(&self, writable: bool) -> std::io::Result<()> {
+        let conn = match self {
             Returned::Idle(c) | Returned::Linger(c) => c,
             Returned::Flush { conn, .. } => conn,
+            Returned::Tunnel(tunnel) => return tunnel.arm(),
+        };
+        if writable {
+            conn.rearm_writable()
+        } else {
+            conn.rearm()
         }
     }
 }
@@ -83,13 +94,7 @@ impl Mailbox {
     /// cannot be armed.
     pub fn put(&self, returned: Returned, writable: bool) -> Result<(), Returned> {
         let mut slot = self.0.lock();
-        let conn = returned.conn();
-        let armed = if writable {
-            conn.rearm_writable()
-        } else {
-            conn.rearm()
-        };
-        match armed {
+        match returned.arm(writable) {
             Ok(()) => {
                 *slot = Some(returned);
                 Ok(())

@@ -12,6 +12,8 @@
 //! | time a complete request waits for a worker | 5 s | 503 | HAProxy `timeout queue` |
 //! | requests waiting for a worker | one per connection | 503 | HAProxy `maxqueue` (off by default) |
 //! | open client connections | descriptor limit minus a reserve, at most 100 000 | accept pauses | HAProxy `maxconn` (derived from `ulimit -n`) |
+//! | silence in both directions of a tunnel | 1 h | close | HAProxy `timeout tunnel` (its docs suggest 1h for WebSockets) |
+//! | open tunnels | 10 000 | 503 to the upgrade | HAProxy `maxconn` (a tunnel is a connection there) |
 
 use std::time::Duration;
 
@@ -49,6 +51,13 @@ pub struct Limits {
     /// Most client connections open at once; while at the limit, new connections wait in the
     /// kernel's accept queue. Default: [`default_max_connections`].
     pub max_connections: usize,
+    /// Longest a tunnel (after `101 Switching Protocols`) may pass no byte in either direction;
+    /// then both sides are closed. Default 1 h ([`TUNNEL_TIMEOUT`](super::TUNNEL_TIMEOUT)).
+    pub tunnel_timeout: Duration,
+    /// Most tunnels open at once; a handler asking for one more gets a 503 to answer
+    /// ([`Exchange::reserve_tunnel`](super::Exchange::reserve_tunnel)). Default 10 000
+    /// ([`MAX_TUNNELS`](super::MAX_TUNNELS)).
+    pub max_tunnels: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +73,8 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(5),
             max_queue: None,
             max_connections: MAX_CONNECTIONS_CAP,
+            tunnel_timeout: super::TUNNEL_TIMEOUT,
+            max_tunnels: super::MAX_TUNNELS,
         }
     }
 }

@@ -6,6 +6,7 @@
 //!               accepts; owns every idle connection; reads request heads without blocking;
 //!               enforces the head limits and timeouts (414, 431, 400, 408);
 //!               Handler::admit (cheap checks, e.g. filtering) ─ refused? answer at once
+//!                  (or "later": the request is parked until another thread settles it, defer.rs)
 //!               reads the body into a spool (memory, then a temporary file; 413, 408)
 //!                  │ complete request (head + body) + its connection
 //!                  ▼
@@ -17,17 +18,20 @@
 //!               to the connection's outgoing spool
 //!                  │ the connection, with what is left to write, left in its slot's mailbox;
 //!                  │ the worker re-arms the socket, and the event that follows wakes the poller
+//!                  │ (after a 101, the connection and the peer socket together: a tunnel)
 //!                  ▼
 //!               poller: finishes the answer as the client takes it, then reads the next request
-//!               (at once when it is already buffered: pipelining)
+//!               (at once when it is already buffered: pipelining); relays tunnels both ways
 //! ```
 //!
 //! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
 //! `timers.rs` (each connection's deadline, so that the poller sleeps until the next one),
-//! `waiting.rs` (an upload still arriving, an answer still being taken), `handoff.rs` (what
-//! passes between the poller and the workers, and how a worker hands a connection back),
-//! `worker.rs` (a worker thread), `exchange.rs` (one request and its answer on a worker),
-//! `connection.rs` (one socket and its buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
+//! `waiting.rs` (an upload still arriving, an answer still being taken), `defer.rs` (an
+//! admission decided later, on another thread), `handoff.rs` (what passes between the poller
+//! and the workers, and how a worker hands a connection back), `worker.rs` (a worker thread),
+//! `exchange.rs` (one request and its answer on a worker), `tunnel.rs` (a connection after
+//! `101 Switching Protocols`, relayed by the poller), `connection.rs` (one socket and its
+//! buffer); [`parse`] (heads and framing), [`fields`] (the `Content-Length` and `Host`
 //! grammar, also used for backends' answers), [`chunked`] (request bodies), [`spool`] (the
 //! buffers between clients and workers), [`write`](mod@write) (answers), [`limits`], [`gauges`].
 //!
@@ -38,6 +42,7 @@
 
 pub mod chunked;
 mod connection;
+mod defer;
 mod epoll;
 mod exchange;
 pub mod fields;
@@ -52,6 +57,7 @@ mod poller;
 mod server;
 pub mod spool;
 mod timers;
+mod tunnel;
 mod waiting;
 mod worker;
 pub mod write;
@@ -59,12 +65,14 @@ pub mod write;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+pub use defer::{Admission, Defer, Deferred, Note};
 pub use exchange::{Body, Exchange, SendError};
 pub use gauges::{FrontStats, Gauges};
 pub use limits::Limits;
 pub use parse::{Framing, RequestHead};
 pub use server::{bind, Server, BACKLOG};
 pub use spool::{BufferLimits, BufferStats, Buffers};
+pub use tunnel::{OnTunnelEnd, TunnelEnd, TunnelEnded, MAX_TUNNELS, TUNNEL_TIMEOUT};
 pub use write::Refusal;
 
 /// How long a closing connection is read and dropped, waiting for the client to close. 5 s
@@ -124,15 +132,17 @@ impl Drop for Notify {
                 complete: !self.failed && self.untaken == 0,
                 untaken: self.untaken,
             };
-            // The callback is the handler's code, run on the poller or a worker: its panic is
-            // its own, not theirs.
-            let told =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback(delivered)));
-            if let Err(panic) = told {
-                let kind = crate::supervise::Thread::Admission;
-                crate::supervise::survived(kind, "telling how an answer ended", &*panic);
-            }
+            tell_handler("telling how an answer ended", || callback(delivered));
         }
+    }
+}
+
+/// Runs a callback of the handler's (`doing` what, for the log): it runs on the poller or a
+/// worker, and its panic is its own, not theirs.
+pub(crate) fn tell_handler(doing: &str, callback: impl FnOnce()) {
+    let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+    if let Err(panic) = told {
+        crate::supervise::survived(crate::supervise::Thread::Admission, doing, &*panic);
     }
 }
 
@@ -165,9 +175,24 @@ pub enum Refused {
 /// What a server does with requests.
 pub trait Handler: Send + Sync + 'static {
     /// Decides, on the poller thread, whether a complete request may wait for a worker. It
-    /// runs for every request, so it must be cheap and must not block. Default: admit all.
-    fn admit(&self, head: &RequestHead, framing: Framing) -> Result<(), Refusal> {
-        let _ = (head, framing);
+    /// runs for every request, so it must be cheap and must not block. A decision that needs
+    /// another thread (a network store) answers [`Admission::Later`] with a handle from `defer`
+    /// (see [`Defer`]); the poller then calls [`Handler::resume`]. Default: admit all.
+    fn admit(&self, head: &RequestHead, framing: Framing, defer: &Defer<'_>) -> Admission {
+        let _ = (head, framing, defer);
+        Admission::Admit
+    }
+
+    /// Decides, on the poller thread, on a request whose admission [`Handler::admit`] deferred:
+    /// with the [`Note`] its [`Deferred`] was settled with, or `None` when none came in time (or
+    /// the handle was dropped unsettled). Must be as cheap as `admit`. Default: admit.
+    fn resume(
+        &self,
+        head: &RequestHead,
+        framing: Framing,
+        note: Option<Note>,
+    ) -> Result<(), Refusal> {
+        let _ = (head, framing, note);
         Ok(())
     }
 

@@ -11,16 +11,21 @@
 //! | `Busy` | queued for a worker, or with one | the worker leaves it in the slot's mailbox (→ `Idle`, `Flushing` or `Lingering`) or closes it (→ free) |
 //! | `Flushing` | the worker is done, the client has not taken all of the answer | the answer is out (→ `Idle`, or `Lingering`), or the client took nothing for `timeouts client=` (→ free) |
 //! | `Lingering` | our last answer is sent; the client's bytes are dropped | the client closes, or after [`LINGER`](super::LINGER) (→ free) |
+//! | `Tunnel` | the answer switched protocols: bytes are relayed to and from a peer socket (`tunnel.rs`) | both sides are done, one fails, silence for `timeouts tunnel=`, or the drain ends (→ free) |
+//! | `Parked` | the handler deferred its admission (`defer.rs`); the connection is not read | the handler's note comes, or its deadline passes (→ as after an admission: `Body`, `Busy`, `Lingering`, or the next request), or a graceful shutdown begins (503) |
 //!
 //! Connections are registered in oneshot mode: after an event the poller hears nothing more of
 //! a connection until someone re-arms it. A worker re-arms a connection after leaving it in the
-//! slot's mailbox (`handoff.rs`), so the event that follows finds it there.
+//! slot's mailbox (`handoff.rs`), so the event that follows finds it there. A tunnel's peer
+//! socket is registered under its client's key with [`PEER_KEY`](super::tunnel::PEER_KEY) set.
 //!
 //! **Timers** (`timers.rs`): each slot has one pending check, never later than its deadline: an
 //! `Idle` connection with part of a head gets 408 at `timeouts head=`; one without any is closed
 //! after `timeouts client=`; a `Body` gets 408 at `timeouts body=`, or after `timeouts client=`
 //! without a byte; a `Flushing` answer is given up after `timeouts client=` without progress; a
-//! `Lingering` connection is closed after [`LINGER`](super::LINGER). A `Busy` slot is looked at
+//! `Lingering` connection is closed after [`LINGER`](super::LINGER); a `Tunnel` after `timeouts
+//! tunnel=` without a byte either way (see `tunnel.rs`); a `Parked` request is resumed without a
+//! note at the deadline its handler gave (a few milliseconds). A `Busy` slot is looked at
 //! every [`BUSY_CHECK`] at most, so that a connection a worker left in the mailbox is timed from
 //! then on even if no event comes. The queue has a deadline too: its oldest request gets 503 when
 //! it has waited `timeouts queue=` (workers check this as well when they take a job, but when
@@ -47,12 +52,14 @@ use super::epoll::Ready;
 use crate::supervise::{self, Thread};
 
 use super::connection::Conn;
+use super::defer::{Admission, Defer, Parked, Settled};
 use super::exchange::{expects_continue, Fate};
 use super::gauges::LongestInWindow;
 use super::handoff::{closing, queue_timeout, Front, Job, Mailbox, Returned};
 use super::parse::{parse_head, Framing, Parsed};
 use super::spool::Spool;
 use super::timers::{is_current, Check, Timers};
+use super::tunnel::{self, Tunnel, TunnelEnd};
 use super::waiting::{too_large, too_large_for_buffers, Flush, Upload};
 use super::write::{self, AnswerTo, Refusal};
 use super::{Refused, Request, LINGER};
@@ -85,6 +92,8 @@ enum Slot {
     Busy,
     Flushing(Box<Flush>),
     Lingering { conn: Box<Conn>, until: Instant },
+    Tunnel(Box<Tunnel>),
+    Parked(Box<Parked>),
 }
 
 /// A slot, its timer and its mailbox.
@@ -108,6 +117,11 @@ pub(crate) struct PollerThread {
     jobs: Option<Sender<Box<Job>>>,
     queue: Receiver<Box<Job>>,
     closed: Receiver<usize>,
+    /// Deferred admissions settled by the handler's other threads (see `defer.rs`).
+    settled: Receiver<Settled>,
+    settled_tx: Sender<Settled>,
+    /// Admissions asked so far: each deferral's parking number.
+    parkings: u64,
     /// `(sequence number, queued at)` of the jobs sent, oldest first, until they are taken.
     queued: VecDeque<(u64, Instant)>,
     sent: u64,
@@ -127,6 +141,7 @@ impl PollerThread {
         // SAFETY: the listener is deleted from the poller before it is dropped (begin_stop,
         // and Drop below).
         unsafe { shared.poller.add(&listener, Event::readable(LISTENER))? };
+        let (settled_tx, settled) = crossbeam_channel::unbounded();
         Ok(PollerThread {
             shared,
             listener: Some(listener),
@@ -140,6 +155,9 @@ impl PollerThread {
             jobs: Some(jobs),
             queue,
             closed,
+            settled,
+            settled_tx,
+            parkings: 0,
             queued: VecDeque::new(),
             sent: 0,
             scratch: vec![0; READ_SIZE],
@@ -153,6 +171,12 @@ impl Drop for PollerThread {
     fn drop(&mut self) {
         if let Some(l) = self.listener.take() {
             let _ = self.shared.poller.delete(&l);
+        }
+        // The drain is over: tunnels still open are closed, and told so.
+        for entry in &mut self.entries {
+            if let Slot::Tunnel(t) = &mut entry.slot {
+                t.end(TunnelEnd::Shutdown);
+            }
         }
     }
 }
@@ -171,12 +195,13 @@ pub(crate) fn run(mut p: PollerThread) {
         }
         let now = Instant::now();
         p.take_closed();
+        p.take_settled(now);
         for &key in &ready.keys {
             p.on_event(key, now);
         }
         p.expire(now);
         if p.shared.stopping.load(SeqCst) && !p.stopping {
-            p.begin_stop();
+            p.begin_stop(now);
         }
         if p.stopping && (p.open == 0 || p.shared.finished.load(SeqCst)) {
             return;
@@ -200,7 +225,8 @@ impl PollerThread {
             self.listener_armed = false;
             return self.accept(now);
         }
-        let idx = key - 1;
+        // Either socket of a tunnel: the slot is its client's.
+        let idx = tunnel::client_key(key) - 1;
         if idx >= self.entries.len() {
             return;
         }
@@ -216,8 +242,29 @@ impl PollerThread {
             Slot::Body(up) => self.read_body(idx, up, now),
             Slot::Flushing(f) => self.flush(idx, f, now),
             Slot::Lingering { conn, until } => self.discard(idx, conn, until),
+            Slot::Tunnel(t) => self.relay(idx, t, now),
             other => self.put(idx, other),
         }
+    }
+
+    /// Relays what a tunnel's sockets have for each other; frees the slot once it has ended.
+    fn relay(&mut self, idx: usize, mut t: Box<Tunnel>, now: Instant) {
+        if t.relay(&mut self.scratch, now).is_some() {
+            return self.end_tunnel(idx, t, None);
+        }
+        if t.arm().is_err() {
+            return self.end_tunnel(idx, t, Some(TunnelEnd::Error));
+        }
+        self.put(idx, Slot::Tunnel(t));
+    }
+
+    /// Closes a tunnel (told it ended `how`, unless it knows already) and frees its slot.
+    fn end_tunnel(&mut self, idx: usize, mut t: Box<Tunnel>, how: Option<TunnelEnd>) {
+        if let Some(how) = how {
+            t.end(how);
+        }
+        drop(t);
+        self.free_slot(idx);
     }
 
     /// Puts what a worker left in the mailbox into the slot, as the state it says, timed from
@@ -249,6 +296,8 @@ impl PollerThread {
                 then,
                 notify,
             })),
+            // A tunnel opened during the drain gets the rest of it, as the others do.
+            Returned::Tunnel(t) => Slot::Tunnel(t),
         };
         self.put(idx, slot);
     }
@@ -423,49 +472,146 @@ impl PollerThread {
             conn.scanned = 0;
             let since = conn.head_started.take();
             if self.stopping {
-                let refusal = Refusal::retry_after(503, "shutting down", 1).coded("shutting_down");
-                let why = Refused::ShuttingDown;
-                self.tell(&conn, Some(&head), &refusal, why, since, now);
-                return self.refuse(idx, conn, &refusal, closing(Some(&head)), now);
-            }
-            let handler = &self.shared.handler;
-            let admitted = catch_unwind(AssertUnwindSafe(|| {
-                supervise::check_point(Thread::Admission);
-                handler.admit(&head, framing)
-            }))
-            .unwrap_or_else(|panic| {
-                supervise::survived(Thread::Admission, "in the admission checks", &*panic);
-                Err(Refusal::new(500, "internal error").coded("panic"))
-            });
-            if let Err(refusal) = admitted {
-                let why = Refused::Admission;
-                self.tell(&conn, Some(&head), &refusal, why, since, now);
-                let to = AnswerTo {
-                    keep_alive: framing == super::Framing::None && head.wants_keep_alive(),
-                    ..closing(Some(&head))
-                };
-                let (bytes, persistence) = write::refusal_bytes(&refusal, to);
-                if !conn.try_write_all(&bytes) {
-                    return self.close(idx, conn);
-                }
-                if !persistence.keeps_open() {
-                    return self.linger(idx, conn, now);
-                }
-                conn.idle_since = now;
-                if !conn.unread().is_empty() {
-                    conn.head_started = Some(now);
-                }
-                continue;
+                return self.refuse_stopping(idx, conn, &head, since, now);
             }
             let request = Request {
                 head,
                 framing,
                 received: now,
             };
-            if framing != Framing::None && self.shared.limits.request_buffering {
-                return self.start_body(idx, conn, request, now);
+            let verdict = match self.admit(idx, &request) {
+                Admission::Admit => Ok(()),
+                Admission::Refuse(refusal) => Err(refusal),
+                Admission::Later { within } => {
+                    return self.park(idx, conn, request, since, within);
+                }
+            };
+            match self.admitted(idx, conn, request, since, verdict, now) {
+                Some(next) => conn = next,
+                None => return,
             }
-            return self.dispatch(idx, conn, request, None, now);
+        }
+    }
+
+    /// Asks the handler to admit a request (a panic in it refuses the request with 500).
+    fn admit(&mut self, idx: usize, request: &Request) -> Admission {
+        self.parkings += 1;
+        let defer = Defer {
+            to: &self.settled_tx,
+            poller: &self.shared.poller,
+            key: idx + 1,
+            parking: self.parkings,
+        };
+        let handler = &self.shared.handler;
+        catch_unwind(AssertUnwindSafe(|| {
+            supervise::check_point(Thread::Admission);
+            handler.admit(&request.head, request.framing, &defer)
+        }))
+        .unwrap_or_else(|panic| {
+            supervise::survived(Thread::Admission, "in the admission checks", &*panic);
+            Admission::Refuse(Refusal::new(500, "internal error").coded("panic"))
+        })
+    }
+
+    /// Goes on with a request once its admission is decided: refused, its answer is written,
+    /// and the connection is given back when it may carry the next request (the caller reads
+    /// it); admitted, its body is read or it is queued.
+    fn admitted(
+        &mut self,
+        idx: usize,
+        mut conn: Box<Conn>,
+        request: Request,
+        since: Option<Instant>,
+        verdict: Result<(), Refusal>,
+        now: Instant,
+    ) -> Option<Box<Conn>> {
+        if let Err(refusal) = verdict {
+            let (head, framing) = (&request.head, request.framing);
+            let why = Refused::Admission;
+            self.tell(&conn, Some(head), &refusal, why, since, now);
+            let to = AnswerTo {
+                keep_alive: framing == Framing::None && head.wants_keep_alive(),
+                ..closing(Some(head))
+            };
+            let (bytes, persistence) = write::refusal_bytes(&refusal, to);
+            if !conn.try_write_all(&bytes) {
+                self.close(idx, conn);
+                return None;
+            }
+            if !persistence.keeps_open() {
+                self.linger(idx, conn, now);
+                return None;
+            }
+            conn.idle_since = now;
+            if !conn.unread().is_empty() {
+                conn.head_started = Some(now);
+            }
+            return Some(conn);
+        }
+        if request.framing != Framing::None && self.shared.limits.request_buffering {
+            self.start_body(idx, conn, request, now);
+        } else {
+            self.dispatch(idx, conn, request, None, now);
+        }
+        None
+    }
+
+    /// Keeps a request whose admission the handler deferred until its note comes, or `within`
+    /// has passed (its slot's timer). The connection is not read meanwhile: what the client
+    /// sends next waits in the kernel.
+    fn park(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        request: Request,
+        since: Option<Instant>,
+        within: Duration,
+    ) {
+        let parked = Parked {
+            conn,
+            until: request.received + within,
+            request,
+            since,
+            parking: self.parkings,
+        };
+        self.put(idx, Slot::Parked(Box::new(parked)));
+    }
+
+    /// Resumes the parked requests whose notes have come; a note for a request resumed already
+    /// (or for an earlier parking of the slot) is dropped.
+    fn take_settled(&mut self, now: Instant) {
+        while let Ok((key, parking, note)) = self.settled.try_recv() {
+            let idx = key - 1;
+            match self.entries.get(idx).map(|e| &e.slot) {
+                Some(Slot::Parked(p)) if p.parking == parking => {}
+                _ => continue,
+            }
+            if let Slot::Parked(parked) = self.take_slot(idx) {
+                self.unpark(idx, *parked, note, now);
+            }
+        }
+    }
+
+    /// Asks the handler for the verdict on a parked request (with its note, or `None` when none
+    /// came in time or its handle was dropped), and goes on with it.
+    fn unpark(&mut self, idx: usize, parked: Parked, note: Option<super::Note>, now: Instant) {
+        let Parked {
+            conn,
+            request,
+            since,
+            ..
+        } = parked;
+        let handler = &self.shared.handler;
+        let verdict = catch_unwind(AssertUnwindSafe(|| {
+            supervise::check_point(Thread::Admission);
+            handler.resume(&request.head, request.framing, note)
+        }))
+        .unwrap_or_else(|panic| {
+            supervise::survived(Thread::Admission, "in the admission checks", &*panic);
+            Err(Refusal::new(500, "internal error").coded("panic"))
+        });
+        if let Some(conn) = self.admitted(idx, conn, request, since, verdict, now) {
+            self.resume(idx, conn, now);
         }
     }
 
@@ -660,11 +806,26 @@ impl PollerThread {
         let refusal = match why {
             Refused::QueueTimeout => queue_timeout(),
             Refused::QueueFull => Refusal::retry_after(503, "server busy", 1).coded("queue_full"),
-            _ => Refusal::retry_after(503, "shutting down", 1).coded("shutting_down"),
+            _ => shutting_down(),
         };
         let head = Some(&request.head);
         self.tell(&conn, head, &refusal, why, Some(request.received), now);
         self.refuse(idx, conn, &refusal, closing(head), now);
+    }
+
+    /// Answers 503 to a request (its head complete, since `since`) that the server will not
+    /// take because it is stopping.
+    fn refuse_stopping(
+        &mut self,
+        idx: usize,
+        conn: Box<Conn>,
+        head: &super::RequestHead,
+        since: Option<Instant>,
+        now: Instant,
+    ) {
+        let (refusal, why) = (shutting_down(), Refused::ShuttingDown);
+        self.tell(&conn, Some(head), &refusal, why, since, now);
+        self.refuse(idx, conn, &refusal, closing(Some(head)), now);
     }
 
     /// Tells the handler of an answer the front end gives by itself, and how long the client
@@ -865,6 +1026,9 @@ impl PollerThread {
                 self.close(idx, f.conn);
             }
             Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
+            Slot::Tunnel(t) => self.end_tunnel(idx, t, Some(TunnelEnd::Idle)),
+            // No note in time: the handler decides without one.
+            Slot::Parked(parked) => self.unpark(idx, *parked, None, now),
             other => self.put(idx, other),
         }
     }
@@ -917,8 +1081,9 @@ impl PollerThread {
     }
 
     /// Graceful shutdown begins: no new connections, no new requests; idle connections (those
-    /// a worker left in a mailbox too) close at once; bodies being read are dropped.
-    fn begin_stop(&mut self) {
+    /// a worker left in a mailbox too) close at once; bodies being read are dropped; requests
+    /// whose admission is deferred are answered 503 at once, without waiting for their note.
+    fn begin_stop(&mut self, now: Instant) {
         self.stopping = true;
         if let Some(l) = self.listener.take() {
             let _ = self.shared.poller.delete(&l);
@@ -933,16 +1098,22 @@ impl PollerThread {
                 }
             }
             match self.entries[idx].slot {
-                Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) => {}
+                Slot::Idle(_) | Slot::Lingering { .. } | Slot::Body(_) | Slot::Parked(_) => {}
                 _ => continue,
             }
             match self.take_slot(idx) {
                 Slot::Idle(conn) | Slot::Lingering { conn, .. } => self.close(idx, conn),
                 Slot::Body(up) => self.close(idx, up.conn),
+                Slot::Parked(p) => self.refuse_stopping(idx, p.conn, &p.request.head, p.since, now),
                 other => self.put(idx, other),
             }
         }
     }
+}
+
+/// The answer to a request the server will not take because it is stopping.
+fn shutting_down() -> Refusal {
+    Refusal::retry_after(503, "shutting down", 1).coded("shutting_down")
 }
 
 /// When `slot` expires, if it can (a `Busy` slot's connection is with a worker, which has
@@ -958,6 +1129,8 @@ fn deadline(slot: &Slot, limits: &super::Limits) -> Option<Instant> {
         }
         Slot::Flushing(f) => Some(f.progress + limits.client_timeout),
         Slot::Lingering { until, .. } => Some(*until),
+        Slot::Tunnel(t) => Some(t.deadline(limits)),
+        Slot::Parked(p) => Some(p.until),
         Slot::Free | Slot::Busy => None,
     }
 }

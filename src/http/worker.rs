@@ -2,7 +2,8 @@
 //! with ordinary blocking code (a worker may wait on a backend, never on a client: what the
 //! client does not take at once waits in a spool), and hands the connection back to the poller
 //! through its mailbox (see `handoff.rs`), with whatever of the answer is left to write and
-//! whatever the client sent behind the request.
+//! whatever the client sent behind the request; or, when the answer switched protocols, hands
+//! it and the peer socket over as a tunnel (`tunnel.rs`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,6 +16,7 @@ use super::connection::Conn;
 use super::exchange::{Exchange, Fate, BUF_SIZE};
 use super::handoff::{closing, queue_timeout, Front, Job, Mailbox, Returned};
 use super::spool::Spool;
+use super::tunnel;
 use super::write::{self, Refusal};
 use super::{Notify, OnDelivered, Refused, Request};
 
@@ -64,15 +66,7 @@ fn serve(shared: &Front, job: Box<Job>, buf: &mut Vec<u8>) {
     }
     supervise::check_point(Thread::Worker);
     let head = &request.head;
-    let mut ex = Exchange::new(
-        &mut conn,
-        &request,
-        body,
-        &shared.stopping,
-        buf,
-        &shared.buffers,
-        &shared.gauges,
-    );
+    let mut ex = Exchange::new(&mut conn, &request, body, buf, shared);
     let handled = catch_unwind(AssertUnwindSafe(|| {
         shared.handler.handle(&request, &mut ex)
     }));
@@ -82,9 +76,19 @@ fn serve(shared: &Front, job: Box<Job>, buf: &mut Vec<u8>) {
     if !ex.answered() {
         ex.refuse(&Refusal::new(500, "internal error").coded("panic"));
     }
-    let (fate, out, on_delivered) = ex.finish();
-    let fate = fate.unwrap_or(Fate::Abort);
-    give_back(shared, conn, &mailbox, fate, out, on_delivered);
+    let finished = ex.finish();
+    if let Some(tunnel) = finished.tunnel {
+        return tunnel::hand_over(shared, conn, &mailbox, *tunnel);
+    }
+    let fate = finished.fate.unwrap_or(Fate::Abort);
+    give_back(
+        shared,
+        conn,
+        &mailbox,
+        fate,
+        finished.out,
+        finished.on_delivered,
+    );
 }
 
 fn refuse_queued(shared: &Front, conn: Box<Conn>, request: &Request, mailbox: &Mailbox) {

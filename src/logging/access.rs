@@ -86,6 +86,19 @@ pub struct AccessEntry<'a> {
     pub reason: Option<&'a str>,
     /// The client left before it had taken the whole answer.
     pub aborted: bool,
+    /// For a tunnel (status 101), logged when it ends: bytes each way and how it ended.
+    pub tunnel: Option<TunnelTotals<'a>>,
+}
+
+/// A tunnel's part of its access-log line: `up=N down=N end=HOW`.
+#[derive(Debug, serde::Serialize)]
+pub struct TunnelTotals<'a> {
+    /// Bytes from the client to the backend.
+    pub up: u64,
+    /// Bytes from the backend to the client.
+    pub down: u64,
+    /// How it ended: `client`, `backend`, `idle`, `shutdown` or `error`.
+    pub end: &'a str,
 }
 
 /// What the access log reads of a request's head.
@@ -254,6 +267,7 @@ mod tests {
             via: "",
             reason: None,
             aborted: false,
+            tunnel: None,
         });
         assert!(super::super::flush());
         let text = std::fs::read_to_string(&path).unwrap();

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use log::Level;
 use serde::{Serialize, Serializer};
 
-use super::access::AccessEntry;
+use super::access::{AccessEntry, TunnelTotals};
 use super::time::Utc;
 use crate::decimal::{push_ip, push_num};
 
@@ -45,8 +45,8 @@ pub fn prefix(out: &mut Vec<u8>, time: Utc, level: Level, target: &str) {
 }
 
 /// Today's line, after the [`prefix`]: `client method target status backend duration bytes`,
-/// then what applies of `attempts=N via=a>b`, `reason=CODE` and `aborted`. The duration is in
-/// milliseconds to a tenth (rounded half up).
+/// then what applies of `attempts=N via=a>b`, `reason=CODE`, `aborted` and, for a tunnel,
+/// `up=N down=N end=HOW`. The duration is in milliseconds to a tenth (rounded half up).
 pub fn plain(out: &mut Vec<u8>, e: &AccessEntry<'_>) {
     let (method, target) = e
         .request
@@ -80,6 +80,14 @@ pub fn plain(out: &mut Vec<u8>, e: &AccessEntry<'_>) {
     }
     if e.aborted {
         out.extend_from_slice(b" aborted");
+    }
+    if let Some(t) = &e.tunnel {
+        out.extend_from_slice(b" up=");
+        push_num(out, t.up, 1);
+        out.extend_from_slice(b" down=");
+        push_num(out, t.down, 1);
+        out.extend_from_slice(b" end=");
+        out.extend_from_slice(t.end.as_bytes());
     }
     out.push(b'\n');
 }
@@ -160,6 +168,8 @@ struct JsonLine<'a> {
     aborted: bool,
     referer: Option<Cow<'a, str>>,
     user_agent: Option<Cow<'a, str>>,
+    /// A tunnel's `{"up", "down", "end"}`, logged when it ends; `null` for other requests.
+    tunnel: Option<&'a TunnelTotals<'a>>,
 }
 
 /// A time serialised as RFC 3339 with milliseconds, without a `String` in between.
@@ -192,6 +202,7 @@ pub fn json(out: &mut Vec<u8>, time: Utc, e: &AccessEntry<'_>) {
         aborted: e.aborted,
         referer: header("referer"),
         user_agent: header("user-agent"),
+        tunnel: e.tunnel.as_ref(),
     };
     // Writing into a Vec cannot fail, and every field serialises.
     let _ = serde_json::to_writer(&mut *out, &line);
@@ -239,6 +250,7 @@ mod tests {
             via: "",
             reason: None,
             aborted: false,
+            tunnel: None,
         }
     }
 
@@ -285,6 +297,23 @@ mod tests {
             ..entry(&h)
         };
         assert!(text(|o| plain(o, &slow)).contains(" 12340.0ms "));
+        let tunnel = AccessEntry {
+            status: 101,
+            tunnel: Some(TunnelTotals {
+                up: 30,
+                down: 6,
+                end: "backend",
+            }),
+            ..entry(&h)
+        };
+        assert!(text(|o| plain(o, &tunnel))
+            .ends_with(" 101 localhost:8081 22.0ms 6 up=30 down=6 end=backend\n"));
+        let v: serde_json::Value =
+            serde_json::from_str(&text(|o| json(o, time(), &tunnel))).unwrap();
+        assert_eq!(
+            v["tunnel"],
+            serde_json::json!({"up": 30, "down": 6, "end": "backend"})
+        );
     }
 
     #[test]
@@ -340,7 +369,8 @@ mod tests {
             "time": "2026-12-06T20:24:22.250Z", "client": "192.0.2.7", "method": "GET",
             "target": "/a?b", "protocol": "HTTP/1.1", "status": 200, "bytes": 6,
             "duration_ms": 22.0, "backend": "localhost:8081", "attempts": 2, "via": "a:1>b:2",
-            "reason": null, "aborted": false, "referer": "http://x/", "user_agent": "curl/8.5"
+            "reason": null, "aborted": false, "referer": "http://x/", "user_agent": "curl/8.5",
+            "tunnel": null
         });
         assert_eq!(v, expected);
         let none = AccessEntry {

@@ -22,7 +22,7 @@ mod writer;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-pub use access::{AccessEntry, AccessFormat, AccessLog, RequestLine};
+pub use access::{AccessEntry, AccessFormat, AccessLog, RequestLine, TunnelTotals};
 pub use writer::{Dropped, QUEUE_BYTES, QUEUE_LINES, TICK};
 
 /// How long [`flush`] waits for the writer: 2 s (a stderr nobody reads never drains).

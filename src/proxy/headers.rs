@@ -2,10 +2,17 @@
 //! connection, are removed in both directions; `X-Forwarded-For`, `X-Forwarded-Proto` and
 //! `X-Forwarded-Host` tell the backend whom it answers; every other header passes through, values
 //! byte for byte.
+//!
+//! The one exception: an upgrade to an allowed protocol ([`upgrade_protocols`], `upgrade
+//! allow=websocket` by default) forwards `Upgrade` (the allowed protocols) and
+//! `Connection: upgrade`, so that the backend can switch protocols (RFC 9110 §7.8). An upgrade
+//! to any other protocol (`h2c`, say) loses both, as hop-by-hop headers, and is served as
+//! plain HTTP/1.1.
 
 use std::borrow::Cow;
 
 use crate::decimal::push_ip;
+use crate::http::fields::trim_ows;
 use crate::http::{Framing, RequestHead};
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
@@ -56,10 +63,15 @@ fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<String> 
 
 /// The headers to send to the backend: the client's, minus hop-by-hop ones, the ones the
 /// proxy sets and `X-Balancer-Explain`, plus `X-Forwarded-For` (the client's chain with `client` appended),
-/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host). `Expect` is dropped
+/// `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's Host); for an allowed upgrade,
+/// `Connection: upgrade` and `Upgrade: upgrade` (see [`upgrade_protocols`]). `Expect` is dropped
 /// because the front end has already answered it. The client's headers are borrowed from
 /// `head`, not copied: the HTTP library copies them once into the request it sends.
-pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<HeaderPair<'_>> {
+pub fn backend_request_headers<'a>(
+    head: &'a RequestHead,
+    framing: Framing,
+    upgrade: Option<&'a [u8]>,
+) -> Vec<HeaderPair<'a>> {
     // Bytes that are not UTF-8 become U+FFFD, which is in no header name: the tokens around
     // them still count.
     let connection = connection_tokens(head.header_values("connection"));
@@ -88,7 +100,55 @@ pub fn backend_request_headers(head: &RequestHead, framing: Framing) -> Vec<Head
     if let Some(host) = head.header_bytes("host") {
         out.push(("X-Forwarded-Host".into(), host.into()));
     }
+    if let Some(protocols) = upgrade {
+        out.push(("Connection".into(), b"upgrade"[..].into()));
+        out.push(("Upgrade".into(), protocols.into()));
+    }
     out
+}
+
+/// The `Upgrade` value to forward when `head` asks to switch to a protocol in `allow` (lowercase
+/// names, `upgrade allow=`): its tokens whose protocol is allowed, in the client's order, joined
+/// by `, `. `None` when it is no allowed upgrade: no `Upgrade`, no `upgrade` in `Connection`
+/// (RFC 9110 §7.8 requires both), no allowed protocol, HTTP/1.0 (which has no upgrade), or a
+/// request body (an upgrade's handshake carries none here). Example: `Upgrade: h2c, websocket`
+/// with `allow` `[websocket]` gives `websocket`.
+pub fn upgrade_protocols(
+    head: &RequestHead,
+    framing: Framing,
+    allow: &[String],
+) -> Option<Vec<u8>> {
+    if head.http10 || framing != Framing::None || !head.connection_has("upgrade") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for token in head.header_values("upgrade").flat_map(tokens) {
+        let name = protocol_name(token);
+        if allow
+            .iter()
+            .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+        {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(token);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The elements of a comma-separated header value (`Upgrade`, `Transfer-Encoding`), without
+/// the whitespace around them; empty ones skipped.
+pub(super) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|t| !t.is_empty())
+}
+
+/// The protocol of an `Upgrade` element: `websocket` of `websocket`, `foo` of `foo/2`.
+pub(super) fn protocol_name(token: &[u8]) -> &[u8] {
+    token.split(|&b| b == b'/').next().unwrap_or(token)
 }
 
 /// A header name and value, borrowed where they come unchanged from the client. Values are
@@ -153,7 +213,7 @@ pub(super) mod tests {
         let mut h = head("GET", &[("Host", "a")]);
         h.headers
             .push(("X-Latin1".into(), b"caf\xe9 \xff".to_vec()));
-        let out = backend_request_headers(&h, Framing::None);
+        let out = backend_request_headers(&h, Framing::None, None);
         let (name, value) = &out[1];
         assert_eq!(
             (name.as_ref(), value.as_ref()),
@@ -182,7 +242,7 @@ pub(super) mod tests {
                 ("X-Balancer-Explain", "1"),
             ],
         );
-        let out = backend_request_headers(&h, Framing::None);
+        let out = backend_request_headers(&h, Framing::None, None);
         let names: Vec<&str> = out.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(
             names,
@@ -198,6 +258,71 @@ pub(super) mod tests {
         assert_eq!(out[3].1.as_ref(), b"192.0.2.1, 10.1.2.3");
         assert_eq!(out[4].1.as_ref(), b"http");
         assert_eq!(out[5].1.as_ref(), b"example.test");
+    }
+
+    #[test]
+    fn only_an_upgrade_to_an_allowed_protocol_keeps_upgrade_and_connection() {
+        let allow = ["websocket".to_string()];
+        let upgrade = |headers: &[(&str, &str)], framing| {
+            let h = head("GET", headers);
+            upgrade_protocols(&h, framing, &allow).map(|v| String::from_utf8(v).unwrap())
+        };
+        let ws = [
+            ("Host", "a"),
+            ("Connection", "keep-alive, Upgrade"),
+            ("Upgrade", "WebSocket"),
+        ];
+        assert_eq!(upgrade(&ws, Framing::None).as_deref(), Some("WebSocket"));
+        // The worked example: the allowed protocols of several, in the client's order.
+        let several = [
+            ("Connection", "upgrade"),
+            ("Upgrade", "h2c, websocket/13 , x"),
+        ];
+        assert_eq!(
+            upgrade(&several, Framing::None).as_deref(),
+            Some("websocket/13")
+        );
+        // Not an upgrade: no `Connection: upgrade`, another protocol, a body, no allow list.
+        assert_eq!(upgrade(&[("Upgrade", "websocket")], Framing::None), None);
+        assert_eq!(
+            upgrade(
+                &[("Connection", "upgrade"), ("Upgrade", "h2c")],
+                Framing::None
+            ),
+            None
+        );
+        assert_eq!(upgrade(&ws, Framing::Length(3)), None);
+        assert_eq!(
+            upgrade_protocols(&head("GET", &ws), Framing::None, &[]),
+            None
+        );
+        let mut old = head("GET", &ws);
+        old.http10 = true;
+        assert_eq!(upgrade_protocols(&old, Framing::None, &allow), None);
+
+        // Forwarded: the client's own Connection and Upgrade are dropped as hop-by-hop, ours
+        // added. Without an allowed upgrade, neither goes.
+        let h = head("GET", &ws);
+        let names = |out: &[HeaderPair<'_>]| -> Vec<String> {
+            out.iter()
+                .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v)))
+                .collect()
+        };
+        let out = names(&backend_request_headers(
+            &h,
+            Framing::None,
+            Some(b"WebSocket"),
+        ));
+        assert!(out.ends_with(&["Connection: upgrade".into(), "Upgrade: WebSocket".into()]));
+        assert_eq!(
+            out.iter().filter(|l| l.starts_with("Upgrade")).count(),
+            1,
+            "{out:?}"
+        );
+        let out = names(&backend_request_headers(&h, Framing::None, None));
+        assert!(!out
+            .iter()
+            .any(|l| l.starts_with("Upgrade") || l.starts_with("Connection")));
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   target reaches the proxy already in origin form (`http::parse`); `OPTIONS *` is sent as is.
 //! - Hop-by-hop headers (`Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`,
 //!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`, `Proxy-Authorization`)
-//!   are removed in both directions.
+//!   are removed in both directions, except `Upgrade` and `Connection: upgrade` of an upgrade to
+//!   an allowed protocol (`upgrade allow=websocket`): that request goes over a connection of its
+//!   own (`upgrade.rs`), and a 101 answer hands the backend's socket to the caller for a tunnel.
 //! - `X-Forwarded-For` gets the client's address appended; `X-Forwarded-Proto` and
 //!   `X-Forwarded-Host` are set.
 //! - A request with both `Content-Length` and `Transfer-Encoding`, or a bad `Content-Length`, is
@@ -31,18 +33,20 @@
 //! went, retry on another backend when that is safe. Beside it: `headers.rs` (hop-by-hop and
 //! `X-Forwarded-*`), `client_body.rs` (the client's body, and whose fault a broken upload is),
 //! `outcome.rs` (what an attempt and a forward end in), and the upstream side: `upstream.rs`
-//! (one ureq agent per backend), `transport.rs` (the TCP connector) and `resolver.rs` (the name
-//! cache).
+//! (one ureq agent per backend), `transport.rs` (the TCP connector), `resolver.rs` (the name
+//! cache) and `upgrade.rs` (an upgrade request's exchange, outside ureq).
 
 mod client_body;
 mod headers;
 mod outcome;
 pub mod resolver;
 pub mod transport;
+mod upgrade;
 mod upstream;
 
-pub use headers::{backend_request_headers, HeaderPair, ResponseHeaders};
+pub use headers::{backend_request_headers, upgrade_protocols, HeaderPair, ResponseHeaders};
 pub use outcome::{Failed, Forwarded};
+pub use upgrade::Upgraded;
 
 // Compatibility: `check_request` runs at admission, on the poller, and so lives in
 // `admission.rs`; this path keeps code written against `proxy::check_request` compiling.
@@ -91,6 +95,9 @@ pub struct ProxySettings {
     /// The largest request head a client may send (`limits max_head=`), so that the buffer a
     /// backend connection writes from can hold it with the forwarding headers. Default 16 KiB.
     pub max_request_head: usize,
+    /// The protocols a client may switch to (`upgrade allow=`, lowercase); empty: none.
+    /// Default `websocket`.
+    pub upgrade: Vec<String>,
 }
 
 impl ProxySettings {
@@ -156,17 +163,28 @@ impl Proxy {
         &self.pool
     }
 
+    /// The `Upgrade` value to forward when `head` asks to switch to an allowed protocol (see
+    /// [`upgrade_protocols`]); `None` for every other request, which costs one look for an
+    /// `Upgrade` header and nothing else.
+    pub fn upgrade_of(&self, head: &RequestHead, framing: Framing) -> Option<Vec<u8>> {
+        head.header_bytes("upgrade")?;
+        upgrade_protocols(head, framing, &self.settings.read().upgrade)
+    }
+
     /// Forwards one request, retrying on other backends when that is safe. `framing` is the
     /// body's framing as the front end parsed it; `body` is the client's body stream; a body
-    /// longer than `max_body` is cut off and answered with 413.
+    /// longer than `max_body` is cut off and answered with 413. `upgrade` (from
+    /// [`Proxy::upgrade_of`]) makes it an upgrade request: sent with `Upgrade: upgrade` on a
+    /// connection of its own, whose socket a 101 hands back in [`Forwarded::upgraded`].
     pub fn forward(
         &self,
         head: &RequestHead,
         framing: Framing,
         body: &mut dyn Read,
         max_body: Option<u64>,
+        upgrade: Option<&[u8]>,
     ) -> Result<Forwarded, Failed> {
-        self.forward_traced(head, framing, body, max_body, None)
+        self.forward_traced(head, framing, body, max_body, upgrade, None)
     }
 
     /// [`Proxy::forward`], also writing down in `explanation` what it decided: every pick (the
@@ -178,9 +196,11 @@ impl Proxy {
         framing: Framing,
         body: &mut dyn Read,
         max_body: Option<u64>,
+        upgrade: Option<&[u8]>,
         explanation: &mut Explanation,
     ) -> Result<Forwarded, Failed> {
-        let result = self.forward_traced(head, framing, body, max_body, Some(&mut *explanation));
+        let explain = Some(&mut *explanation);
+        let result = self.forward_traced(head, framing, body, max_body, upgrade, explain);
         if let Err(failed) = &result {
             explanation.refused = Some((failed.refusal.status, failed.refusal.code));
         }
@@ -193,10 +213,11 @@ impl Proxy {
         framing: Framing,
         body: &mut dyn Read,
         max_body: Option<u64>,
+        upgrade: Option<&[u8]>,
         mut explain: Option<&mut Explanation>,
     ) -> Result<Forwarded, Failed> {
         self.budget.deposit();
-        let headers = backend_request_headers(head, framing);
+        let headers = backend_request_headers(head, framing, upgrade);
         let mut body = ClientBody::new(body, framing, max_body);
         let mut tried: Vec<u64> = Vec::new();
         let mut via: Vec<Arc<Backend>> = Vec::new();
@@ -217,7 +238,12 @@ impl Proxy {
             let verdict = Verdict::pending(self, Arc::clone(&backend));
             let in_flight = backend.begin();
             let started = Instant::now();
-            let result = self.attempt(&backend, head, framing, &headers, &mut body);
+            let result = match upgrade {
+                Some(protocols) => {
+                    upgrade::attempt(&backend, head, &headers, protocols, self.upgrade_timeouts())
+                }
+                None => self.attempt(&backend, head, framing, &headers, &mut body),
+            };
             let latency = started.elapsed();
             let error = match result {
                 Ok(answer) => {
@@ -241,6 +267,7 @@ impl Proxy {
                         in_flight,
                         attempts: attempts + 1,
                         via,
+                        upgraded: answer.upgraded,
                     });
                 }
                 Err(AttemptError::Invalid(refusal)) => {
@@ -364,6 +391,12 @@ impl Proxy {
             response.map_err(classify)
         })?;
         let status = response.status().as_u16();
+        if status == 101 {
+            // Not asked for (an allowed upgrade goes through `upgrade.rs`): the connection now
+            // speaks something else, and the answer cannot be relayed as HTTP.
+            let refusal = Refusal::new(502, "backend switched protocols unasked");
+            return Err(AttemptError::Sent(refusal.coded("backend_invalid")));
+        }
         let (parts, body) = response.into_parts();
         let headers = ResponseHeaders::new(parts.headers);
         // The same rule as for a client's request (`http::fields`): a malformed length is a
@@ -378,7 +411,18 @@ impl Proxy {
             headers,
             content_length: length.filter(|_| !chunked),
             body: Box::new(body.into_reader()),
+            upgraded: None,
         })
+    }
+
+    /// The timeouts of an upgrade request's exchange: connect, send, response.
+    fn upgrade_timeouts(&self) -> upgrade::Timeouts {
+        let settings = self.settings.read();
+        upgrade::Timeouts {
+            connect: settings.connect_timeout,
+            send: settings.send_timeout,
+            response: settings.response_timeout,
+        }
     }
 }
 
@@ -468,6 +512,7 @@ mod tests {
             retry_timeouts: false,
             failure_statuses: vec![502, 503, 504],
             max_request_head: 16 * 1024,
+            upgrade: vec!["websocket".into()],
         }
     }
 
@@ -571,6 +616,7 @@ mod tests {
                 &h,
                 Framing::Length(100_000),
                 &mut BrokenUpload(50_000),
+                None,
                 None,
             )
             .err()

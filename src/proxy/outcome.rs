@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use super::headers::ResponseHeaders;
+use super::upgrade::Upgraded;
 use crate::balance::backend::{Backend, InFlight};
 use crate::http::fields::BadLength;
 use crate::http::Refusal;
@@ -27,6 +28,9 @@ pub struct Forwarded {
     /// The backends tried, in order, the one that answered last, when there was more than one
     /// attempt (else empty).
     pub via: Vec<Arc<Backend>>,
+    /// The backend switched protocols (101) for an upgrade request: its side of the tunnel.
+    /// Boxed: every other answer carries `None`, and stays small to move.
+    pub upgraded: Option<Box<Upgraded>>,
 }
 
 impl Forwarded {
@@ -61,6 +65,7 @@ pub(super) struct Answer {
     pub headers: ResponseHeaders,
     pub content_length: Option<u64>,
     pub body: Box<dyn Read + Send>,
+    pub upgraded: Option<Box<Upgraded>>,
 }
 
 /// How an attempt failed.

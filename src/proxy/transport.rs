@@ -88,6 +88,21 @@ impl Connector<()> for BackendConnector {
     }
 }
 
+/// Connects to the first of `addrs` that answers within `timeout` in all: the upgrade
+/// exchange's connection (`upgrade.rs`), made the way the agents make theirs.
+pub(super) fn connect_within(
+    addrs: impl Iterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, ureq::Error> {
+    let timeout = NextTimeout {
+        after: ureq::unversioned::transport::time::Duration::Exact(timeout),
+        reason: Timeout::Connect,
+        per_read: None,
+        per_write: None,
+    };
+    connect(addrs, &timeout)
+}
+
 /// Tries each address in turn within the connect timeout.
 fn connect(
     addrs: impl Iterator<Item = SocketAddr>,

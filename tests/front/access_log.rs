@@ -297,7 +297,8 @@ fn combined_and_json_lines_for_a_known_request() {
                 "client": "127.0.0.1", "method": "GET", "target": "/known?x=1",
                 "protocol": "HTTP/1.1", "status": 200, "bytes": 5, "backend": name,
                 "attempts": 1, "via": null, "reason": null, "aborted": false,
-                "referer": "http://ref.test/page", "user_agent": "test \"agent\"/1.0"
+                "referer": "http://ref.test/page", "user_agent": "test \"agent\"/1.0",
+                "tunnel": null
             })
         );
     }

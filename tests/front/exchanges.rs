@@ -292,20 +292,7 @@ fn resets_mid_body(sent: usize) -> Backend {
         out.write_all(&vec![b'r'; sent])?;
         out.flush()?;
         thread::sleep(Duration::from_millis(50));
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: setsockopt(2) on the connection's descriptor, reading `linger`.
-        unsafe {
-            libc::setsockopt(
-                out.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        support::reset_on_close(out);
         // The connection closes when the handler fails: with a reset, by the linger above.
         Err(std::io::Error::other("reset"))
     })

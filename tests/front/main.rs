@@ -1,5 +1,6 @@
 //! The front end, one test binary: how the balancer reads requests and keeps connections (HTTP
-//! conformance, head limits, timeouts, the queue, slow clients, streaming, load, descriptors)
+//! conformance, head limits, timeouts, the queue, slow clients, streaming, load, descriptors,
+//! tunnels)
 //! and what its access log says. One module per area; `cargo test --test front limits::` runs
 //! one of them.
 
@@ -10,6 +11,7 @@ mod access_log;
 mod client_timeout;
 mod concurrency;
 mod conformance;
+mod deferred;
 mod exchanges;
 mod fuzz;
 mod http;
@@ -19,3 +21,4 @@ mod load;
 mod queue;
 mod slow_clients;
 mod streaming;
+mod tunnels;

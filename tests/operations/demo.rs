@@ -1,6 +1,7 @@
 //! `--demo` as a learner runs it, on ports of its own: a demo server for each backend on this
-//! machine, whatever the port (`serverN` for the Nth backend), answering through the balancer;
-//! a backend elsewhere, or on a port already taken, gets a warning that says why it has none.
+//! machine, whatever the port (`serverN` for the Nth backend), answering through the balancer,
+//! WebSockets at `/ws` too; a backend elsewhere, or on a port already taken, gets a warning
+//! that says why it has none.
 
 use std::collections::BTreeSet;
 
@@ -54,4 +55,28 @@ fn demo_serves_any_local_ports_and_says_why_it_skips_a_backend() {
         "{elsewhere}"
     );
     assert!(elsewhere.contains("WARN"), "{elsewhere}");
+}
+
+#[test]
+fn the_demo_servers_echo_websockets_at_ws_with_their_names() {
+    let (one, two) = (free_port(), free_port());
+    let conf =
+        format!("health off\nbackend http://127.0.0.1:{one}\nbackend http://127.0.0.1:{two}\n");
+    let lb = LbProcess::with_config_file(&conf, &["--demo"], "info");
+    lb.wait_log("server2: listening on", 1);
+    let mut names = BTreeSet::new();
+    for _ in 0..2 {
+        let mut ws = support::ws_connect(lb.addr, "/ws");
+        let echo = support::ws_echo(&mut ws, "hi");
+        assert!(echo.ends_with(": hi"), "{echo}");
+        names.insert(echo);
+        ws.close(None).unwrap();
+        while ws.read().is_ok() {}
+    }
+    let both: BTreeSet<String> = ["server1: hi", "server2: hi"].map(String::from).into();
+    assert_eq!(
+        names, both,
+        "one tunnel to each backend, each echo with its name"
+    );
+    lb.access_line(&["GET /ws 101", "end=backend"]);
 }

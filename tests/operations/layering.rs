@@ -154,3 +154,29 @@ fn top_level_modules_import_each_other_without_a_circle() {
         println!("layer {l}: {}", names.join(", "));
     }
 }
+
+/// The poller never waits on Redis: the `redis` crate is named only by the files whose code runs
+/// on the shared store's own threads (store.rs, subscriber.rs through connect.rs) or at start
+/// (connect.rs's probe), and by filter/shared/mod.rs for the script's hash (no I/O). A Redis call
+/// anywhere else, in the filter the poller runs above all, fails this test.
+#[test]
+fn only_the_shared_stores_threads_name_the_redis_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = ["store.rs", "connect.rs", "subscriber.rs", "mod.rs"]
+        .map(|f| src.join("filter/shared").join(f));
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let naming: Vec<_> = files
+        .iter()
+        .filter(|f| !allowed.contains(f))
+        .filter(|f| std::fs::read_to_string(f).unwrap().contains("redis::"))
+        .collect();
+    assert!(naming.is_empty(), "the redis crate named in {naming:?}");
+    // The script's hash is the only use in mod.rs.
+    let text = std::fs::read_to_string(&allowed[3]).unwrap();
+    let uses: Vec<_> = text.lines().filter(|l| l.contains("redis::")).collect();
+    assert_eq!(
+        uses,
+        ["    redis::Script::new(SCRIPT).get_hash().to_string()"]
+    );
+}

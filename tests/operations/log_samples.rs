@@ -14,6 +14,9 @@
 //! - either one with the target `access` (`INFO access: 127.0.0.1 GET / 200 ...`): an access-log
 //!   line in the plain format (src/logging/format.rs, `plain`).
 //!
+//! A code span that starts with a level word is read as a log line whatever it is meant to be:
+//! a command such as Redis's `INFO` is written otherwise.
+//!
 //! A format string is a string literal of the code outside its unit tests: `"backend {}:
 //! breaker open for {cooldown:?}: {} consecutive failures"`. A placeholder stands for any text,
 //! none included, except a number's: `{:.1}` is a number with one decimal, `{:.0}` a whole one. The level of a
@@ -496,7 +499,8 @@ fn every_sample_log_line_of_the_docs_is_one_the_code_writes() {
             checked += 1;
             if let Some(why) = check(&sample, &matcher) {
                 wrong.push(format!(
-                    "{}: `{} {}`: {why}",
+                    "{}: `{} {}`: {why} (a code span that starts with a level is read as a \
+                     log line: write it otherwise if it is not one)",
                     sample.at, sample.level, sample.message
                 ));
             }

@@ -15,6 +15,10 @@
 //!   (process.rs) runs the built binary.
 //! - [`Traffic`], [`poll`], [`serial`], [`LogCapture`] (traffic.rs): continuous load and what
 //!   the resilience tests measure with.
+//! - [`UpgradeBackend`] (upgrade.rs): a backend that switches protocols (a WebSocket echo, or
+//!   raw bytes), and the client's side of a WebSocket ([`ws_connect`]) or a raw upgrade.
+//! - [`Redis`] (redis_server.rs): a real `redis-server` on a free port, for shared limits;
+//!   skipped with a note where it is not installed, a failure under CI.
 //!
 //! Everything binds loopback only, and every wait polls against a deadline.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
@@ -24,7 +28,9 @@ mod balancer;
 mod client;
 mod data;
 mod process;
+mod redis_server;
 mod traffic;
+mod upgrade;
 mod wire;
 
 pub use backend::*;
@@ -32,7 +38,9 @@ pub use balancer::*;
 pub use client::*;
 pub use data::*;
 pub use process::*;
+pub use redis_server::*;
 pub use traffic::*;
+pub use upgrade::*;
 pub use wire::*;
 
 use std::io;
@@ -69,6 +77,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Makes closing `stream` send a reset (RST) instead of a FIN: `SO_LINGER` with a zero timeout.
+pub fn reset_on_close(stream: &impl std::os::fd::AsRawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt(2) on a descriptor the caller owns, reading `linger` for its size.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }
 
 /// True when a TCP connection to `addr` is refused (nothing listening).

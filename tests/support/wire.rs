@@ -12,6 +12,12 @@ pub struct Head {
     pub headers: Vec<(String, String)>,
 }
 
+impl Headers for Head {
+    fn header_list(&self) -> &[(String, String)] {
+        &self.headers
+    }
+}
+
 /// Header lookups over `(name, value)` lists; names compare case-insensitively.
 pub trait Headers {
     fn header_list(&self) -> &[(String, String)];
