@@ -93,7 +93,7 @@ fi
 default_conf() {
     cat <<'CONF'
 # loadbalancer configuration: one setting per line, '#' starts a comment.
-# Every key is documented in README.md; flags given on the command line override this file.
+# Every key is documented in docs/CONFIGURATION.md; flags given on the command line override this file.
 listen     0.0.0.0:8080
 admin      127.0.0.1:9090
 workers    64

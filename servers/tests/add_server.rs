@@ -104,7 +104,7 @@ impl Drop for Sandbox {
 /// The shipped loadbalancer.conf, which is also the template the script writes when the file is missing.
 const DEFAULT_CONF: &str = "\
 # loadbalancer configuration: one setting per line, '#' starts a comment.
-# Every key is documented in README.md; flags given on the command line override this file.
+# Every key is documented in docs/CONFIGURATION.md; flags given on the command line override this file.
 listen     0.0.0.0:8080
 admin      127.0.0.1:9090
 workers    64

@@ -10,6 +10,8 @@
 //!   average;
 //! - health checks that see the backend come back reset its breaker, forget its averages and
 //!   start slow start;
+//! - going out (health checks fail, the breaker opens) ends a ramp in progress, and nothing is
+//!   logged about the weight of a backend that is out (see [`WeightLog`]);
 //! - either one can say why the backend is out (`last_error`, shown on the status page).
 //!
 //! The hot path stays cheap: a pick reads two atomics (`healthy`, breaker closed) and only takes
@@ -192,7 +194,12 @@ impl Backend {
     /// line a second). Returns the line logged, if any.
     pub fn apply_weighing(&self, weighing: &Weighing, now: Instant) -> Option<String> {
         self.set_effective(weighing.effective, weighing.factors);
-        let news = self.live.lock().weight_log.observe(weighing, now)?;
+        let available = self.is_available();
+        let news = self
+            .live
+            .lock()
+            .weight_log
+            .observe(weighing, available, now)?;
         let percent = |share: f64| format!("{:.0}%", share * 100.0);
         let share = percent(weighing.share());
         let weight = weighing.inputs.weight;
@@ -282,15 +289,23 @@ impl Backend {
             live.breaker.on_failure(now)
         };
         match transition {
-            Some(breaker::Transition::Opened(cooldown)) if was_half_open => log::warn!(
-                "backend {}: breaker open for {cooldown:?}: the trial request failed",
-                self.name
-            ),
-            Some(breaker::Transition::Opened(cooldown)) => log::warn!(
-                "backend {}: breaker open for {cooldown:?}: {} consecutive failures",
-                self.name,
-                failures_before + 1
-            ),
+            Some(breaker::Transition::Opened(cooldown)) => {
+                // Out: a ramp in progress ends here, and the trial that closes the breaker
+                // starts a new one.
+                live.measured.leave();
+                if was_half_open {
+                    log::warn!(
+                        "backend {}: breaker open for {cooldown:?}: the trial request failed",
+                        self.name
+                    );
+                } else {
+                    log::warn!(
+                        "backend {}: breaker open for {cooldown:?}: {} consecutive failures",
+                        self.name,
+                        failures_before + 1
+                    );
+                }
+            }
             Some(breaker::Transition::Closed) => {
                 live.measured.join(now);
                 live.measured.forget_failures();
@@ -314,6 +329,8 @@ impl Backend {
         match live.health.observe(passed) {
             Some(health::Transition::Down) => {
                 self.healthy.store(false, Relaxed);
+                // Out: a ramp in progress ends here; coming back starts a new one.
+                live.measured.leave();
                 log::warn!(
                     "backend {}: unhealthy ({})",
                     self.name,
@@ -550,6 +567,90 @@ mod tests {
         );
         // A 5 s ramp climbs 18 points a second: a line a second at most.
         assert!((4..=6).contains(&ramp_lines.len()), "{ramp_lines:#?}");
+    }
+
+    /// One maintenance tick of `b` on `clock`, a 5 s ramp and no other backend: breaker
+    /// timeouts, the tick's samples folded, the weight; returns the line logged, if any.
+    fn tick(b: &Backend, clock: &crate::clock::ManualClock) -> Option<String> {
+        use crate::clock::Clock;
+        let ramp = Duration::from_secs(5);
+        clock.advance(Duration::from_millis(100));
+        b.tick(clock.now());
+        b.fold_tick();
+        let inputs = b.weight_inputs(clock.now(), ramp);
+        b.apply_weighing(&weights::weigh(&inputs, None, ramp), clock.now())
+    }
+
+    /// A backend that joins (a reload added it while its process does not run yet), says so,
+    /// and fails its first 5 requests: its breaker opens.
+    fn joined_and_failing() -> (Backend, crate::clock::ManualClock) {
+        use crate::clock::{Clock, ManualClock};
+        let b = backend();
+        let clock = ManualClock::new();
+        b.join(clock.now());
+        assert_eq!(
+            tick(&b, &clock).as_deref(),
+            Some("backend a:1: slow start: effective weight 10% of weight 2, full in 5s")
+        );
+        for _ in 0..5 {
+            b.record(false, Duration::ZERO, clock.now());
+        }
+        assert!(!b.is_available());
+        (b, clock)
+    }
+
+    #[test]
+    fn a_backend_that_goes_out_while_ramping_says_nothing_until_it_is_back() {
+        use crate::clock::Clock;
+        let (b, clock) = joined_and_failing();
+        let tick = || tick(&b, &clock);
+        // The health checks take it out too.
+        let fail = health::Outcome::Failed("refused".into());
+        for _ in 0..3 {
+            b.record_check(&fail, clock.now());
+        }
+        assert!(!b.is_available());
+        // Out for longer than the ramp: no line about a ramp or a weight nobody is sent to (it
+        // used to say `slow start over: effective weight 5% ...: failure rate 100%` here).
+        let while_out: Vec<String> = (0..100).filter_map(|_| tick()).collect();
+        assert_eq!(while_out, Vec::<String>::new());
+        // Back: the ramp begins again, and its first line says so.
+        for _ in 0..2 {
+            b.record_check(&health::Outcome::Passed(200), clock.now());
+        }
+        let back: Vec<String> = (0..60).filter_map(|_| tick()).collect();
+        assert_eq!(
+            back.first().map(String::as_str),
+            Some("backend a:1: slow start: effective weight 10% of weight 2, full in 5s")
+        );
+        assert_eq!(
+            back.last().map(String::as_str),
+            Some("backend a:1: slow start over: effective weight 100% of weight 2")
+        );
+    }
+
+    #[test]
+    fn a_breaker_that_opens_mid_ramp_ends_the_ramp_quietly() {
+        use crate::clock::Clock;
+        let (b, clock) = joined_and_failing();
+        let tick = || tick(&b, &clock);
+        // Open for 10 s, longer than the ramp: nothing is said about a backend that is out.
+        let while_open: Vec<String> = (0..99).filter_map(|_| tick()).collect();
+        assert_eq!(while_open, Vec::<String>::new());
+        // Half-open after 10 s: the trial succeeds, the breaker closes, and a new ramp begins.
+        let half_open: Vec<String> = (0..2).filter_map(|_| tick()).collect();
+        assert!(b.admit(), "the trial");
+        b.record(true, Duration::from_millis(1), clock.now());
+        let lines: Vec<String> = half_open.into_iter().chain(tick()).collect();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("backend a:1: slow start: effective weight 10% of weight 2, full in 5s"),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.iter().all(|l| !l.contains("slow start over")),
+            "{lines:#?}"
+        );
     }
 
     #[test]

@@ -83,6 +83,11 @@ impl Ewma {
     pub fn get(&self) -> Option<f64> {
         self.value
     }
+
+    /// An average that starts at `value`, as if it had been measured.
+    pub fn at(value: f64) -> Ewma {
+        Ewma { value: Some(value) }
+    }
 }
 
 /// What the formula needs about one backend.
@@ -280,6 +285,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// Measured from the share last logged, not from fixed steps, so a weight that jitters around
 /// 50 % writes nothing; a change held back by the interval is logged on a later tick.
+///
+/// Nothing is said while the backend is out (unhealthy, breaker open): no request is sent to
+/// it, so its weight is nobody's news, and a line such as `slow start over` would read as if it
+/// were back. What changed while it was out is said once it is back.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct WeightLog {
     /// The share last logged; 1.0 (full) before any line.
@@ -315,11 +324,21 @@ pub enum WeightNews {
 }
 
 impl WeightLog {
-    /// Looks at this tick's `weighing` at `now`: the news worth a line, if any.
-    pub fn observe(&mut self, weighing: &Weighing, now: Instant) -> Option<WeightNews> {
+    /// Looks at this tick's `weighing` at `now`, of a backend that can take requests
+    /// (`available`) or not: the news worth a line, if any.
+    pub fn observe(
+        &mut self,
+        weighing: &Weighing,
+        available: bool,
+        now: Instant,
+    ) -> Option<WeightNews> {
         let share = weighing.share();
         let ramping = weighing.ramping();
-        let news = if ramping != self.ramping {
+        let news = if !available {
+            // Nobody's news; `ramping` is still followed below, so that a backend that comes
+            // back is compared with what it is then, not with a ramp it left.
+            None
+        } else if ramping != self.ramping {
             Some(if ramping {
                 WeightNews::RampBegan
             } else {
@@ -415,7 +434,8 @@ pub struct Measurements {
 
 impl Measurements {
     /// Folds one tick's outcomes into the averages, each as one sample: the mean latency of its
-    /// successes and the share of its attempts that failed. Averaging per tick first keeps one
+    /// successes (the first one taken as it is) and the share of its attempts that failed (from
+    /// 0, the failure rate of a backend not yet measured). Averaging per tick first keeps one
     /// stall (a descheduled worker, a GC pause) among many fast answers from moving the average
     /// much, so backends that perform alike stay alike; a backend that is really slower moves it
     /// tick after tick. A tick without attempts changes nothing.
@@ -427,7 +447,15 @@ impl Measurements {
             let mean_ms = tick.latency_us as f64 / 1000.0 / tick.ok as f64;
             self.latency.add(mean_ms, LATENCY_ALPHA);
         }
+        // The failure average starts at 0, where `failure_rate` already puts it: a backend is
+        // presumed well until it fails, as health checks presume it healthy. Taken as it is, a
+        // first tick of failures would be a failure rate of 100 % and the 5 % floor, which at
+        // 1 request in 41 takes a minute to leave, and before the breaker has seen enough
+        // failures to open.
         let failed = tick.failed as f64 / (tick.ok + tick.failed) as f64;
+        if self.failure_rate.get().is_none() {
+            self.failure_rate = Ewma::at(0.0);
+        }
         self.failure_rate.add(failed, FAILURE_ALPHA);
     }
 
@@ -449,6 +477,13 @@ impl Measurements {
     /// Starts slow start at `now`.
     pub fn join(&mut self, now: Instant) {
         self.joined = Some(now);
+    }
+
+    /// Ends slow start early: the backend is out (health checks fail, its breaker opened).
+    /// Whatever brings it back starts a new ramp (see `Backend`), so a ramp never runs, nor
+    /// ends, while nobody is sent to the backend.
+    pub fn leave(&mut self) {
+        self.joined = None;
     }
 
     /// Forgets the failure average: the failures it counted are over (a breaker closed again).
@@ -554,7 +589,8 @@ mod tests {
         samples.failure();
         assert_eq!(samples.mean_latency_ms(), Some(3.0));
         m.fold(samples.take());
-        assert_eq!((m.latency_ms(), m.failure_rate()), (Some(3.0), 0.5));
+        // Half of the tick failed: the failure average moves from 0 a fifth of the way there.
+        assert_eq!((m.latency_ms(), m.failure_rate()), (Some(3.0), 0.1));
         assert!(samples.take().is_empty());
         let t0 = Instant::now();
         m.restart(t0);
@@ -571,6 +607,29 @@ mod tests {
             m.inputs(2, t0, RAMP).since_join,
             None,
             "a ramp over is over"
+        );
+    }
+
+    #[test]
+    fn a_first_tick_of_failures_moves_the_failure_rate_a_fifth_of_the_way() {
+        // A backend failing from its first request (or its first after coming back) keeps 64 %
+        // of its weight after one tick, so it is still picked and its breaker sees the failures;
+        // taken as it was, that tick said 100 % and kept it at the floor.
+        let samples = TickSamples::default();
+        let mut m = Measurements::default();
+        samples.failure();
+        m.fold(samples.take());
+        assert_eq!(m.failure_rate(), 0.2);
+        let now = Instant::now();
+        let inputs = m.inputs(1, now, RAMP);
+        assert_eq!(effective_weight(&inputs, None, RAMP), 64);
+        m.forget_failures();
+        samples.failure();
+        m.fold(samples.take());
+        assert_eq!(
+            m.failure_rate(),
+            0.2,
+            "after the failures are forgotten too"
         );
     }
 
@@ -623,7 +682,7 @@ mod tests {
         let mut log = WeightLog::default();
         let mut look = |w: Weighing| {
             clock.advance(tick);
-            log.observe(&w, clock.now())
+            log.observe(&w, true, clock.now())
         };
         // Alike backends at full weight: nothing to say, tick after tick.
         for _ in 0..20 {

@@ -62,7 +62,7 @@ OPTIONS:
     --help                   print this help
 
 Durations take ms, s, m or h (e.g. 500ms, 2s). Logging follows RUST_LOG (default info).
-Every setting, with the config file grammar, is documented in README.md.
+Every setting, with the config file grammar, is documented in docs/CONFIGURATION.md.
 ";
 
 /// The `--version` line: `loadbalancer X.Y.Z`.

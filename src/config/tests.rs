@@ -83,7 +83,7 @@ fn the_teaching_config_has_short_timers() {
     assert_eq!(c.retries.count, 2);
     assert_eq!(c.filter.rate_limits.len(), 1);
     let ban = c.filter.ban.expect("a ban");
-    assert!(ban.window <= Duration::from_secs(10) && ban.duration <= Duration::from_secs(30));
+    assert!(ban.window <= Duration::from_secs(20) && ban.duration <= Duration::from_secs(30));
     let ports: Vec<u16> = c.backends.iter().map(|b| b.port).collect();
     assert_eq!(ports, [8081, 8082, 8083]);
 }

@@ -214,8 +214,8 @@ fn the_teaching_config_passes_check() {
         "breaker       failures=3 cooldown=2s max_cooldown=10s",
         "slow_start    5s",
         "retries       2 ",
-        "rate_limit rate=10/s burst=10",
-        "ban after=3 window=10s duration=20s",
+        "rate_limit rate=2/s burst=10 path=/api",
+        "ban after=20 window=20s duration=20s",
         "backend       http://localhost:8083 weight=1",
     ] {
         assert!(stdout.contains(line), "no {line:?} in:\n{stdout}");
