@@ -178,18 +178,7 @@ fn head_timeouts_fire_at_their_deadlines_not_on_a_tick() {
 /// arrived.
 fn stops_reading_uploads() -> (std::net::SocketAddr, Arc<Mutex<Vec<Instant>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let small = 4096 as libc::c_int;
-    // SAFETY: setsockopt(2) on the listener's descriptor, reading `small`; accepted sockets
-    // inherit the receive buffer size.
-    unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&small as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    support::set_receive_buffer(listener.as_raw_fd(), 4096).unwrap();
     let addr = listener.local_addr().unwrap();
     let held = Arc::new(Mutex::new(Vec::new()));
     let counter = Arc::clone(&held);

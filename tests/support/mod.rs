@@ -79,6 +79,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Gives the socket `fd` a receive buffer of `size` bytes (the kernel doubles it for its own
+/// bookkeeping), fixed: the kernel does not grow it as it grows a default one. Set on a listener,
+/// its accepted sockets inherit it.
+pub fn set_receive_buffer(fd: std::os::fd::RawFd, size: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setsockopt(2) on a descriptor the caller owns, reading `size` for its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Makes closing `stream` send a reset (RST) instead of a FIN: `SO_LINGER` with a zero timeout.
 pub fn reset_on_close(stream: &impl std::os::fd::AsRawFd) {
     let linger = libc::linger {
