@@ -24,7 +24,7 @@
 //!               (at once when it is already buffered: pipelining); relays tunnels both ways
 //! ```
 //!
-//! Files, in reading order: `server.rs` (start and stop), `poller.rs` (the poller thread),
+//! Files, in reading order: `server.rs` (start and stop), `poller/` (the poller thread: its slots and events in `mod.rs`, then `accept.rs`, `heads.rs`, `body.rs`, `queue.rs` and `deadlines.rs`),
 //! `epoll.rs` (what it waits on), `timers.rs` (each connection's deadline, so that the poller
 //! sleeps until the next one), `waiting.rs` (an upload still arriving, an answer still being
 //! taken), `defer.rs` (an admission decided later, on another thread), `handoff.rs` (what passes
